@@ -1,0 +1,113 @@
+//! The one `alluxio` binary. Thin by design: parse arguments into library configs, set up
+//! telemetry and the runtime, run, and turn failures into one-line errors with a non-zero
+//! exit code.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+mod mount_cmd;
+
+#[derive(Parser)]
+#[command(
+    name = "alluxio",
+    version,
+    about = "FUSE-first POSIX caching filesystem over object stores"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// FUSE mounts on this host.
+    Fuse {
+        #[command(subcommand)]
+        cmd: FuseCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum FuseCmd {
+    /// Mount a UFS with a local cache (runs in the foreground until unmounted).
+    Mount(mount_cmd::MountArgs),
+    /// Unmount a mount made by `alluxio fuse mount`.
+    Unmount {
+        /// The mountpoint.
+        mountpoint: PathBuf,
+    },
+    /// Show the counters of a running mount.
+    Stats {
+        /// The mountpoint.
+        mountpoint: PathBuf,
+        /// Print the raw JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn stats(mountpoint: PathBuf, json: bool) -> Result<()> {
+    let mp = mountpoint
+        .canonicalize()
+        .with_context(|| format!("mountpoint {}", mountpoint.display()))?;
+    let sock = alluxio::config::control_socket(&alluxio::config::default_run_dir(), &mp);
+    let out = alluxio::control::query(&sock, "stats").with_context(|| {
+        format!(
+            "no alluxio daemon answers for {} (socket {})",
+            mp.display(),
+            sock.display()
+        )
+    })?;
+    let v: serde_json::Value = serde_json::from_str(out.trim()).context("parse daemon answer")?;
+    if let Some(e) = v.get("error") {
+        bail!("daemon answered: {e}");
+    }
+    if json {
+        println!("{}", out.trim());
+        return Ok(());
+    }
+    println!("mountpoint  {}", v["mountpoint"].as_str().unwrap_or("?"));
+    println!("ufs         {}", v["ufs"].as_str().unwrap_or("?"));
+    println!("pid         {}", v["pid"]);
+    if let Some(c) = v["counters"].as_object() {
+        for (k, n) in c {
+            println!("{k:<22}{n}");
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    let res = match cli.cmd {
+        Cmd::Fuse {
+            cmd: FuseCmd::Mount(args),
+        } => mount_cmd::run(args),
+        Cmd::Fuse {
+            cmd: FuseCmd::Unmount { mountpoint },
+        } => alluxio::mount::unmount(&mountpoint).map_err(anyhow::Error::msg),
+        Cmd::Fuse {
+            cmd: FuseCmd::Stats { mountpoint, json },
+        } => stats(mountpoint, json),
+    };
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("alluxio: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! `alluxio fuse mount`: arguments → `MountConfig` → mount → serve until unmounted or
+//! signalled (SIGINT/SIGTERM unmount cleanly).
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use alluxio::config::{
+    MountConfig, UfsConfig, default_home, default_run_dir, parse_mount_options, parse_size, path_id,
+};
+use alluxio::types::Ownership;
+
+/// Arguments of `alluxio fuse mount`.
+#[derive(Args)]
+pub struct MountArgs {
+    /// Directory to mount on.
+    mountpoint: PathBuf,
+    /// The store: /local/dir, file:///dir, s3://bucket/prefix, memory://, or any OpenDAL URI.
+    #[arg(long, env = "ALLUXIO_UFS")]
+    ufs: String,
+    /// Namespace database directory [default: per-mount under ALLUXIO_HOME].
+    #[arg(long, env = "ALLUXIO_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+    /// Disk cache and write staging directory [default: per-mount under ALLUXIO_HOME].
+    #[arg(long, env = "ALLUXIO_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Disk cache capacity, e.g. 10GiB.
+    #[arg(long, default_value = "4GiB", env = "ALLUXIO_CACHE_SIZE")]
+    cache_size: String,
+    /// Memory cache capacity, e.g. 512MiB.
+    #[arg(long, default_value = "256MiB", env = "ALLUXIO_MEM_CACHE_SIZE")]
+    mem_cache_size: String,
+    /// Pages (1 MiB) fetched ahead of a sequential reader.
+    #[arg(long, default_value_t = 8)]
+    prefetch_pages: u64,
+    /// Mount options, comma-separated: uid=, gid=, file_mode=, dir_mode=, endpoint=,
+    /// region=, access_key_id=, secret_access_key=, ufs.KEY=VALUE, allow_other, ro, ...
+    #[arg(short = 'o', value_name = "OPT[,OPT...]")]
+    options: Vec<String>,
+}
+
+fn config(a: MountArgs) -> Result<MountConfig> {
+    let opts = parse_mount_options(&a.options)?;
+    let ufs = UfsConfig::parse(&a.ufs, &opts.ufs)?;
+    let mp = alluxio::mount::check_mountpoint(&a.mountpoint)?;
+    let per_mount = default_home().join("mounts").join(path_id(&[
+        mp.as_os_str().as_encoded_bytes(),
+        a.ufs.as_bytes(),
+    ]));
+    let disk = parse_size(&a.cache_size).context("--cache-size")?;
+    let mem = parse_size(&a.mem_cache_size).context("--mem-cache-size")?;
+    let euid = nix::unistd::geteuid().as_raw();
+    let egid = nix::unistd::getegid().as_raw();
+    Ok(MountConfig {
+        mountpoint: mp,
+        ufs,
+        state_dir: a.state_dir.unwrap_or_else(|| per_mount.join("state")),
+        cache_dir: a.cache_dir.unwrap_or_else(|| per_mount.join("cache")),
+        disk_cache_bytes: disk,
+        mem_cache_bytes: mem,
+        prefetch_pages: a.prefetch_pages.min(256),
+        ownership: Ownership {
+            uid: opts.uid.unwrap_or(euid),
+            gid: opts.gid.unwrap_or(egid),
+            file_mode: opts.file_mode.unwrap_or(0o644),
+            dir_mode: opts.dir_mode.unwrap_or(0o755),
+        },
+        fuse: opts.fuse,
+        run_dir: default_run_dir(),
+    })
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("ALLUXIO_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("warn,alluxio=info,alluxio_metaserver=info"));
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Mounts and serves until unmounted.
+pub fn run(args: MountArgs) -> Result<()> {
+    let cfg = config(args)?;
+    init_tracing();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .thread_name("alluxio-rt")
+        .enable_all()
+        .build()
+        .context("start runtime")?;
+    let mounted = alluxio::mount::mount(&cfg, rt.handle())?;
+    let mp = mounted.mountpoint().to_path_buf();
+    rt.spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            tracing::error!("cannot install signal handlers");
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        tracing::info!(mountpoint = %mp.display(), "signal received; unmounting");
+        if let Err(e) = alluxio::mount::unmount(&mp) {
+            tracing::error!("{e}");
+        }
+    });
+    mounted.run().context("serve FUSE requests")?;
+    tracing::info!("unmounted; exiting");
+    rt.shutdown_timeout(std::time::Duration::from_secs(5));
+    Ok(())
+}

@@ -1,0 +1,55 @@
+//! Storage engines behind the namespace.
+//!
+//! A store offers transactions over three maps: inodes (`ino → record`), dentries
+//! (`(parent, name) → child`, ordered by name within a parent) and named counters.
+//! Invariant: a `write` closure that returns `Err` leaves the store unchanged; one that
+//! returns `Ok` is committed atomically and durably before `write` returns.
+
+use crate::error::MetaError;
+use crate::record::{InodeNo, InodeRecord};
+
+pub mod memory;
+pub mod redb;
+
+/// Read access inside a transaction.
+pub trait StoreRead {
+    /// The inode record, if present.
+    fn inode(&self, ino: InodeNo) -> Result<Option<InodeRecord>, MetaError>;
+    /// The child inode of `parent` named `name`, if present.
+    fn dentry(&self, parent: InodeNo, name: &[u8]) -> Result<Option<InodeNo>, MetaError>;
+    /// All children of `parent`, ordered by name.
+    fn children(&self, parent: InodeNo) -> Result<Vec<(Vec<u8>, InodeNo)>, MetaError>;
+    /// Whether `parent` has at least one child.
+    fn has_children(&self, parent: InodeNo) -> Result<bool, MetaError>;
+    /// A named counter (0 when never set).
+    fn counter(&self, key: &str) -> Result<u64, MetaError>;
+}
+
+/// Write access inside a transaction.
+pub trait StoreWrite: StoreRead {
+    /// Insert or replace an inode record.
+    fn put_inode(&mut self, rec: &InodeRecord) -> Result<(), MetaError>;
+    /// Remove an inode record.
+    fn remove_inode(&mut self, ino: InodeNo) -> Result<(), MetaError>;
+    /// Insert or replace a dentry.
+    fn put_dentry(&mut self, parent: InodeNo, name: &[u8], child: InodeNo)
+    -> Result<(), MetaError>;
+    /// Remove a dentry.
+    fn remove_dentry(&mut self, parent: InodeNo, name: &[u8]) -> Result<(), MetaError>;
+    /// Set a named counter.
+    fn set_counter(&mut self, key: &str, value: u64) -> Result<(), MetaError>;
+}
+
+/// A transactional store for the namespace.
+pub trait NamespaceStore: Send + Sync + 'static {
+    /// Run `f` in a read transaction (a consistent snapshot).
+    fn read<R>(
+        &self,
+        f: impl FnOnce(&dyn StoreRead) -> Result<R, MetaError>,
+    ) -> Result<R, MetaError>;
+    /// Run `f` in a write transaction; commit if it returns `Ok`, abort otherwise.
+    fn write<R>(
+        &self,
+        f: impl FnOnce(&mut dyn StoreWrite) -> Result<R, MetaError>,
+    ) -> Result<R, MetaError>;
+}

@@ -1,0 +1,159 @@
+//! redb store: the embedded default. One database file holds three tables.
+//!
+//! Every write transaction commits with `Durability::Immediate`, so an acknowledged
+//! namespace change survives a crash of the daemon or the host.
+
+use std::path::Path;
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+use super::{NamespaceStore, StoreRead, StoreWrite};
+use crate::error::MetaError;
+use crate::record::{InodeNo, InodeRecord};
+
+const INODES: TableDefinition<u64, &[u8]> = TableDefinition::new("inodes");
+const DENTRIES: TableDefinition<(u64, &[u8]), u64> = TableDefinition::new("dentries");
+const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
+
+/// A namespace store in one redb file.
+pub struct RedbStore {
+    db: Database,
+}
+
+impl RedbStore {
+    /// Open (or create) the database at `path` and make sure every table exists.
+    pub fn open(path: &Path) -> Result<Self, MetaError> {
+        let db = Database::create(path)?;
+        let txn = db.begin_write()?;
+        {
+            txn.open_table(INODES)?;
+            txn.open_table(DENTRIES)?;
+            txn.open_table(COUNTERS)?;
+        }
+        txn.commit()?;
+        Ok(Self { db })
+    }
+}
+
+struct Tables<I, D, C> {
+    inodes: I,
+    dentries: D,
+    counters: C,
+}
+
+impl<I, D, C> StoreRead for Tables<I, D, C>
+where
+    I: ReadableTable<u64, &'static [u8]>,
+    D: ReadableTable<(u64, &'static [u8]), u64>,
+    C: ReadableTable<&'static str, u64>,
+{
+    fn inode(&self, ino: InodeNo) -> Result<Option<InodeRecord>, MetaError> {
+        match self.inodes.get(ino.0)? {
+            Some(v) => Ok(Some(InodeRecord::decode(v.value())?)),
+            None => Ok(None),
+        }
+    }
+    fn dentry(&self, parent: InodeNo, name: &[u8]) -> Result<Option<InodeNo>, MetaError> {
+        Ok(self
+            .dentries
+            .get((parent.0, name))?
+            .map(|v| InodeNo(v.value())))
+    }
+    fn children(&self, parent: InodeNo) -> Result<Vec<(Vec<u8>, InodeNo)>, MetaError> {
+        let empty: &[u8] = &[];
+        let mut out = Vec::new();
+        for item in self.dentries.range((parent.0, empty)..)? {
+            let (k, v) = item?;
+            let (p, name) = k.value();
+            if p != parent.0 {
+                break;
+            }
+            out.push((name.to_vec(), InodeNo(v.value())));
+        }
+        Ok(out)
+    }
+    fn has_children(&self, parent: InodeNo) -> Result<bool, MetaError> {
+        let empty: &[u8] = &[];
+        match self.dentries.range((parent.0, empty)..)?.next() {
+            Some(item) => Ok(item?.0.value().0 == parent.0),
+            None => Ok(false),
+        }
+    }
+    fn counter(&self, key: &str) -> Result<u64, MetaError> {
+        Ok(self.counters.get(key)?.map(|v| v.value()).unwrap_or(0))
+    }
+}
+
+impl StoreWrite
+    for Tables<
+        redb::Table<'_, u64, &'static [u8]>,
+        redb::Table<'_, (u64, &'static [u8]), u64>,
+        redb::Table<'_, &'static str, u64>,
+    >
+{
+    fn put_inode(&mut self, rec: &InodeRecord) -> Result<(), MetaError> {
+        self.inodes.insert(rec.ino.0, rec.encode().as_slice())?;
+        Ok(())
+    }
+    fn remove_inode(&mut self, ino: InodeNo) -> Result<(), MetaError> {
+        self.inodes.remove(ino.0)?;
+        Ok(())
+    }
+    fn put_dentry(
+        &mut self,
+        parent: InodeNo,
+        name: &[u8],
+        child: InodeNo,
+    ) -> Result<(), MetaError> {
+        self.dentries.insert((parent.0, name), child.0)?;
+        Ok(())
+    }
+    fn remove_dentry(&mut self, parent: InodeNo, name: &[u8]) -> Result<(), MetaError> {
+        self.dentries.remove((parent.0, name))?;
+        Ok(())
+    }
+    fn set_counter(&mut self, key: &str, value: u64) -> Result<(), MetaError> {
+        self.counters.insert(key, value)?;
+        Ok(())
+    }
+}
+
+impl NamespaceStore for RedbStore {
+    fn read<R>(
+        &self,
+        f: impl FnOnce(&dyn StoreRead) -> Result<R, MetaError>,
+    ) -> Result<R, MetaError> {
+        let txn = self.db.begin_read()?;
+        let tables = Tables {
+            inodes: txn.open_table(INODES)?,
+            dentries: txn.open_table(DENTRIES)?,
+            counters: txn.open_table(COUNTERS)?,
+        };
+        f(&tables)
+    }
+
+    fn write<R>(
+        &self,
+        f: impl FnOnce(&mut dyn StoreWrite) -> Result<R, MetaError>,
+    ) -> Result<R, MetaError> {
+        let txn = self.db.begin_write()?;
+        let r = {
+            let mut tables = Tables {
+                inodes: txn.open_table(INODES)?,
+                dentries: txn.open_table(DENTRIES)?,
+                counters: txn.open_table(COUNTERS)?,
+            };
+            f(&mut tables)
+        };
+        match r {
+            Ok(v) => {
+                txn.commit()?;
+                Ok(v)
+            }
+            Err(e) => {
+                txn.abort()?;
+                Err(e)
+            }
+        }
+    }
+}

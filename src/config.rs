@@ -1,0 +1,485 @@
+//! Plain configuration structs, their parsing from user strings, and validation.
+//!
+//! Human units and URIs are parsed here, at the edge; components receive `*Config` values
+//! with sizes in bytes and durations as `Duration`. Every check runs before mounting.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::types::Ownership;
+
+/// A configuration error, reported to the user as one line.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+fn err<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
+    Err(ConfigError(msg.into()))
+}
+
+/// Where the data lives: an OpenDAL scheme plus its configuration map.
+#[derive(Clone, PartialEq, Eq)]
+pub struct UfsConfig {
+    /// The URI as the user gave it (shown in logs and errors; never holds secrets).
+    pub uri: String,
+    /// OpenDAL scheme (`fs`, `s3`, `memory`, ...).
+    pub scheme: String,
+    /// OpenDAL configuration keys for that scheme.
+    pub options: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for UfsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Credentials live in `options`; print only the keys.
+        f.debug_struct("UfsConfig")
+            .field("uri", &self.uri)
+            .field("scheme", &self.scheme)
+            .field("option_keys", &self.options.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl UfsConfig {
+    /// Parses a UFS URI: a plain absolute path or `file:///path` (local directory),
+    /// `s3://bucket[/prefix]`, `memory://`, or any other `scheme://...` that OpenDAL knows.
+    /// `extra` holds OpenDAL keys from `-o` options; for S3 the usual AWS environment
+    /// variables fill in what options leave out.
+    pub fn parse(uri: &str, extra: &BTreeMap<String, String>) -> Result<Self, ConfigError> {
+        let mut options = extra.clone();
+        if uri.contains('\0') {
+            return err("UFS URI contains a NUL byte");
+        }
+        let local = if uri.starts_with('/') {
+            Some(uri)
+        } else {
+            uri.strip_prefix("file://")
+        };
+        if let Some(path) = local {
+            if !path.starts_with('/') {
+                return err(format!("UFS path must be absolute: {uri:?}"));
+            }
+            let p = Path::new(path);
+            if !p.is_dir() {
+                return err(format!(
+                    "UFS directory {path} does not exist or is not a directory"
+                ));
+            }
+            let canon = p
+                .canonicalize()
+                .map_err(|e| ConfigError(format!("cannot resolve UFS directory {path}: {e}")))?;
+            options.insert("root".into(), canon.to_string_lossy().into_owned());
+            return Ok(Self {
+                uri: uri.to_string(),
+                scheme: "fs".into(),
+                options,
+            });
+        }
+        let Some((scheme, rest)) = uri.split_once("://") else {
+            return err(format!(
+                "cannot parse UFS URI {uri:?}: expected an absolute path or SCHEME://..., e.g. s3://bucket/prefix"
+            ));
+        };
+        if scheme.is_empty()
+            || !scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-')
+        {
+            return err(format!(
+                "cannot parse UFS URI {uri:?}: bad scheme {scheme:?}"
+            ));
+        }
+        match scheme {
+            "memory" => Ok(Self {
+                uri: uri.into(),
+                scheme: "memory".into(),
+                options,
+            }),
+            "s3" => {
+                let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+                if bucket.is_empty() {
+                    return err(format!("cannot parse UFS URI {uri:?}: missing bucket"));
+                }
+                options.insert("bucket".into(), bucket.into());
+                options.insert("root".into(), format!("/{}", prefix.trim_matches('/')));
+                for (key, vars) in [
+                    ("endpoint", &["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"][..]),
+                    ("region", &["AWS_REGION", "AWS_DEFAULT_REGION"][..]),
+                    ("access_key_id", &["AWS_ACCESS_KEY_ID"][..]),
+                    ("secret_access_key", &["AWS_SECRET_ACCESS_KEY"][..]),
+                    ("session_token", &["AWS_SESSION_TOKEN"][..]),
+                ] {
+                    if options.contains_key(key) {
+                        continue;
+                    }
+                    if let Some(v) = vars.iter().find_map(|v| std::env::var(v).ok()) {
+                        options.insert(key.into(), v);
+                    }
+                }
+                options
+                    .entry("region".into())
+                    .or_insert_with(|| "us-east-1".into());
+                if let Some(ep) = options.get("endpoint")
+                    && !(ep.starts_with("http://") || ep.starts_with("https://"))
+                {
+                    return err(format!(
+                        "S3 endpoint must start with http:// or https://: {ep:?}"
+                    ));
+                }
+                Ok(Self {
+                    uri: uri.into(),
+                    scheme: "s3".into(),
+                    options,
+                })
+            }
+            other => Ok(Self {
+                uri: uri.into(),
+                scheme: other.into(),
+                options,
+            }),
+        }
+    }
+}
+
+/// Kernel-facing options of the FUSE session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FuseConfig {
+    /// Let users other than the mounter use the mount.
+    pub allow_other: bool,
+    /// Let root use a mount made by another user.
+    pub allow_root: bool,
+    /// Refuse every modification with EROFS.
+    pub read_only: bool,
+    /// Session threads serving kernel requests.
+    pub threads: usize,
+    /// How long the kernel may cache attributes.
+    pub attr_ttl: Duration,
+    /// How long the kernel may cache name lookups.
+    pub entry_ttl: Duration,
+}
+
+impl Default for FuseConfig {
+    fn default() -> Self {
+        Self {
+            allow_other: false,
+            allow_root: false,
+            read_only: false,
+            threads: 8,
+            attr_ttl: Duration::from_secs(1),
+            entry_ttl: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Everything a mount needs.
+#[derive(Debug, Clone)]
+pub struct MountConfig {
+    /// Where the filesystem is mounted.
+    pub mountpoint: PathBuf,
+    /// The store behind it.
+    pub ufs: UfsConfig,
+    /// Directory for the namespace database (0700).
+    pub state_dir: PathBuf,
+    /// Directory for the disk cache tier and write staging (0700).
+    pub cache_dir: PathBuf,
+    /// Capacity of the disk tier.
+    pub disk_cache_bytes: u64,
+    /// Capacity of the memory tier.
+    pub mem_cache_bytes: u64,
+    /// Pages fetched ahead of a reader that misses.
+    pub prefetch_pages: u64,
+    /// Owner and modes for objects written by other tools.
+    pub ownership: Ownership,
+    /// Kernel session options.
+    pub fuse: FuseConfig,
+    /// Directory holding the control socket (`alluxio fuse stats`).
+    pub run_dir: PathBuf,
+}
+
+/// Options parsed out of `-o a,b=c` lists.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MountOptions {
+    /// OpenDAL keys for the UFS.
+    pub ufs: BTreeMap<String, String>,
+    /// uid/gid/mode overrides for UFS objects.
+    pub uid: Option<u32>,
+    /// gid override.
+    pub gid: Option<u32>,
+    /// File mode override.
+    pub file_mode: Option<u32>,
+    /// Directory mode override.
+    pub dir_mode: Option<u32>,
+    /// Kernel session options.
+    pub fuse: FuseConfig,
+}
+
+fn parse_num<T: std::str::FromStr>(key: &str, v: &str) -> Result<T, ConfigError> {
+    v.parse()
+        .map_err(|_| ConfigError(format!("mount option {key}={v}: not a number")))
+}
+
+fn parse_mode(key: &str, v: &str) -> Result<u32, ConfigError> {
+    match u32::from_str_radix(v, 8) {
+        Ok(m) if m != 0 && m <= 0o7777 => Ok(m),
+        _ => err(format!(
+            "mount option {key}={v}: expected a non-zero octal mode like 644"
+        )),
+    }
+}
+
+/// Parses `-o` values (each may hold a comma-separated list).
+pub fn parse_mount_options(values: &[String]) -> Result<MountOptions, ConfigError> {
+    let mut o = MountOptions::default();
+    for opt in values
+        .iter()
+        .flat_map(|v| v.split(','))
+        .filter(|s| !s.is_empty())
+    {
+        let (key, val) = match opt.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (opt, None),
+        };
+        match (key, val) {
+            ("uid", Some(v)) => o.uid = Some(parse_num(key, v)?),
+            ("gid", Some(v)) => o.gid = Some(parse_num(key, v)?),
+            ("file_mode", Some(v)) => o.file_mode = Some(parse_mode(key, v)?),
+            ("dir_mode", Some(v)) => o.dir_mode = Some(parse_mode(key, v)?),
+            (
+                "endpoint" | "region" | "access_key_id" | "secret_access_key" | "session_token",
+                Some(v),
+            ) => {
+                o.ufs.insert(key.into(), v.into());
+            }
+            (k, Some(v)) if k.starts_with("ufs.") && k.len() > 4 => {
+                o.ufs.insert(k[4..].into(), v.into());
+            }
+            ("threads", Some(v)) => {
+                let n: usize = parse_num(key, v)?;
+                if n == 0 || n > 256 {
+                    return err("mount option threads must be between 1 and 256");
+                }
+                o.fuse.threads = n;
+            }
+            ("attr_timeout", Some(v)) => {
+                o.fuse.attr_ttl = Duration::from_secs_f64(parse_secs(key, v)?)
+            }
+            ("entry_timeout", Some(v)) => {
+                o.fuse.entry_ttl = Duration::from_secs_f64(parse_secs(key, v)?)
+            }
+            ("allow_other", None) => o.fuse.allow_other = true,
+            ("allow_root", None) => o.fuse.allow_root = true,
+            ("ro", None) => o.fuse.read_only = true,
+            ("rw", None) => o.fuse.read_only = false,
+            // Accepted for mount(8)/fstab compatibility; they do not change our behaviour
+            // (permissions are always checked by the kernel: default_permissions).
+            (
+                "default_permissions"
+                | "dev"
+                | "nodev"
+                | "suid"
+                | "nosuid"
+                | "exec"
+                | "noexec"
+                | "atime"
+                | "noatime"
+                | "relatime"
+                | "strictatime"
+                | "nodiratime"
+                | "_netdev"
+                | "nofail"
+                | "auto"
+                | "noauto"
+                | "user"
+                | "nouser"
+                | "users"
+                | "async",
+                None,
+            ) => {}
+            _ => return err(format!("unknown mount option {opt:?}")),
+        }
+    }
+    Ok(o)
+}
+
+fn parse_secs(key: &str, v: &str) -> Result<f64, ConfigError> {
+    match v.parse::<f64>() {
+        Ok(s) if s.is_finite() && (0.0..=3600.0).contains(&s) => Ok(s),
+        _ => err(format!(
+            "mount option {key}={v}: expected seconds between 0 and 3600"
+        )),
+    }
+}
+
+/// Parses a size with optional unit: `4096`, `512MiB`, `4GiB`, `10G` (binary), `1GB`
+/// (decimal).
+pub fn parse_size(s: &str) -> Result<u64, ConfigError> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "t" | "tib" => 1 << 40,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        _ => return err(format!("cannot parse size {s:?}: unknown unit {unit:?}")),
+    };
+    let n: f64 = num
+        .parse()
+        .map_err(|_| ConfigError(format!("cannot parse size {s:?}")))?;
+    let bytes = n * mult as f64;
+    if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
+        return err(format!("size {s:?} out of range"));
+    }
+    Ok(bytes as u64)
+}
+
+/// A stable short id for a path (FNV-1a 64), used to name per-mount directories and
+/// sockets. Stable across builds and Rust versions, unlike `DefaultHasher`.
+pub fn path_id(parts: &[&[u8]]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for p in parts {
+        for b in p.iter().chain(std::iter::once(&0u8)) {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    format!("{h:016x}")
+}
+
+/// The default base directory for per-mount state and cache.
+pub fn default_home() -> PathBuf {
+    if let Ok(h) = std::env::var("ALLUXIO_HOME") {
+        return PathBuf::from(h);
+    }
+    if nix::unistd::geteuid().is_root() {
+        PathBuf::from("/var/lib/alluxio")
+    } else {
+        let base = std::env::var("XDG_DATA_HOME")
+            .map(PathBuf::from)
+            .or_else(|_| std::env::var("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+            .unwrap_or_else(|_| std::env::temp_dir());
+        base.join("alluxio")
+    }
+}
+
+/// The default directory for control sockets.
+pub fn default_run_dir() -> PathBuf {
+    if let Ok(h) = std::env::var("ALLUXIO_RUN_DIR") {
+        return PathBuf::from(h);
+    }
+    if nix::unistd::geteuid().is_root() {
+        PathBuf::from("/run/alluxio")
+    } else {
+        std::env::var("XDG_RUNTIME_DIR")
+            .map(|d| PathBuf::from(d).join("alluxio"))
+            .unwrap_or_else(|_| std::env::temp_dir().join("alluxio-run"))
+    }
+}
+
+/// The control socket of the mount at `mountpoint` (canonical path expected).
+pub fn control_socket(run_dir: &Path, mountpoint: &Path) -> PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    run_dir.join(format!(
+        "{}.sock",
+        path_id(&[mountpoint.as_os_str().as_bytes()])
+    ))
+}
+
+/// Creates `dir` (and parents) and makes it 0700; fails with a one-line message.
+pub fn ensure_private_dir(dir: &Path, what: &str) -> Result<(), ConfigError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| ConfigError(format!("cannot create {what} {}: {e}", dir.display())))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| {
+        ConfigError(format!(
+            "cannot set mode 0700 on {what} {}: {e}",
+            dir.display()
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert_eq!(parse_size("512MiB").unwrap(), 512 << 20);
+        assert_eq!(parse_size("4GiB").unwrap(), 4 << 30);
+        assert_eq!(parse_size("10G").unwrap(), 10 << 30);
+        assert_eq!(parse_size("1GB").unwrap(), 1_000_000_000);
+        assert_eq!(parse_size("1.5KiB").unwrap(), 1536);
+        assert!(parse_size("12 parsecs").is_err());
+        assert!(parse_size("").is_err());
+        assert!(parse_size("MiB").is_err());
+    }
+
+    #[test]
+    fn uris() {
+        let e = BTreeMap::new();
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().to_str().unwrap();
+        let c = UfsConfig::parse(p, &e).unwrap();
+        assert_eq!(c.scheme, "fs");
+        let c = UfsConfig::parse(&format!("file://{p}"), &e).unwrap();
+        assert_eq!(c.scheme, "fs");
+        assert!(UfsConfig::parse("/definitely/not/here", &e).is_err());
+        assert!(UfsConfig::parse("relative/path", &e).is_err());
+        assert!(UfsConfig::parse("::nope", &e).is_err());
+        assert!(UfsConfig::parse("s3://", &e).is_err());
+        let mut o = BTreeMap::new();
+        o.insert("endpoint".to_string(), "http://127.0.0.1:9".to_string());
+        let c = UfsConfig::parse("s3://bkt/a/b/", &o).unwrap();
+        assert_eq!(c.scheme, "s3");
+        assert_eq!(c.options["bucket"], "bkt");
+        assert_eq!(c.options["root"], "/a/b");
+        o.insert("endpoint".to_string(), "127.0.0.1:9".to_string());
+        assert!(UfsConfig::parse("s3://bkt", &o).is_err());
+        assert_eq!(UfsConfig::parse("memory://", &e).unwrap().scheme, "memory");
+        assert_eq!(UfsConfig::parse("gcs://b/p", &e).unwrap().scheme, "gcs");
+    }
+
+    #[test]
+    fn debug_hides_secrets() {
+        let mut o = BTreeMap::new();
+        o.insert("secret_access_key".to_string(), "hunter2".to_string());
+        let c = UfsConfig::parse("s3://b", &o).unwrap();
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn mount_options() {
+        let o = parse_mount_options(&[
+            "uid=5,gid=6,file_mode=640".into(),
+            "dir_mode=750,endpoint=http://x:1,ufs.foo=bar,allow_other,rw,dev,suid,_netdev".into(),
+        ])
+        .unwrap();
+        assert_eq!(
+            (o.uid, o.gid, o.file_mode, o.dir_mode),
+            (Some(5), Some(6), Some(0o640), Some(0o750))
+        );
+        assert_eq!(o.ufs["endpoint"], "http://x:1");
+        assert_eq!(o.ufs["foo"], "bar");
+        assert!(o.fuse.allow_other);
+        assert!(parse_mount_options(&["bogus".into()]).is_err());
+        assert!(parse_mount_options(&["file_mode=0".into()]).is_err());
+        assert!(parse_mount_options(&["file_mode=999".into()]).is_err());
+        assert!(parse_mount_options(&["uid=x".into()]).is_err());
+        assert!(parse_mount_options(&["threads=0".into()]).is_err());
+    }
+
+    #[test]
+    fn path_ids_are_stable() {
+        assert_eq!(path_id(&[b"/mnt/a"]), path_id(&[b"/mnt/a"]));
+        assert_ne!(path_id(&[b"/mnt/a"]), path_id(&[b"/mnt/b"]));
+        assert_ne!(path_id(&[b"/mnt", b"a"]), path_id(&[b"/mnta"]));
+    }
+}

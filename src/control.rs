@@ -1,0 +1,144 @@
+//! The control socket: a Unix socket per mount that answers `stats` with the daemon's
+//! counters as JSON, so `alluxio fuse stats MOUNTPOINT` works without a debugger.
+//!
+//! Protocol: the client sends one line (`stats\n`); the server answers one JSON document
+//! and closes. Requests are capped at 1 KiB; anything else gets an error object. The
+//! socket is created 0600 inside a 0700 directory.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixListener;
+
+use crate::metrics::Metrics;
+
+/// What the stats answer says about the mount besides counters.
+#[derive(Debug, Clone)]
+pub struct MountInfo {
+    /// Mountpoint.
+    pub mountpoint: PathBuf,
+    /// UFS URI.
+    pub ufs: String,
+    /// Namespace directory.
+    pub state_dir: PathBuf,
+    /// Cache directory.
+    pub cache_dir: PathBuf,
+}
+
+/// A running control server; removes its socket when dropped.
+pub struct ControlServer {
+    path: PathBuf,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for ControlServer {
+    fn drop(&mut self) {
+        self.task.abort();
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn stats_json(metrics: &Metrics, info: &MountInfo) -> String {
+    serde_json::json!({
+        "mountpoint": info.mountpoint,
+        "ufs": info.ufs,
+        "state_dir": info.state_dir,
+        "cache_dir": info.cache_dir,
+        "pid": std::process::id(),
+        "counters": metrics.snapshot(),
+    })
+    .to_string()
+}
+
+/// Binds the socket at `path` (replacing a stale one) and serves it on `rt`.
+pub fn serve(
+    path: PathBuf,
+    metrics: Arc<Metrics>,
+    info: MountInfo,
+    rt: &tokio::runtime::Handle,
+) -> std::io::Result<ControlServer> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    let _ = std::fs::remove_file(&path);
+    let listener = {
+        let _g = rt.enter();
+        UnixListener::bind(&path)?
+    };
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    let task = rt.spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let metrics = metrics.clone();
+            let info = info.clone();
+            tokio::spawn(async move {
+                let (r, mut w) = stream.into_split();
+                let mut line = String::new();
+                let mut r = BufReader::new(r.take(1024));
+                let read =
+                    tokio::time::timeout(Duration::from_secs(5), r.read_line(&mut line)).await;
+                let reply = match (read, line.trim()) {
+                    (Ok(Ok(_)), "stats") => stats_json(&metrics, &info),
+                    _ => {
+                        serde_json::json!({"error": "unknown request; send \"stats\""}).to_string()
+                    }
+                };
+                let _ = w.write_all(reply.as_bytes()).await;
+                let _ = w.write_all(b"\n").await;
+            });
+        }
+    });
+    Ok(ControlServer { path, task })
+}
+
+/// Sends `cmd` to the control socket at `path` and returns the answer (blocking, with a
+/// 5 s timeout).
+pub fn query(path: &Path, cmd: &str) -> std::io::Result<String> {
+    let mut s = std::os::unix::net::UnixStream::connect(path)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.set_write_timeout(Some(Duration::from_secs(5)))?;
+    s.write_all(cmd.as_bytes())?;
+    s.write_all(b"\n")?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stats_round_trip_and_garbage() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Arc::new(Metrics::default());
+        Metrics::add(&m.ufs_reads, 3);
+        let info = MountInfo {
+            mountpoint: "/mnt/x".into(),
+            ufs: "memory://".into(),
+            state_dir: "/s".into(),
+            cache_dir: "/c".into(),
+        };
+        let sock = dir.path().join("run/x.sock");
+        let _srv = serve(sock.clone(), m, info, &tokio::runtime::Handle::current()).unwrap();
+        let s2 = sock.clone();
+        let out = tokio::task::spawn_blocking(move || query(&s2, "stats"))
+            .await
+            .unwrap()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["counters"]["ufs_reads"], 3);
+        let out = tokio::task::spawn_blocking(move || query(&sock, "bogus"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(out.contains("error"));
+    }
+}

@@ -1,0 +1,162 @@
+//! `FsError`, the only error type that reaches the FUSE adapter, and every errno decision.
+//!
+//! Matches over our own enums are exhaustive (no `_` arm) so a new variant forces a
+//! decision here. OpenDAL's `ErrorKind` is non-exhaustive; its wildcard arm maps to EIO.
+
+use alluxio_metaserver::MetaError;
+use tracing::Level;
+
+use crate::ufs::UfsError;
+
+/// An error carrying the errno the kernel will see, a message and the level to log it at.
+#[derive(Debug, Clone)]
+pub struct FsError {
+    errno: i32,
+    message: String,
+    level: Level,
+}
+
+impl FsError {
+    /// A new error logged at WARN.
+    pub fn new(errno: i32, message: impl Into<String>) -> Self {
+        Self {
+            errno,
+            message: message.into(),
+            level: Level::WARN,
+        }
+    }
+
+    /// An expected error (ENOENT from lookup, EEXIST from O_EXCL): logged at DEBUG.
+    pub fn expected(errno: i32, message: impl Into<String>) -> Self {
+        Self {
+            errno,
+            message: message.into(),
+            level: Level::DEBUG,
+        }
+    }
+
+    /// The errno.
+    pub fn errno(&self) -> i32 {
+        self.errno
+    }
+
+    /// The level this error is logged at when replied to the kernel.
+    pub fn level(&self) -> Level {
+        self.level
+    }
+}
+
+impl std::fmt::Display for FsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (errno {})", self.message, self.errno)
+    }
+}
+
+impl std::error::Error for FsError {}
+
+impl From<MetaError> for FsError {
+    fn from(e: MetaError) -> Self {
+        let msg = e.to_string();
+        match e {
+            MetaError::NotFound(_) => FsError::expected(libc::ENOENT, msg),
+            MetaError::AlreadyExists(_) => FsError::expected(libc::EEXIST, msg),
+            MetaError::NotADirectory(_) => FsError::expected(libc::ENOTDIR, msg),
+            MetaError::IsADirectory(_) => FsError::expected(libc::EISDIR, msg),
+            MetaError::DirectoryNotEmpty(_) => FsError::expected(libc::ENOTEMPTY, msg),
+            MetaError::NameTooLong(_) => FsError::expected(libc::ENAMETOOLONG, msg),
+            MetaError::InvalidArgument(_) => FsError::expected(libc::EINVAL, msg),
+            // The vfs loads the directory and retries; reaching the kernel is a bug.
+            MetaError::Unloaded(_) => FsError::new(libc::EIO, msg),
+            MetaError::Unsupported(_) => FsError::expected(libc::EOPNOTSUPP, msg),
+            MetaError::Storage(_) | MetaError::Corrupt(_) => FsError {
+                errno: libc::EIO,
+                message: msg,
+                level: Level::ERROR,
+            },
+        }
+    }
+}
+
+impl From<UfsError> for FsError {
+    fn from(e: UfsError) -> Self {
+        use opendal::ErrorKind as K;
+        let msg = e.to_string();
+        match e.kind() {
+            K::NotFound => FsError::new(libc::ENOENT, msg),
+            K::AlreadyExists => FsError::new(libc::EEXIST, msg),
+            K::PermissionDenied => FsError::new(libc::EACCES, msg),
+            K::IsADirectory => FsError::new(libc::EISDIR, msg),
+            K::NotADirectory => FsError::new(libc::ENOTDIR, msg),
+            // The object changed under an open handle (If-Match failed).
+            K::ConditionNotMatch => FsError::new(libc::ESTALE, msg),
+            K::Unsupported => FsError::new(libc::EOPNOTSUPP, msg),
+            kind => {
+                tracing::debug!(?kind, "UFS error kind mapped to EIO");
+                FsError::new(libc::EIO, msg)
+            }
+        }
+    }
+}
+
+impl From<std::io::Error> for FsError {
+    fn from(e: std::io::Error) -> Self {
+        FsError::new(
+            e.raw_os_error().unwrap_or(libc::EIO),
+            format!("local I/O: {e}"),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alluxio_metaserver::InodeNo;
+
+    #[test]
+    fn meta_errno_table() {
+        let i = InodeNo(2);
+        let table = [
+            (MetaError::NotFound("x".into()), libc::ENOENT),
+            (MetaError::AlreadyExists("x".into()), libc::EEXIST),
+            (MetaError::NotADirectory(i), libc::ENOTDIR),
+            (MetaError::IsADirectory(i), libc::EISDIR),
+            (MetaError::DirectoryNotEmpty(i), libc::ENOTEMPTY),
+            (MetaError::NameTooLong(300), libc::ENAMETOOLONG),
+            (MetaError::InvalidArgument("x".into()), libc::EINVAL),
+            (MetaError::Unloaded(i), libc::EIO),
+            (MetaError::Unsupported("x".into()), libc::EOPNOTSUPP),
+            (MetaError::Storage("x".into()), libc::EIO),
+            (MetaError::Corrupt("x".into()), libc::EIO),
+        ];
+        for (e, errno) in table {
+            assert_eq!(FsError::from(e.clone()).errno(), errno, "{e:?}");
+        }
+    }
+
+    #[test]
+    fn ufs_errno_table() {
+        use opendal::ErrorKind as K;
+        let table = [
+            (K::NotFound, libc::ENOENT),
+            (K::AlreadyExists, libc::EEXIST),
+            (K::PermissionDenied, libc::EACCES),
+            (K::IsADirectory, libc::EISDIR),
+            (K::NotADirectory, libc::ENOTDIR),
+            (K::ConditionNotMatch, libc::ESTALE),
+            (K::Unsupported, libc::EOPNOTSUPP),
+            (K::Unexpected, libc::EIO),
+            (K::RateLimited, libc::EIO),
+            (K::ConfigInvalid, libc::EIO),
+        ];
+        for (kind, errno) in table {
+            let e = UfsError::new("read", "a/b", opendal::Error::new(kind, "test"));
+            assert_eq!(FsError::from(e).errno(), errno, "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn io_errors_keep_their_errno() {
+        let e = std::io::Error::from_raw_os_error(libc::ENOSPC);
+        assert_eq!(FsError::from(e).errno(), libc::ENOSPC);
+    }
+}

@@ -1,0 +1,509 @@
+//! The FUSE adapter: `fuser::Filesystem` over the async [`Vfs`].
+//!
+//! Each callback copies its arguments into owned values, runs one `block_on` of the vfs
+//! future on the session thread (concurrency is bounded by the session's thread count, and
+//! backpressure reaches the kernel queue), converts the result and replies. No logic lives
+//! here. Every operation has a tracing span; every error is logged once, here, at the level
+//! the `FsError` carries, and counted.
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use fuser::{
+    AccessFlags, Errno, FileAttr, FileHandle as FuseFh, FileType, Filesystem, FopenFlags,
+    Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+};
+use tokio::runtime::Handle as RtHandle;
+use tracing::{Instrument, instrument};
+
+use crate::error::FsError;
+use crate::metrics::Metrics;
+use crate::types::{FileHandle, FileKind, InodeNo, InodeRecord, now_ns};
+use crate::vfs::{OpenMode, SetAttrRequest, Vfs};
+
+/// The kernel-facing filesystem.
+pub struct Adapter {
+    vfs: Arc<Vfs>,
+    rt: RtHandle,
+    attr_ttl: Duration,
+    entry_ttl: Duration,
+}
+
+fn systime(ns: i64) -> SystemTime {
+    if ns >= 0 {
+        UNIX_EPOCH + Duration::from_nanos(ns as u64)
+    } else {
+        UNIX_EPOCH - Duration::from_nanos(ns.unsigned_abs())
+    }
+}
+
+fn time_ns(t: TimeOrNow) -> i64 {
+    match t {
+        TimeOrNow::Now => now_ns(),
+        TimeOrNow::SpecificTime(st) => match st.duration_since(UNIX_EPOCH) {
+            Ok(d) => i64::try_from(d.as_nanos()).unwrap_or(i64::MAX),
+            Err(e) => -i64::try_from(e.duration().as_nanos()).unwrap_or(i64::MAX),
+        },
+    }
+}
+
+fn file_type(k: FileKind) -> FileType {
+    match k {
+        FileKind::File => FileType::RegularFile,
+        FileKind::Dir => FileType::Directory,
+    }
+}
+
+fn to_attr(r: &InodeRecord) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(r.ino.0),
+        size: r.size,
+        blocks: r.size.div_ceil(512),
+        atime: systime(r.atime_ns),
+        mtime: systime(r.mtime_ns),
+        ctime: systime(r.ctime_ns),
+        crtime: systime(r.ctime_ns),
+        kind: file_type(r.kind),
+        perm: (r.mode & 0o7777) as u16,
+        nlink: r.nlink,
+        uid: r.uid,
+        gid: r.gid,
+        rdev: 0,
+        blksize: 4096,
+        flags: 0,
+    }
+}
+
+impl Adapter {
+    /// An adapter over `vfs`, blocking on `rt`.
+    pub fn new(vfs: Arc<Vfs>, rt: RtHandle, attr_ttl: Duration, entry_ttl: Duration) -> Self {
+        Self {
+            vfs,
+            rt,
+            attr_ttl,
+            entry_ttl,
+        }
+    }
+
+    fn metrics(&self) -> &Metrics {
+        self.vfs.metrics()
+    }
+
+    /// Runs a vfs future to completion on this session thread.
+    fn block<T>(&self, fut: impl Future<Output = Result<T, FsError>>) -> Result<T, FsError> {
+        Metrics::inc(&self.metrics().fuse_requests);
+        self.rt.block_on(fut.in_current_span())
+    }
+
+    /// Logs an error once at its level, counts it and converts it for the kernel.
+    fn err(&self, e: FsError) -> Errno {
+        Metrics::inc(&self.metrics().fuse_errors);
+        match e.level() {
+            tracing::Level::ERROR => tracing::error!(error = %e, "request failed"),
+            tracing::Level::WARN => tracing::warn!(error = %e, "request failed"),
+            _ => tracing::debug!(error = %e, "request failed"),
+        }
+        Errno::from_i32(e.errno())
+    }
+
+    fn refuse(&self, errno: i32, what: &str) -> Errno {
+        self.err(FsError::expected(errno, format!("{what} is not supported")))
+    }
+}
+
+impl Filesystem for Adapter {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // Large requests cut per-request overhead; O_TRUNC arrives with open so truncation
+        // and the following writes share one upload. Both are best effort.
+        let _ = config.set_max_write(1 << 20);
+        let _ = config.set_max_readahead(1 << 20);
+        let _ = config.add_capabilities(InitFlags::FUSE_ATOMIC_O_TRUNC);
+        let _ = config.set_max_background(64);
+        Ok(())
+    }
+
+    #[instrument(level = "debug", skip_all, fields(req = req.unique().0, ino = parent.0, pid = req.pid()))]
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        match self.block(self.vfs.lookup(InodeNo(parent.0), name.as_bytes())) {
+            Ok(r) => reply.entry(&self.entry_ttl, &to_attr(&r), Generation(0)),
+            Err(e) => reply.error(self.err(e)),
+        }
+    }
+
+    #[instrument(level = "debug", skip_all, fields(req = req.unique().0, ino = ino.0, pid = req.pid()))]
+    fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FuseFh>, reply: ReplyAttr) {
+        match self.block(self.vfs.getattr(InodeNo(ino.0))) {
+            Ok(r) => reply.attr(&self.attr_ttl, &to_attr(&r)),
+            Err(e) => reply.error(self.err(e)),
+        }
+    }
+
+    #[instrument(level = "debug", skip_all, fields(req = req.unique().0, ino = ino.0, pid = req.pid()))]
+    fn setattr(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FuseFh>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let r = SetAttrRequest {
+            size,
+            mode,
+            uid,
+            gid,
+            atime_ns: atime.map(time_ns),
+            mtime_ns: mtime.map(time_ns),
+        };
+        match self.block(self.vfs.setattr(InodeNo(ino.0), r)) {
+            Ok(r) => reply.attr(&self.attr_ttl, &to_attr(&r)),
+            Err(e) => reply.error(self.err(e)),
+        }
+    }
+
+    #[instrument(level = "debug", skip_all, fields(req = req.unique().0, ino = parent.0, pid = req.pid()))]
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        let _ = (req, parent);
+        reply.error(self.refuse(libc::EPERM, "mknod"));
+    }
+
+    #[instrument(level = "debug", skip_all, fields(req = req.unique().0, ino = parent.0, pid = req.pid()))]
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let fut = self.vfs.mkdir(
+            InodeNo(parent.0),
+            name.as_bytes(),
+            mode,
+            req.uid(),
+            req.gid(),
+        );
+        match self.block(fut) {
+            Ok(r) => reply.entry(&self.entry_ttl, &to_attr(&r), Generation(0)),
+            Err(e) => reply.error(self.err(e)),
+        }
+    }
+
+    #[instrument(level = "debug", skip_all, fields(req = req.unique().0, ino = parent.0, pid = req.pid()))]
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match self.block(self.vfs.unlink(InodeNo(parent.0), name.as_bytes())) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(self.err(e)),
+        }
+    }
+
+    #[instrument(level = "debug", skip_all, fields(req = req.unique().0, ino = parent.0, pid = req.pid()))]
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match self.block(self.vfs.rmdir(InodeNo(parent.0), name.as_bytes())) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(self.err(e)),
+        }
+    }
+
+    #[instrument(level = "debug", skip_all, fields(req = req.unique().0, ino = parent.0, pid = req.pid()))]
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        _link_name: &OsStr,
+        _target: &Path,
+        reply: ReplyEntry,
+    ) {
+        let _ = (req, parent);
+        reply.error(self.refuse(libc::EPERM, "symlink"));
+    }
+
+    #[instrument(level = "debug", skip_all, fields(req = req.unique().0, ino = parent.0, pid = req.pid()))]
+    fn rename(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        let noreplace = flags.contains(RenameFlags::RENAME_NOREPLACE);
+        let exchange = flags.contains(RenameFlags::RENAME_EXCHANGE)
+            || flags.contains(RenameFlags::RENAME_WHITEOUT);
+        let fut = self.vfs.rename(
+            InodeNo(parent.0),
+            name.as_bytes(),
+            InodeNo(newparent.0),
+            newname.as_bytes(),
+            noreplace,
+            exchange,
+        );
+        match self.block(fut) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(self.err(e)),
+        }
+    }
+
+    #[instrument(level = "debug", skip_all, fields(req = req.unique().0, ino = ino.0, pid = req.pid()))]
+    fn link(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        _newparent: INodeNo,
+        _newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        let _ = req;
+        reply.error(self.refuse(libc::EPERM, "link"));
+    }
+
+    #[instrument(level = "debug", skip_all, fields(req = req.unique().0, ino = ino.0, pid = req.pid()))]
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let acc = flags.0 & libc::O_ACCMODE;
+        let mode = OpenMode {
+            write: acc == libc::O_WRONLY || acc == libc::O_RDWR,
+            truncate: flags.0 & libc::O_TRUNC != 0,
+        };
+        match self.block(self.vfs.open(InodeNo(ino.0), mode)) {
+            Ok(fh) => reply.opened(FuseFh(fh.0), FopenFlags::empty()),
+            Err(e) => reply.error(self.err(e)),
+        }
+    }
+
+    #[instrument(level = "debug", skip_all, fields(req = req.unique().0, ino = ino.0, fh = fh.0, pid = req.pid()))]
+    fn read(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FuseFh,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        match self.block(self.vfs.read(FileHandle(fh.0), offset, size)) {
+            Ok(b) => reply.data(&b),
+            Err(e) => reply.error(self.err(e)),
+        }
+    }
+
+    #[instrument(level = "debug", skip_all, fields(req = req.unique().0, ino = ino.0, fh = fh.0, pid = req.pid()))]
+    fn write(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FuseFh,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        let data = Bytes::copy_from_slice(data);
+        match self.block(self.vfs.write(FileHandle(fh.0), offset, data)) {
+            Ok(n) => reply.written(n),
+            Err(e) => reply.error(self.err(e)),
+        }
+    }
+
+    #[instrument(level = "debug", skip_all, fields(req = req.unique().0, ino = ino.0, fh = fh.0, pid = req.pid()))]
+    fn flush(&self, req: &Request, ino: INodeNo, fh: FuseFh, _lo: LockOwner, reply: ReplyEmpty) {
+        match self.block(self.vfs.flush(FileHandle(fh.0))) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(self.err(e)),
+        }
+    }
+
+    #[instrument(level = "debug", skip_all, fields(req = req.unique().0, ino = ino.0, fh = fh.0, pid = req.pid()))]
+    fn release(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FuseFh,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        Metrics::inc(&self.metrics().fuse_requests);
+        self.vfs.release(FileHandle(fh.0));
+        reply.ok();
+    }
+
+    #[instrument(level = "debug", skip_all, fields(req = req.unique().0, ino = ino.0, fh = fh.0, pid = req.pid()))]
+    fn fsync(&self, req: &Request, ino: INodeNo, fh: FuseFh, _datasync: bool, reply: ReplyEmpty) {
+        match self.block(self.vfs.fsync(FileHandle(fh.0))) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(self.err(e)),
+        }
+    }
+
+    #[instrument(level = "debug", skip_all, fields(req = req.unique().0, ino = ino.0, pid = req.pid()))]
+    fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.block(self.vfs.opendir(InodeNo(ino.0))) {
+            Ok(fh) => reply.opened(FuseFh(fh.0), FopenFlags::empty()),
+            Err(e) => reply.error(self.err(e)),
+        }
+    }
+
+    #[instrument(level = "debug", skip_all, fields(req = req.unique().0, ino = ino.0, fh = fh.0, pid = req.pid()))]
+    fn readdir(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FuseFh,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        Metrics::inc(&self.metrics().fuse_requests);
+        match self.vfs.readdir(FileHandle(fh.0), offset) {
+            Ok(entries) => {
+                for (off, e) in entries {
+                    let name = OsStr::from_bytes(&e.name);
+                    if reply.add(INodeNo(e.ino.0), off, file_type(e.kind), name) {
+                        break;
+                    }
+                }
+                reply.ok();
+            }
+            Err(e) => reply.error(self.err(e)),
+        }
+    }
+
+    #[instrument(level = "debug", skip_all, fields(req = req.unique().0, ino = ino.0, fh = fh.0, pid = req.pid()))]
+    fn releasedir(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FuseFh,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        Metrics::inc(&self.metrics().fuse_requests);
+        self.vfs.releasedir(FileHandle(fh.0));
+        reply.ok();
+    }
+
+    #[instrument(level = "debug", skip_all, fields(req = req.unique().0, ino = ino.0, fh = fh.0, pid = req.pid()))]
+    fn fsyncdir(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FuseFh,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        // Namespace changes are committed durably before each reply; nothing is pending.
+        Metrics::inc(&self.metrics().fuse_requests);
+        reply.ok();
+    }
+
+    #[instrument(level = "debug", skip_all, fields(req = req.unique().0, ino = ino.0, pid = req.pid()))]
+    fn statfs(&self, req: &Request, ino: INodeNo, reply: ReplyStatfs) {
+        match self.block(self.vfs.statfs()) {
+            Ok(s) => reply.statfs(
+                s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.bsize,
+            ),
+            Err(e) => reply.error(self.err(e)),
+        }
+    }
+
+    #[instrument(level = "debug", skip_all, fields(req = req.unique().0, ino = ino.0, pid = req.pid()))]
+    fn setxattr(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        _name: &OsStr,
+        _value: &[u8],
+        _flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(self.refuse(libc::EOPNOTSUPP, "setxattr"));
+    }
+
+    #[instrument(level = "debug", skip_all, fields(req = req.unique().0, ino = ino.0, pid = req.pid()))]
+    fn getxattr(&self, req: &Request, ino: INodeNo, _name: &OsStr, _size: u32, reply: ReplyXattr) {
+        reply.error(self.refuse(libc::EOPNOTSUPP, "getxattr"));
+    }
+
+    #[instrument(level = "debug", skip_all, fields(req = req.unique().0, ino = ino.0, pid = req.pid()))]
+    fn listxattr(&self, req: &Request, ino: INodeNo, _size: u32, reply: ReplyXattr) {
+        reply.error(self.refuse(libc::EOPNOTSUPP, "listxattr"));
+    }
+
+    #[instrument(level = "debug", skip_all, fields(req = req.unique().0, ino = ino.0, pid = req.pid()))]
+    fn removexattr(&self, req: &Request, ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(self.refuse(libc::EOPNOTSUPP, "removexattr"));
+    }
+
+    #[instrument(level = "debug", skip_all, fields(req = req.unique().0, ino = ino.0, pid = req.pid()))]
+    fn access(&self, req: &Request, ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
+        // Permissions are checked by the kernel (default_permissions); access(2) only
+        // reaches us for existence checks.
+        match self.block(self.vfs.getattr(InodeNo(ino.0))) {
+            Ok(_) => reply.ok(),
+            Err(e) => reply.error(self.err(e)),
+        }
+    }
+
+    #[instrument(level = "debug", skip_all, fields(req = req.unique().0, ino = parent.0, pid = req.pid()))]
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        _flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let fut = self.vfs.create(
+            InodeNo(parent.0),
+            name.as_bytes(),
+            mode,
+            req.uid(),
+            req.gid(),
+        );
+        match self.block(fut) {
+            Ok((r, fh)) => reply.created(
+                &self.entry_ttl,
+                &to_attr(&r),
+                Generation(0),
+                FuseFh(fh.0),
+                FopenFlags::empty(),
+            ),
+            Err(e) => reply.error(self.err(e)),
+        }
+    }
+}

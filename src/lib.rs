@@ -1,0 +1,19 @@
+//! alluxio core library: a FUSE-first POSIX caching filesystem over OpenDAL stores.
+//!
+//! Dependencies point one way: `fuse → vfs → meta · page_cache · ufs → types · error`.
+//! `vfs` is the async core named after FUSE operations and never imports `fuser`; the
+//! `fuse` adapter only converts types and blocks on `vfs` futures.
+
+pub mod config;
+pub mod control;
+pub mod error;
+#[cfg(feature = "fuse")]
+pub mod fuse;
+pub mod meta;
+pub mod metrics;
+#[cfg(feature = "fuse")]
+pub mod mount;
+pub mod page_cache;
+pub mod types;
+pub mod ufs;
+pub mod vfs;

@@ -1,0 +1,63 @@
+//! The metadata client: how the vfs reaches the namespace.
+//!
+//! `MetaClient` is remote-shaped: every call takes and returns owned values, so the
+//! embedded implementation (`embedded`, a namespace in this process) and a future RPC
+//! client are interchangeable.
+
+use async_trait::async_trait;
+
+use alluxio_metaserver::{Lookup, MetaError, SetAttr, UfsChild};
+
+use crate::types::{DirEntry, FileKind, InodeNo, InodeRecord, Ownership};
+
+pub mod embedded;
+
+/// Namespace operations used by the vfs. Semantics are those of
+/// `alluxio_metaserver::Namespace`.
+#[async_trait]
+pub trait MetaClient: Send + Sync + 'static {
+    /// Attributes of an inode.
+    async fn get(&self, ino: InodeNo) -> Result<InodeRecord, MetaError>;
+    /// Resolve a name.
+    async fn lookup(&self, parent: InodeNo, name: Vec<u8>) -> Result<Lookup, MetaError>;
+    /// Whether `dir` must be loaded from the UFS first.
+    async fn needs_load(&self, dir: InodeNo) -> Result<bool, MetaError>;
+    /// Reconcile `dir` with a UFS listing.
+    async fn load_dir(
+        &self,
+        dir: InodeNo,
+        listing: Vec<UfsChild>,
+        defaults: Ownership,
+    ) -> Result<(), MetaError>;
+    /// List a loaded directory.
+    async fn list(&self, dir: InodeNo) -> Result<Vec<DirEntry>, MetaError>;
+    /// Create a file or directory.
+    async fn create(
+        &self,
+        parent: InodeNo,
+        name: Vec<u8>,
+        kind: FileKind,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> Result<InodeRecord, MetaError>;
+    /// Remove a non-directory.
+    async fn unlink(&self, parent: InodeNo, name: Vec<u8>) -> Result<InodeRecord, MetaError>;
+    /// Remove an empty directory.
+    async fn rmdir(&self, parent: InodeNo, name: Vec<u8>) -> Result<InodeRecord, MetaError>;
+    /// Rename, returning the replaced record.
+    async fn rename(
+        &self,
+        parent: InodeNo,
+        name: Vec<u8>,
+        newparent: InodeNo,
+        newname: Vec<u8>,
+        noreplace: bool,
+    ) -> Result<Option<InodeRecord>, MetaError>;
+    /// Change attributes.
+    async fn set_attr(&self, ino: InodeNo, attr: SetAttr) -> Result<InodeRecord, MetaError>;
+    /// Path components from the root.
+    async fn path(&self, ino: InodeNo) -> Result<Vec<Vec<u8>>, MetaError>;
+    /// Inodes allocated so far.
+    async fn inodes_allocated(&self) -> Result<u64, MetaError>;
+}

@@ -1,0 +1,87 @@
+//! Counters of the daemon, readable without a debugger through `alluxio fuse stats`.
+//!
+//! Every fallback (cache miss, cache write failure) has a counter. Names are the field
+//! names and are stable: scripts and tests read them.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+macro_rules! counters {
+    ($( $(#[$doc:meta])* $name:ident ),* $(,)?) => {
+        /// All counters of one daemon.
+        #[derive(Debug, Default)]
+        pub struct Metrics {
+            $( $(#[$doc])* pub $name: AtomicU64, )*
+        }
+
+        impl Metrics {
+            /// A point-in-time copy of every counter, by name.
+            pub fn snapshot(&self) -> BTreeMap<&'static str, u64> {
+                let mut m = BTreeMap::new();
+                $( m.insert(stringify!($name), self.$name.load(Ordering::Relaxed)); )*
+                m
+            }
+        }
+    };
+}
+
+counters! {
+    /// FUSE requests handled.
+    fuse_requests,
+    /// FUSE requests answered with an error.
+    fuse_errors,
+    /// Pages served from the memory tier.
+    cache_hits_mem,
+    /// Pages served from the disk tier.
+    cache_hits_disk,
+    /// Pages not found in any tier (each becomes a UFS read).
+    cache_misses,
+    /// Bytes returned to readers from cached pages.
+    bytes_from_cache,
+    /// Bytes fetched from the UFS for reads.
+    bytes_from_ufs,
+    /// Bytes uploaded to the UFS.
+    bytes_to_ufs,
+    /// All UFS requests (reads, lists, stats, writes, deletes, renames).
+    ufs_requests,
+    /// UFS ranged reads.
+    ufs_reads,
+    /// UFS listings.
+    ufs_lists,
+    /// UFS stats.
+    ufs_stats,
+    /// UFS object writes (uploads, directory markers).
+    ufs_writes,
+    /// UFS deletes.
+    ufs_deletes,
+    /// UFS renames and copies.
+    ufs_renames,
+    /// UFS requests that failed after retries.
+    ufs_errors,
+    /// Pages written to the disk tier.
+    disk_cache_writes,
+    /// Disk tier I/O errors (each becomes a miss).
+    disk_cache_errors,
+    /// Disk tier pages whose header or checksum did not match (each becomes a miss).
+    disk_cache_corrupt,
+    /// Pages evicted from the disk tier.
+    disk_cache_evictions,
+    /// Bytes currently held by the disk tier.
+    disk_cache_bytes,
+    /// Bytes currently held by the memory tier.
+    mem_cache_bytes,
+    /// Pages fetched ahead of the reader.
+    prefetch_pages,
+}
+
+impl Metrics {
+    /// Add `n` to a counter.
+    pub fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Increment a counter.
+    pub fn inc(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+}

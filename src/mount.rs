@@ -1,0 +1,330 @@
+//! Wiring of one embedded mount: validates the configuration, builds UFS, namespace, page
+//! cache and vfs, and mounts the FUSE session. Every failure before the kernel mount is a
+//! one-line [`MountError`] and leaves nothing mounted.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use alluxio_metaserver::{Namespace, RedbStore};
+use fuser::{Config, MountOption, Session, SessionACL};
+use tokio::runtime::Handle as RtHandle;
+
+use crate::config::{ConfigError, MountConfig, control_socket, ensure_private_dir};
+use crate::control::{ControlServer, MountInfo};
+use crate::fuse::Adapter;
+use crate::meta::embedded::EmbeddedMeta;
+use crate::metrics::Metrics;
+use crate::page_cache::{PageCache, PageCacheConfig};
+use crate::types::now_ns;
+use crate::ufs::Ufs;
+use crate::vfs::{Vfs, VfsConfig};
+
+/// Why a mount could not be set up. Each message is one line for the user.
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    /// Invalid configuration or unusable local directory.
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    /// The UFS could not be configured or reached.
+    #[error("{0}")]
+    Ufs(String),
+    /// The namespace database could not be opened.
+    #[error("{0}")]
+    Namespace(String),
+    /// The cache could not be set up.
+    #[error("{0}")]
+    Cache(String),
+    /// The kernel mount failed.
+    #[error("cannot mount {path}: {source}")]
+    Fuse {
+        /// Mountpoint.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+/// A mounted filesystem, not yet serving requests.
+pub struct Mounted {
+    session: Session<Adapter>,
+    vfs: Arc<Vfs>,
+    mountpoint: PathBuf,
+    _control: ControlServer,
+}
+
+/// How long the UFS may take to answer the startup probe.
+const UFS_PROBE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Checks the mountpoint and returns its canonical path.
+pub fn check_mountpoint(p: &Path) -> Result<PathBuf, ConfigError> {
+    let md = std::fs::metadata(p)
+        .map_err(|e| ConfigError(format!("mountpoint {}: {e}", p.display())))?;
+    if !md.is_dir() {
+        return Err(ConfigError(format!(
+            "mountpoint {} is not a directory",
+            p.display()
+        )));
+    }
+    p.canonicalize()
+        .map_err(|e| ConfigError(format!("mountpoint {}: {e}", p.display())))
+}
+
+/// Builds every component and mounts. Must be called from outside the runtime `rt`.
+pub fn mount(cfg: &MountConfig, rt: &RtHandle) -> Result<Mounted, MountError> {
+    let mountpoint = check_mountpoint(&cfg.mountpoint)?;
+    ensure_private_dir(&cfg.state_dir, "state directory")?;
+    ensure_private_dir(&cfg.cache_dir, "cache directory")?;
+    let staging_dir = cfg.cache_dir.join("staging");
+    ensure_private_dir(&staging_dir, "staging directory")?;
+
+    let metrics = Arc::new(Metrics::default());
+    let ufs = Arc::new(
+        Ufs::new(&cfg.ufs, metrics.clone())
+            .map_err(|e| MountError::Ufs(format!("cannot configure UFS {}: {e}", cfg.ufs.uri)))?,
+    );
+    match rt.block_on(async { tokio::time::timeout(UFS_PROBE_TIMEOUT, ufs.check()).await }) {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            return Err(MountError::Ufs(format!(
+                "cannot reach UFS {}: {e}",
+                cfg.ufs.uri
+            )));
+        }
+        Err(_) => {
+            return Err(MountError::Ufs(format!(
+                "cannot reach UFS {}: no answer within {}s",
+                cfg.ufs.uri,
+                UFS_PROBE_TIMEOUT.as_secs()
+            )));
+        }
+    }
+
+    let db_path = cfg.state_dir.join("namespace.redb");
+    let store = RedbStore::open(&db_path).map_err(|e| {
+        MountError::Namespace(format!("cannot open namespace {}: {e}", db_path.display()))
+    })?;
+    let ns = Namespace::open(store, cfg.ownership, now_ns()).map_err(|e| {
+        MountError::Namespace(format!("cannot open namespace {}: {e}", db_path.display()))
+    })?;
+    let meta = Arc::new(EmbeddedMeta::new(ns, rt.clone()));
+
+    let cache = Arc::new(
+        PageCache::new(
+            &PageCacheConfig {
+                mem_bytes: cfg.mem_cache_bytes,
+                disk_bytes: cfg.disk_cache_bytes,
+                disk_dir: cfg.cache_dir.join("pages"),
+            },
+            metrics.clone(),
+        )
+        .map_err(|e| MountError::Cache(format!("cannot set up cache: {e}")))?,
+    );
+    let vfs = Vfs::new(
+        meta,
+        ufs,
+        cache,
+        metrics.clone(),
+        VfsConfig {
+            ownership: cfg.ownership,
+            prefetch_pages: cfg.prefetch_pages,
+            staging_dir,
+            read_only: cfg.fuse.read_only,
+        },
+        rt.clone(),
+    );
+
+    let adapter = Adapter::new(
+        vfs.clone(),
+        rt.clone(),
+        cfg.fuse.attr_ttl,
+        cfg.fuse.entry_ttl,
+    );
+    let mut fc = Config::default();
+    fc.mount_options = vec![
+        MountOption::FSName(cfg.ufs.uri.replace(',', "_")),
+        MountOption::Subtype("alluxio".into()),
+        MountOption::DefaultPermissions,
+        if cfg.fuse.read_only {
+            MountOption::RO
+        } else {
+            MountOption::RW
+        },
+    ];
+    fc.acl = if cfg.fuse.allow_other {
+        SessionACL::All
+    } else if cfg.fuse.allow_root {
+        SessionACL::RootAndOwner
+    } else {
+        SessionACL::Owner
+    };
+    fc.n_threads = Some(cfg.fuse.threads);
+    fc.clone_fd = true;
+
+    let control = crate::control::serve(
+        control_socket(&cfg.run_dir, &mountpoint),
+        metrics,
+        MountInfo {
+            mountpoint: mountpoint.clone(),
+            ufs: cfg.ufs.uri.clone(),
+            state_dir: cfg.state_dir.clone(),
+            cache_dir: cfg.cache_dir.clone(),
+        },
+        rt,
+    )
+    .map_err(|e| {
+        MountError::Config(ConfigError(format!(
+            "cannot create control socket in {}: {e}",
+            cfg.run_dir.display()
+        )))
+    })?;
+
+    let session = if nix::unistd::geteuid().is_root() {
+        let fd = kernel_mount(&mountpoint, &cfg.ufs.uri, cfg.fuse.read_only, fc.acl).map_err(
+            |source| MountError::Fuse {
+                path: mountpoint.clone(),
+                source,
+            },
+        )?;
+        Session::from_fd(adapter, fd, fc.acl, fc).map_err(|source| {
+            let _ = nix::mount::umount2(&mountpoint, nix::mount::MntFlags::MNT_DETACH);
+            MountError::Fuse {
+                path: mountpoint.clone(),
+                source,
+            }
+        })?
+    } else {
+        // Unprivileged: fuser goes through fusermount3, which honours the subtype.
+        Session::new(adapter, &mountpoint, &fc).map_err(|source| MountError::Fuse {
+            path: mountpoint.clone(),
+            source,
+        })?
+    };
+    tracing::info!(mountpoint = %mountpoint.display(), ufs = %cfg.ufs.uri, "mounted");
+    Ok(Mounted {
+        session,
+        vfs,
+        mountpoint,
+        _control: control,
+    })
+}
+
+impl Mounted {
+    /// The canonical mountpoint.
+    pub fn mountpoint(&self) -> &Path {
+        &self.mountpoint
+    }
+
+    /// The vfs (for counters).
+    pub fn vfs(&self) -> &Arc<Vfs> {
+        &self.vfs
+    }
+
+    /// Serves requests on this thread until the filesystem is unmounted.
+    pub fn run(self) -> std::io::Result<()> {
+        let Mounted {
+            session, _control, ..
+        } = self;
+        let r = session.run();
+        drop(_control);
+        r
+    }
+
+    /// Serves requests on a background thread; dropping or `umount_and_join` ends it.
+    pub fn spawn(self) -> std::io::Result<(fuser::BackgroundSession, ControlServer)> {
+        let Mounted {
+            session, _control, ..
+        } = self;
+        Ok((session.spawn()?, _control))
+    }
+}
+
+/// Mounts the FUSE device on `mountpoint` with type `fuse.alluxio` (mount(2) directly, as
+/// root) and returns the device fd for the session. The kernel checks permissions
+/// (`default_permissions`); `nosuid,nodev` as for every FUSE mount.
+fn kernel_mount(
+    mountpoint: &Path,
+    source: &str,
+    read_only: bool,
+    acl: SessionACL,
+) -> std::io::Result<std::os::fd::OwnedFd> {
+    use nix::fcntl::{OFlag, open};
+    use nix::mount::{MsFlags, mount};
+    use std::os::fd::AsRawFd;
+    let fd = open(
+        "/dev/fuse",
+        OFlag::O_RDWR | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )?;
+    let mut opts = format!(
+        "fd={},rootmode=40000,user_id={},group_id={},default_permissions",
+        fd.as_raw_fd(),
+        nix::unistd::getuid(),
+        nix::unistd::getgid()
+    );
+    if acl != SessionACL::Owner {
+        opts.push_str(",allow_other");
+    }
+    let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    if read_only {
+        flags |= MsFlags::MS_RDONLY;
+    }
+    let source = source.replace([',', ' '], "_");
+    mount(
+        Some(source.as_str()),
+        mountpoint,
+        Some("fuse.alluxio"),
+        flags,
+        Some(opts.as_str()),
+    )?;
+    Ok(fd)
+}
+
+/// Unmounts `path` if it is a FUSE mount: a plain unmount first, a lazy one if the mount
+/// is busy, and `fusermount3 -u` when not privileged.
+pub fn unmount(path: &Path) -> Result<(), String> {
+    use nix::mount::{MntFlags, umount2};
+    let canon = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+    if !is_fuse_mount(&canon) {
+        return Err(format!("{} is not a FUSE mount", path.display()));
+    }
+    match umount2(&canon, MntFlags::empty()) {
+        Ok(()) => Ok(()),
+        Err(nix::errno::Errno::EBUSY) => umount2(&canon, MntFlags::MNT_DETACH)
+            .map_err(|e| format!("cannot unmount {}: {e}", path.display())),
+        Err(nix::errno::Errno::EPERM) => {
+            let st = std::process::Command::new("fusermount3")
+                .arg("-u")
+                .arg(&canon)
+                .status()
+                .map_err(|e| format!("cannot run fusermount3: {e}"))?;
+            if st.success() {
+                Ok(())
+            } else {
+                Err(format!("fusermount3 -u {} failed", path.display()))
+            }
+        }
+        Err(e) => Err(format!("cannot unmount {}: {e}", path.display())),
+    }
+}
+
+/// Whether `/proc/mounts` lists a FUSE filesystem at `path` (canonical).
+pub fn is_fuse_mount(path: &Path) -> bool {
+    mount_type(path).is_some_and(|t| t.starts_with("fuse"))
+}
+
+/// The filesystem type `/proc/mounts` shows for `path` (last matching entry).
+pub fn mount_type(path: &Path) -> Option<String> {
+    let mounts = std::fs::read_to_string("/proc/mounts").ok()?;
+    let want = path.to_string_lossy().replace(' ', "\\040");
+    mounts
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let _src = f.next()?;
+            let mp = f.next()?;
+            let ty = f.next()?;
+            (mp == want).then(|| ty.to_string())
+        })
+        .last()
+}

@@ -1,0 +1,163 @@
+//! The local page cache: a memory tier in front of a disk tier, both capacity-bounded.
+//!
+//! Pages are 1 MiB slices of UFS objects keyed by `(inode, UFS version, page index)`. A
+//! new version of an object has new keys, so a reader can never get bytes of two versions
+//! mixed. Cache failures never fail a read: a broken or corrupt page is a miss, counted in
+//! the metrics and logged at WARN.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::metrics::Metrics;
+use crate::types::{InodeNo, PageIdx};
+
+pub mod disk;
+
+pub use disk::DiskTier;
+
+/// Identity of one cached page.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PageKey {
+    /// The file.
+    pub ino: InodeNo,
+    /// The UFS version of the file's content.
+    pub version: Arc<str>,
+    /// Page index within the file.
+    pub idx: PageIdx,
+}
+
+/// Sizes and places of the tiers.
+#[derive(Debug, Clone)]
+pub struct PageCacheConfig {
+    /// Memory tier capacity in bytes (0 disables the tier).
+    pub mem_bytes: u64,
+    /// Disk tier capacity in bytes (0 disables the tier).
+    pub disk_bytes: u64,
+    /// Directory of the disk tier.
+    pub disk_dir: PathBuf,
+}
+
+/// Memory tier + disk tier.
+pub struct PageCache {
+    mem: Option<foyer::Cache<PageKey, Bytes>>,
+    disk: Option<DiskTier>,
+    metrics: Arc<Metrics>,
+}
+
+/// A cache that cannot be set up at all (the directory cannot be created or scanned).
+#[derive(Debug, thiserror::Error)]
+#[error("cache directory {dir}: {source}")]
+pub struct CacheError {
+    dir: PathBuf,
+    #[source]
+    source: std::io::Error,
+}
+
+impl PageCache {
+    /// Builds the tiers; scans the disk tier so pages from earlier runs are reused.
+    pub fn new(cfg: &PageCacheConfig, metrics: Arc<Metrics>) -> Result<Self, CacheError> {
+        let mem = (cfg.mem_bytes > 0).then(|| {
+            foyer::CacheBuilder::new(usize::try_from(cfg.mem_bytes).unwrap_or(usize::MAX))
+                .with_weighter(|_k: &PageKey, v: &Bytes| v.len() + 64)
+                .build()
+        });
+        let disk = if cfg.disk_bytes > 0 {
+            Some(
+                DiskTier::open(cfg.disk_dir.clone(), cfg.disk_bytes, metrics.clone()).map_err(
+                    |source| CacheError {
+                        dir: cfg.disk_dir.clone(),
+                        source,
+                    },
+                )?,
+            )
+        } else {
+            None
+        };
+        Ok(Self { mem, disk, metrics })
+    }
+
+    /// Looks a page up in memory, then on disk (promoting disk hits to memory).
+    pub async fn get(&self, key: &PageKey) -> Option<Bytes> {
+        if let Some(mem) = &self.mem
+            && let Some(e) = mem.get(key)
+        {
+            Metrics::inc(&self.metrics.cache_hits_mem);
+            return Some(e.value().clone());
+        }
+        if let Some(disk) = &self.disk
+            && let Some(b) = disk.get(key).await
+        {
+            Metrics::inc(&self.metrics.cache_hits_disk);
+            self.put_mem(key.clone(), b.clone());
+            return Some(b);
+        }
+        Metrics::inc(&self.metrics.cache_misses);
+        None
+    }
+
+    /// Whether a page is cached in either tier (no counters, no I/O).
+    pub fn contains(&self, key: &PageKey) -> bool {
+        self.mem.as_ref().is_some_and(|m| m.contains(key))
+            || self.disk.as_ref().is_some_and(|d| d.contains(key))
+    }
+
+    fn put_mem(&self, key: PageKey, data: Bytes) {
+        if let Some(mem) = &self.mem {
+            mem.insert(key, data);
+            self.metrics
+                .mem_cache_bytes
+                .store(mem.usage() as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Stores a page in both tiers. Disk failures are logged and counted, never returned.
+    pub async fn put(&self, key: PageKey, data: Bytes) {
+        self.put_mem(key.clone(), data.clone());
+        if let Some(disk) = &self.disk {
+            disk.put(key, data).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(i: u64) -> PageKey {
+        PageKey {
+            ino: InodeNo(2),
+            version: Arc::from("e:1"),
+            idx: PageIdx(i),
+        }
+    }
+
+    #[tokio::test]
+    async fn tiers_fill_promote_and_stay_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Arc::new(Metrics::default());
+        let cfg = PageCacheConfig {
+            mem_bytes: 3 * 1024,
+            disk_bytes: 8 * 1100,
+            disk_dir: dir.path().join("pages"),
+        };
+        let c = PageCache::new(&cfg, m.clone()).unwrap();
+        for i in 0..20 {
+            c.put(key(i), Bytes::from(vec![i as u8; 1000])).await;
+        }
+        let snap = m.snapshot();
+        assert!(snap["mem_cache_bytes"] <= 3 * 1024, "{snap:?}");
+        assert!(snap["disk_cache_bytes"] <= 8 * 1100, "{snap:?}");
+        assert!(snap["disk_cache_evictions"] >= 10, "{snap:?}");
+        // The newest page is served; the oldest has been evicted from both tiers.
+        assert_eq!(c.get(&key(19)).await.unwrap()[0], 19);
+        assert!(c.get(&key(0)).await.is_none());
+        // Another version of the same page is a different key.
+        let other = PageKey {
+            version: Arc::from("e:2"),
+            ..key(19)
+        };
+        assert!(c.get(&other).await.is_none());
+    }
+}

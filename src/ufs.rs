@@ -1,0 +1,387 @@
+//! UFS access through OpenDAL: one `Operator` built from `(scheme, options)`, so any
+//! OpenDAL service works without code changes.
+//!
+//! Layer stack (outermost first): Retry → Timeout → service. Retries happen only here, in
+//! OpenDAL's `RetryLayer`, which retries temporary errors; `TimeoutLayer` sits inside it so
+//! each attempt is bounded. Keys are 1:1 with namespace paths: file `a/b` is object `a/b`,
+//! directory `a/` is the prefix (and marker) `a/`. Every request bumps `ufs_requests`.
+
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Duration;
+
+use alluxio_metaserver::UfsChild;
+use bytes::Bytes;
+use opendal::layers::{RetryLayer, TimeoutLayer};
+use opendal::{ErrorKind, Metadata, Operator};
+
+use crate::config::UfsConfig;
+use crate::metrics::Metrics;
+use crate::types::FileKind;
+
+/// A failed UFS request, with the operation and key it concerned.
+#[derive(Debug, thiserror::Error)]
+#[error("UFS {op} {path:?}: {source}")]
+pub struct UfsError {
+    op: &'static str,
+    path: String,
+    #[source]
+    source: opendal::Error,
+}
+
+impl UfsError {
+    /// Wraps an OpenDAL error.
+    pub fn new(op: &'static str, path: impl Into<String>, source: opendal::Error) -> Self {
+        Self {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// OpenDAL's classification of the failure.
+    pub fn kind(&self) -> ErrorKind {
+        self.source.kind()
+    }
+}
+
+/// Size, modification time and version of one object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// Content length.
+    pub size: u64,
+    /// Last modified, ns since the epoch (0 when unknown).
+    pub mtime_ns: i64,
+    /// ETag or version id when the store has one, else `size-mtime`.
+    pub version: String,
+}
+
+/// Bytes of one upload chunk; also the multipart part size for stores that need parts.
+const UPLOAD_CHUNK: usize = 8 << 20;
+
+/// The UFS of one mount.
+pub struct Ufs {
+    op: Operator,
+    uri: String,
+    metrics: Arc<Metrics>,
+    native_rename: bool,
+    /// Whether reads can be pinned to a version with If-Match (ETag-versioned stores).
+    if_match: bool,
+}
+
+fn mtime_ns(m: &Metadata) -> i64 {
+    m.last_modified()
+        .map(|t| {
+            let t = t.into_inner();
+            t.as_second()
+                .saturating_mul(1_000_000_000)
+                .saturating_add(i64::from(t.subsec_nanosecond()))
+        })
+        .unwrap_or(0)
+}
+
+/// The version of an object: its ETag (or version id) where the store reports one, else
+/// size and mtime, which every store has. Pages are keyed by this, so a changed object
+/// can never be served from pages of the old one.
+fn version_of(m: &Metadata) -> String {
+    if let Some(v) = m.version() {
+        return format!("v:{v}");
+    }
+    if let Some(e) = m.etag() {
+        return format!("e:{}", e.trim_matches('"'));
+    }
+    format!("s:{}-{}", m.content_length(), mtime_ns(m))
+}
+
+impl Ufs {
+    /// Builds the operator for `cfg`. Fails on an unknown scheme or invalid configuration;
+    /// does not touch the network (see [`Ufs::check`]).
+    pub fn new(cfg: &UfsConfig, metrics: Arc<Metrics>) -> Result<Self, UfsError> {
+        opendal::init_default_registry();
+        let op = Operator::via_iter(&cfg.scheme, cfg.options.clone())
+            .map_err(|e| UfsError::new("configure", cfg.uri.clone(), e))?
+            .layer(
+                TimeoutLayer::new()
+                    .with_timeout(Duration::from_secs(60))
+                    .with_io_timeout(Duration::from_secs(20)),
+            )
+            .layer(RetryLayer::new().with_max_times(3).with_jitter());
+        let cap = op.info().capability();
+        Ok(Self {
+            native_rename: cap.rename,
+            if_match: cap.read_with_if_match && cfg.scheme != "fs",
+            op,
+            uri: cfg.uri.clone(),
+            metrics,
+        })
+    }
+
+    /// The URI this UFS was built from.
+    pub fn uri(&self) -> &str {
+        &self.uri
+    }
+
+    /// Whether the service renames natively (else rename is copy + delete).
+    pub fn native_rename(&self) -> bool {
+        self.native_rename
+    }
+
+    fn count(&self, which: &std::sync::atomic::AtomicU64) {
+        Metrics::inc(&self.metrics.ufs_requests);
+        Metrics::inc(which);
+    }
+
+    fn fail(&self, op: &'static str, path: &str, e: opendal::Error) -> UfsError {
+        Metrics::inc(&self.metrics.ufs_errors);
+        UfsError::new(op, path, e)
+    }
+
+    /// Verifies the store is reachable and the root is listable.
+    pub async fn check(&self) -> Result<(), UfsError> {
+        self.count(&self.metrics.ufs_lists);
+        self.op
+            .list_with("/")
+            .limit(1)
+            .await
+            .map(|_| ())
+            .map_err(|e| self.fail("list", "/", e))
+    }
+
+    /// Lists the direct children of directory key `dir` (`""` for the root, else ending
+    /// in `/`).
+    pub async fn list_dir(&self, dir: &str) -> Result<Vec<UfsChild>, UfsError> {
+        self.count(&self.metrics.ufs_lists);
+        let path = if dir.is_empty() { "/" } else { dir };
+        let entries = match self.op.list(path).await {
+            Ok(e) => e,
+            // A directory that exists only in the namespace's view (e.g. removed
+            // underneath) lists as empty.
+            Err(e) if e.kind() == ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(self.fail("list", dir, e)),
+        };
+        let mut out = Vec::with_capacity(entries.len());
+        for e in entries {
+            let p = e.path();
+            if p == dir || p == path || p.is_empty() {
+                continue; // the directory itself
+            }
+            let Some(rel) = p.strip_prefix(dir) else {
+                continue;
+            };
+            let (name, kind) = match rel.strip_suffix('/') {
+                Some(n) => (n, FileKind::Dir),
+                None => (rel, FileKind::File),
+            };
+            if name.is_empty() || name.contains('/') {
+                continue;
+            }
+            let m = e.metadata();
+            let (size, version) = match kind {
+                FileKind::File => (m.content_length(), Some(version_of(m))),
+                FileKind::Dir => (0, None),
+            };
+            out.push(UfsChild {
+                name: name.as_bytes().to_vec(),
+                kind,
+                size,
+                mtime_ns: mtime_ns(m),
+                version,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Stats a file key.
+    pub async fn stat(&self, path: &str) -> Result<ObjectInfo, UfsError> {
+        self.count(&self.metrics.ufs_stats);
+        let m = self
+            .op
+            .stat(path)
+            .await
+            .map_err(|e| self.fail("stat", path, e))?;
+        Ok(ObjectInfo {
+            size: m.content_length(),
+            mtime_ns: mtime_ns(&m),
+            version: version_of(&m),
+        })
+    }
+
+    /// Reads `range` of object `path` at `version`. On ETag-versioned stores the read is
+    /// pinned with If-Match, so a changed object fails with ESTALE instead of returning
+    /// bytes of another version.
+    pub async fn read_range(
+        &self,
+        path: &str,
+        range: Range<u64>,
+        version: &str,
+    ) -> Result<Bytes, UfsError> {
+        self.count(&self.metrics.ufs_reads);
+        let mut req = self.op.read_with(path).range(range);
+        if self.if_match
+            && let Some(etag) = version.strip_prefix("e:")
+        {
+            req = req.if_match(etag);
+        }
+        let buf = req.await.map_err(|e| self.fail("read", path, e))?;
+        Ok(buf.to_bytes())
+    }
+
+    /// Uploads `len` bytes of a local file as object `path`, streaming in chunks, and
+    /// returns the new object's info. The object is complete in the store on return.
+    pub async fn upload_file(
+        &self,
+        path: &str,
+        file: Arc<std::fs::File>,
+        len: u64,
+    ) -> Result<ObjectInfo, UfsError> {
+        use std::os::unix::fs::FileExt;
+        self.count(&self.metrics.ufs_writes);
+        let mut w = self
+            .op
+            .writer_with(path)
+            .chunk(UPLOAD_CHUNK)
+            .await
+            .map_err(|e| self.fail("write", path, e))?;
+        let mut off = 0u64;
+        while off < len {
+            let n = (len - off).min(UPLOAD_CHUNK as u64) as usize;
+            let f = file.clone();
+            let chunk = tokio::task::spawn_blocking(move || {
+                let mut buf = vec![0u8; n];
+                f.read_exact_at(&mut buf, off).map(|_| buf)
+            })
+            .await
+            .map_err(|e| opendal::Error::new(ErrorKind::Unexpected, e.to_string()))
+            .and_then(|r| {
+                r.map_err(|e| {
+                    opendal::Error::new(ErrorKind::Unexpected, format!("staging read: {e}"))
+                })
+            });
+            let chunk = match chunk {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = w.abort().await;
+                    return Err(self.fail("write", path, e));
+                }
+            };
+            if let Err(e) = w.write(chunk).await {
+                let _ = w.abort().await;
+                return Err(self.fail("write", path, e));
+            }
+            off += n as u64;
+        }
+        w.close().await.map_err(|e| self.fail("write", path, e))?;
+        Metrics::add(&self.metrics.bytes_to_ufs, len);
+        // Read back size, mtime and ETag as the store reports them, so the version we
+        // record is the one later listings will show.
+        self.stat(path).await
+    }
+
+    /// Creates the directory key `dir` (ending in `/`).
+    pub async fn create_dir(&self, dir: &str) -> Result<(), UfsError> {
+        self.count(&self.metrics.ufs_writes);
+        self.op
+            .create_dir(dir)
+            .await
+            .map_err(|e| self.fail("create_dir", dir, e))
+    }
+
+    /// Deletes a file key, or an empty directory key (ending in `/`). Deleting a key that
+    /// does not exist succeeds.
+    pub async fn delete(&self, path: &str) -> Result<(), UfsError> {
+        self.count(&self.metrics.ufs_deletes);
+        match self.op.delete(path).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(self.fail("delete", path, e)),
+        }
+    }
+
+    /// Renames file key `from` to `to` (natively, or copy + delete), returning the new
+    /// object's info.
+    pub async fn rename_file(&self, from: &str, to: &str) -> Result<ObjectInfo, UfsError> {
+        self.count(&self.metrics.ufs_renames);
+        if self.native_rename {
+            self.op
+                .rename(from, to)
+                .await
+                .map_err(|e| self.fail("rename", from, e))?;
+        } else {
+            self.op
+                .copy(from, to)
+                .await
+                .map_err(|e| self.fail("copy", from, e))?;
+            self.delete(from).await?;
+        }
+        self.stat(to).await
+    }
+}
+
+/// The UFS key of a file from its path components.
+pub fn file_key(parts: &[Vec<u8>]) -> Result<String, std::str::Utf8Error> {
+    let mut s = String::new();
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            s.push('/');
+        }
+        s.push_str(std::str::from_utf8(p)?);
+    }
+    Ok(s)
+}
+
+/// The UFS key of a directory from its path components (`""` for the root).
+pub fn dir_key(parts: &[Vec<u8>]) -> Result<String, std::str::Utf8Error> {
+    let mut s = file_key(parts)?;
+    if !s.is_empty() {
+        s.push('/');
+    }
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys() {
+        assert_eq!(
+            file_key(&[b"a".to_vec(), b"b.txt".to_vec()]).unwrap(),
+            "a/b.txt"
+        );
+        assert_eq!(dir_key(&[b"a".to_vec()]).unwrap(), "a/");
+        assert_eq!(dir_key(&[]).unwrap(), "");
+        assert!(file_key(&[vec![0xff]]).is_err());
+    }
+
+    #[tokio::test]
+    async fn memory_round_trip_and_listing() {
+        let m = Arc::new(Metrics::default());
+        let cfg = UfsConfig::parse("memory://", &Default::default()).unwrap();
+        let ufs = Ufs::new(&cfg, m.clone()).unwrap();
+        ufs.check().await.unwrap();
+        let tmp = tempfile::tempfile().unwrap();
+        std::io::Write::write_all(&mut &tmp, b"hello world").unwrap();
+        let info = ufs.upload_file("d/f", Arc::new(tmp), 11).await.unwrap();
+        assert_eq!(info.size, 11);
+        ufs.create_dir("d/sub/").await.unwrap();
+        let mut l = ufs.list_dir("d/").await.unwrap();
+        l.sort_by(|a, b| a.name.cmp(&b.name));
+        assert_eq!(l.len(), 2, "{l:?}");
+        assert_eq!(
+            (l[0].name.as_slice(), l[0].kind, l[0].size),
+            (&b"f"[..], FileKind::File, 11)
+        );
+        assert_eq!(
+            (l[1].name.as_slice(), l[1].kind),
+            (&b"sub"[..], FileKind::Dir)
+        );
+        let b = ufs.read_range("d/f", 6..11, &info.version).await.unwrap();
+        assert_eq!(&b[..], b"world");
+        let moved = ufs.rename_file("d/f", "d/g").await.unwrap();
+        assert_eq!(moved.size, 11);
+        assert!(ufs.stat("d/f").await.is_err());
+        ufs.delete("d/g").await.unwrap();
+        ufs.delete("d/g").await.unwrap();
+        assert!(m.ufs_requests.load(std::sync::atomic::Ordering::Relaxed) >= 8);
+    }
+}

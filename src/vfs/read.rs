@@ -1,0 +1,174 @@
+//! The read path, the one place that decides where bytes come from: a staged file being
+//! written, else cached pages, else the UFS (then fill the cache).
+//!
+//! Concurrent misses on one page are coalesced: the first caller fetches, the others await
+//! the same result. A reader that misses triggers a bounded prefetch of the following
+//! pages, each also coalesced, so a sequential cold read keeps several ranged GETs in flight.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::OnceCell;
+
+use super::{Handle, ReadSnapshot, Vfs, lock};
+use crate::error::FsError;
+use crate::metrics::Metrics;
+use crate::page_cache::PageKey;
+use crate::types::{FileHandle, InodeNo, PAGE_SIZE, PageIdx};
+
+type Fetch = Arc<OnceCell<Result<Bytes, FsError>>>;
+
+/// Page fetches in flight, for coalescing.
+#[derive(Default)]
+pub(super) struct Inflight(Mutex<HashMap<PageKey, Fetch>>);
+
+impl Vfs {
+    /// Reads up to `size` bytes at `offset` through an open handle.
+    pub async fn read(
+        self: &Arc<Self>,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+    ) -> Result<Bytes, FsError> {
+        let h = self.handle(fh)?;
+        let Handle::File { ino, snapshot, .. } = &*h else {
+            return Err(FsError::new(libc::EISDIR, "read on a directory handle"));
+        };
+        let of = lock(&self.open_files).get(ino).cloned();
+        if let Some(of) = of
+            && let Some(b) = of.read_staged(offset, size).await?
+        {
+            return Ok(b);
+        }
+        self.read_snapshot(*ino, snapshot, offset, size).await
+    }
+
+    async fn read_snapshot(
+        self: &Arc<Self>,
+        ino: InodeNo,
+        snap: &ReadSnapshot,
+        offset: u64,
+        size: u32,
+    ) -> Result<Bytes, FsError> {
+        let Some(version) = &snap.version else {
+            return Ok(Bytes::new()); // no object yet: the file is empty
+        };
+        if offset >= snap.size || size == 0 {
+            return Ok(Bytes::new());
+        }
+        let end = snap.size.min(offset.saturating_add(u64::from(size)));
+        let first = offset / PAGE_SIZE;
+        let last = (end - 1) / PAGE_SIZE;
+        let mut missed = false;
+        let mut out: Option<BytesMut> = None;
+        let mut single: Option<Bytes> = None;
+        for idx in first..=last {
+            let (page, hit) = self.page(ino, snap, version, PageIdx(idx)).await?;
+            missed |= !hit;
+            let pstart = idx * PAGE_SIZE;
+            let from = (offset.max(pstart) - pstart) as usize;
+            let to = ((end.min(pstart + PAGE_SIZE)) - pstart) as usize;
+            if to > page.len() {
+                return Err(FsError::new(
+                    libc::ESTALE,
+                    "cached page shorter than the file: object changed",
+                ));
+            }
+            let part = page.slice(from..to);
+            if first == last {
+                single = Some(part);
+            } else {
+                out.get_or_insert_with(|| BytesMut::with_capacity((end - offset) as usize))
+                    .extend_from_slice(&part);
+            }
+        }
+        if missed {
+            self.prefetch(ino, snap, version, last + 1);
+        }
+        Ok(single.unwrap_or_else(|| out.map(BytesMut::freeze).unwrap_or_default()))
+    }
+
+    /// Returns a page and whether it came from the cache.
+    pub(super) async fn page(
+        self: &Arc<Self>,
+        ino: InodeNo,
+        snap: &ReadSnapshot,
+        version: &Arc<str>,
+        idx: PageIdx,
+    ) -> Result<(Bytes, bool), FsError> {
+        let key = PageKey {
+            ino,
+            version: version.clone(),
+            idx,
+        };
+        if let Some(b) = self.cache.get(&key).await {
+            Metrics::add(&self.metrics.bytes_from_cache, b.len() as u64);
+            return Ok((b, true));
+        }
+        Ok((self.fetch(key, snap).await?, false))
+    }
+
+    /// Fetches a page from the UFS into the cache, coalescing concurrent fetches.
+    async fn fetch(self: &Arc<Self>, key: PageKey, snap: &ReadSnapshot) -> Result<Bytes, FsError> {
+        let cell = lock(&self.inflight.0)
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        let res = cell
+            .get_or_init(|| async {
+                let start = key.idx.0 * PAGE_SIZE;
+                let end = snap.size.min(start + PAGE_SIZE);
+                let b = self
+                    .ufs
+                    .read_range(&snap.key, start..end, &key.version)
+                    .await?;
+                if b.len() as u64 != end - start {
+                    return Err(FsError::new(
+                        libc::ESTALE,
+                        format!("{} changed in the UFS: short read", snap.key),
+                    ));
+                }
+                Metrics::add(&self.metrics.bytes_from_ufs, b.len() as u64);
+                self.cache.put(key.clone(), b.clone()).await;
+                Ok(b)
+            })
+            .await
+            .clone();
+        let mut m = lock(&self.inflight.0);
+        if m.get(&key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+            m.remove(&key);
+        }
+        res
+    }
+
+    /// Starts background fetches of up to `prefetch_pages` pages from `from` on.
+    fn prefetch(
+        self: &Arc<Self>,
+        ino: InodeNo,
+        snap: &ReadSnapshot,
+        version: &Arc<str>,
+        from: u64,
+    ) {
+        let pages = snap.size.div_ceil(PAGE_SIZE);
+        let to = pages.min(from + self.cfg.prefetch_pages);
+        for idx in from..to {
+            let key = PageKey {
+                ino,
+                version: version.clone(),
+                idx: PageIdx(idx),
+            };
+            if lock(&self.inflight.0).contains_key(&key) || self.cache.contains(&key) {
+                continue;
+            }
+            Metrics::inc(&self.metrics.prefetch_pages);
+            let this = self.clone();
+            let snap = snap.clone();
+            self.rt.spawn(async move {
+                if let Err(e) = this.fetch(key, &snap).await {
+                    tracing::debug!(error = %e, "prefetch failed; the reader will retry");
+                }
+            });
+        }
+    }
+}

@@ -1,0 +1,413 @@
+//! The write path (`CACHE_THROUGH`): opens for writing share one staging file per inode on
+//! the cache disk; flush, fsync, truncate and the last close upload it as one whole object
+//! at the file's path, then commit size and version to the namespace, then keep the pages
+//! cached under the new version.
+//!
+//! Invariant: the namespace's size and version of a file change only after the UFS holds
+//! the complete object with that content. A crash before that leaves the previous,
+//! complete state visible. Staging files are anonymous (unlinked at creation), so a
+//! crashed daemon leaves nothing behind on the cache disk.
+
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use alluxio_metaserver::SetAttr;
+use bytes::Bytes;
+
+use super::{Handle, ReadSnapshot, Vfs, lock};
+use crate::error::FsError;
+use crate::page_cache::PageKey;
+use crate::types::{FileHandle, FileKind, InodeNo, InodeRecord, PAGE_SIZE, PageIdx, now_ns};
+
+static STAGING_SEQ: AtomicU64 = AtomicU64::new(0);
+
+struct Staging {
+    file: Arc<std::fs::File>,
+    size: u64,
+    dirty: bool,
+    mtime_ns: i64,
+}
+
+/// Per-inode write state shared by every open handle of the inode.
+pub(super) struct OpenFile {
+    refs: AtomicUsize,
+    st: tokio::sync::Mutex<Option<Staging>>,
+}
+
+impl OpenFile {
+    /// Size and mtime of the staged content, if staging is set up.
+    pub(super) async fn staged_size(&self) -> Option<(u64, i64)> {
+        self.st.lock().await.as_ref().map(|s| (s.size, s.mtime_ns))
+    }
+
+    pub(super) async fn set_mtime(&self, m: i64) {
+        if let Some(s) = self.st.lock().await.as_mut() {
+            s.mtime_ns = m;
+        }
+    }
+
+    /// Reads from the staged content; `None` when there is no staging yet.
+    pub(super) async fn read_staged(
+        &self,
+        offset: u64,
+        size: u32,
+    ) -> Result<Option<Bytes>, FsError> {
+        let g = self.st.lock().await;
+        let Some(s) = g.as_ref() else { return Ok(None) };
+        if offset >= s.size {
+            return Ok(Some(Bytes::new()));
+        }
+        let n = (s.size - offset).min(u64::from(size)) as usize;
+        let f = s.file.clone();
+        let buf = tokio::task::spawn_blocking(move || {
+            let mut buf = vec![0u8; n];
+            f.read_exact_at(&mut buf, offset).map(|_| buf)
+        })
+        .await
+        .map_err(|e| FsError::new(libc::EIO, e.to_string()))??;
+        Ok(Some(Bytes::from(buf)))
+    }
+}
+
+/// What an open asks for.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OpenMode {
+    /// Opened for writing (O_WRONLY or O_RDWR).
+    pub write: bool,
+    /// O_TRUNC.
+    pub truncate: bool,
+}
+
+fn new_staging_file(dir: &PathBuf, ino: InodeNo) -> std::io::Result<std::fs::File> {
+    let seq = STAGING_SEQ.fetch_add(1, Ordering::Relaxed);
+    let path = dir.join(format!("{}-{}-{}.staging", std::process::id(), ino.0, seq));
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)?;
+    std::fs::remove_file(&path)?;
+    Ok(f)
+}
+
+impl Vfs {
+    fn acquire_open_file(&self, ino: InodeNo) -> Arc<OpenFile> {
+        let mut m = lock(&self.open_files);
+        let of = m
+            .entry(ino)
+            .or_insert_with(|| {
+                Arc::new(OpenFile {
+                    refs: AtomicUsize::new(0),
+                    st: tokio::sync::Mutex::new(None),
+                })
+            })
+            .clone();
+        of.refs.fetch_add(1, Ordering::Relaxed);
+        of
+    }
+
+    /// Drops one reference; returns true when it was the last (the entry is then gone).
+    fn release_open_file(&self, ino: InodeNo, of: &Arc<OpenFile>) -> bool {
+        let mut m = lock(&self.open_files);
+        if of.refs.fetch_sub(1, Ordering::Relaxed) == 1 {
+            if m.get(&ino).is_some_and(|e| Arc::ptr_eq(e, of)) {
+                m.remove(&ino);
+            }
+            return true;
+        }
+        false
+    }
+
+    /// Sets up staging for `rec` if needed: empty for a truncating open or a file with no
+    /// object yet, else a copy of the current content (through the page cache).
+    async fn init_staging(
+        self: &Arc<Self>,
+        of: &OpenFile,
+        rec: &InodeRecord,
+        truncate: bool,
+    ) -> Result<(), FsError> {
+        let mut g = of.st.lock().await;
+        if let Some(s) = g.as_mut() {
+            if truncate {
+                let f = s.file.clone();
+                tokio::task::spawn_blocking(move || f.set_len(0))
+                    .await
+                    .map_err(|e| FsError::new(libc::EIO, e.to_string()))??;
+                s.size = 0;
+                s.dirty = true;
+                s.mtime_ns = now_ns();
+            }
+            return Ok(());
+        }
+        let dir = self.cfg.staging_dir.clone();
+        let ino = rec.ino;
+        let file = Arc::new(
+            tokio::task::spawn_blocking(move || new_staging_file(&dir, ino))
+                .await
+                .map_err(|e| FsError::new(libc::EIO, e.to_string()))??,
+        );
+        let copy = !truncate && rec.size > 0 && rec.version.is_some();
+        if copy {
+            let snap = self.snapshot_of(rec).await?;
+            let version = snap.version.clone().expect("copy implies a version");
+            for idx in 0..rec.size.div_ceil(PAGE_SIZE) {
+                let (page, _) = self.page(ino, &snap, &version, PageIdx(idx)).await?;
+                let f = file.clone();
+                tokio::task::spawn_blocking(move || f.write_all_at(&page, idx * PAGE_SIZE))
+                    .await
+                    .map_err(|e| FsError::new(libc::EIO, e.to_string()))??;
+            }
+        }
+        *g = Some(Staging {
+            file,
+            size: if truncate { 0 } else { rec.size },
+            dirty: truncate || rec.version.is_none(),
+            mtime_ns: if truncate { now_ns() } else { rec.mtime_ns },
+        });
+        Ok(())
+    }
+
+    async fn snapshot_of(&self, rec: &InodeRecord) -> Result<ReadSnapshot, FsError> {
+        let key = match rec.version {
+            Some(_) => self.key_of(rec.ino, FileKind::File).await?,
+            None => String::new(),
+        };
+        Ok(ReadSnapshot {
+            key,
+            version: rec.version.as_deref().map(Arc::from),
+            size: rec.size,
+        })
+    }
+
+    /// Opens a file.
+    pub async fn open(
+        self: &Arc<Self>,
+        ino: InodeNo,
+        mode: OpenMode,
+    ) -> Result<FileHandle, FsError> {
+        let rec = self.meta.get(ino).await?;
+        if rec.kind == FileKind::Dir {
+            return Err(FsError::expected(libc::EISDIR, "is a directory"));
+        }
+        if mode.write {
+            self.check_writable()?;
+            let of = self.acquire_open_file(ino);
+            if let Err(e) = self.init_staging(&of, &rec, mode.truncate).await {
+                self.release_open_file(ino, &of);
+                return Err(e);
+            }
+        }
+        let snapshot = self.snapshot_of(&rec).await?;
+        Ok(self.add_handle(Handle::File {
+            ino,
+            writable: mode.write,
+            snapshot,
+        }))
+    }
+
+    /// Creates and opens a new file.
+    pub async fn create(
+        self: &Arc<Self>,
+        parent: InodeNo,
+        name: &[u8],
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> Result<(InodeRecord, FileHandle), FsError> {
+        self.check_writable()?;
+        self.ensure_loaded(parent).await?;
+        // Refuse names the UFS cannot store before anything is created.
+        self.child_key(parent, name, FileKind::File).await?;
+        let rec = self
+            .meta
+            .create(parent, name.to_vec(), FileKind::File, mode, uid, gid)
+            .await?;
+        let of = self.acquire_open_file(rec.ino);
+        if let Err(e) = self.init_staging(&of, &rec, true).await {
+            self.release_open_file(rec.ino, &of);
+            return Err(e);
+        }
+        let snapshot = ReadSnapshot {
+            key: String::new(),
+            version: None,
+            size: 0,
+        };
+        let fh = self.add_handle(Handle::File {
+            ino: rec.ino,
+            writable: true,
+            snapshot,
+        });
+        Ok((rec, fh))
+    }
+
+    /// Writes `data` at `offset` into the staged file; returns the bytes written.
+    pub async fn write(&self, fh: FileHandle, offset: u64, data: Bytes) -> Result<u32, FsError> {
+        let h = self.handle(fh)?;
+        let Handle::File {
+            ino,
+            writable: true,
+            ..
+        } = &*h
+        else {
+            return Err(FsError::new(libc::EBADF, "handle not open for writing"));
+        };
+        let end = offset
+            .checked_add(data.len() as u64)
+            .filter(|e| *e <= i64::MAX as u64)
+            .ok_or_else(|| FsError::expected(libc::EFBIG, "write past the largest file offset"))?;
+        let of = lock(&self.open_files)
+            .get(ino)
+            .cloned()
+            .ok_or_else(|| FsError::new(libc::EBADF, "no staging for a writable handle"))?;
+        let mut g = of.st.lock().await;
+        let st = g
+            .as_mut()
+            .ok_or_else(|| FsError::new(libc::EIO, "staging not initialised"))?;
+        let f = st.file.clone();
+        let n = data.len();
+        tokio::task::spawn_blocking(move || f.write_all_at(&data, offset))
+            .await
+            .map_err(|e| FsError::new(libc::EIO, e.to_string()))??;
+        st.size = st.size.max(end);
+        st.dirty = true;
+        st.mtime_ns = now_ns();
+        Ok(n as u32)
+    }
+
+    /// Uploads the staged content of `ino` if it changed, then commits it.
+    async fn commit(&self, ino: InodeNo, of: &OpenFile) -> Result<(), FsError> {
+        let mut g = of.st.lock().await;
+        let Some(st) = g.as_mut() else { return Ok(()) };
+        if !st.dirty {
+            return Ok(());
+        }
+        let key = match self.key_of(ino, FileKind::File).await {
+            Ok(k) => k,
+            Err(e) if e.errno() == libc::ENOENT => {
+                // Unlinked while open: there is no name left to upload to.
+                st.dirty = false;
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        let info = self.ufs.upload_file(&key, st.file.clone(), st.size).await?;
+        self.meta
+            .set_attr(
+                ino,
+                SetAttr {
+                    size: Some(st.size),
+                    version: Some(Some(info.version.clone())),
+                    mtime_ns: Some(st.mtime_ns),
+                    ctime_ns: Some(now_ns()),
+                    ..Default::default()
+                },
+            )
+            .await?;
+        st.dirty = false;
+        // CACHE_THROUGH keeps the written pages cached under the new version.
+        let version: Arc<str> = Arc::from(info.version.as_str());
+        for idx in 0..st.size.div_ceil(PAGE_SIZE) {
+            let start = idx * PAGE_SIZE;
+            let n = (st.size - start).min(PAGE_SIZE) as usize;
+            let f = st.file.clone();
+            let page = tokio::task::spawn_blocking(move || {
+                let mut b = vec![0u8; n];
+                f.read_exact_at(&mut b, start).map(|_| b)
+            })
+            .await;
+            match page {
+                Ok(Ok(b)) => {
+                    let key = PageKey {
+                        ino,
+                        version: version.clone(),
+                        idx: PageIdx(idx),
+                    };
+                    self.cache.put(key, Bytes::from(b)).await;
+                }
+                _ => break, // caching is best effort; the object is already durable
+            }
+        }
+        Ok(())
+    }
+
+    /// `flush` (every close of a descriptor): uploads pending writes, so close returns
+    /// only once the object is complete in the UFS.
+    pub async fn flush(&self, fh: FileHandle) -> Result<(), FsError> {
+        let h = self.handle(fh)?;
+        if let Handle::File {
+            ino,
+            writable: true,
+            ..
+        } = &*h
+        {
+            let of = lock(&self.open_files).get(ino).cloned();
+            if let Some(of) = of {
+                self.commit(*ino, &of).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `fsync`: same as flush for `CACHE_THROUGH`.
+    pub async fn fsync(&self, fh: FileHandle) -> Result<(), FsError> {
+        self.flush(fh).await
+    }
+
+    /// Closes a handle. Must not wait on the network: a last upload (writes after the last
+    /// flush, e.g. through mmap) runs in the background.
+    pub fn release(self: &Arc<Self>, fh: FileHandle) {
+        let Some(h) = lock(&self.handles).remove(&fh.0) else {
+            return;
+        };
+        if let Handle::File {
+            ino,
+            writable: true,
+            ..
+        } = &*h
+        {
+            let ino = *ino;
+            let of = lock(&self.open_files).get(&ino).cloned();
+            if let Some(of) = of
+                && self.release_open_file(ino, &of)
+            {
+                let this = self.clone();
+                self.rt.spawn(async move {
+                    if let Err(e) = this.commit(ino, &of).await {
+                        tracing::error!(ino = ino.0, error = %e, "upload after last close failed; data of this file is lost");
+                    }
+                });
+            }
+        }
+    }
+
+    /// Truncates or extends a file to `size` and makes the result durable.
+    pub(super) async fn truncate(self: &Arc<Self>, ino: InodeNo, size: u64) -> Result<(), FsError> {
+        let rec = self.meta.get(ino).await?;
+        if rec.kind == FileKind::Dir {
+            return Err(FsError::expected(libc::EISDIR, "is a directory"));
+        }
+        let of = self.acquire_open_file(ino);
+        let res = async {
+            self.init_staging(&of, &rec, size == 0).await?;
+            {
+                let mut g = of.st.lock().await;
+                let st = g
+                    .as_mut()
+                    .ok_or_else(|| FsError::new(libc::EIO, "staging missing"))?;
+                let f = st.file.clone();
+                tokio::task::spawn_blocking(move || f.set_len(size))
+                    .await
+                    .map_err(|e| FsError::new(libc::EIO, e.to_string()))??;
+                st.size = size;
+                st.dirty = true;
+                st.mtime_ns = now_ns();
+            }
+            self.commit(ino, &of).await
+        }
+        .await;
+        self.release_open_file(ino, &of);
+        res
+    }
+}
