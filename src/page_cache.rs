@@ -59,7 +59,12 @@ impl PageCache {
     /// Builds the tiers; scans the disk tier so pages from earlier runs are reused.
     pub fn new(cfg: &PageCacheConfig, metrics: Arc<Metrics>) -> Result<Self, CacheError> {
         let mem = (cfg.mem_bytes > 0).then(|| {
+            // foyer splits capacity across shards and bounds each shard separately; keep a
+            // shard at least 64 MiB so the total stays within `mem_bytes` even for small
+            // budgets (a page larger than a shard would otherwise overshoot it).
+            let shards = (cfg.mem_bytes / (64 << 20)).clamp(1, 8) as usize;
             foyer::CacheBuilder::new(usize::try_from(cfg.mem_bytes).unwrap_or(usize::MAX))
+                .with_shards(shards)
                 .with_weighter(|_k: &PageKey, v: &Bytes| v.len() + 64)
                 .build()
         });

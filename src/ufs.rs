@@ -65,6 +65,7 @@ pub struct Ufs {
     uri: String,
     metrics: Arc<Metrics>,
     native_rename: bool,
+    native_copy: bool,
     /// Whether reads can be pinned to a version with If-Match (ETag-versioned stores).
     if_match: bool,
 }
@@ -109,6 +110,7 @@ impl Ufs {
         let cap = op.info().capability();
         Ok(Self {
             native_rename: cap.rename,
+            native_copy: cap.copy,
             if_match: cap.read_with_if_match && cfg.scheme != "fs",
             op,
             uri: cfg.uri.clone(),
@@ -297,8 +299,8 @@ impl Ufs {
         }
     }
 
-    /// Renames file key `from` to `to` (natively, or copy + delete), returning the new
-    /// object's info.
+    /// Renames file key `from` to `to` (natively; else server-side copy + delete; else a
+    /// streamed copy in chunks + delete), returning the new object's info.
     pub async fn rename_file(&self, from: &str, to: &str) -> Result<ObjectInfo, UfsError> {
         self.count(&self.metrics.ufs_renames);
         if self.native_rename {
@@ -307,13 +309,47 @@ impl Ufs {
                 .await
                 .map_err(|e| self.fail("rename", from, e))?;
         } else {
-            self.op
-                .copy(from, to)
-                .await
-                .map_err(|e| self.fail("copy", from, e))?;
+            if self.native_copy {
+                self.op
+                    .copy(from, to)
+                    .await
+                    .map_err(|e| self.fail("copy", from, e))?;
+            } else {
+                self.stream_copy(from, to).await?;
+            }
             self.delete(from).await?;
         }
         self.stat(to).await
+    }
+
+    /// Copies an object through this process, one chunk in memory at a time.
+    async fn stream_copy(&self, from: &str, to: &str) -> Result<(), UfsError> {
+        let len = self.stat(from).await?.size;
+        let mut w = self
+            .op
+            .writer_with(to)
+            .chunk(UPLOAD_CHUNK)
+            .await
+            .map_err(|e| self.fail("write", to, e))?;
+        let mut off = 0u64;
+        while off < len {
+            let end = len.min(off + UPLOAD_CHUNK as u64);
+            self.count(&self.metrics.ufs_reads);
+            let chunk = match self.op.read_with(from).range(off..end).await {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = w.abort().await;
+                    return Err(self.fail("read", from, e));
+                }
+            };
+            if let Err(e) = w.write(chunk).await {
+                let _ = w.abort().await;
+                return Err(self.fail("write", to, e));
+            }
+            off = end;
+        }
+        w.close().await.map_err(|e| self.fail("write", to, e))?;
+        Ok(())
     }
 }
 

@@ -1,1 +1,11 @@
-fn main() {}
+//! Tests that mount through the kernel. Each test mounts in-process over a fresh UFS (a
+//! temp directory, or a fresh bucket on the S3 server the test script starts), uses plain
+//! `std::fs` calls on the mountpoint, and unmounts on every exit path (`Mount`'s Drop).
+//! Per-test time limits come from `.config/nextest.toml`.
+
+mod harness;
+
+mod dirs;
+mod errors;
+mod reads;
+mod writes;

@@ -1,0 +1,272 @@
+//! Namespace semantics, run against both stores.
+
+use alluxio_metaserver::{
+    FileKind, InodeNo, Lookup, MemoryStore, MetaError, Namespace, NamespaceStore, Ownership,
+    ROOT_INO, RedbStore, SetAttr, UfsChild,
+};
+
+const OWN: Ownership = Ownership {
+    uid: 7,
+    gid: 8,
+    file_mode: 0o644,
+    dir_mode: 0o755,
+};
+
+fn file(name: &str, size: u64, version: &str) -> UfsChild {
+    UfsChild {
+        name: name.as_bytes().to_vec(),
+        kind: FileKind::File,
+        size,
+        mtime_ns: 1_000,
+        version: Some(version.into()),
+    }
+}
+
+fn dir(name: &str) -> UfsChild {
+    UfsChild {
+        name: name.as_bytes().to_vec(),
+        kind: FileKind::Dir,
+        size: 0,
+        mtime_ns: 0,
+        version: None,
+    }
+}
+
+fn found<S: NamespaceStore>(
+    ns: &Namespace<S>,
+    parent: InodeNo,
+    name: &str,
+) -> alluxio_metaserver::InodeRecord {
+    match ns.lookup(parent, name.as_bytes()).unwrap() {
+        Lookup::Found(r) => r,
+        other => panic!("{name}: {other:?}"),
+    }
+}
+
+fn semantics<S: NamespaceStore>(ns: Namespace<S>) {
+    // Before loading, the root's children are unknown.
+    assert_eq!(ns.lookup(ROOT_INO, b"a").unwrap(), Lookup::Unloaded);
+    assert!(matches!(ns.list(ROOT_INO), Err(MetaError::Unloaded(_))));
+    assert!(matches!(
+        ns.create(ROOT_INO, b"x", FileKind::File, 0o600, 0, 0, 1),
+        Err(MetaError::Unloaded(_))
+    ));
+    ns.load_dir(
+        ROOT_INO,
+        vec![
+            file("a", 5, "e1"),
+            dir("d"),
+            file("a", 9, "dup"),
+            file("..", 1, "bad"),
+        ],
+        OWN,
+        1,
+    )
+    .unwrap();
+    let a = found(&ns, ROOT_INO, "a");
+    assert_eq!((a.size, a.mode, a.uid, a.gid, a.nlink), (5, 0o644, 7, 8, 1));
+    assert_eq!(a.version.as_deref(), Some("e1"));
+    assert_eq!(ns.lookup(ROOT_INO, b"zz").unwrap(), Lookup::Missing);
+    let d = found(&ns, ROOT_INO, "d");
+    assert_eq!((d.kind, d.mode, d.nlink), (FileKind::Dir, 0o755, 2));
+    assert_eq!(ns.get(ROOT_INO).unwrap().nlink, 3);
+    assert_eq!(ns.list(ROOT_INO).unwrap().len(), 2);
+    assert!(ns.needs_load(d.ino).unwrap());
+
+    // Names.
+    assert!(matches!(
+        ns.lookup(ROOT_INO, b"a/b"),
+        Err(MetaError::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        ns.lookup(ROOT_INO, &[b'x'; 256]),
+        Err(MetaError::NameTooLong(256))
+    ));
+    assert!(matches!(
+        ns.lookup(a.ino, b"x"),
+        Err(MetaError::NotADirectory(_))
+    ));
+
+    // create / mkdir / EEXIST.
+    assert!(matches!(
+        ns.create(ROOT_INO, b"a", FileKind::File, 0o600, 0, 0, 2),
+        Err(MetaError::AlreadyExists(_))
+    ));
+    let n = ns
+        .create(ROOT_INO, b"new", FileKind::File, 0o100640, 1, 2, 2)
+        .unwrap();
+    assert_eq!((n.mode, n.size, n.version.clone()), (0o640, 0, None));
+    ns.load_dir(d.ino, vec![], OWN, 3).unwrap();
+    let sub = ns
+        .create(d.ino, b"sub", FileKind::Dir, 0o700, 0, 0, 3)
+        .unwrap();
+    assert_eq!(ns.get(d.ino).unwrap().nlink, 3);
+    assert_eq!(
+        ns.path(sub.ino).unwrap(),
+        vec![b"d".to_vec(), b"sub".to_vec()]
+    );
+    assert!(ns.get(ROOT_INO).unwrap().mtime_ns >= 2);
+
+    // rmdir rules.
+    assert!(matches!(
+        ns.rmdir(ROOT_INO, b"d", 4),
+        Err(MetaError::DirectoryNotEmpty(_))
+    ));
+    assert!(matches!(
+        ns.rmdir(ROOT_INO, b"a", 4),
+        Err(MetaError::NotADirectory(_))
+    ));
+    assert!(matches!(
+        ns.unlink(ROOT_INO, b"d", 4),
+        Err(MetaError::IsADirectory(_))
+    ));
+
+    // rename rules.
+    assert!(matches!(
+        ns.rename(ROOT_INO, b"d", sub.ino, b"x", false, 5),
+        Err(MetaError::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        ns.rename(ROOT_INO, b"a", ROOT_INO, b"d", false, 5),
+        Err(MetaError::IsADirectory(_))
+    ));
+    assert!(matches!(
+        ns.rename(ROOT_INO, b"d", ROOT_INO, b"a", false, 5),
+        Err(MetaError::NotADirectory(_))
+    ));
+    assert!(matches!(
+        ns.rename(ROOT_INO, b"new", ROOT_INO, b"a", true, 5),
+        Err(MetaError::AlreadyExists(_))
+    ));
+    let replaced = ns
+        .rename(ROOT_INO, b"new", ROOT_INO, b"a", false, 5)
+        .unwrap()
+        .unwrap();
+    assert_eq!(replaced.ino, a.ino);
+    assert!(matches!(ns.get(a.ino), Err(MetaError::NotFound(_))));
+    assert_eq!(found(&ns, ROOT_INO, "a").ino, n.ino);
+    ns.rename(ROOT_INO, b"a", sub.ino, b"moved", false, 6)
+        .unwrap();
+    assert_eq!(
+        ns.path(n.ino).unwrap(),
+        vec![b"d".to_vec(), b"sub".to_vec(), b"moved".to_vec()]
+    );
+    // Directory move between parents keeps nlink right.
+    let e = ns
+        .create(ROOT_INO, b"e", FileKind::Dir, 0o755, 0, 0, 7)
+        .unwrap();
+    ns.rename(d.ino, b"sub", e.ino, b"sub2", false, 7).unwrap();
+    assert_eq!(ns.get(d.ino).unwrap().nlink, 2);
+    assert_eq!(ns.get(e.ino).unwrap().nlink, 3);
+
+    // unlink and rmdir.
+    ns.unlink(sub.ino, b"moved", 8).unwrap();
+    assert!(matches!(ns.get(n.ino), Err(MetaError::NotFound(_))));
+    ns.rmdir(e.ino, b"sub2", 8).unwrap();
+    assert_eq!(ns.get(e.ino).unwrap().nlink, 2);
+
+    // set_attr.
+    let r = ns
+        .set_attr(
+            d.ino,
+            SetAttr {
+                mode: Some(0o40711),
+                uid: Some(3),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!((r.mode, r.uid), (0o711, 3));
+    assert!(matches!(
+        ns.set_attr(
+            d.ino,
+            SetAttr {
+                size: Some(1),
+                ..Default::default()
+            }
+        ),
+        Err(MetaError::IsADirectory(_))
+    ));
+}
+
+#[test]
+fn semantics_memory() {
+    semantics(Namespace::open(MemoryStore::new(), OWN, 0).unwrap());
+}
+
+#[test]
+fn semantics_redb() {
+    let tmp = tempfile::tempdir().unwrap();
+    semantics(
+        Namespace::open(
+            RedbStore::open(&tmp.path().join("ns.redb")).unwrap(),
+            OWN,
+            0,
+        )
+        .unwrap(),
+    );
+}
+
+#[test]
+fn reopen_keeps_inodes_and_reconciles_with_a_new_listing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("ns.redb");
+    let (a, d, local) = {
+        let ns = Namespace::open(RedbStore::open(&path).unwrap(), OWN, 0).unwrap();
+        ns.load_dir(
+            ROOT_INO,
+            vec![file("a", 5, "e1"), file("gone", 1, "g"), dir("d")],
+            OWN,
+            1,
+        )
+        .unwrap();
+        let local = ns
+            .create(ROOT_INO, b"local", FileKind::File, 0o644, 0, 0, 1)
+            .unwrap();
+        (found(&ns, ROOT_INO, "a"), found(&ns, ROOT_INO, "d"), local)
+    };
+    let ns = Namespace::open(RedbStore::open(&path).unwrap(), OWN, 0).unwrap();
+    // A new epoch: the root is listed again; existing names keep their inode numbers.
+    assert!(ns.needs_load(ROOT_INO).unwrap());
+    assert_eq!(found(&ns, ROOT_INO, "a").ino, a.ino);
+    ns.load_dir(
+        ROOT_INO,
+        vec![file("a", 7, "e2"), dir("d"), file("b", 1, "b")],
+        OWN,
+        2,
+    )
+    .unwrap();
+    let a2 = found(&ns, ROOT_INO, "a");
+    assert_eq!(
+        (a2.ino, a2.size, a2.version.as_deref()),
+        (a.ino, 7, Some("e2"))
+    );
+    assert_eq!(found(&ns, ROOT_INO, "d").ino, d.ino);
+    assert_eq!(ns.lookup(ROOT_INO, b"gone").unwrap(), Lookup::Missing);
+    // A file created through the mount but never uploaded survives the reconcile.
+    assert_eq!(found(&ns, ROOT_INO, "local").ino, local.ino);
+    let b = found(&ns, ROOT_INO, "b");
+    assert!(b.ino.0 > local.ino.0, "inode numbers are never reused");
+    // Loading twice in one epoch is a no-op.
+    ns.load_dir(ROOT_INO, vec![], OWN, 3).unwrap();
+    assert_eq!(ns.list(ROOT_INO).unwrap().len(), 4);
+}
+
+#[test]
+fn kind_change_underneath_replaces_the_entry() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("ns.redb");
+    {
+        let ns = Namespace::open(RedbStore::open(&path).unwrap(), OWN, 0).unwrap();
+        ns.load_dir(ROOT_INO, vec![dir("x")], OWN, 1).unwrap();
+        let x = found(&ns, ROOT_INO, "x");
+        ns.load_dir(x.ino, vec![file("inner", 1, "i")], OWN, 1)
+            .unwrap();
+    }
+    let ns = Namespace::open(RedbStore::open(&path).unwrap(), OWN, 0).unwrap();
+    ns.load_dir(ROOT_INO, vec![file("x", 3, "f")], OWN, 2)
+        .unwrap();
+    let x = found(&ns, ROOT_INO, "x");
+    assert_eq!((x.kind, x.size), (FileKind::File, 3));
+    assert_eq!(ns.get(ROOT_INO).unwrap().nlink, 2);
+}

@@ -1,0 +1,324 @@
+//! Test harness: UFS fixtures, an in-process mount with an unmounting guard, data helpers.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use alluxio::config::{FuseConfig, MountConfig, UfsConfig};
+use alluxio::types::Ownership;
+use sha2::{Digest, Sha256};
+
+/// Which store a test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Fs,
+    S3,
+}
+
+/// A fresh, empty UFS.
+pub struct TestUfs {
+    pub backend: Backend,
+    root: Option<tempfile::TempDir>,
+    bucket: String,
+    endpoint: String,
+    op: Option<opendal::Operator>,
+}
+
+static SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// The S3 endpoint started by scripts/ci.sh. S3 tests fail (never skip) without it.
+pub fn s3_endpoint() -> String {
+    std::env::var("ALLUXIO_TEST_S3_ENDPOINT").expect(
+        "ALLUXIO_TEST_S3_ENDPOINT is not set: run the tests through scripts/ci.sh, which starts a local S3 server",
+    )
+}
+
+fn create_bucket(endpoint: &str, bucket: &str) {
+    let hostport = endpoint.trim_start_matches("http://").trim_end_matches('/');
+    let mut s = std::net::TcpStream::connect(hostport).expect("connect to the S3 server");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "PUT /{bucket} HTTP/1.1\r\nHost: {hostport}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    assert!(
+        resp.starts_with("HTTP/1.1 200"),
+        "create bucket {bucket}: {resp}"
+    );
+}
+
+impl TestUfs {
+    pub fn new(backend: Backend) -> Self {
+        match backend {
+            Backend::Fs => Self {
+                backend,
+                root: Some(tempfile::tempdir().unwrap()),
+                bucket: String::new(),
+                endpoint: String::new(),
+                op: None,
+            },
+            Backend::S3 => {
+                let endpoint = s3_endpoint();
+                let bucket = format!(
+                    "t{}-{}-{}",
+                    std::process::id(),
+                    SEQ.fetch_add(1, Ordering::Relaxed),
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap()
+                        .as_nanos()
+                        % 1_000_000_000
+                );
+                create_bucket(&endpoint, &bucket);
+                opendal::init_default_registry();
+                let op = opendal::Operator::via_iter(
+                    "s3",
+                    [
+                        ("bucket".to_string(), bucket.clone()),
+                        ("endpoint".to_string(), endpoint.clone()),
+                        ("region".to_string(), "us-east-1".to_string()),
+                        ("access_key_id".to_string(), "test".to_string()),
+                        ("secret_access_key".to_string(), "test".to_string()),
+                        ("root".to_string(), "/data".to_string()),
+                    ],
+                )
+                .unwrap();
+                Self {
+                    backend,
+                    root: None,
+                    bucket,
+                    endpoint,
+                    op: Some(op),
+                }
+            }
+        }
+    }
+
+    pub fn uri(&self) -> String {
+        match self.backend {
+            Backend::Fs => self
+                .root
+                .as_ref()
+                .unwrap()
+                .path()
+                .to_str()
+                .unwrap()
+                .to_string(),
+            Backend::S3 => format!("s3://{}/data", self.bucket),
+        }
+    }
+
+    pub fn config(&self) -> UfsConfig {
+        let mut o = BTreeMap::new();
+        if self.backend == Backend::S3 {
+            o.insert("endpoint".to_string(), self.endpoint.clone());
+            o.insert("access_key_id".to_string(), "test".to_string());
+            o.insert("secret_access_key".to_string(), "test".to_string());
+            o.insert("region".to_string(), "us-east-1".to_string());
+        }
+        UfsConfig::parse(&self.uri(), &o).unwrap()
+    }
+
+    /// The local root (Fs only).
+    pub fn root(&self) -> &Path {
+        self.root.as_ref().expect("local UFS").path()
+    }
+
+    fn block<T>(f: impl Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    /// Writes an object straight into the UFS (not through the mount).
+    pub fn put(&self, key: &str, data: &[u8]) {
+        match self.backend {
+            Backend::Fs => {
+                let p = self.root().join(key);
+                std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+                std::fs::write(p, data).unwrap();
+            }
+            Backend::S3 => {
+                let op = self.op.clone().unwrap();
+                let data = data.to_vec();
+                let key = key.to_string();
+                Self::block(async move { op.write(&key, data).await.unwrap() });
+            }
+        }
+    }
+
+    /// Reads an object straight from the UFS with a plain client; `None` if absent.
+    pub fn get(&self, key: &str) -> Option<Vec<u8>> {
+        match self.backend {
+            Backend::Fs => std::fs::read(self.root().join(key)).ok(),
+            Backend::S3 => {
+                let op = self.op.clone().unwrap();
+                let key = key.to_string();
+                Self::block(async move { op.read(&key).await.ok().map(|b| b.to_vec()) })
+            }
+        }
+    }
+
+    /// Whether a directory (prefix or marker) exists in the UFS.
+    pub fn dir_exists(&self, key: &str) -> bool {
+        match self.backend {
+            Backend::Fs => self.root().join(key).is_dir(),
+            Backend::S3 => {
+                let op = self.op.clone().unwrap();
+                let key = format!("{}/", key.trim_end_matches('/'));
+                Self::block(async move { !op.list(&key).await.unwrap_or_default().is_empty() })
+            }
+        }
+    }
+}
+
+/// Local directories of one mount: mountpoint, namespace, cache, run dir.
+pub struct MountDirs {
+    base: tempfile::TempDir,
+}
+
+impl MountDirs {
+    pub fn new() -> Self {
+        Self {
+            base: tempfile::tempdir().unwrap(),
+        }
+    }
+    pub fn mountpoint(&self) -> PathBuf {
+        self.base.path().join("mnt")
+    }
+    pub fn cache_dir(&self) -> PathBuf {
+        self.base.path().join("cache")
+    }
+}
+
+/// A live mount; unmounts and joins the session on drop.
+pub struct Mount {
+    pub path: PathBuf,
+    vfs: std::sync::Arc<alluxio::vfs::Vfs>,
+    session: Option<fuser::BackgroundSession>,
+    _control: Option<alluxio::control::ControlServer>,
+    rt: Option<tokio::runtime::Runtime>,
+}
+
+impl Mount {
+    pub fn new(ufs: &TestUfs, dirs: &MountDirs) -> Self {
+        Self::with(ufs.config(), dirs, 64 << 20)
+    }
+
+    pub fn with(ufs: UfsConfig, dirs: &MountDirs, mem_cache_bytes: u64) -> Self {
+        let mp = dirs.mountpoint();
+        std::fs::create_dir_all(&mp).unwrap();
+        let cfg = MountConfig {
+            mountpoint: mp.clone(),
+            ufs,
+            state_dir: dirs.base.path().join("state"),
+            cache_dir: dirs.cache_dir(),
+            disk_cache_bytes: 1 << 30,
+            mem_cache_bytes,
+            prefetch_pages: 4,
+            ownership: Ownership {
+                uid: 0,
+                gid: 0,
+                file_mode: 0o644,
+                dir_mode: 0o755,
+            },
+            fuse: FuseConfig::default(),
+            run_dir: dirs.base.path().join("run"),
+        };
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let mounted = alluxio::mount::mount(&cfg, rt.handle()).expect("mount");
+        let vfs = mounted.vfs().clone();
+        let path = mounted.mountpoint().to_path_buf();
+        let (session, control) = mounted.spawn().unwrap();
+        assert_eq!(
+            alluxio::mount::mount_type(&path).as_deref(),
+            Some("fuse.alluxio")
+        );
+        Self {
+            path,
+            vfs,
+            session: Some(session),
+            _control: Some(control),
+            rt: Some(rt),
+        }
+    }
+
+    pub fn p(&self, rel: &str) -> PathBuf {
+        self.path.join(rel)
+    }
+
+    pub fn counters(&self) -> BTreeMap<&'static str, u64> {
+        self.vfs.metrics().snapshot()
+    }
+
+    pub fn counter(&self, name: &str) -> u64 {
+        self.counters()[name]
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        if alluxio::mount::is_fuse_mount(&self.path)
+            && let Err(e) = alluxio::mount::unmount(&self.path)
+        {
+            eprintln!("unmount {}: {e}", self.path.display());
+            let _ = nix::mount::umount2(&self.path, nix::mount::MntFlags::MNT_DETACH);
+        }
+        if let Some(s) = self.session.take() {
+            // Join with a bound so a wedged session cannot hang the test run.
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let _ = s.join();
+                let _ = tx.send(());
+            });
+            let _ = rx.recv_timeout(Duration::from_secs(10));
+        }
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_timeout(Duration::from_secs(5));
+        }
+    }
+}
+
+/// Deterministic pseudo-random bytes (xorshift), different per seed.
+pub fn data(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut v = Vec::with_capacity(len + 8);
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(len);
+    v
+}
+
+pub fn sha256(b: &[u8]) -> String {
+    format!("{:x}", Sha256::digest(b))
+}
+
+/// Generates one test per backend from `fn name(backend: Backend)`.
+#[macro_export]
+macro_rules! backend_tests {
+    ($($name:ident),* $(,)?) => {
+        mod fs {
+            $( #[test] fn $name() { super::$name($crate::harness::Backend::Fs) } )*
+        }
+        mod s3 {
+            $( #[test] fn $name() { super::$name($crate::harness::Backend::S3) } )*
+        }
+    };
+}

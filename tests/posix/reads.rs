@@ -1,0 +1,140 @@
+//! Reads through the mount: every size edge around the 1 MiB page, cold then warm; the warm
+//! pass must be served from the cache with zero UFS requests.
+
+use crate::backend_tests;
+use crate::harness::{Backend, Mount, MountDirs, TestUfs, data, sha256};
+
+const MIB: usize = 1 << 20;
+const SIZES: [usize; 6] = [0, 1, MIB - 1, MIB, MIB + 1, 33 * MIB];
+
+fn populate(ufs: &TestUfs) -> Vec<(String, String)> {
+    SIZES
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| {
+            let name = format!("sizes/f{n}");
+            let d = data(n, i as u64 + 1);
+            ufs.put(&name, &d);
+            (name, sha256(&d))
+        })
+        .collect()
+}
+
+fn read_all(m: &Mount, files: &[(String, String)]) {
+    for (name, want) in files {
+        let got = std::fs::read(m.p(name)).unwrap();
+        assert_eq!(&sha256(&got), want, "{name}");
+    }
+}
+
+fn fuse_read_sizes_cold_then_warm(b: Backend) {
+    let ufs = TestUfs::new(b);
+    let files = populate(&ufs);
+    let dirs = MountDirs::new();
+    let m = Mount::new(&ufs, &dirs);
+    read_all(&m, &files);
+    let cold = m.counters();
+    assert!(
+        cold["ufs_reads"] >= 36,
+        "cold pass must read from the UFS: {cold:?}"
+    );
+    assert_eq!(
+        cold["bytes_from_ufs"] as usize,
+        SIZES.iter().sum::<usize>(),
+        "{cold:?}"
+    );
+    read_all(&m, &files);
+    let warm = m.counters();
+    assert_eq!(
+        warm["ufs_reads"], cold["ufs_reads"],
+        "warm pass read the UFS: {warm:?}"
+    );
+    assert_eq!(
+        warm["ufs_requests"], cold["ufs_requests"],
+        "warm pass touched the UFS: {warm:?}"
+    );
+    assert_eq!(warm["cache_misses"], cold["cache_misses"], "{warm:?}");
+    assert!(
+        warm["bytes_from_cache"] - cold["bytes_from_cache"] >= SIZES.iter().sum::<usize>() as u64,
+        "{warm:?}"
+    );
+}
+
+/// The disk tier alone serves a warm pass: a memory tier far smaller than the data.
+fn fuse_warm_from_disk_tier(b: Backend) {
+    let ufs = TestUfs::new(b);
+    let files = populate(&ufs);
+    let dirs = MountDirs::new();
+    let m = Mount::with(ufs.config(), &dirs, 2 << 20);
+    read_all(&m, &files);
+    let cold = m.counters();
+    read_all(&m, &files);
+    let warm = m.counters();
+    assert_eq!(warm["ufs_requests"], cold["ufs_requests"], "{warm:?}");
+    assert!(
+        warm["cache_hits_disk"] > cold["cache_hits_disk"] + 20,
+        "{warm:?}"
+    );
+    assert!(warm["mem_cache_bytes"] <= 2 << 20, "{warm:?}");
+}
+
+/// Inode numbers and cached pages survive a remount; the second mount reads nothing.
+fn fuse_remount_keeps_inodes_and_pages(b: Backend) {
+    use std::os::unix::fs::MetadataExt;
+    let ufs = TestUfs::new(b);
+    let files = populate(&ufs);
+    let dirs = MountDirs::new();
+    let inos: Vec<u64> = {
+        let m = Mount::new(&ufs, &dirs);
+        read_all(&m, &files);
+        files
+            .iter()
+            .map(|(n, _)| std::fs::metadata(m.p(n)).unwrap().ino())
+            .collect()
+    };
+    let m = Mount::new(&ufs, &dirs);
+    let again: Vec<u64> = files
+        .iter()
+        .map(|(n, _)| std::fs::metadata(m.p(n)).unwrap().ino())
+        .collect();
+    assert_eq!(inos, again);
+    let before = m.counter("ufs_reads");
+    read_all(&m, &files);
+    assert_eq!(m.counter("ufs_reads"), before, "{:?}", m.counters());
+}
+
+backend_tests!(
+    fuse_read_sizes_cold_then_warm,
+    fuse_warm_from_disk_tier,
+    fuse_remount_keeps_inodes_and_pages
+);
+
+/// Once loaded and cached, the tree is served while the UFS is gone entirely.
+#[test]
+fn fuse_warm_pass_with_ufs_unreachable() {
+    let parent = tempfile::tempdir().unwrap();
+    let root = parent.path().join("ufs");
+    let moved = parent.path().join("ufs-away");
+    std::fs::create_dir_all(root.join("a/b")).unwrap();
+    let d1 = data(3 * MIB + 17, 9);
+    let d2 = data(1000, 10);
+    std::fs::write(root.join("a/one"), &d1).unwrap();
+    std::fs::write(root.join("a/b/two"), &d2).unwrap();
+    let dirs = MountDirs::new();
+    let cfg =
+        alluxio::config::UfsConfig::parse(root.to_str().unwrap(), &Default::default()).unwrap();
+    let m = Mount::with(cfg, &dirs, 64 << 20);
+    assert_eq!(std::fs::read(m.p("a/one")).unwrap(), d1);
+    assert_eq!(std::fs::read(m.p("a/b/two")).unwrap(), d2);
+    std::fs::rename(&root, &moved).unwrap();
+    let before = m.counter("ufs_requests");
+    assert_eq!(std::fs::read(m.p("a/one")).unwrap(), d1);
+    assert_eq!(std::fs::read(m.p("a/b/two")).unwrap(), d2);
+    let names: Vec<_> = std::fs::read_dir(m.p("a"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names.len(), 2);
+    assert_eq!(m.counter("ufs_requests"), before);
+    std::fs::rename(&moved, &root).unwrap();
+}

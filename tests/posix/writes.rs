@@ -1,0 +1,106 @@
+//! Writes through the mount land as ordinary objects at their paths, byte for byte, before
+//! close returns (CACHE_THROUGH), and namespace operations reach the UFS.
+
+use std::io::Write;
+
+use crate::backend_tests;
+use crate::harness::{Backend, Mount, MountDirs, TestUfs, data};
+
+fn fuse_write_then_read_back(b: Backend) {
+    let ufs = TestUfs::new(b);
+    ufs.put("existing", b"old content that is longer");
+    let dirs = MountDirs::new();
+    let m = Mount::new(&ufs, &dirs);
+
+    // A new file, written in odd-sized chunks across page boundaries.
+    let d = data((5 << 20) / 2 + 3, 42);
+    {
+        let mut f = std::fs::File::create(m.p("new.bin")).unwrap();
+        for c in d.chunks(77_777) {
+            f.write_all(c).unwrap();
+        }
+    }
+    assert_eq!(
+        ufs.get("new.bin").as_deref(),
+        Some(&d[..]),
+        "object in the UFS after close"
+    );
+    assert_eq!(std::fs::read(m.p("new.bin")).unwrap(), d);
+    assert_eq!(
+        std::fs::metadata(m.p("new.bin")).unwrap().len(),
+        d.len() as u64
+    );
+
+    // An empty file is an empty object.
+    std::fs::File::create(m.p("empty")).unwrap();
+    assert_eq!(ufs.get("empty").as_deref(), Some(&b""[..]));
+
+    // Overwrite (O_TRUNC) of an object written by another tool.
+    std::fs::write(m.p("existing"), b"new").unwrap();
+    assert_eq!(ufs.get("existing").as_deref(), Some(&b"new"[..]));
+    assert_eq!(std::fs::read(m.p("existing")).unwrap(), b"new");
+
+    // Append to an existing object.
+    {
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(m.p("existing"))
+            .unwrap();
+        f.write_all(b"+more").unwrap();
+    }
+    assert_eq!(ufs.get("existing").as_deref(), Some(&b"new+more"[..]));
+
+    // Truncate to a smaller size.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(m.p("new.bin"))
+        .unwrap()
+        .set_len(10)
+        .unwrap();
+    assert_eq!(ufs.get("new.bin").as_deref(), Some(&d[..10]));
+    assert_eq!(std::fs::read(m.p("new.bin")).unwrap(), &d[..10]);
+
+    // Written pages stay cached: reading back costs no UFS read.
+    let reads = m.counter("ufs_reads");
+    assert_eq!(std::fs::read(m.p("existing")).unwrap(), b"new+more");
+    assert_eq!(m.counter("ufs_reads"), reads);
+}
+
+fn fuse_namespace_ops_reach_the_ufs(b: Backend) {
+    let ufs = TestUfs::new(b);
+    let dirs = MountDirs::new();
+    let m = Mount::new(&ufs, &dirs);
+
+    std::fs::create_dir(m.p("d")).unwrap();
+    assert!(ufs.dir_exists("d"));
+    std::fs::create_dir_all(m.p("d/e/f")).unwrap();
+    std::fs::write(m.p("d/e/f/x"), b"xx").unwrap();
+    assert_eq!(ufs.get("d/e/f/x").as_deref(), Some(&b"xx"[..]));
+
+    // rename of a file, also across directories and over an existing file.
+    std::fs::rename(m.p("d/e/f/x"), m.p("d/y")).unwrap();
+    assert_eq!(ufs.get("d/e/f/x"), None);
+    assert_eq!(ufs.get("d/y").as_deref(), Some(&b"xx"[..]));
+    std::fs::write(m.p("d/z"), b"zz").unwrap();
+    std::fs::rename(m.p("d/z"), m.p("d/y")).unwrap();
+    assert_eq!(ufs.get("d/y").as_deref(), Some(&b"zz"[..]));
+    assert_eq!(ufs.get("d/z"), None);
+    assert_eq!(std::fs::read(m.p("d/y")).unwrap(), b"zz");
+    assert!(std::fs::metadata(m.p("d/z")).is_err());
+
+    // rmdir of a non-empty directory fails; of an empty one succeeds.
+    let e = std::fs::remove_dir(m.p("d/e")).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::ENOTEMPTY));
+    std::fs::remove_dir(m.p("d/e/f")).unwrap();
+    std::fs::remove_dir(m.p("d/e")).unwrap();
+    assert!(!ufs.dir_exists("d/e"));
+
+    // unlink.
+    std::fs::remove_file(m.p("d/y")).unwrap();
+    assert_eq!(ufs.get("d/y"), None);
+    assert!(std::fs::metadata(m.p("d/y")).is_err());
+    std::fs::remove_dir(m.p("d")).unwrap();
+    assert_eq!(std::fs::read_dir(&m.path).unwrap().count(), 0);
+}
+
+backend_tests!(fuse_write_then_read_back, fuse_namespace_ops_reach_the_ufs);
