@@ -317,14 +317,11 @@ pub fn is_fuse_mount(path: &Path) -> bool {
 pub fn mount_type(path: &Path) -> Option<String> {
     let mounts = std::fs::read_to_string("/proc/mounts").ok()?;
     let want = path.to_string_lossy().replace(' ', "\\040");
-    mounts
-        .lines()
-        .filter_map(|l| {
-            let mut f = l.split_whitespace();
-            let _src = f.next()?;
-            let mp = f.next()?;
-            let ty = f.next()?;
-            (mp == want).then(|| ty.to_string())
-        })
-        .last()
+    mounts.lines().rev().find_map(|l| {
+        let mut f = l.split_whitespace();
+        let _src = f.next()?;
+        let mp = f.next()?;
+        let ty = f.next()?;
+        (mp == want).then(|| ty.to_string())
+    })
 }

@@ -26,7 +26,7 @@ pub struct UfsError {
     op: &'static str,
     path: String,
     #[source]
-    source: opendal::Error,
+    source: Box<opendal::Error>,
 }
 
 impl UfsError {
@@ -35,7 +35,7 @@ impl UfsError {
         Self {
             op,
             path: path.into(),
-            source,
+            source: Box::new(source),
         }
     }
 

@@ -71,10 +71,15 @@ fn config(a: MountArgs) -> Result<MountConfig> {
     })
 }
 
+/// Default log filter. OpenDAL's per-attempt retry warnings are left out: retries are
+/// counted in `ufs_errors`, and a request that fails after its retries is logged once where
+/// it is handled. `ALLUXIO_LOG=opendal=warn` brings them back.
+const DEFAULT_LOG: &str = "warn,opendal=error,alluxio=info,alluxio_metaserver=info";
+
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("ALLUXIO_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("warn,alluxio=info,alluxio_metaserver=info"));
+    let filter =
+        EnvFilter::try_from_env("ALLUXIO_LOG").unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG));
     use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(filter)

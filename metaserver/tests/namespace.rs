@@ -1,5 +1,10 @@
 //! Namespace semantics, run against both stores.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers panic on failure by design"
+)]
+
 use alluxio_metaserver::{
     FileKind, InodeNo, Lookup, MemoryStore, MetaError, Namespace, NamespaceStore, Ownership,
     ROOT_INO, RedbStore, SetAttr, UfsChild,

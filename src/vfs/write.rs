@@ -9,7 +9,7 @@
 //! crashed daemon leaves nothing behind on the cache disk.
 
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
@@ -80,7 +80,7 @@ pub struct OpenMode {
     pub truncate: bool,
 }
 
-fn new_staging_file(dir: &PathBuf, ino: InodeNo) -> std::io::Result<std::fs::File> {
+fn new_staging_file(dir: &Path, ino: InodeNo) -> std::io::Result<std::fs::File> {
     let seq = STAGING_SEQ.fetch_add(1, Ordering::Relaxed);
     let path = dir.join(format!("{}-{}-{}.staging", std::process::id(), ino.0, seq));
     let f = std::fs::OpenOptions::new()
@@ -194,7 +194,12 @@ impl Vfs {
         if mode.write {
             self.check_writable()?;
             let of = self.acquire_open_file(ino);
-            if let Err(e) = self.init_staging(&of, &rec, mode.truncate).await {
+            // Staging is set up at open only for O_TRUNC (cheap: empty); otherwise the
+            // current content is copied in on the first write, so opening O_RDWR without
+            // writing costs nothing.
+            if mode.truncate
+                && let Err(e) = self.init_staging(&of, &rec, true).await
+            {
                 self.release_open_file(ino, &of);
                 return Err(e);
             }
@@ -243,7 +248,12 @@ impl Vfs {
     }
 
     /// Writes `data` at `offset` into the staged file; returns the bytes written.
-    pub async fn write(&self, fh: FileHandle, offset: u64, data: Bytes) -> Result<u32, FsError> {
+    pub async fn write(
+        self: &Arc<Self>,
+        fh: FileHandle,
+        offset: u64,
+        data: Bytes,
+    ) -> Result<u32, FsError> {
         let h = self.handle(fh)?;
         let Handle::File {
             ino,
@@ -261,6 +271,10 @@ impl Vfs {
             .get(ino)
             .cloned()
             .ok_or_else(|| FsError::new(libc::EBADF, "no staging for a writable handle"))?;
+        if of.staged_size().await.is_none() {
+            let rec = self.meta.get(*ino).await?;
+            self.init_staging(&of, &rec, false).await?;
+        }
         let mut g = of.st.lock().await;
         let st = g
             .as_mut()

@@ -31,6 +31,24 @@ fn fuse_unsupported_operations_get_clean_errnos() {
     // Directory rename gives EXDEV, so mv(1) falls back to copy + delete.
     assert_eq!(errno(std::fs::rename(m.p("dir"), m.p("dir2"))), libc::EXDEV);
     assert_eq!(errno(xattr_get(&m.p("f"))), libc::EOPNOTSUPP);
+    // renameat2 flags: NOREPLACE is honoured, EXCHANGE is refused.
+    std::fs::write(m.p("g"), b"g").unwrap();
+    assert_eq!(
+        errno(renameat2(&m.p("g"), &m.p("f"), libc::RENAME_NOREPLACE)),
+        libc::EEXIST
+    );
+    assert_eq!(
+        errno(renameat2(&m.p("g"), &m.p("f"), libc::RENAME_EXCHANGE)),
+        libc::EINVAL
+    );
+    std::fs::remove_file(m.p("g")).unwrap();
+    // A name that is not UTF-8 cannot be an object key.
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let bad = m.path.join(std::ffi::OsStr::from_bytes(b"bad-\xff-name"));
+        assert_eq!(errno(std::fs::write(&bad, b"")), libc::EINVAL);
+        assert_eq!(errno(std::fs::create_dir(&bad)), libc::EINVAL);
+    }
     // Ordinary POSIX errors.
     assert_eq!(errno(std::fs::read(m.p("missing"))), libc::ENOENT);
     assert_eq!(errno(std::fs::remove_dir(m.p("f"))), libc::ENOTDIR);
@@ -41,6 +59,27 @@ fn fuse_unsupported_operations_get_clean_errnos() {
     // Nothing above changed the UFS.
     assert_eq!(ufs.get("f").as_deref(), Some(&b"x"[..]));
     assert!(ufs.dir_exists("dir"));
+}
+
+fn renameat2(from: &std::path::Path, to: &std::path::Path, flags: u32) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let a = std::ffi::CString::new(from.as_os_str().as_bytes()).unwrap();
+    let b = std::ffi::CString::new(to.as_os_str().as_bytes()).unwrap();
+    // SAFETY: both paths are NUL-terminated C strings that outlive the call.
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            flags,
+        )
+    };
+    if r < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
 }
 
 fn xattr_get(p: &std::path::Path) -> std::io::Result<()> {
@@ -72,4 +111,54 @@ fn fuse_statfs_reports_space() {
     let st = nix::sys::statvfs::statvfs(&m.path).unwrap();
     assert!(st.blocks() > 0 && st.blocks_available() > 0);
     assert_eq!(st.name_max(), 255);
+}
+
+#[test]
+fn fuse_read_only_mount_refuses_changes() {
+    let ufs = TestUfs::new(Backend::Fs);
+    ufs.put("f", b"data");
+    let dirs = MountDirs::new();
+    let fuse = alluxio::config::FuseConfig {
+        read_only: true,
+        ..Default::default()
+    };
+    let m = Mount::with_fuse(ufs.config(), &dirs, 64 << 20, fuse);
+    assert_eq!(std::fs::read(m.p("f")).unwrap(), b"data");
+    assert_eq!(errno(std::fs::write(m.p("f"), b"x")), libc::EROFS);
+    assert_eq!(errno(std::fs::write(m.p("new"), b"x")), libc::EROFS);
+    assert_eq!(errno(std::fs::create_dir(m.p("d"))), libc::EROFS);
+    assert_eq!(errno(std::fs::remove_file(m.p("f"))), libc::EROFS);
+    assert_eq!(ufs.get("f").as_deref(), Some(&b"data"[..]));
+}
+
+/// chmod, chown and utimens change the namespace only; the object is untouched.
+#[test]
+fn fuse_attribute_changes_stay_in_the_namespace() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let ufs = TestUfs::new(Backend::Fs);
+    ufs.put("f", b"data");
+    let before = std::fs::metadata(ufs.root().join("f")).unwrap();
+    let dirs = MountDirs::new();
+    let m = Mount::new(&ufs, &dirs);
+    std::fs::set_permissions(m.p("f"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::os::unix::fs::chown(m.p("f"), Some(4321), Some(8765)).unwrap();
+    let t = std::time::UNIX_EPOCH + std::time::Duration::new(1_000_000_000, 123_456_789);
+    std::fs::File::options()
+        .write(true)
+        .open(m.p("f"))
+        .unwrap()
+        .set_modified(t)
+        .unwrap();
+    let md = std::fs::metadata(m.p("f")).unwrap();
+    assert_eq!(
+        (md.mode() & 0o7777, md.uid(), md.gid()),
+        (0o600, 4321, 8765)
+    );
+    assert_eq!((md.mtime(), md.mtime_nsec()), (1_000_000_000, 123_456_789));
+    let after = std::fs::metadata(ufs.root().join("f")).unwrap();
+    assert_eq!(
+        (after.mode(), after.uid(), after.mtime()),
+        (before.mode(), before.uid(), before.mtime())
+    );
+    assert_eq!(std::fs::read(m.p("f")).unwrap(), b"data");
 }

@@ -215,6 +215,15 @@ impl Mount {
     }
 
     pub fn with(ufs: UfsConfig, dirs: &MountDirs, mem_cache_bytes: u64) -> Self {
+        Self::with_fuse(ufs, dirs, mem_cache_bytes, FuseConfig::default())
+    }
+
+    pub fn with_fuse(
+        ufs: UfsConfig,
+        dirs: &MountDirs,
+        mem_cache_bytes: u64,
+        fuse: FuseConfig,
+    ) -> Self {
         let mp = dirs.mountpoint();
         std::fs::create_dir_all(&mp).unwrap();
         let cfg = MountConfig {
@@ -231,7 +240,7 @@ impl Mount {
                 file_mode: 0o644,
                 dir_mode: 0o755,
             },
-            fuse: FuseConfig::default(),
+            fuse,
             run_dir: dirs.base.path().join("run"),
         };
         let rt = tokio::runtime::Builder::new_multi_thread()

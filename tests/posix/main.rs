@@ -3,6 +3,11 @@
 //! `std::fs` calls on the mountpoint, and unmounts on every exit path (`Mount`'s Drop).
 //! Per-test time limits come from `.config/nextest.toml`.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers panic on failure by design"
+)]
+
 mod harness;
 
 mod dirs;

@@ -1,0 +1,320 @@
+//! End-to-end tests of the `alluxio` binary: the real CLI mounts through the kernel, is
+//! read with `sha256sum`, reports counters through `alluxio fuse stats`, and unmounts by
+//! command and by signal. Bad input must give one line on stderr, a non-zero exit, no
+//! panic and no mount left behind.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers panic on failure by design"
+)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_alluxio");
+
+fn mount_type(p: &Path) -> Option<String> {
+    let canon = p.canonicalize().ok()?;
+    let want = canon.to_string_lossy().to_string();
+    std::fs::read_to_string("/proc/mounts")
+        .ok()?
+        .lines()
+        .rev()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(1) == Some(&want.as_str())).then(|| f[2].to_string())
+        })
+}
+
+/// A temp home for one daemon; holds the child and cleans up on every exit path.
+struct Env {
+    base: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Env {
+    fn new() -> Self {
+        let base = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(base.path().join("mnt")).unwrap();
+        std::fs::create_dir_all(base.path().join("ufs")).unwrap();
+        Self { base, child: None }
+    }
+    fn mnt(&self) -> PathBuf {
+        self.base.path().join("mnt")
+    }
+    fn ufs(&self) -> PathBuf {
+        self.base.path().join("ufs")
+    }
+    fn cmd(&self) -> Command {
+        let mut c = Command::new(BIN);
+        c.env("ALLUXIO_HOME", self.base.path().join("home"))
+            .env("ALLUXIO_RUN_DIR", self.base.path().join("run"))
+            .env_remove("ALLUXIO_LOG")
+            .stdin(Stdio::null());
+        c
+    }
+    fn run(&self, args: &[&str]) -> Output {
+        let mut c = self.cmd();
+        c.args(args);
+        with_timeout(c, Duration::from_secs(60))
+    }
+    /// Starts `alluxio fuse mount` in the background and waits until the mount is live.
+    fn mount(&mut self, extra: &[&str]) {
+        let mut c = self.cmd();
+        c.args(["fuse", "mount"])
+            .arg(self.mnt())
+            .arg("--ufs")
+            .arg(self.ufs())
+            .args(extra);
+        c.stdout(Stdio::null()).stderr(Stdio::piped());
+        self.child = Some(c.spawn().unwrap());
+        let start = Instant::now();
+        while mount_type(&self.mnt()).as_deref() != Some("fuse.alluxio") {
+            if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("daemon exited early: {st}");
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "mount did not appear"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    fn stats(&self) -> serde_json::Value {
+        let o = self.run(&["fuse", "stats", self.mnt().to_str().unwrap(), "--json"]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice(&o.stdout).unwrap()
+    }
+    /// Waits for the daemon to exit; returns its status.
+    fn wait(&mut self) -> std::process::ExitStatus {
+        let child = self.child.as_mut().unwrap();
+        let start = Instant::now();
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                self.child = None;
+                return st;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "daemon did not exit"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if mount_type(&self.mnt()).is_some() {
+            let _ = nix::mount::umount2(&self.mnt(), nix::mount::MntFlags::MNT_DETACH);
+        }
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn with_timeout(mut c: Command, limit: Duration) -> Output {
+    c.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            panic!("command timed out: {c:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn sha256sum(root: &Path, files: &[String]) -> String {
+    let o = Command::new("sha256sum")
+        .current_dir(root)
+        .args(files)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8(o.stdout).unwrap()
+}
+
+fn write_tree(root: &Path) -> Vec<String> {
+    let mut files = Vec::new();
+    for (i, (name, len)) in [
+        ("empty", 0usize),
+        ("one", 1),
+        ("d/page-minus", (1 << 20) - 1),
+        ("d/page", 1 << 20),
+        ("d/e/page-plus", (1 << 20) + 1),
+        ("d/e/big", 33 << 20),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let p = root.join(name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D ^ i as u64;
+        let bytes: Vec<u8> = (0..*len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        std::fs::write(&p, bytes).unwrap();
+        files.push(name.to_string());
+    }
+    files
+}
+
+#[test]
+fn cli_mount_sha256_stats_write_unmount() {
+    let mut env = Env::new();
+    let files = write_tree(&env.ufs());
+    env.mount(&[]);
+    let want = sha256sum(&env.ufs(), &files);
+    assert_eq!(sha256sum(&env.mnt(), &files), want);
+    let cold = env.stats();
+    let cold_reads = cold["counters"]["ufs_reads"].as_u64().unwrap();
+    assert!(cold_reads >= 36, "{cold}");
+    assert_eq!(sha256sum(&env.mnt(), &files), want);
+    let warm = env.stats();
+    assert_eq!(
+        warm["counters"]["ufs_reads"].as_u64().unwrap(),
+        cold_reads,
+        "{warm}"
+    );
+    assert_eq!(
+        warm["counters"]["ufs_requests"], cold["counters"]["ufs_requests"],
+        "{warm}"
+    );
+
+    // A file written through the mount is a plain file in the UFS, byte for byte.
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(env.mnt().join("d/written"), &data).unwrap();
+    assert_eq!(std::fs::read(env.ufs().join("d/written")).unwrap(), data);
+
+    let o = env.run(&["fuse", "unmount", env.mnt().to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(env.wait().success());
+    assert_eq!(mount_type(&env.mnt()), None);
+}
+
+#[test]
+fn cli_signals_unmount_cleanly() {
+    for sig in [
+        nix::sys::signal::Signal::SIGTERM,
+        nix::sys::signal::Signal::SIGINT,
+    ] {
+        let mut env = Env::new();
+        std::fs::write(env.ufs().join("f"), b"x").unwrap();
+        env.mount(&["-o", "uid=1234,file_mode=640"]);
+        {
+            use std::os::unix::fs::MetadataExt;
+            let md = std::fs::metadata(env.mnt().join("f")).unwrap();
+            assert_eq!((md.uid(), md.mode() & 0o7777), (1234, 0o640));
+        }
+        let pid = nix::unistd::Pid::from_raw(env.child.as_ref().unwrap().id() as i32);
+        nix::sys::signal::kill(pid, sig).unwrap();
+        assert!(env.wait().success(), "{sig}");
+        assert_eq!(mount_type(&env.mnt()), None, "{sig}");
+    }
+}
+
+/// Runs a bad invocation and checks: non-zero exit, one line on stderr naming the
+/// problem, no panic, nothing mounted.
+fn refused(env: &Env, args: &[&str], expect: &str) {
+    let o = env.run(args);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{args:?} succeeded");
+    assert!(!err.contains("panicked"), "{args:?}: {err}");
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "{args:?}: expected one line, got {err:?}");
+    assert!(
+        lines[0].contains(expect),
+        "{args:?}: {:?} lacks {expect:?}",
+        lines[0]
+    );
+    assert_eq!(mount_type(&env.mnt()), None, "{args:?} left a mount");
+}
+
+#[test]
+fn cli_bad_input_is_one_line_and_leaves_no_mount() {
+    let env = Env::new();
+    let mnt = env.mnt();
+    let ufs = env.ufs();
+    let (m, u) = (mnt.to_str().unwrap(), ufs.to_str().unwrap());
+    let missing = env.base.path().join("nope");
+    refused(
+        &env,
+        &["fuse", "mount", missing.to_str().unwrap(), "--ufs", u],
+        "mountpoint",
+    );
+    refused(
+        &env,
+        &["fuse", "mount", m, "--ufs", "::not a uri"],
+        "cannot parse UFS URI",
+    );
+    refused(
+        &env,
+        &["fuse", "mount", m, "--ufs", "/no/such/ufs/dir"],
+        "does not exist",
+    );
+    refused(
+        &env,
+        &[
+            "fuse",
+            "mount",
+            m,
+            "--ufs",
+            "s3://bucket/p",
+            "-o",
+            "endpoint=http://127.0.0.1:1,access_key_id=a,secret_access_key=b",
+        ],
+        "cannot reach UFS",
+    );
+    refused(
+        &env,
+        &[
+            "fuse",
+            "mount",
+            m,
+            "--ufs",
+            u,
+            "--cache-dir",
+            "/proc/alluxio-cannot-exist",
+        ],
+        "cache directory",
+    );
+    let file = env.base.path().join("plainfile");
+    std::fs::write(&file, b"").unwrap();
+    let under_file = file.join("state");
+    refused(
+        &env,
+        &[
+            "fuse",
+            "mount",
+            m,
+            "--ufs",
+            u,
+            "--state-dir",
+            under_file.to_str().unwrap(),
+        ],
+        "state directory",
+    );
+    refused(
+        &env,
+        &["fuse", "mount", m, "--ufs", u, "-o", "frobnicate"],
+        "unknown mount option",
+    );
+    refused(
+        &env,
+        &["fuse", "mount", m, "--ufs", u, "--cache-size", "lots"],
+        "cache-size",
+    );
+    refused(&env, &["fuse", "unmount", m], "not a FUSE mount");
+    refused(&env, &["fuse", "stats", m], "no alluxio daemon");
+}

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The test command (README, .ci/run): installs test dependencies, checks formatting and
+# lints, starts a local S3 server, and runs every test, including the ones that mount
+# FUSE through the kernel. Must run as root (mounting needs /dev/fuse, mode 0600).
+#
+# Hangs cannot outlive their limits: nextest kills a test after 3 minutes
+# (.config/nextest.toml), and on every exit this script stops the S3 server it started
+# and detaches any FUSE mount left under its private temp directory.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/install-test-deps.sh
+
+echo "== fmt"
+cargo fmt --all --check
+echo "== clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+work=$(mktemp -d /tmp/alluxio-ci.XXXXXX)
+s3_pid=
+cleanup() {
+  local rc=$?
+  if [ -n "$s3_pid" ]; then kill "$s3_pid" 2>/dev/null || true; fi
+  # Detach mounts a killed test may have left (only ours: under $work).
+  awk -v w="$work/" '$3 ~ /^fuse/ && index($2, w) == 1 {print $2}' /proc/mounts |
+    while read -r mp; do umount -l "$mp" 2>/dev/null || true; done
+  rm -rf "$work" 2>/dev/null || true
+  exit $rc
+}
+trap cleanup EXIT INT TERM
+
+eval "$(scripts/s3-server.sh "$work/s3.log")"
+s3_pid=$S3_SERVER_PID
+export ALLUXIO_TEST_S3_ENDPOINT
+echo "== S3 server at $ALLUXIO_TEST_S3_ENDPOINT (pid $s3_pid)"
+
+export TMPDIR="$work"
+echo "== tests"
+cargo nextest run --workspace --locked --no-fail-fast
