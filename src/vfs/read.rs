@@ -76,6 +76,9 @@ impl Vfs {
                 ));
             }
             let part = page.slice(from..to);
+            if hit {
+                Metrics::add(&self.metrics.bytes_from_cache, part.len() as u64);
+            }
             if first == last {
                 single = Some(part);
             } else {
@@ -103,7 +106,6 @@ impl Vfs {
             idx,
         };
         if let Some(b) = self.cache.get(&key).await {
-            Metrics::add(&self.metrics.bytes_from_cache, b.len() as u64);
             return Ok((b, true));
         }
         Ok((self.fetch(key, snap).await?, false))
