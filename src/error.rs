@@ -68,6 +68,9 @@ impl From<MetaError> for FsError {
             // The vfs loads the directory and retries; reaching the kernel is a bug.
             MetaError::Unloaded(_) => FsError::new(libc::EIO, msg),
             MetaError::Unsupported(_) => FsError::expected(libc::EOPNOTSUPP, msg),
+            MetaError::NotPermitted(_) => FsError::expected(libc::EPERM, msg),
+            MetaError::NoAttribute(_) => FsError::expected(libc::ENODATA, msg),
+            MetaError::TooManyLinks(_) => FsError::expected(libc::EMLINK, msg),
             MetaError::Storage(_) | MetaError::Corrupt(_) => FsError {
                 errno: libc::EIO,
                 message: msg,
@@ -125,6 +128,9 @@ mod tests {
             (MetaError::InvalidArgument("x".into()), libc::EINVAL),
             (MetaError::Unloaded(i), libc::EIO),
             (MetaError::Unsupported("x".into()), libc::EOPNOTSUPP),
+            (MetaError::NotPermitted("x".into()), libc::EPERM),
+            (MetaError::NoAttribute("x".into()), libc::ENODATA),
+            (MetaError::TooManyLinks(i), libc::EMLINK),
             (MetaError::Storage("x".into()), libc::EIO),
             (MetaError::Corrupt("x".into()), libc::EIO),
         ];

@@ -57,6 +57,11 @@ fn file_type(k: FileKind) -> FileType {
     match k {
         FileKind::File => FileType::RegularFile,
         FileKind::Dir => FileType::Directory,
+        FileKind::Symlink => FileType::Symlink,
+        FileKind::Fifo => FileType::NamedPipe,
+        FileKind::CharDevice => FileType::CharDevice,
+        FileKind::BlockDevice => FileType::BlockDevice,
+        FileKind::Socket => FileType::Socket,
     }
 }
 
@@ -74,7 +79,7 @@ fn to_attr(r: &InodeRecord) -> FileAttr {
         nlink: r.nlink,
         uid: r.uid,
         gid: r.gid,
-        rdev: 0,
+        rdev: r.rdev,
         blksize: 4096,
         flags: 0,
     }
@@ -111,9 +116,17 @@ impl Adapter {
         }
         Errno::from_i32(e.errno())
     }
+}
 
-    fn refuse(&self, errno: i32, what: &str) -> Errno {
-        self.err(FsError::expected(errno, format!("{what} is not supported")))
+/// Answers getxattr/listxattr: the size when asked with size 0, ERANGE when the buffer
+/// is too small, else the bytes.
+fn reply_xattr(reply: ReplyXattr, v: &[u8], size: u32, err: impl Fn(FsError) -> Errno) {
+    if size == 0 {
+        reply.size(v.len() as u32);
+    } else if v.len() > size as usize {
+        reply.error(err(FsError::expected(libc::ERANGE, "buffer too small")));
+    } else {
+        reply.data(v);
     }
 }
 
@@ -182,14 +195,24 @@ impl Filesystem for Adapter {
         &self,
         req: &Request,
         parent: INodeNo,
-        _name: &OsStr,
-        _mode: u32,
+        name: &OsStr,
+        mode: u32,
         _umask: u32,
-        _rdev: u32,
+        rdev: u32,
         reply: ReplyEntry,
     ) {
-        let _ = (req, parent);
-        reply.error(self.refuse(libc::EPERM, "mknod"));
+        let fut = self.vfs.mknod(
+            InodeNo(parent.0),
+            name.as_bytes(),
+            mode,
+            rdev,
+            req.uid(),
+            req.gid(),
+        );
+        match self.block(fut) {
+            Ok(r) => reply.entry(&self.entry_ttl, &to_attr(&r), Generation(0)),
+            Err(e) => reply.error(self.err(e)),
+        }
     }
 
     #[instrument(level = "debug", skip_all, fields(req = req.unique().0, ino = parent.0, pid = req.pid()))]
@@ -236,12 +259,29 @@ impl Filesystem for Adapter {
         &self,
         req: &Request,
         parent: INodeNo,
-        _link_name: &OsStr,
-        _target: &Path,
+        link_name: &OsStr,
+        target: &Path,
         reply: ReplyEntry,
     ) {
-        let _ = (req, parent);
-        reply.error(self.refuse(libc::EPERM, "symlink"));
+        let fut = self.vfs.symlink(
+            InodeNo(parent.0),
+            link_name.as_bytes(),
+            target.as_os_str().as_bytes(),
+            req.uid(),
+            req.gid(),
+        );
+        match self.block(fut) {
+            Ok(r) => reply.entry(&self.entry_ttl, &to_attr(&r), Generation(0)),
+            Err(e) => reply.error(self.err(e)),
+        }
+    }
+
+    #[instrument(level = "debug", skip_all, fields(req = req.unique().0, ino = ino.0, pid = req.pid()))]
+    fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.block(self.vfs.readlink(InodeNo(ino.0))) {
+            Ok(t) => reply.data(&t),
+            Err(e) => reply.error(self.err(e)),
+        }
     }
 
     #[instrument(level = "debug", skip_all, fields(req = req.unique().0, ino = parent.0, pid = req.pid()))]
@@ -277,12 +317,17 @@ impl Filesystem for Adapter {
         &self,
         req: &Request,
         ino: INodeNo,
-        _newparent: INodeNo,
-        _newname: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        let _ = req;
-        reply.error(self.refuse(libc::EPERM, "link"));
+        let fut = self
+            .vfs
+            .link(InodeNo(ino.0), InodeNo(newparent.0), newname.as_bytes());
+        match self.block(fut) {
+            Ok(r) => reply.entry(&self.entry_ttl, &to_attr(&r), Generation(0)),
+            Err(e) => reply.error(self.err(e)),
+        }
     }
 
     #[instrument(level = "debug", skip_all, fields(req = req.unique().0, ino = ino.0, pid = req.pid()))]
@@ -443,28 +488,77 @@ impl Filesystem for Adapter {
         &self,
         req: &Request,
         ino: INodeNo,
-        _name: &OsStr,
-        _value: &[u8],
-        _flags: i32,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        reply.error(self.refuse(libc::EOPNOTSUPP, "setxattr"));
+        match self.block(
+            self.vfs
+                .setxattr(InodeNo(ino.0), name.as_bytes(), value, flags),
+        ) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(self.err(e)),
+        }
     }
 
     #[instrument(level = "debug", skip_all, fields(req = req.unique().0, ino = ino.0, pid = req.pid()))]
-    fn getxattr(&self, req: &Request, ino: INodeNo, _name: &OsStr, _size: u32, reply: ReplyXattr) {
-        reply.error(self.refuse(libc::EOPNOTSUPP, "getxattr"));
+    fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        match self.block(self.vfs.getxattr(InodeNo(ino.0), name.as_bytes())) {
+            Ok(v) => reply_xattr(reply, &v, size, |e| self.err(e)),
+            Err(e) => reply.error(self.err(e)),
+        }
     }
 
     #[instrument(level = "debug", skip_all, fields(req = req.unique().0, ino = ino.0, pid = req.pid()))]
-    fn listxattr(&self, req: &Request, ino: INodeNo, _size: u32, reply: ReplyXattr) {
-        reply.error(self.refuse(libc::EOPNOTSUPP, "listxattr"));
+    fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        match self.block(self.vfs.listxattr(InodeNo(ino.0))) {
+            Ok(v) => reply_xattr(reply, &v, size, |e| self.err(e)),
+            Err(e) => reply.error(self.err(e)),
+        }
     }
 
     #[instrument(level = "debug", skip_all, fields(req = req.unique().0, ino = ino.0, pid = req.pid()))]
-    fn removexattr(&self, req: &Request, ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(self.refuse(libc::EOPNOTSUPP, "removexattr"));
+    fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match self.block(self.vfs.removexattr(InodeNo(ino.0), name.as_bytes())) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(self.err(e)),
+        }
+    }
+
+    #[instrument(level = "debug", skip_all, fields(req = req.unique().0, ino = ino.0, fh = fh.0, pid = req.pid()))]
+    fn ioctl(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FuseFh,
+        _flags: fuser::IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: fuser::ReplyIoctl,
+    ) {
+        // No ioctls are defined on this filesystem (isatty() and friends probe with them).
+        Metrics::inc(&self.metrics().fuse_requests);
+        reply.error(Errno::ENOTTY);
+    }
+
+    #[instrument(level = "debug", skip_all, fields(req = req.unique().0, ino = ino.0, fh = fh.0, pid = req.pid()))]
+    fn fallocate(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FuseFh,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        match self.block(self.vfs.fallocate(FileHandle(fh.0), offset, length, mode)) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(self.err(e)),
+        }
     }
 
     #[instrument(level = "debug", skip_all, fields(req = req.unique().0, ino = ino.0, pid = req.pid()))]

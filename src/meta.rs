@@ -6,9 +6,9 @@
 
 use async_trait::async_trait;
 
-use alluxio_metaserver::{Lookup, MetaError, SetAttr, UfsChild};
+use alluxio_metaserver::{Lookup, MetaError, NewNode, SetAttr, UfsChild, XattrMode};
 
-use crate::types::{DirEntry, FileKind, InodeNo, InodeRecord, Ownership};
+use crate::types::{DirEntry, InodeNo, InodeRecord, Ownership};
 
 pub mod embedded;
 
@@ -31,21 +31,33 @@ pub trait MetaClient: Send + Sync + 'static {
     ) -> Result<(), MetaError>;
     /// List a loaded directory.
     async fn list(&self, dir: InodeNo) -> Result<Vec<DirEntry>, MetaError>;
-    /// Create a file or directory.
+    /// Create a node.
     async fn create(
         &self,
         parent: InodeNo,
         name: Vec<u8>,
-        kind: FileKind,
-        mode: u32,
-        uid: u32,
-        gid: u32,
+        node: NewNode,
     ) -> Result<InodeRecord, MetaError>;
-    /// Remove a non-directory.
-    async fn unlink(&self, parent: InodeNo, name: Vec<u8>) -> Result<InodeRecord, MetaError>;
+    /// Add a hard link.
+    async fn link(
+        &self,
+        ino: InodeNo,
+        newparent: InodeNo,
+        newname: Vec<u8>,
+    ) -> Result<InodeRecord, MetaError>;
+    /// Remove a non-directory name; `keep_open` keeps an inode without names as an orphan.
+    async fn unlink(
+        &self,
+        parent: InodeNo,
+        name: Vec<u8>,
+        keep_open: bool,
+    ) -> Result<InodeRecord, MetaError>;
+    /// Drop an orphan after its last close.
+    async fn remove_orphan(&self, ino: InodeNo) -> Result<(), MetaError>;
     /// Remove an empty directory.
     async fn rmdir(&self, parent: InodeNo, name: Vec<u8>) -> Result<InodeRecord, MetaError>;
-    /// Rename, returning the replaced record.
+    /// Rename, returning the replaced record as it is afterwards.
+    #[allow(clippy::too_many_arguments)]
     async fn rename(
         &self,
         parent: InodeNo,
@@ -53,11 +65,26 @@ pub trait MetaClient: Send + Sync + 'static {
         newparent: InodeNo,
         newname: Vec<u8>,
         noreplace: bool,
+        keep_open: bool,
     ) -> Result<Option<InodeRecord>, MetaError>;
     /// Change attributes.
     async fn set_attr(&self, ino: InodeNo, attr: SetAttr) -> Result<InodeRecord, MetaError>;
     /// Path components from the root.
     async fn path(&self, ino: InodeNo) -> Result<Vec<Vec<u8>>, MetaError>;
+    /// One extended attribute.
+    async fn get_xattr(&self, ino: InodeNo, name: Vec<u8>) -> Result<Vec<u8>, MetaError>;
+    /// Set an extended attribute.
+    async fn set_xattr(
+        &self,
+        ino: InodeNo,
+        name: Vec<u8>,
+        value: Vec<u8>,
+        mode: XattrMode,
+    ) -> Result<(), MetaError>;
+    /// Extended attribute names.
+    async fn list_xattr(&self, ino: InodeNo) -> Result<Vec<Vec<u8>>, MetaError>;
+    /// Remove an extended attribute.
+    async fn remove_xattr(&self, ino: InodeNo, name: Vec<u8>) -> Result<(), MetaError>;
     /// Inodes allocated so far.
     async fn inodes_allocated(&self) -> Result<u64, MetaError>;
 }

@@ -66,6 +66,9 @@ pub struct Ufs {
     metrics: Arc<Metrics>,
     native_rename: bool,
     native_copy: bool,
+    /// Root directory when the service is a local filesystem: directories are renamed
+    /// there natively (OpenDAL renames files only).
+    local_root: Option<std::path::PathBuf>,
     /// Whether reads can be pinned to a version with If-Match (ETag-versioned stores).
     if_match: bool,
 }
@@ -111,6 +114,9 @@ impl Ufs {
         Ok(Self {
             native_rename: cap.rename,
             native_copy: cap.copy,
+            local_root: (cfg.scheme == "fs")
+                .then(|| cfg.options.get("root").map(std::path::PathBuf::from))
+                .flatten(),
             if_match: cap.read_with_if_match && cfg.scheme != "fs",
             op,
             uri: cfg.uri.clone(),
@@ -179,8 +185,8 @@ impl Ufs {
             }
             let m = e.metadata();
             let (size, version) = match kind {
-                FileKind::File => (m.content_length(), Some(version_of(m))),
                 FileKind::Dir => (0, None),
+                _ => (m.content_length(), Some(version_of(m))),
             };
             out.push(UfsChild {
                 name: name.as_bytes().to_vec(),
@@ -320,6 +326,65 @@ impl Ufs {
             self.delete(from).await?;
         }
         self.stat(to).await
+    }
+
+    /// Renames directory key `from` to `to` (both ending in `/`) with everything below it:
+    /// natively on a local filesystem, else object by object (copy, then delete the
+    /// sources). The copy is not atomic in the store; the namespace switches only after it
+    /// completed.
+    pub async fn rename_dir(&self, from: &str, to: &str) -> Result<(), UfsError> {
+        self.count(&self.metrics.ufs_renames);
+        if let Some(root) = &self.local_root {
+            let (a, b) = (
+                root.join(from.trim_end_matches('/')),
+                root.join(to.trim_end_matches('/')),
+            );
+            return tokio::task::spawn_blocking(move || std::fs::rename(a, b))
+                .await
+                .map_err(|e| opendal::Error::new(ErrorKind::Unexpected, e.to_string()))
+                .and_then(|r| {
+                    r.map_err(|e| {
+                        opendal::Error::new(ErrorKind::Unexpected, format!("rename: {e}"))
+                    })
+                })
+                .map_err(|e| self.fail("rename", from, e));
+        }
+        self.count(&self.metrics.ufs_lists);
+        let entries = match self.op.list_with(from).recursive(true).await {
+            Ok(e) => e,
+            Err(e) if e.kind() == ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(self.fail("list", from, e)),
+        };
+        self.create_dir(to).await?;
+        let mut sources = Vec::new();
+        for e in entries {
+            let p = e.path().to_string();
+            let Some(rel) = p.strip_prefix(from) else {
+                continue;
+            };
+            if rel.is_empty() {
+                continue;
+            }
+            let dst = format!("{to}{rel}");
+            if p.ends_with('/') {
+                self.create_dir(&dst).await?;
+            } else if self.native_copy {
+                self.count(&self.metrics.ufs_writes);
+                self.op
+                    .copy(&p, &dst)
+                    .await
+                    .map_err(|e| self.fail("copy", &p, e))?;
+            } else {
+                self.stream_copy(&p, &dst).await?;
+            }
+            sources.push(p);
+        }
+        // Delete deepest keys first so directory markers go after their contents.
+        sources.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        for p in sources {
+            self.delete(&p).await?;
+        }
+        self.delete(from).await
     }
 
     /// Copies an object through this process, one chunk in memory at a time.

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use alluxio_metaserver::{Lookup, SetAttr};
+use alluxio_metaserver::{Lookup, NewNode, SetAttr, XattrMode, is_primary};
 use tokio::runtime::Handle as RtHandle;
 
 use crate::error::FsError;
@@ -112,6 +112,11 @@ pub struct Vfs {
     handles: Mutex<HashMap<u64, Arc<Handle>>>,
     next_fh: AtomicU64,
     open_files: Mutex<HashMap<InodeNo, Arc<OpenFile>>>,
+    /// Open handles per inode (files only).
+    open_counts: Mutex<HashMap<InodeNo, usize>>,
+    /// Staging kept for files unlinked while open: their object is gone from the UFS, so
+    /// their bytes live here until the last close.
+    pinned: Mutex<HashMap<InodeNo, Arc<OpenFile>>>,
     loading: Mutex<HashMap<InodeNo, Arc<tokio::sync::Mutex<()>>>>,
     inflight: read::Inflight,
 }
@@ -141,6 +146,8 @@ impl Vfs {
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             open_files: Mutex::new(HashMap::new()),
+            open_counts: Mutex::new(HashMap::new()),
+            pinned: Mutex::new(HashMap::new()),
             loading: Mutex::new(HashMap::new()),
             inflight: Default::default(),
         })
@@ -158,7 +165,11 @@ impl Vfs {
         Ok(())
     }
 
+    /// Registers an open handle; file handles are counted per inode (see `release`).
     fn add_handle(&self, h: Handle) -> FileHandle {
+        if let Handle::File { ino, .. } = &h {
+            *lock(&self.open_counts).entry(*ino).or_default() += 1;
+        }
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         lock(&self.handles).insert(fh, Arc::new(h));
         FileHandle(fh)
@@ -174,8 +185,8 @@ impl Vfs {
     async fn key_of(&self, ino: InodeNo, kind: FileKind) -> Result<String, FsError> {
         let parts = self.meta.path(ino).await?;
         let k = match kind {
-            FileKind::File => file_key(&parts),
             FileKind::Dir => dir_key(&parts),
+            _ => file_key(&parts),
         };
         k.map_err(|_| {
             FsError::expected(
@@ -194,8 +205,8 @@ impl Vfs {
         let mut parts = self.meta.path(parent).await?;
         parts.push(name.to_vec());
         let k = match kind {
-            FileKind::File => file_key(&parts),
             FileKind::Dir => dir_key(&parts),
+            _ => file_key(&parts),
         };
         k.map_err(|_| {
             FsError::expected(
@@ -226,10 +237,11 @@ impl Vfs {
     async fn overlay(&self, mut rec: InodeRecord) -> InodeRecord {
         let of = lock(&self.open_files).get(&rec.ino).cloned();
         if let Some(of) = of
-            && let Some((size, mtime)) = of.staged_size().await
+            && let Some((size, mtime, ctime)) = of.staged_size().await
         {
             rec.size = size;
             rec.mtime_ns = mtime;
+            rec.ctime_ns = rec.ctime_ns.max(ctime);
         }
         rec
     }
@@ -264,21 +276,20 @@ impl Vfs {
         if let Some(size) = req.size {
             self.truncate(ino, size).await?;
         }
+        let now = now_ns();
         let meta_change = SetAttr {
             mode: req.mode,
             uid: req.uid,
             gid: req.gid,
             atime_ns: req.atime_ns,
             mtime_ns: req.mtime_ns,
-            ctime_ns: Some(now_ns()),
+            ctime_ns: Some(now),
             ..Default::default()
         };
         let rec = self.meta.set_attr(ino, meta_change).await?;
-        if let Some(m) = req.mtime_ns {
-            let of = lock(&self.open_files).get(&ino).cloned();
-            if let Some(of) = of {
-                of.set_mtime(m).await;
-            }
+        let of = lock(&self.open_files).get(&ino).cloned();
+        if let Some(of) = of {
+            of.set_times(req.mtime_ns, now).await;
         }
         Ok(self.overlay(rec).await)
     }
@@ -299,25 +310,202 @@ impl Vfs {
         }
         let key = self.child_key(parent, name, FileKind::Dir).await?;
         self.ufs.create_dir(&key).await?;
-        Ok(self
-            .meta
-            .create(parent, name.to_vec(), FileKind::Dir, mode, uid, gid)
-            .await?)
+        let node = NewNode {
+            kind: FileKind::Dir,
+            mode,
+            uid,
+            gid,
+            rdev: 0,
+            target: Vec::new(),
+        };
+        Ok(self.meta.create(parent, name.to_vec(), node).await?)
     }
 
-    /// Removes a file (object first, then name).
-    pub async fn unlink(&self, parent: InodeNo, name: &[u8]) -> Result<(), FsError> {
+    /// Creates a node that lives in the namespace only: symlink, FIFO, device or socket.
+    async fn create_namespace_node(
+        &self,
+        parent: InodeNo,
+        name: &[u8],
+        node: NewNode,
+    ) -> Result<InodeRecord, FsError> {
+        self.check_writable()?;
+        self.ensure_loaded(parent).await?;
+        Ok(self.meta.create(parent, name.to_vec(), node).await?)
+    }
+
+    /// Creates a symlink (namespace only; the UFS holds nothing for it).
+    pub async fn symlink(
+        &self,
+        parent: InodeNo,
+        name: &[u8],
+        target: &[u8],
+        uid: u32,
+        gid: u32,
+    ) -> Result<InodeRecord, FsError> {
+        if target.is_empty() || target.len() > 4095 {
+            return Err(FsError::expected(
+                libc::ENAMETOOLONG,
+                "symlink target length",
+            ));
+        }
+        let node = NewNode {
+            kind: FileKind::Symlink,
+            mode: 0o777,
+            uid,
+            gid,
+            rdev: 0,
+            target: target.to_vec(),
+        };
+        self.create_namespace_node(parent, name, node).await
+    }
+
+    /// The target of a symlink.
+    pub async fn readlink(&self, ino: InodeNo) -> Result<Vec<u8>, FsError> {
+        let rec = self.meta.get(ino).await?;
+        if rec.kind != FileKind::Symlink {
+            return Err(FsError::expected(libc::EINVAL, "not a symlink"));
+        }
+        Ok(rec.target)
+    }
+
+    /// mknod: a regular file (an empty object), or a FIFO, device or socket node
+    /// (namespace only).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn mknod(
+        self: &Arc<Self>,
+        parent: InodeNo,
+        name: &[u8],
+        mode: u32,
+        rdev: u32,
+        uid: u32,
+        gid: u32,
+    ) -> Result<InodeRecord, FsError> {
+        let kind = match mode & libc::S_IFMT {
+            0 | libc::S_IFREG => {
+                let (_, fh) = self.create(parent, name, mode, uid, gid).await?;
+                self.flush(fh).await?;
+                self.release(fh);
+                return self.lookup(parent, name).await;
+            }
+            libc::S_IFIFO => FileKind::Fifo,
+            libc::S_IFCHR => FileKind::CharDevice,
+            libc::S_IFBLK => FileKind::BlockDevice,
+            libc::S_IFSOCK => FileKind::Socket,
+            _ => return Err(FsError::expected(libc::EINVAL, "unknown node type")),
+        };
+        let rdev = if matches!(kind, FileKind::CharDevice | FileKind::BlockDevice) {
+            rdev
+        } else {
+            0
+        };
+        let node = NewNode {
+            kind,
+            mode,
+            uid,
+            gid,
+            rdev,
+            target: Vec::new(),
+        };
+        self.create_namespace_node(parent, name, node).await
+    }
+
+    /// Adds a hard link. The UFS object stays at the primary link's path; the new name
+    /// exists in the namespace only.
+    pub async fn link(
+        &self,
+        ino: InodeNo,
+        newparent: InodeNo,
+        newname: &[u8],
+    ) -> Result<InodeRecord, FsError> {
+        self.check_writable()?;
+        self.ensure_loaded(newparent).await?;
+        // The name must be storable should it become the primary link later.
+        self.child_key(newparent, newname, FileKind::File).await?;
+        let rec = self.meta.link(ino, newparent, newname.to_vec()).await?;
+        Ok(self.overlay(rec).await)
+    }
+
+    fn is_open(&self, ino: InodeNo) -> bool {
+        lock(&self.open_counts).get(&ino).is_some_and(|n| *n > 0)
+    }
+
+    /// The UFS side of a non-directory name going away (unlink, or replaced by rename).
+    /// A primary link with other names moves its object to the next name's path; the last
+    /// name deletes the object, after copying the bytes to local staging if the file is
+    /// still open. Returns the moved object's info, whose version the caller records.
+    async fn name_going_away(
+        self: &Arc<Self>,
+        parent: InodeNo,
+        name: &[u8],
+        rec: &InodeRecord,
+    ) -> Result<Option<crate::ufs::ObjectInfo>, FsError> {
+        if !rec.kind.has_object() || rec.version.is_none() || !is_primary(rec, parent, name) {
+            return Ok(None);
+        }
+        let key = self.key_of(rec.ino, FileKind::File).await?;
+        if let Some((np, nn)) = rec.links.first() {
+            let to = self.child_key(*np, nn, FileKind::File).await?;
+            return Ok(Some(self.ufs.rename_file(&key, &to).await?));
+        }
+        if self.is_open(rec.ino) {
+            self.pin_staging(rec.ino).await?;
+        }
+        self.ufs.delete(&key).await?;
+        Ok(None)
+    }
+
+    /// Keeps a local copy of an open file's bytes until its last close.
+    async fn pin_staging(self: &Arc<Self>, ino: InodeNo) -> Result<(), FsError> {
+        if lock(&self.pinned).contains_key(&ino) {
+            return Ok(());
+        }
+        let rec = self.meta.get(ino).await?;
+        let of = self.acquire_open_file(ino);
+        if let Err(e) = self.init_staging(&of, &rec, false).await {
+            self.release_open_file(ino, &of);
+            return Err(e);
+        }
+        if let Some(old) = lock(&self.pinned).insert(ino, of) {
+            self.release_open_file(ino, &old);
+        }
+        Ok(())
+    }
+
+    async fn record_move(
+        &self,
+        ino: InodeNo,
+        old: &InodeRecord,
+        moved: Option<crate::ufs::ObjectInfo>,
+    ) -> Result<(), FsError> {
+        if let Some(info) = moved
+            && old.version.as_deref() != Some(info.version.as_str())
+        {
+            // Copy-based renames may give the object a new ETag: record it so reads stay
+            // pinned to what the store now holds.
+            self.meta
+                .set_attr(
+                    ino,
+                    SetAttr {
+                        version: Some(Some(info.version)),
+                        ..Default::default()
+                    },
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Removes a non-directory name (object first, then name).
+    pub async fn unlink(self: &Arc<Self>, parent: InodeNo, name: &[u8]) -> Result<(), FsError> {
         self.check_writable()?;
         let rec = self.lookup(parent, name).await?;
         if rec.kind == FileKind::Dir {
             return Err(FsError::expected(libc::EISDIR, "is a directory"));
         }
-        if rec.version.is_some() {
-            let key = self.key_of(rec.ino, FileKind::File).await?;
-            self.ufs.delete(&key).await?;
-        }
-        self.meta.unlink(parent, name.to_vec()).await?;
-        Ok(())
+        let moved = self.name_going_away(parent, name, &rec).await?;
+        let open = self.is_open(rec.ino);
+        self.meta.unlink(parent, name.to_vec(), open).await?;
+        self.record_move(rec.ino, &rec, moved).await
     }
 
     /// Removes an empty directory.
@@ -337,10 +525,11 @@ impl Vfs {
         Ok(())
     }
 
-    /// Renames a file. Directories get EXDEV (so `mv` falls back to copy + delete), and
-    /// RENAME_EXCHANGE gets EINVAL; both are in docs/SEMANTICS.md.
+    /// Renames a file, directory or namespace-only node, replacing a compatible target.
+    /// RENAME_EXCHANGE gets EINVAL (docs/SEMANTICS.md).
+    #[allow(clippy::too_many_arguments)]
     pub async fn rename(
-        &self,
+        self: &Arc<Self>,
         parent: InodeNo,
         name: &[u8],
         newparent: InodeNo,
@@ -357,34 +546,81 @@ impl Vfs {
         }
         let src = self.lookup(parent, name).await?;
         self.ensure_loaded(newparent).await?;
-        match self.meta.lookup(newparent, newname.to_vec()).await? {
-            Lookup::Found(t) if t.ino == src.ino => return Ok(()),
-            Lookup::Found(_) if noreplace => {
+        let target = match self.meta.lookup(newparent, newname.to_vec()).await? {
+            Lookup::Found(t) => Some(t),
+            _ => None,
+        };
+        if let Some(t) = &target {
+            if t.ino == src.ino {
+                return Ok(()); // two names of one inode: POSIX says do nothing
+            }
+            if noreplace {
                 return Err(FsError::expected(libc::EEXIST, "target exists"));
             }
-            Lookup::Found(t) if t.kind == FileKind::Dir => {
-                let errno = if src.kind == FileKind::Dir {
-                    libc::EXDEV
-                } else {
-                    libc::EISDIR
-                };
-                return Err(FsError::expected(errno, "target is a directory"));
+            match (src.kind == FileKind::Dir, t.kind == FileKind::Dir) {
+                (true, false) => {
+                    return Err(FsError::expected(
+                        libc::ENOTDIR,
+                        "target is not a directory",
+                    ));
+                }
+                (false, true) => {
+                    return Err(FsError::expected(libc::EISDIR, "target is a directory"));
+                }
+                (true, true) => {
+                    self.ensure_loaded(t.ino).await?;
+                    if !self.meta.list(t.ino).await?.is_empty() {
+                        return Err(FsError::expected(
+                            libc::ENOTEMPTY,
+                            "target directory not empty",
+                        ));
+                    }
+                }
+                (false, false) => {}
             }
-            _ => {}
         }
         if src.kind == FileKind::Dir {
-            return Err(FsError::expected(
-                libc::EXDEV,
-                "directory rename is not supported; copy instead",
-            ));
+            // Refuse a move into its own subtree before touching the UFS.
+            let mut cur = newparent;
+            loop {
+                if cur == src.ino {
+                    return Err(FsError::expected(
+                        libc::EINVAL,
+                        "cannot move a directory into itself",
+                    ));
+                }
+                if cur == crate::types::ROOT_INO {
+                    break;
+                }
+                cur = self.meta.get(cur).await?.parent;
+            }
         }
-        let to = self.child_key(newparent, newname, FileKind::File).await?;
-        let moved = if src.version.is_some() {
-            let from = self.key_of(src.ino, FileKind::File).await?;
-            Some(self.ufs.rename_file(&from, &to).await?)
-        } else {
-            None
-        };
+        // UFS first.
+        let mut moved = None;
+        let mut target_moved = None;
+        match src.kind {
+            FileKind::Dir => {
+                if let Some(t) = &target {
+                    let tkey = self.key_of(t.ino, FileKind::Dir).await?;
+                    self.ufs.delete(&tkey).await?;
+                }
+                let from = self.key_of(src.ino, FileKind::Dir).await?;
+                let to = self.child_key(newparent, newname, FileKind::Dir).await?;
+                self.ufs.rename_dir(&from, &to).await?;
+            }
+            _ => {
+                let to = self.child_key(newparent, newname, FileKind::File).await?;
+                if let Some(t) = &target {
+                    target_moved = self.name_going_away(newparent, newname, t).await?;
+                }
+                if src.kind.has_object() && src.version.is_some() && is_primary(&src, parent, name)
+                {
+                    let from = self.key_of(src.ino, FileKind::File).await?;
+                    moved = Some(self.ufs.rename_file(&from, &to).await?);
+                }
+            }
+        }
+        let keep_open = target.as_ref().is_some_and(|t| self.is_open(t.ino));
         self.meta
             .rename(
                 parent,
@@ -392,24 +628,57 @@ impl Vfs {
                 newparent,
                 newname.to_vec(),
                 noreplace,
+                keep_open,
             )
             .await?;
-        if let Some(info) = moved
-            && src.version.as_deref() != Some(info.version.as_str())
-        {
-            // Copy-based renames may give the object a new ETag: record it so reads stay
-            // pinned to what the store now holds.
-            self.meta
-                .set_attr(
-                    src.ino,
-                    SetAttr {
-                        version: Some(Some(info.version)),
-                        ..Default::default()
-                    },
-                )
-                .await?;
+        self.record_move(src.ino, &src, moved).await?;
+        if let Some(t) = &target {
+            self.record_move(t.ino, t, target_moved).await?;
         }
         Ok(())
+    }
+
+    /// One extended attribute (`size` 0 asks for the length only).
+    pub async fn getxattr(&self, ino: InodeNo, name: &[u8]) -> Result<Vec<u8>, FsError> {
+        Ok(self.meta.get_xattr(ino, name.to_vec()).await?)
+    }
+
+    /// Sets an extended attribute (flags: XATTR_CREATE, XATTR_REPLACE).
+    pub async fn setxattr(
+        &self,
+        ino: InodeNo,
+        name: &[u8],
+        value: &[u8],
+        flags: i32,
+    ) -> Result<(), FsError> {
+        self.check_writable()?;
+        let mode = if flags & libc::XATTR_CREATE != 0 {
+            XattrMode::Create
+        } else if flags & libc::XATTR_REPLACE != 0 {
+            XattrMode::Replace
+        } else {
+            XattrMode::Any
+        };
+        Ok(self
+            .meta
+            .set_xattr(ino, name.to_vec(), value.to_vec(), mode)
+            .await?)
+    }
+
+    /// Extended attribute names, each NUL-terminated, as listxattr(2) returns them.
+    pub async fn listxattr(&self, ino: InodeNo) -> Result<Vec<u8>, FsError> {
+        let mut out = Vec::new();
+        for n in self.meta.list_xattr(ino).await? {
+            out.extend_from_slice(&n);
+            out.push(0);
+        }
+        Ok(out)
+    }
+
+    /// Removes an extended attribute.
+    pub async fn removexattr(&self, ino: InodeNo, name: &[u8]) -> Result<(), FsError> {
+        self.check_writable()?;
+        Ok(self.meta.remove_xattr(ino, name.to_vec()).await?)
     }
 
     /// Opens a directory, taking a snapshot of its entries for stable readdir offsets.

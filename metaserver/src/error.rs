@@ -32,6 +32,15 @@ pub enum MetaError {
     /// must list the UFS and call `load_dir` first.
     #[error("directory {0} is not loaded")]
     Unloaded(InodeNo),
+    /// The operation is not permitted on this object (hard link to a directory).
+    #[error("not permitted: {0}")]
+    NotPermitted(String),
+    /// The inode already has the most links allowed.
+    #[error("too many links: inode {0}")]
+    TooManyLinks(InodeNo),
+    /// No such extended attribute.
+    #[error("no such attribute: {0}")]
+    NoAttribute(String),
     /// A feature the namespace deliberately does not provide (yet).
     #[error("unsupported: {0}")]
     Unsupported(String),

@@ -15,6 +15,6 @@ pub mod record;
 pub mod store;
 
 pub use error::MetaError;
-pub use namespace::{Lookup, Namespace, SetAttr, UfsChild};
+pub use namespace::{Lookup, Namespace, NewNode, SetAttr, UfsChild, XattrMode, is_primary};
 pub use record::{DirEntry, FileKind, InodeNo, InodeRecord, Ownership, ROOT_INO};
 pub use store::{NamespaceStore, memory::MemoryStore, redb::RedbStore};

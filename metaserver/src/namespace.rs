@@ -3,7 +3,10 @@
 //! Invariants, each kept by every operation inside one store transaction:
 //! - every dentry points at an existing inode, and every inode but the root is reachable
 //!   through its primary link (`parent`, `name`);
-//! - a directory's `nlink` is 2 plus its number of child directories; a file's is 1;
+//! - a directory's `nlink` is 2 plus its number of child directories; any other inode's
+//!   is the number of names it has: its primary link (`parent`, `name`) plus `links`;
+//! - an inode with no names left but still open is an orphan: `parent` is 0, and a counter
+//!   `orphan:<ino>` records it so the next open of the namespace removes it after a crash;
 //! - inode numbers come from a persistent counter and are never reused;
 //! - a directory's children are authoritative only when its `loaded_epoch` equals the
 //!   namespace epoch. The epoch is bumped each time the namespace is opened (each mount), so
@@ -18,10 +21,44 @@ use crate::store::{NamespaceStore, StoreRead, StoreWrite};
 
 /// Longest name accepted, in bytes (NAME_MAX).
 pub const NAME_MAX: usize = 255;
+/// Most names one inode may have (LINK_MAX, as on ext4).
+pub const LINK_MAX: u32 = 65_000;
 /// Deepest path accepted when deriving a UFS key; deeper means a corrupt parent chain.
 const MAX_DEPTH: usize = 4096;
 const NEXT_INO: &str = "next_ino";
 const EPOCH: &str = "epoch";
+const ORPHAN_PREFIX: &str = "orphan:";
+/// The parent of an orphan (an inode with no names left).
+pub const NO_PARENT: InodeNo = InodeNo(0);
+const S_ISGID: u32 = 0o2000;
+
+/// A node to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewNode {
+    /// Its kind.
+    pub kind: FileKind,
+    /// Permission bits (file-type bits are ignored).
+    pub mode: u32,
+    /// Owner (the caller).
+    pub uid: u32,
+    /// Group (the caller's; replaced by the parent's when the parent is setgid).
+    pub gid: u32,
+    /// Device number, for device nodes.
+    pub rdev: u32,
+    /// Symlink target, for symlinks.
+    pub target: Vec<u8>,
+}
+
+/// How `set_xattr` treats an existing attribute (XATTR_CREATE / XATTR_REPLACE).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XattrMode {
+    /// Create or replace.
+    Any,
+    /// Fail with `AlreadyExists` if it exists.
+    Create,
+    /// Fail with `NoAttribute` if it does not exist.
+    Replace,
+}
 
 /// One child found in a UFS listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,17 +147,87 @@ fn alloc_ino(t: &mut dyn StoreWrite) -> Result<InodeNo, MetaError> {
     Ok(InodeNo(next))
 }
 
-/// Removes `ino` and, for a directory, everything below it.
+/// Removes an inode record and its extended attributes.
+fn drop_inode(t: &mut dyn StoreWrite, ino: InodeNo) -> Result<(), MetaError> {
+    for name in t.xattr_names(ino)? {
+        t.remove_xattr(ino, &name)?;
+    }
+    t.remove_inode(ino)
+}
+
+/// Removes `ino` and, for a directory, everything below it. Inodes below that still have
+/// other names elsewhere only lose the name.
 fn remove_subtree(t: &mut dyn StoreWrite, ino: InodeNo) -> Result<(), MetaError> {
     let mut stack = vec![ino];
     while let Some(cur) = stack.pop() {
         for (name, child) in t.children(cur)? {
             t.remove_dentry(cur, &name)?;
-            stack.push(child);
+            let mut rec = get(t, child)?;
+            if rec.kind != FileKind::Dir && rec.nlink > 1 {
+                unlink_name(&mut rec, cur, &name);
+                t.put_inode(&rec)?;
+            } else {
+                stack.push(child);
+            }
         }
-        t.remove_inode(cur)?;
+        drop_inode(t, cur)?;
     }
     Ok(())
+}
+
+/// Whether `(parent, name)` is the primary link of `rec`.
+pub fn is_primary(rec: &InodeRecord, parent: InodeNo, name: &[u8]) -> bool {
+    rec.parent == parent && rec.name == name
+}
+
+/// Takes the name `(parent, name)` away from a non-directory: the first extra link is
+/// promoted when the primary goes. Decrements `nlink`.
+fn unlink_name(rec: &mut InodeRecord, parent: InodeNo, name: &[u8]) {
+    if is_primary(rec, parent, name) {
+        if rec.links.is_empty() {
+            rec.parent = NO_PARENT;
+            rec.name.clear();
+        } else {
+            let (p, n) = rec.links.remove(0);
+            rec.parent = p;
+            rec.name = n;
+        }
+    } else if let Some(i) = rec
+        .links
+        .iter()
+        .position(|(p, n)| *p == parent && n == name)
+    {
+        rec.links.remove(i);
+    }
+    rec.nlink = rec.nlink.saturating_sub(1);
+}
+
+/// Drops a non-directory that lost its last name: kept as an orphan while open.
+fn release_if_unlinked(
+    t: &mut dyn StoreWrite,
+    rec: &InodeRecord,
+    keep_open: bool,
+) -> Result<(), MetaError> {
+    if rec.nlink > 0 {
+        return t.put_inode(rec);
+    }
+    if keep_open {
+        t.put_inode(rec)?;
+        t.set_counter(&format!("{ORPHAN_PREFIX}{}", rec.ino.0), 1)
+    } else {
+        drop_inode(t, rec.ino)
+    }
+}
+
+/// Whether the name `(dir, name)` of `rec` is one the UFS listing accounts for: the
+/// primary link of a file, or a directory. Namespace-only kinds and secondary hard links
+/// are not in the UFS.
+fn backed_here(rec: &InodeRecord, dir: InodeNo, name: &[u8]) -> bool {
+    match rec.kind {
+        FileKind::Dir => true,
+        FileKind::File => is_primary(rec, dir, name),
+        _ => false,
+    }
 }
 
 fn touch_dir(t: &mut dyn StoreWrite, dir: &mut InodeRecord, now_ns: i64) -> Result<(), MetaError> {
@@ -149,10 +256,22 @@ impl<S: NamespaceStore> Namespace<S> {
                     nlink: 2,
                     version: None,
                     loaded_epoch: 0,
+                    rdev: 0,
+                    target: Vec::new(),
+                    links: Vec::new(),
                 })?;
             }
             let epoch = t.counter(EPOCH)? + 1;
             t.set_counter(EPOCH, epoch)?;
+            // Orphans of a previous run: their last handle is gone with that process.
+            for (key, _) in t.counters_with_prefix(ORPHAN_PREFIX)? {
+                if let Ok(n) = key[ORPHAN_PREFIX.len()..].parse::<u64>()
+                    && t.inode(InodeNo(n))?.is_some_and(|r| r.nlink == 0)
+                {
+                    drop_inode(t, InodeNo(n))?;
+                }
+                t.remove_counter(&key)?;
+            }
             Ok(epoch)
         })?;
         Ok(Self { store, epoch })
@@ -234,6 +353,12 @@ impl<S: NamespaceStore> Namespace<S> {
                 }
                 if let Some(&ino) = existing.get(&c.name) {
                     let mut rec = get(t, ino)?;
+                    if !backed_here(&rec, dir, &c.name) {
+                        // A namespace-only node or a secondary hard link owns this name;
+                        // the object of the same name is shadowed.
+                        tracing::warn!(dir = %dir, name = ?String::from_utf8_lossy(&c.name), "UFS entry shadowed by a namespace-only name");
+                        continue;
+                    }
                     if rec.kind == c.kind {
                         if rec.kind == FileKind::File
                             && rec.version.is_some()
@@ -248,19 +373,22 @@ impl<S: NamespaceStore> Namespace<S> {
                         continue;
                     }
                     // The kind changed underneath: drop the old entry, then add as new.
+                    t.remove_dentry(dir, &c.name)?;
                     if rec.kind == FileKind::Dir {
                         d.nlink -= 1;
+                        remove_subtree(t, ino)?;
+                    } else {
+                        unlink_name(&mut rec, dir, &c.name);
+                        release_if_unlinked(t, &rec, false)?;
                     }
-                    t.remove_dentry(dir, &c.name)?;
-                    remove_subtree(t, ino)?;
                 }
                 let ino = alloc_ino(t)?;
                 let (mode, nlink, loaded_epoch) = match c.kind {
-                    FileKind::File => (defaults.file_mode, 1, 0),
                     FileKind::Dir => {
                         d.nlink += 1;
                         (defaults.dir_mode, 2, 0)
                     }
+                    _ => (defaults.file_mode, 1, 0),
                 };
                 t.put_inode(&InodeRecord {
                     ino,
@@ -277,6 +405,9 @@ impl<S: NamespaceStore> Namespace<S> {
                     nlink,
                     version: c.version,
                     loaded_epoch,
+                    rdev: 0,
+                    target: Vec::new(),
+                    links: Vec::new(),
                 })?;
                 t.put_dentry(dir, &c.name, ino)?;
             }
@@ -284,15 +415,21 @@ impl<S: NamespaceStore> Namespace<S> {
                 if seen.contains(&name) {
                     continue;
                 }
-                let rec = get(t, ino)?;
-                if rec.kind == FileKind::File && rec.version.is_none() {
-                    continue; // written through this mount, not uploaded yet
-                }
-                if rec.kind == FileKind::Dir {
-                    d.nlink -= 1;
+                let mut rec = get(t, ino)?;
+                if !backed_here(&rec, dir, &name) || rec.version.is_none() && rec.kind == FileKind::File {
+                    continue; // namespace-only, or written through this mount and not uploaded yet
                 }
                 t.remove_dentry(dir, &name)?;
-                remove_subtree(t, ino)?;
+                match rec.kind {
+                    FileKind::Dir => {
+                        d.nlink -= 1;
+                        remove_subtree(t, ino)?;
+                    }
+                    _ => {
+                        unlink_name(&mut rec, dir, &name);
+                        release_if_unlinked(t, &rec, false)?;
+                    }
+                }
             }
             d.loaded_epoch = self.epoch;
             let _ = now_ns;
@@ -300,16 +437,13 @@ impl<S: NamespaceStore> Namespace<S> {
         })
     }
 
-    /// Creates a file or directory named `name` in the loaded directory `parent`.
-    #[allow(clippy::too_many_arguments)]
+    /// Creates a node named `name` in the loaded directory `parent`. In a setgid directory
+    /// the new node takes the directory's group, and a new directory stays setgid.
     pub fn create(
         &self,
         parent: InodeNo,
         name: &[u8],
-        kind: FileKind,
-        mode: u32,
-        uid: u32,
-        gid: u32,
+        node: NewNode,
         now_ns: i64,
     ) -> Result<InodeRecord, MetaError> {
         validate_name(name)?;
@@ -324,21 +458,33 @@ impl<S: NamespaceStore> Namespace<S> {
                 ));
             }
             let ino = alloc_ino(t)?;
-            let (nlink, loaded_epoch) = match kind {
-                FileKind::File => (1, 0),
+            let mut mode = node.mode & 0o7777;
+            let mut gid = node.gid;
+            if dir.mode & S_ISGID != 0 {
+                gid = dir.gid;
+                if node.kind == FileKind::Dir {
+                    mode |= S_ISGID;
+                }
+            }
+            let (nlink, loaded_epoch) = match node.kind {
                 FileKind::Dir => {
                     dir.nlink += 1;
                     (2, self.epoch)
                 }
+                _ => (1, 0),
+            };
+            let size = match node.kind {
+                FileKind::Symlink => node.target.len() as u64,
+                _ => 0,
             };
             let rec = InodeRecord {
                 ino,
-                kind,
+                kind: node.kind,
                 parent,
                 name: name.to_vec(),
-                size: 0,
-                mode: mode & 0o7777,
-                uid,
+                size,
+                mode,
+                uid: node.uid,
                 gid,
                 atime_ns: now_ns,
                 mtime_ns: now_ns,
@@ -346,6 +492,9 @@ impl<S: NamespaceStore> Namespace<S> {
                 nlink,
                 version: None,
                 loaded_epoch,
+                rdev: node.rdev,
+                target: node.target,
+                links: Vec::new(),
             };
             t.put_inode(&rec)?;
             t.put_dentry(parent, name, ino)?;
@@ -354,11 +503,53 @@ impl<S: NamespaceStore> Namespace<S> {
         })
     }
 
-    /// Removes the non-directory `name` from `parent`; returns the removed record.
+    /// Adds the name `newparent/newname` to the non-directory `ino`.
+    pub fn link(
+        &self,
+        ino: InodeNo,
+        newparent: InodeNo,
+        newname: &[u8],
+        now_ns: i64,
+    ) -> Result<InodeRecord, MetaError> {
+        validate_name(newname)?;
+        self.store.write(|t| {
+            let mut dir = get_dir(t, newparent)?;
+            if dir.loaded_epoch != self.epoch {
+                return Err(MetaError::Unloaded(newparent));
+            }
+            let mut rec = get(t, ino)?;
+            if rec.kind == FileKind::Dir {
+                return Err(MetaError::NotPermitted("hard link to a directory".into()));
+            }
+            if rec.nlink == 0 {
+                return Err(MetaError::NotFound(format!("inode {ino} has no names")));
+            }
+            if rec.nlink >= LINK_MAX {
+                return Err(MetaError::TooManyLinks(ino));
+            }
+            if t.dentry(newparent, newname)?.is_some() {
+                return Err(MetaError::AlreadyExists(
+                    String::from_utf8_lossy(newname).into_owned(),
+                ));
+            }
+            rec.links.push((newparent, newname.to_vec()));
+            rec.nlink += 1;
+            rec.ctime_ns = now_ns;
+            t.put_inode(&rec)?;
+            t.put_dentry(newparent, newname, ino)?;
+            touch_dir(t, &mut dir, now_ns)?;
+            Ok(rec)
+        })
+    }
+
+    /// Removes the non-directory name `name` from `parent`; returns the record as it is
+    /// afterwards (`nlink` 0 when that was the last name). With `keep_open` an inode that
+    /// lost its last name stays as an orphan until [`Namespace::remove_orphan`].
     pub fn unlink(
         &self,
         parent: InodeNo,
         name: &[u8],
+        keep_open: bool,
         now_ns: i64,
     ) -> Result<InodeRecord, MetaError> {
         validate_name(name)?;
@@ -372,15 +563,21 @@ impl<S: NamespaceStore> Namespace<S> {
                 return Err(MetaError::IsADirectory(ino));
             }
             t.remove_dentry(parent, name)?;
-            rec.nlink = rec.nlink.saturating_sub(1);
+            unlink_name(&mut rec, parent, name);
             rec.ctime_ns = now_ns;
-            if rec.nlink == 0 {
-                t.remove_inode(ino)?;
-            } else {
-                t.put_inode(&rec)?;
-            }
+            release_if_unlinked(t, &rec, keep_open)?;
             touch_dir(t, &mut dir, now_ns)?;
             Ok(rec)
+        })
+    }
+
+    /// Removes an orphan (an inode without names) once its last handle is closed.
+    pub fn remove_orphan(&self, ino: InodeNo) -> Result<(), MetaError> {
+        self.store.write(|t| {
+            if t.inode(ino)?.is_some_and(|r| r.nlink == 0) {
+                drop_inode(t, ino)?;
+            }
+            t.remove_counter(&format!("{ORPHAN_PREFIX}{}", ino.0))
         })
     }
 
@@ -409,7 +606,7 @@ impl<S: NamespaceStore> Namespace<S> {
                 return Err(MetaError::DirectoryNotEmpty(ino));
             }
             t.remove_dentry(parent, name)?;
-            t.remove_inode(ino)?;
+            drop_inode(t, ino)?;
             dir.nlink -= 1;
             touch_dir(t, &mut dir, now_ns)?;
             Ok(rec)
@@ -417,8 +614,10 @@ impl<S: NamespaceStore> Namespace<S> {
     }
 
     /// Renames `parent/name` to `newparent/newname`, replacing a compatible target.
-    /// Returns the replaced record, if any. Fails with `Unloaded(d)` when directory `d`
-    /// must be loaded first (the new parent, or a target directory whose emptiness matters).
+    /// Returns the replaced record as it is afterwards, if any (`nlink` 0 when that was its
+    /// last name; kept as an orphan with `keep_open`). Fails with `Unloaded(d)` when
+    /// directory `d` must be loaded first (the new parent, or a target directory whose
+    /// emptiness matters).
     #[allow(clippy::too_many_arguments)]
     pub fn rename(
         &self,
@@ -427,6 +626,7 @@ impl<S: NamespaceStore> Namespace<S> {
         newparent: InodeNo,
         newname: &[u8],
         noreplace: bool,
+        keep_open: bool,
         now_ns: i64,
     ) -> Result<Option<InodeRecord>, MetaError> {
         validate_name(name)?;
@@ -466,35 +666,47 @@ impl<S: NamespaceStore> Namespace<S> {
                         String::from_utf8_lossy(newname).into_owned(),
                     ));
                 }
-                let trec = get(t, target)?;
-                match (rec.kind, trec.kind) {
-                    (FileKind::Dir, FileKind::File) => {
-                        return Err(MetaError::NotADirectory(target));
-                    }
-                    (FileKind::File, FileKind::Dir) => return Err(MetaError::IsADirectory(target)),
-                    (FileKind::Dir, FileKind::Dir) => {
-                        if trec.loaded_epoch != self.epoch {
-                            return Err(MetaError::Unloaded(target));
-                        }
-                        if t.has_children(target)? {
-                            return Err(MetaError::DirectoryNotEmpty(target));
-                        }
-                    }
-                    (FileKind::File, FileKind::File) => {}
+                let mut trec = get(t, target)?;
+                let src_dir = rec.kind == FileKind::Dir;
+                let dst_dir = trec.kind == FileKind::Dir;
+                if src_dir && !dst_dir {
+                    return Err(MetaError::NotADirectory(target));
+                }
+                if !src_dir && dst_dir {
+                    return Err(MetaError::IsADirectory(target));
                 }
                 t.remove_dentry(newparent, newname)?;
-                t.remove_inode(target)?;
-                if trec.kind == FileKind::Dir {
+                if dst_dir {
+                    if trec.loaded_epoch != self.epoch {
+                        return Err(MetaError::Unloaded(target));
+                    }
+                    if t.has_children(target)? {
+                        return Err(MetaError::DirectoryNotEmpty(target));
+                    }
+                    drop_inode(t, target)?;
                     let mut np = get(t, newparent)?;
                     np.nlink -= 1;
                     t.put_inode(&np)?;
+                    trec.nlink = 0;
+                } else {
+                    unlink_name(&mut trec, newparent, newname);
+                    trec.ctime_ns = now_ns;
+                    release_if_unlinked(t, &trec, keep_open)?;
                 }
                 replaced = Some(trec);
             }
             t.remove_dentry(parent, name)?;
             t.put_dentry(newparent, newname, ino)?;
-            rec.parent = newparent;
-            rec.name = newname.to_vec();
+            if rec.kind == FileKind::Dir || is_primary(&rec, parent, name) {
+                rec.parent = newparent;
+                rec.name = newname.to_vec();
+            } else if let Some(l) = rec
+                .links
+                .iter_mut()
+                .find(|(p, n)| *p == parent && n == name)
+            {
+                *l = (newparent, newname.to_vec());
+            }
             rec.ctime_ns = now_ns;
             t.put_inode(&rec)?;
             let mut op = get(t, parent)?;
@@ -559,6 +771,9 @@ impl<S: NamespaceStore> Namespace<S> {
                     parts.reverse();
                     return Ok(parts);
                 }
+                if cur == NO_PARENT {
+                    return Err(MetaError::NotFound(format!("inode {ino} has no names")));
+                }
                 let rec = get(t, cur)?;
                 parts.push(rec.name);
                 cur = rec.parent;
@@ -566,6 +781,79 @@ impl<S: NamespaceStore> Namespace<S> {
             Err(MetaError::Corrupt(format!(
                 "parent chain of inode {ino} too deep"
             )))
+        })
+    }
+
+    /// One extended attribute's value.
+    pub fn get_xattr(&self, ino: InodeNo, name: &[u8]) -> Result<Vec<u8>, MetaError> {
+        self.store.read(|t| {
+            get(t, ino)?;
+            t.xattr(ino, name)?
+                .ok_or_else(|| MetaError::NoAttribute(String::from_utf8_lossy(name).into_owned()))
+        })
+    }
+
+    /// Sets an extended attribute; updates ctime.
+    pub fn set_xattr(
+        &self,
+        ino: InodeNo,
+        name: &[u8],
+        value: &[u8],
+        mode: XattrMode,
+        now_ns: i64,
+    ) -> Result<(), MetaError> {
+        if name.is_empty() || name.len() > 255 {
+            return Err(MetaError::InvalidArgument(
+                "bad attribute name length".into(),
+            ));
+        }
+        if value.len() > 65536 {
+            return Err(MetaError::InvalidArgument(
+                "attribute value larger than 64 KiB".into(),
+            ));
+        }
+        self.store.write(|t| {
+            let mut rec = get(t, ino)?;
+            let exists = t.xattr(ino, name)?.is_some();
+            match (mode, exists) {
+                (XattrMode::Create, true) => {
+                    return Err(MetaError::AlreadyExists(
+                        String::from_utf8_lossy(name).into_owned(),
+                    ));
+                }
+                (XattrMode::Replace, false) => {
+                    return Err(MetaError::NoAttribute(
+                        String::from_utf8_lossy(name).into_owned(),
+                    ));
+                }
+                _ => {}
+            }
+            t.put_xattr(ino, name, value)?;
+            rec.ctime_ns = now_ns;
+            t.put_inode(&rec)
+        })
+    }
+
+    /// Names of all extended attributes.
+    pub fn list_xattr(&self, ino: InodeNo) -> Result<Vec<Vec<u8>>, MetaError> {
+        self.store.read(|t| {
+            get(t, ino)?;
+            t.xattr_names(ino)
+        })
+    }
+
+    /// Removes an extended attribute; updates ctime.
+    pub fn remove_xattr(&self, ino: InodeNo, name: &[u8], now_ns: i64) -> Result<(), MetaError> {
+        self.store.write(|t| {
+            let mut rec = get(t, ino)?;
+            if t.xattr(ino, name)?.is_none() {
+                return Err(MetaError::NoAttribute(
+                    String::from_utf8_lossy(name).into_owned(),
+                ));
+            }
+            t.remove_xattr(ino, name)?;
+            rec.ctime_ns = now_ns;
+            t.put_inode(&rec)
         })
     }
 

@@ -23,10 +23,52 @@ pub const ROOT_INO: InodeNo = InodeNo(1);
 /// Kind of an inode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FileKind {
-    /// A regular file, backed 1:1 by a UFS object.
+    /// A regular file, backed 1:1 by a UFS object at its primary link's path.
     File,
     /// A directory, backed by a UFS prefix (and a directory marker where the store needs one).
     Dir,
+    /// A symbolic link; lives in the namespace only.
+    Symlink,
+    /// A named pipe; lives in the namespace only.
+    Fifo,
+    /// A character device node; lives in the namespace only.
+    CharDevice,
+    /// A block device node; lives in the namespace only.
+    BlockDevice,
+    /// A Unix socket node; lives in the namespace only.
+    Socket,
+}
+
+impl FileKind {
+    /// Whether the UFS holds an object for this kind (regular files only).
+    pub fn has_object(self) -> bool {
+        self == FileKind::File
+    }
+
+    fn code(self) -> u8 {
+        match self {
+            FileKind::File => 1,
+            FileKind::Dir => 2,
+            FileKind::Symlink => 3,
+            FileKind::Fifo => 4,
+            FileKind::CharDevice => 5,
+            FileKind::BlockDevice => 6,
+            FileKind::Socket => 7,
+        }
+    }
+
+    fn from_code(c: u8) -> Option<Self> {
+        Some(match c {
+            1 => FileKind::File,
+            2 => FileKind::Dir,
+            3 => FileKind::Symlink,
+            4 => FileKind::Fifo,
+            5 => FileKind::CharDevice,
+            6 => FileKind::BlockDevice,
+            7 => FileKind::Socket,
+            _ => return None,
+        })
+    }
 }
 
 /// Owner and permission bits given to objects that other tools wrote to the UFS.
@@ -76,6 +118,13 @@ pub struct InodeRecord {
     /// A directory whose `loaded_epoch` differs from the namespace's current epoch is listed
     /// again on next access.
     pub loaded_epoch: u64,
+    /// Device number for device nodes (0 otherwise).
+    pub rdev: u32,
+    /// Target of a symlink (empty otherwise).
+    pub target: Vec<u8>,
+    /// Hard links besides the primary one, as (parent, name). The UFS object of a file
+    /// lives at the primary link's path only; these names exist in the namespace alone.
+    pub links: Vec<(InodeNo, Vec<u8>)>,
 }
 
 /// One directory entry as returned by listings.
@@ -89,7 +138,7 @@ pub struct DirEntry {
     pub kind: FileKind,
 }
 
-const RECORD_FORMAT: u8 = 1;
+const RECORD_FORMAT: u8 = 2;
 
 impl InodeRecord {
     /// Encode into the versioned binary form.
@@ -97,10 +146,7 @@ impl InodeRecord {
         let mut b = Vec::with_capacity(96 + self.name.len());
         b.push(RECORD_FORMAT);
         b.extend_from_slice(&self.ino.0.to_le_bytes());
-        b.push(match self.kind {
-            FileKind::File => 1,
-            FileKind::Dir => 2,
-        });
+        b.push(self.kind.code());
         b.extend_from_slice(&self.parent.0.to_le_bytes());
         put_bytes(&mut b, &self.name);
         b.extend_from_slice(&self.size.to_le_bytes());
@@ -119,6 +165,13 @@ impl InodeRecord {
             }
         }
         b.extend_from_slice(&self.loaded_epoch.to_le_bytes());
+        b.extend_from_slice(&self.rdev.to_le_bytes());
+        put_bytes(&mut b, &self.target);
+        b.extend_from_slice(&(self.links.len() as u32).to_le_bytes());
+        for (p, n) in &self.links {
+            b.extend_from_slice(&p.0.to_le_bytes());
+            put_bytes(&mut b, n);
+        }
         b
     }
 
@@ -132,11 +185,9 @@ impl InodeRecord {
             )));
         }
         let ino = InodeNo(r.u64()?);
-        let kind = match r.u8()? {
-            1 => FileKind::File,
-            2 => FileKind::Dir,
-            k => return Err(MetaError::Corrupt(format!("unknown kind {k}"))),
-        };
+        let code = r.u8()?;
+        let kind = FileKind::from_code(code)
+            .ok_or_else(|| MetaError::Corrupt(format!("unknown kind {code}")))?;
         let parent = InodeNo(r.u64()?);
         let name = r.bytes()?.to_vec();
         let size = r.u64()?;
@@ -156,6 +207,18 @@ impl InodeRecord {
             t => return Err(MetaError::Corrupt(format!("unknown version tag {t}"))),
         };
         let loaded_epoch = r.u64()?;
+        let rdev = r.u32()?;
+        let target = r.bytes()?.to_vec();
+        let nlinks = r.u32()? as usize;
+        // Each link takes at least 12 bytes: refuse counts the input cannot hold.
+        if nlinks > buf.len() / 12 {
+            return Err(MetaError::Corrupt("link count exceeds record".into()));
+        }
+        let mut links = Vec::with_capacity(nlinks);
+        for _ in 0..nlinks {
+            let p = InodeNo(r.u64()?);
+            links.push((p, r.bytes()?.to_vec()));
+        }
         if r.pos != buf.len() {
             return Err(MetaError::Corrupt("trailing bytes".into()));
         }
@@ -174,6 +237,9 @@ impl InodeRecord {
             nlink,
             version,
             loaded_epoch,
+            rdev,
+            target,
+            links,
         })
     }
 }
@@ -240,6 +306,9 @@ mod tests {
             nlink: 1,
             version: Some("etag-1".into()),
             loaded_epoch: 0,
+            rdev: 0,
+            target: Vec::new(),
+            links: vec![(InodeNo(3), b"other".to_vec())],
         }
     }
 
@@ -252,6 +321,12 @@ mod tests {
         d.version = None;
         d.loaded_epoch = 9;
         assert_eq!(InodeRecord::decode(&d.encode()).unwrap(), d);
+        let mut l = sample();
+        l.kind = FileKind::Symlink;
+        l.target = b"../x/y".to_vec();
+        l.rdev = 0x0801;
+        l.links.clear();
+        assert_eq!(InodeRecord::decode(&l.encode()).unwrap(), l);
     }
 
     #[test]

@@ -23,6 +23,12 @@ pub trait StoreRead {
     fn has_children(&self, parent: InodeNo) -> Result<bool, MetaError>;
     /// A named counter (0 when never set).
     fn counter(&self, key: &str) -> Result<u64, MetaError>;
+    /// Every counter whose name starts with `prefix`.
+    fn counters_with_prefix(&self, prefix: &str) -> Result<Vec<(String, u64)>, MetaError>;
+    /// One extended attribute.
+    fn xattr(&self, ino: InodeNo, name: &[u8]) -> Result<Option<Vec<u8>>, MetaError>;
+    /// All extended attribute names of an inode, ordered.
+    fn xattr_names(&self, ino: InodeNo) -> Result<Vec<Vec<u8>>, MetaError>;
 }
 
 /// Write access inside a transaction.
@@ -38,6 +44,12 @@ pub trait StoreWrite: StoreRead {
     fn remove_dentry(&mut self, parent: InodeNo, name: &[u8]) -> Result<(), MetaError>;
     /// Set a named counter.
     fn set_counter(&mut self, key: &str, value: u64) -> Result<(), MetaError>;
+    /// Remove a named counter.
+    fn remove_counter(&mut self, key: &str) -> Result<(), MetaError>;
+    /// Insert or replace an extended attribute.
+    fn put_xattr(&mut self, ino: InodeNo, name: &[u8], value: &[u8]) -> Result<(), MetaError>;
+    /// Remove an extended attribute.
+    fn remove_xattr(&mut self, ino: InodeNo, name: &[u8]) -> Result<(), MetaError>;
 }
 
 /// A transactional store for the namespace.

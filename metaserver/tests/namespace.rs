@@ -6,8 +6,8 @@
 )]
 
 use alluxio_metaserver::{
-    FileKind, InodeNo, Lookup, MemoryStore, MetaError, Namespace, NamespaceStore, Ownership,
-    ROOT_INO, RedbStore, SetAttr, UfsChild,
+    FileKind, InodeNo, Lookup, MemoryStore, MetaError, Namespace, NamespaceStore, NewNode,
+    Ownership, ROOT_INO, RedbStore, SetAttr, UfsChild,
 };
 
 const OWN: Ownership = Ownership {
@@ -53,7 +53,19 @@ fn semantics<S: NamespaceStore>(ns: Namespace<S>) {
     assert_eq!(ns.lookup(ROOT_INO, b"a").unwrap(), Lookup::Unloaded);
     assert!(matches!(ns.list(ROOT_INO), Err(MetaError::Unloaded(_))));
     assert!(matches!(
-        ns.create(ROOT_INO, b"x", FileKind::File, 0o600, 0, 0, 1),
+        ns.create(
+            ROOT_INO,
+            b"x",
+            NewNode {
+                kind: FileKind::File,
+                mode: 0o600,
+                uid: 0,
+                gid: 0,
+                rdev: 0,
+                target: vec![]
+            },
+            1
+        ),
         Err(MetaError::Unloaded(_))
     ));
     ns.load_dir(
@@ -94,16 +106,52 @@ fn semantics<S: NamespaceStore>(ns: Namespace<S>) {
 
     // create / mkdir / EEXIST.
     assert!(matches!(
-        ns.create(ROOT_INO, b"a", FileKind::File, 0o600, 0, 0, 2),
+        ns.create(
+            ROOT_INO,
+            b"a",
+            NewNode {
+                kind: FileKind::File,
+                mode: 0o600,
+                uid: 0,
+                gid: 0,
+                rdev: 0,
+                target: vec![]
+            },
+            2
+        ),
         Err(MetaError::AlreadyExists(_))
     ));
     let n = ns
-        .create(ROOT_INO, b"new", FileKind::File, 0o100640, 1, 2, 2)
+        .create(
+            ROOT_INO,
+            b"new",
+            NewNode {
+                kind: FileKind::File,
+                mode: 0o100640,
+                uid: 1,
+                gid: 2,
+                rdev: 0,
+                target: vec![],
+            },
+            2,
+        )
         .unwrap();
     assert_eq!((n.mode, n.size, n.version.clone()), (0o640, 0, None));
     ns.load_dir(d.ino, vec![], OWN, 3).unwrap();
     let sub = ns
-        .create(d.ino, b"sub", FileKind::Dir, 0o700, 0, 0, 3)
+        .create(
+            d.ino,
+            b"sub",
+            NewNode {
+                kind: FileKind::Dir,
+                mode: 0o700,
+                uid: 0,
+                gid: 0,
+                rdev: 0,
+                target: vec![],
+            },
+            3,
+        )
         .unwrap();
     assert_eq!(ns.get(d.ino).unwrap().nlink, 3);
     assert_eq!(
@@ -122,35 +170,35 @@ fn semantics<S: NamespaceStore>(ns: Namespace<S>) {
         Err(MetaError::NotADirectory(_))
     ));
     assert!(matches!(
-        ns.unlink(ROOT_INO, b"d", 4),
+        ns.unlink(ROOT_INO, b"d", false, 4),
         Err(MetaError::IsADirectory(_))
     ));
 
     // rename rules.
     assert!(matches!(
-        ns.rename(ROOT_INO, b"d", sub.ino, b"x", false, 5),
+        ns.rename(ROOT_INO, b"d", sub.ino, b"x", false, false, 5),
         Err(MetaError::InvalidArgument(_))
     ));
     assert!(matches!(
-        ns.rename(ROOT_INO, b"a", ROOT_INO, b"d", false, 5),
+        ns.rename(ROOT_INO, b"a", ROOT_INO, b"d", false, false, 5),
         Err(MetaError::IsADirectory(_))
     ));
     assert!(matches!(
-        ns.rename(ROOT_INO, b"d", ROOT_INO, b"a", false, 5),
+        ns.rename(ROOT_INO, b"d", ROOT_INO, b"a", false, false, 5),
         Err(MetaError::NotADirectory(_))
     ));
     assert!(matches!(
-        ns.rename(ROOT_INO, b"new", ROOT_INO, b"a", true, 5),
+        ns.rename(ROOT_INO, b"new", ROOT_INO, b"a", true, false, 5),
         Err(MetaError::AlreadyExists(_))
     ));
     let replaced = ns
-        .rename(ROOT_INO, b"new", ROOT_INO, b"a", false, 5)
+        .rename(ROOT_INO, b"new", ROOT_INO, b"a", false, false, 5)
         .unwrap()
         .unwrap();
     assert_eq!(replaced.ino, a.ino);
     assert!(matches!(ns.get(a.ino), Err(MetaError::NotFound(_))));
     assert_eq!(found(&ns, ROOT_INO, "a").ino, n.ino);
-    ns.rename(ROOT_INO, b"a", sub.ino, b"moved", false, 6)
+    ns.rename(ROOT_INO, b"a", sub.ino, b"moved", false, false, 6)
         .unwrap();
     assert_eq!(
         ns.path(n.ino).unwrap(),
@@ -158,14 +206,27 @@ fn semantics<S: NamespaceStore>(ns: Namespace<S>) {
     );
     // Directory move between parents keeps nlink right.
     let e = ns
-        .create(ROOT_INO, b"e", FileKind::Dir, 0o755, 0, 0, 7)
+        .create(
+            ROOT_INO,
+            b"e",
+            NewNode {
+                kind: FileKind::Dir,
+                mode: 0o755,
+                uid: 0,
+                gid: 0,
+                rdev: 0,
+                target: vec![],
+            },
+            7,
+        )
         .unwrap();
-    ns.rename(d.ino, b"sub", e.ino, b"sub2", false, 7).unwrap();
+    ns.rename(d.ino, b"sub", e.ino, b"sub2", false, false, 7)
+        .unwrap();
     assert_eq!(ns.get(d.ino).unwrap().nlink, 2);
     assert_eq!(ns.get(e.ino).unwrap().nlink, 3);
 
     // unlink and rmdir.
-    ns.unlink(sub.ino, b"moved", 8).unwrap();
+    ns.unlink(sub.ino, b"moved", false, 8).unwrap();
     assert!(matches!(ns.get(n.ino), Err(MetaError::NotFound(_))));
     ns.rmdir(e.ino, b"sub2", 8).unwrap();
     assert_eq!(ns.get(e.ino).unwrap().nlink, 2);
@@ -226,7 +287,19 @@ fn reopen_keeps_inodes_and_reconciles_with_a_new_listing() {
         )
         .unwrap();
         let local = ns
-            .create(ROOT_INO, b"local", FileKind::File, 0o644, 0, 0, 1)
+            .create(
+                ROOT_INO,
+                b"local",
+                NewNode {
+                    kind: FileKind::File,
+                    mode: 0o644,
+                    uid: 0,
+                    gid: 0,
+                    rdev: 0,
+                    target: vec![],
+                },
+                1,
+            )
             .unwrap();
         (found(&ns, ROOT_INO, "a"), found(&ns, ROOT_INO, "d"), local)
     };

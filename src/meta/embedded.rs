@@ -7,10 +7,12 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tokio::runtime::Handle;
 
-use alluxio_metaserver::{Lookup, MetaError, Namespace, NamespaceStore, SetAttr, UfsChild};
+use alluxio_metaserver::{
+    Lookup, MetaError, Namespace, NamespaceStore, NewNode, SetAttr, UfsChild, XattrMode,
+};
 
 use super::MetaClient;
-use crate::types::{DirEntry, FileKind, InodeNo, InodeRecord, Ownership, now_ns};
+use crate::types::{DirEntry, InodeNo, InodeRecord, Ownership, now_ns};
 
 /// A namespace served in-process.
 pub struct EmbeddedMeta<S> {
@@ -66,16 +68,31 @@ impl<S: NamespaceStore> MetaClient for EmbeddedMeta<S> {
         &self,
         parent: InodeNo,
         name: Vec<u8>,
-        kind: FileKind,
-        mode: u32,
-        uid: u32,
-        gid: u32,
+        node: NewNode,
     ) -> Result<InodeRecord, MetaError> {
-        self.run(move |ns| ns.create(parent, &name, kind, mode, uid, gid, now_ns()))
+        self.run(move |ns| ns.create(parent, &name, node, now_ns()))
             .await
     }
-    async fn unlink(&self, parent: InodeNo, name: Vec<u8>) -> Result<InodeRecord, MetaError> {
-        self.run(move |ns| ns.unlink(parent, &name, now_ns())).await
+    async fn link(
+        &self,
+        ino: InodeNo,
+        newparent: InodeNo,
+        newname: Vec<u8>,
+    ) -> Result<InodeRecord, MetaError> {
+        self.run(move |ns| ns.link(ino, newparent, &newname, now_ns()))
+            .await
+    }
+    async fn unlink(
+        &self,
+        parent: InodeNo,
+        name: Vec<u8>,
+        keep_open: bool,
+    ) -> Result<InodeRecord, MetaError> {
+        self.run(move |ns| ns.unlink(parent, &name, keep_open, now_ns()))
+            .await
+    }
+    async fn remove_orphan(&self, ino: InodeNo) -> Result<(), MetaError> {
+        self.run(move |ns| ns.remove_orphan(ino)).await
     }
     async fn rmdir(&self, parent: InodeNo, name: Vec<u8>) -> Result<InodeRecord, MetaError> {
         self.run(move |ns| ns.rmdir(parent, &name, now_ns())).await
@@ -87,15 +104,46 @@ impl<S: NamespaceStore> MetaClient for EmbeddedMeta<S> {
         newparent: InodeNo,
         newname: Vec<u8>,
         noreplace: bool,
+        keep_open: bool,
     ) -> Result<Option<InodeRecord>, MetaError> {
-        self.run(move |ns| ns.rename(parent, &name, newparent, &newname, noreplace, now_ns()))
-            .await
+        self.run(move |ns| {
+            ns.rename(
+                parent,
+                &name,
+                newparent,
+                &newname,
+                noreplace,
+                keep_open,
+                now_ns(),
+            )
+        })
+        .await
     }
     async fn set_attr(&self, ino: InodeNo, attr: SetAttr) -> Result<InodeRecord, MetaError> {
         self.run(move |ns| ns.set_attr(ino, attr)).await
     }
     async fn path(&self, ino: InodeNo) -> Result<Vec<Vec<u8>>, MetaError> {
         self.run(move |ns| ns.path(ino)).await
+    }
+    async fn get_xattr(&self, ino: InodeNo, name: Vec<u8>) -> Result<Vec<u8>, MetaError> {
+        self.run(move |ns| ns.get_xattr(ino, &name)).await
+    }
+    async fn set_xattr(
+        &self,
+        ino: InodeNo,
+        name: Vec<u8>,
+        value: Vec<u8>,
+        mode: XattrMode,
+    ) -> Result<(), MetaError> {
+        self.run(move |ns| ns.set_xattr(ino, &name, &value, mode, now_ns()))
+            .await
+    }
+    async fn list_xattr(&self, ino: InodeNo) -> Result<Vec<Vec<u8>>, MetaError> {
+        self.run(move |ns| ns.list_xattr(ino)).await
+    }
+    async fn remove_xattr(&self, ino: InodeNo, name: Vec<u8>) -> Result<(), MetaError> {
+        self.run(move |ns| ns.remove_xattr(ino, &name, now_ns()))
+            .await
     }
     async fn inodes_allocated(&self) -> Result<u64, MetaError> {
         self.run(|ns| ns.inodes_allocated()).await

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use alluxio_metaserver::SetAttr;
+use alluxio_metaserver::{NewNode, SetAttr};
 use bytes::Bytes;
 
 use super::{Handle, ReadSnapshot, Vfs, lock};
@@ -28,6 +28,16 @@ struct Staging {
     size: u64,
     dirty: bool,
     mtime_ns: i64,
+    ctime_ns: i64,
+}
+
+impl Staging {
+    /// Records a data change: mtime and ctime move to now.
+    fn touch(&mut self) {
+        self.dirty = true;
+        self.mtime_ns = now_ns();
+        self.ctime_ns = self.mtime_ns;
+    }
 }
 
 /// Per-inode write state shared by every open handle of the inode.
@@ -37,14 +47,22 @@ pub(super) struct OpenFile {
 }
 
 impl OpenFile {
-    /// Size and mtime of the staged content, if staging is set up.
-    pub(super) async fn staged_size(&self) -> Option<(u64, i64)> {
-        self.st.lock().await.as_ref().map(|s| (s.size, s.mtime_ns))
+    /// Size, mtime and ctime of the staged content, if staging is set up.
+    pub(super) async fn staged_size(&self) -> Option<(u64, i64, i64)> {
+        self.st
+            .lock()
+            .await
+            .as_ref()
+            .map(|s| (s.size, s.mtime_ns, s.ctime_ns))
     }
 
-    pub(super) async fn set_mtime(&self, m: i64) {
+    /// Applies a setattr to the staged times: `mtime` if given, and ctime = `now`.
+    pub(super) async fn set_times(&self, mtime: Option<i64>, now: i64) {
         if let Some(s) = self.st.lock().await.as_mut() {
-            s.mtime_ns = m;
+            if let Some(m) = mtime {
+                s.mtime_ns = m;
+            }
+            s.ctime_ns = now;
         }
     }
 
@@ -93,7 +111,7 @@ fn new_staging_file(dir: &Path, ino: InodeNo) -> std::io::Result<std::fs::File> 
 }
 
 impl Vfs {
-    fn acquire_open_file(&self, ino: InodeNo) -> Arc<OpenFile> {
+    pub(super) fn acquire_open_file(&self, ino: InodeNo) -> Arc<OpenFile> {
         let mut m = lock(&self.open_files);
         let of = m
             .entry(ino)
@@ -109,7 +127,7 @@ impl Vfs {
     }
 
     /// Drops one reference; returns true when it was the last (the entry is then gone).
-    fn release_open_file(&self, ino: InodeNo, of: &Arc<OpenFile>) -> bool {
+    pub(super) fn release_open_file(&self, ino: InodeNo, of: &Arc<OpenFile>) -> bool {
         let mut m = lock(&self.open_files);
         if of.refs.fetch_sub(1, Ordering::Relaxed) == 1 {
             if m.get(&ino).is_some_and(|e| Arc::ptr_eq(e, of)) {
@@ -122,7 +140,7 @@ impl Vfs {
 
     /// Sets up staging for `rec` if needed: empty for a truncating open or a file with no
     /// object yet, else a copy of the current content (through the page cache).
-    async fn init_staging(
+    pub(super) async fn init_staging(
         self: &Arc<Self>,
         of: &OpenFile,
         rec: &InodeRecord,
@@ -136,8 +154,7 @@ impl Vfs {
                     .await
                     .map_err(|e| FsError::new(libc::EIO, e.to_string()))??;
                 s.size = 0;
-                s.dirty = true;
-                s.mtime_ns = now_ns();
+                s.touch();
             }
             return Ok(());
         }
@@ -160,12 +177,19 @@ impl Vfs {
                     .map_err(|e| FsError::new(libc::EIO, e.to_string()))??;
             }
         }
-        *g = Some(Staging {
+        let mut st = Staging {
             file,
             size: if truncate { 0 } else { rec.size },
-            dirty: truncate || rec.version.is_none(),
-            mtime_ns: if truncate { now_ns() } else { rec.mtime_ns },
-        });
+            dirty: rec.version.is_none(),
+            mtime_ns: rec.mtime_ns,
+            ctime_ns: rec.ctime_ns,
+        };
+        if truncate && rec.size > 0 {
+            st.touch();
+        } else if truncate {
+            st.dirty = true;
+        }
+        *g = Some(st);
         Ok(())
     }
 
@@ -225,10 +249,15 @@ impl Vfs {
         self.ensure_loaded(parent).await?;
         // Refuse names the UFS cannot store before anything is created.
         self.child_key(parent, name, FileKind::File).await?;
-        let rec = self
-            .meta
-            .create(parent, name.to_vec(), FileKind::File, mode, uid, gid)
-            .await?;
+        let node = NewNode {
+            kind: FileKind::File,
+            mode,
+            uid,
+            gid,
+            rdev: 0,
+            target: Vec::new(),
+        };
+        let rec = self.meta.create(parent, name.to_vec(), node).await?;
         let of = self.acquire_open_file(rec.ino);
         if let Err(e) = self.init_staging(&of, &rec, true).await {
             self.release_open_file(rec.ino, &of);
@@ -285,8 +314,7 @@ impl Vfs {
             .await
             .map_err(|e| FsError::new(libc::EIO, e.to_string()))??;
         st.size = st.size.max(end);
-        st.dirty = true;
-        st.mtime_ns = now_ns();
+        st.touch();
         Ok(n as u32)
     }
 
@@ -314,7 +342,7 @@ impl Vfs {
                     size: Some(st.size),
                     version: Some(Some(info.version.clone())),
                     mtime_ns: Some(st.mtime_ns),
-                    ctime_ns: Some(now_ns()),
+                    ctime_ns: Some(st.ctime_ns),
                     ..Default::default()
                 },
             )
@@ -370,18 +398,17 @@ impl Vfs {
     }
 
     /// Closes a handle. Must not wait on the network: a last upload (writes after the last
-    /// flush, e.g. through mmap) runs in the background.
+    /// flush, e.g. through mmap) runs in the background, and so does dropping an inode that
+    /// was unlinked while open.
     pub fn release(self: &Arc<Self>, fh: FileHandle) {
         let Some(h) = lock(&self.handles).remove(&fh.0) else {
             return;
         };
-        if let Handle::File {
-            ino,
-            writable: true,
-            ..
-        } = &*h
-        {
-            let ino = *ino;
+        let Handle::File { ino, writable, .. } = &*h else {
+            return;
+        };
+        let ino = *ino;
+        if *writable {
             let of = lock(&self.open_files).get(&ino).cloned();
             if let Some(of) = of
                 && self.release_open_file(ino, &of)
@@ -394,6 +421,87 @@ impl Vfs {
                 });
             }
         }
+        let last = {
+            let mut c = lock(&self.open_counts);
+            match c.get_mut(&ino) {
+                Some(n) if *n > 1 => {
+                    *n -= 1;
+                    false
+                }
+                _ => {
+                    c.remove(&ino);
+                    true
+                }
+            }
+        };
+        if last {
+            let pinned = lock(&self.pinned).remove(&ino);
+            if let Some(of) = pinned {
+                self.release_open_file(ino, &of);
+            }
+            let this = self.clone();
+            self.rt.spawn(async move {
+                if let Ok(rec) = this.meta.get(ino).await
+                    && rec.nlink == 0
+                    && let Err(e) = this.meta.remove_orphan(ino).await
+                {
+                    tracing::warn!(ino = ino.0, error = %e, "cannot drop unlinked inode; it is dropped at next mount");
+                }
+            });
+        }
+    }
+
+    /// fallocate mode 0 (posix_fallocate): extends the file to cover the range. Other modes
+    /// get EOPNOTSUPP.
+    pub async fn fallocate(
+        self: &Arc<Self>,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+    ) -> Result<(), FsError> {
+        if mode != 0 {
+            return Err(FsError::expected(
+                libc::EOPNOTSUPP,
+                "only fallocate mode 0 is supported",
+            ));
+        }
+        let h = self.handle(fh)?;
+        let Handle::File {
+            ino,
+            writable: true,
+            ..
+        } = &*h
+        else {
+            return Err(FsError::new(libc::EBADF, "handle not open for writing"));
+        };
+        let end = offset
+            .checked_add(length)
+            .filter(|e| *e <= i64::MAX as u64)
+            .ok_or_else(|| FsError::expected(libc::EFBIG, "range past the largest file offset"))?;
+        let of = lock(&self.open_files)
+            .get(ino)
+            .cloned()
+            .ok_or_else(|| FsError::new(libc::EBADF, "no staging for a writable handle"))?;
+        if of.staged_size().await.is_none() {
+            let rec = self.meta.get(*ino).await?;
+            self.init_staging(&of, &rec, false).await?;
+        }
+        let mut g = of.st.lock().await;
+        let st = g
+            .as_mut()
+            .ok_or_else(|| FsError::new(libc::EIO, "staging not initialised"))?;
+        if end > st.size {
+            let f = st.file.clone();
+            tokio::task::spawn_blocking(move || f.set_len(end))
+                .await
+                .map_err(|e| FsError::new(libc::EIO, e.to_string()))??;
+            st.size = end;
+            st.touch();
+        } else {
+            st.ctime_ns = now_ns();
+        }
+        Ok(())
     }
 
     /// Truncates or extends a file to `size` and makes the result durable.
@@ -415,8 +523,7 @@ impl Vfs {
                     .await
                     .map_err(|e| FsError::new(libc::EIO, e.to_string()))??;
                 st.size = size;
-                st.dirty = true;
-                st.mtime_ns = now_ns();
+                st.touch();
             }
             self.commit(ino, &of).await
         }

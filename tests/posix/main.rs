@@ -12,5 +12,6 @@ mod harness;
 
 mod dirs;
 mod errors;
+mod nodes;
 mod reads;
 mod writes;

@@ -13,6 +13,7 @@ struct Maps {
     inodes: BTreeMap<u64, InodeRecord>,
     dentries: BTreeMap<(u64, Vec<u8>), u64>,
     counters: BTreeMap<String, u64>,
+    xattrs: BTreeMap<(u64, Vec<u8>), Vec<u8>>,
 }
 
 /// A namespace store held in memory.
@@ -56,6 +57,25 @@ impl StoreRead for Maps {
     fn counter(&self, key: &str) -> Result<u64, MetaError> {
         Ok(self.counters.get(key).copied().unwrap_or(0))
     }
+    fn counters_with_prefix(&self, prefix: &str) -> Result<Vec<(String, u64)>, MetaError> {
+        Ok(self
+            .counters
+            .range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.clone(), *v))
+            .collect())
+    }
+    fn xattr(&self, ino: InodeNo, name: &[u8]) -> Result<Option<Vec<u8>>, MetaError> {
+        Ok(self.xattrs.get(&(ino.0, name.to_vec())).cloned())
+    }
+    fn xattr_names(&self, ino: InodeNo) -> Result<Vec<Vec<u8>>, MetaError> {
+        Ok(self
+            .xattrs
+            .range((ino.0, Vec::new())..)
+            .take_while(|((i, _), _)| *i == ino.0)
+            .map(|((_, n), _)| n.clone())
+            .collect())
+    }
 }
 
 impl StoreWrite for Maps {
@@ -82,6 +102,18 @@ impl StoreWrite for Maps {
     }
     fn set_counter(&mut self, key: &str, value: u64) -> Result<(), MetaError> {
         self.counters.insert(key.to_string(), value);
+        Ok(())
+    }
+    fn remove_counter(&mut self, key: &str) -> Result<(), MetaError> {
+        self.counters.remove(key);
+        Ok(())
+    }
+    fn put_xattr(&mut self, ino: InodeNo, name: &[u8], value: &[u8]) -> Result<(), MetaError> {
+        self.xattrs.insert((ino.0, name.to_vec()), value.to_vec());
+        Ok(())
+    }
+    fn remove_xattr(&mut self, ino: InodeNo, name: &[u8]) -> Result<(), MetaError> {
+        self.xattrs.remove(&(ino.0, name.to_vec()));
         Ok(())
     }
 }

@@ -14,6 +14,7 @@ use crate::record::{InodeNo, InodeRecord};
 const INODES: TableDefinition<u64, &[u8]> = TableDefinition::new("inodes");
 const DENTRIES: TableDefinition<(u64, &[u8]), u64> = TableDefinition::new("dentries");
 const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
+const XATTRS: TableDefinition<(u64, &[u8]), &[u8]> = TableDefinition::new("xattrs");
 
 /// A namespace store in one redb file.
 pub struct RedbStore {
@@ -29,23 +30,26 @@ impl RedbStore {
             txn.open_table(INODES)?;
             txn.open_table(DENTRIES)?;
             txn.open_table(COUNTERS)?;
+            txn.open_table(XATTRS)?;
         }
         txn.commit()?;
         Ok(Self { db })
     }
 }
 
-struct Tables<I, D, C> {
+struct Tables<I, D, C, X> {
     inodes: I,
     dentries: D,
     counters: C,
+    xattrs: X,
 }
 
-impl<I, D, C> StoreRead for Tables<I, D, C>
+impl<I, D, C, X> StoreRead for Tables<I, D, C, X>
 where
     I: ReadableTable<u64, &'static [u8]>,
     D: ReadableTable<(u64, &'static [u8]), u64>,
     C: ReadableTable<&'static str, u64>,
+    X: ReadableTable<(u64, &'static [u8]), &'static [u8]>,
 {
     fn inode(&self, ino: InodeNo) -> Result<Option<InodeRecord>, MetaError> {
         match self.inodes.get(ino.0)? {
@@ -82,6 +86,33 @@ where
     fn counter(&self, key: &str) -> Result<u64, MetaError> {
         Ok(self.counters.get(key)?.map(|v| v.value()).unwrap_or(0))
     }
+    fn counters_with_prefix(&self, prefix: &str) -> Result<Vec<(String, u64)>, MetaError> {
+        let mut out = Vec::new();
+        for item in self.counters.range(prefix..)? {
+            let (k, v) = item?;
+            if !k.value().starts_with(prefix) {
+                break;
+            }
+            out.push((k.value().to_string(), v.value()));
+        }
+        Ok(out)
+    }
+    fn xattr(&self, ino: InodeNo, name: &[u8]) -> Result<Option<Vec<u8>>, MetaError> {
+        Ok(self.xattrs.get((ino.0, name))?.map(|v| v.value().to_vec()))
+    }
+    fn xattr_names(&self, ino: InodeNo) -> Result<Vec<Vec<u8>>, MetaError> {
+        let empty: &[u8] = &[];
+        let mut out = Vec::new();
+        for item in self.xattrs.range((ino.0, empty)..)? {
+            let (k, _) = item?;
+            let (i, name) = k.value();
+            if i != ino.0 {
+                break;
+            }
+            out.push(name.to_vec());
+        }
+        Ok(out)
+    }
 }
 
 impl StoreWrite
@@ -89,6 +120,7 @@ impl StoreWrite
         redb::Table<'_, u64, &'static [u8]>,
         redb::Table<'_, (u64, &'static [u8]), u64>,
         redb::Table<'_, &'static str, u64>,
+        redb::Table<'_, (u64, &'static [u8]), &'static [u8]>,
     >
 {
     fn put_inode(&mut self, rec: &InodeRecord) -> Result<(), MetaError> {
@@ -116,6 +148,18 @@ impl StoreWrite
         self.counters.insert(key, value)?;
         Ok(())
     }
+    fn remove_counter(&mut self, key: &str) -> Result<(), MetaError> {
+        self.counters.remove(key)?;
+        Ok(())
+    }
+    fn put_xattr(&mut self, ino: InodeNo, name: &[u8], value: &[u8]) -> Result<(), MetaError> {
+        self.xattrs.insert((ino.0, name), value)?;
+        Ok(())
+    }
+    fn remove_xattr(&mut self, ino: InodeNo, name: &[u8]) -> Result<(), MetaError> {
+        self.xattrs.remove((ino.0, name))?;
+        Ok(())
+    }
 }
 
 impl NamespaceStore for RedbStore {
@@ -128,6 +172,7 @@ impl NamespaceStore for RedbStore {
             inodes: txn.open_table(INODES)?,
             dentries: txn.open_table(DENTRIES)?,
             counters: txn.open_table(COUNTERS)?,
+            xattrs: txn.open_table(XATTRS)?,
         };
         f(&tables)
     }
@@ -142,6 +187,7 @@ impl NamespaceStore for RedbStore {
                 inodes: txn.open_table(INODES)?,
                 dentries: txn.open_table(DENTRIES)?,
                 counters: txn.open_table(COUNTERS)?,
+                xattrs: txn.open_table(XATTRS)?,
             };
             f(&mut tables)
         };
