@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# Runs the pjdfstest suite (Rust rewrite 0.2.2, upstream Linux settings, naptime 0.01) as
+# root on the local disk and on fresh alluxio mounts over a local directory and over the
+# S3 server at $ALLUXIO_TEST_S3_ENDPOINT, and prints the totals side by side.
+#
+# Fails when a case fails on a mount that is not listed in tests/posix/pjdfstest.expected,
+# and when a listed case passes (the list can only shrink).
+#
+# usage: tests/posix/pjdfstest.sh ALLUXIO_BINARY WORKDIR
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+bin=$(realpath "$1")
+work=$2
+config="$here/pjdfstest.toml"
+expected="$here/pjdfstest.expected"
+
+# Install the suite and what it needs (idempotent).
+if ! command -v pjdfstest >/dev/null 2>&1 || ! pjdfstest --version 2>/dev/null | grep -q '0\.2\.2'; then
+  if ! dpkg -s libacl1-dev acl >/dev/null 2>&1; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq && apt-get install -y -qq libacl1-dev acl </dev/null
+  fi
+  cargo install pjdfstest --version 0.2.2 --locked --quiet
+fi
+export PATH="$HOME/.cargo/bin:$PATH"
+getent group nogroup >/dev/null || groupadd nogroup
+getent group tests >/dev/null || groupadd tests
+id tests >/dev/null 2>&1 || useradd -M -N -g tests -s /usr/sbin/nologin tests
+
+# Every directory on the way must be traversable by the suite's unprivileged users.
+mkdir -p "$work"
+chmod 755 "$work"
+results="$work/results"
+mkdir -p "$results"
+
+run_suite() { # NAME DIR
+  local name=$1 dir=$2
+  mkdir -p "$dir"
+  chmod 755 "$dir"
+  (cd "$dir" && timeout 1200 pjdfstest -c "$config" -p "$dir") >"$results/$name.log" 2>&1 || true
+  grep -E '^[a-z_]+(::[A-Za-z0-9_]+)+ +FAILED' "$results/$name.log" | awk '{print $1}' | sort >"$results/$name.failed" || true
+  local summary
+  summary=$(grep '^Summary:' "$results/$name.log" || echo "Summary: suite did not finish")
+  printf '%-28s %s\n' "$name" "$summary" | tee -a "$results/summary.txt"
+}
+
+mount_pid=
+mnt=
+unmount() {
+  if [ -n "$mnt" ] && grep -q " $mnt fuse" /proc/mounts; then
+    "$bin" fuse unmount "$mnt" || umount -l "$mnt" || true
+  fi
+  if [ -n "$mount_pid" ]; then
+    for _ in $(seq 1 100); do kill -0 "$mount_pid" 2>/dev/null || break; sleep 0.1; done
+    kill "$mount_pid" 2>/dev/null || true
+  fi
+  mount_pid=
+  mnt=
+}
+trap unmount EXIT
+
+run_on_mount() { # NAME UFS [mount args...]
+  local name=$1 ufs=$2
+  shift 2
+  local base="$work/$name"
+  mkdir -p "$base/mnt"
+  chmod 755 "$base"
+  mnt="$base/mnt"
+  ALLUXIO_HOME="$base/home" ALLUXIO_RUN_DIR="$base/run" \
+    "$bin" fuse mount "$mnt" --ufs "$ufs" -o allow_other "$@" >"$results/$name.daemon.log" 2>&1 &
+  mount_pid=$!
+  for _ in $(seq 1 200); do
+    grep -q " $mnt fuse.alluxio" /proc/mounts && break
+    kill -0 "$mount_pid" 2>/dev/null || { cat "$results/$name.daemon.log"; return 1; }
+    sleep 0.1
+  done
+  run_suite "$name" "$mnt/pjd"
+  unmount
+}
+
+: >"$results/summary.txt"
+run_suite local-disk "$work/local-disk"
+mkdir -p "$work/ufs-dir"
+run_on_mount mount-local-dir "$work/ufs-dir"
+if [ -n "${ALLUXIO_TEST_S3_ENDPOINT:-}" ]; then
+  bucket="pjd$(date +%s)"
+  python3 - "$ALLUXIO_TEST_S3_ENDPOINT" "$bucket" <<'PY'
+import socket, sys
+host, port = sys.argv[1].removeprefix("http://").rstrip("/").split(":")
+s = socket.create_connection((host, int(port)), 10)
+s.sendall(f"PUT /{sys.argv[2]} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".encode())
+assert s.recv(64).startswith(b"HTTP/1.1 200"), "cannot create bucket"
+PY
+  AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test \
+    run_on_mount mount-s3 "s3://$bucket/pjd" -o "endpoint=$ALLUXIO_TEST_S3_ENDPOINT"
+else
+  echo "ALLUXIO_TEST_S3_ENDPOINT is not set: cannot run the suite over S3" >&2
+  exit 1
+fi
+
+# Compare with the expected-failure list (first field of each non-comment line).
+grep -v '^\s*#' "$expected" | awk 'NF {print $1}' | sort -u >"$results/expected.txt"
+status=0
+for name in mount-local-dir mount-s3; do
+  new=$(comm -23 "$results/$name.failed" "$results/expected.txt")
+  gone=$(comm -13 "$results/$name.failed" "$results/expected.txt")
+  if [ -n "$new" ]; then
+    echo "pjdfstest on $name: NEW failures (not in pjdfstest.expected):"
+    echo "$new" | sed 's/^/  /'
+    for t in $new; do grep -A4 "^$t " "$results/$name.log" | head -5 | sed 's/^/    /'; done
+    status=1
+  fi
+  if [ -n "$gone" ]; then
+    echo "pjdfstest on $name: listed in pjdfstest.expected but passed (remove them):"
+    echo "$gone" | sed 's/^/  /'
+    status=1
+  fi
+  if ! grep -q '^Summary:' "$results/$name.log"; then
+    echo "pjdfstest on $name did not finish"
+    status=1
+  fi
+done
+echo "== pjdfstest totals"
+cat "$results/summary.txt"
+exit $status
