@@ -14,4 +14,5 @@ mod dirs;
 mod errors;
 mod nodes;
 mod reads;
+mod reftest;
 mod writes;
