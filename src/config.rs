@@ -141,6 +141,33 @@ impl UfsConfig {
     }
 }
 
+/// When written data reaches the UFS (Alluxio's write types).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WriteType {
+    /// Upload before close/fsync returns and keep the written pages cached (default).
+    #[default]
+    CacheThrough,
+    /// Upload before close/fsync returns; do not cache the written pages.
+    Through,
+    /// Make the data durable in a local journal before close/fsync returns; upload in the
+    /// background, resuming after a restart.
+    AsyncThrough,
+}
+
+impl std::str::FromStr for WriteType {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
+        match s.to_ascii_uppercase().as_str() {
+            "CACHE_THROUGH" => Ok(WriteType::CacheThrough),
+            "THROUGH" => Ok(WriteType::Through),
+            "ASYNC_THROUGH" => Ok(WriteType::AsyncThrough),
+            _ => err(format!(
+                "write_type={s}: expected CACHE_THROUGH, THROUGH or ASYNC_THROUGH"
+            )),
+        }
+    }
+}
+
 /// Kernel-facing options of the FUSE session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FuseConfig {
@@ -194,6 +221,10 @@ pub struct MountConfig {
     pub fuse: FuseConfig,
     /// Directory holding the control socket (`alluxio fuse stats`).
     pub run_dir: PathBuf,
+    /// When written data reaches the UFS.
+    pub write_type: WriteType,
+    /// ASYNC_THROUGH: how long a journaled file waits before its upload starts.
+    pub upload_delay: Duration,
 }
 
 /// Options parsed out of `-o a,b=c` lists.
@@ -211,6 +242,10 @@ pub struct MountOptions {
     pub dir_mode: Option<u32>,
     /// Kernel session options.
     pub fuse: FuseConfig,
+    /// Write type.
+    pub write_type: WriteType,
+    /// ASYNC_THROUGH upload delay.
+    pub upload_delay: Duration,
 }
 
 fn parse_num<T: std::str::FromStr>(key: &str, v: &str) -> Result<T, ConfigError> {
@@ -265,6 +300,10 @@ pub fn parse_mount_options(values: &[String]) -> Result<MountOptions, ConfigErro
             }
             ("entry_timeout", Some(v)) => {
                 o.fuse.entry_ttl = Duration::from_secs_f64(parse_secs(key, v)?)
+            }
+            ("write_type", Some(v)) => o.write_type = v.parse()?,
+            ("upload_delay", Some(v)) => {
+                o.upload_delay = Duration::from_secs_f64(parse_secs(key, v.trim_end_matches('s'))?)
             }
             ("allow_other", None) => o.fuse.allow_other = true,
             ("allow_root", None) => o.fuse.allow_root = true,
@@ -474,6 +513,17 @@ mod tests {
         assert!(parse_mount_options(&["file_mode=999".into()]).is_err());
         assert!(parse_mount_options(&["uid=x".into()]).is_err());
         assert!(parse_mount_options(&["threads=0".into()]).is_err());
+        let o =
+            parse_mount_options(&["write_type=async_through,upload_delay=2.5s".into()]).unwrap();
+        assert_eq!(o.write_type, WriteType::AsyncThrough);
+        assert_eq!(o.upload_delay, Duration::from_millis(2500));
+        assert_eq!(
+            parse_mount_options(&["write_type=THROUGH".into()])
+                .unwrap()
+                .write_type,
+            WriteType::Through
+        );
+        assert!(parse_mount_options(&["write_type=sometimes".into()]).is_err());
     }
 
     #[test]

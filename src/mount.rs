@@ -130,9 +130,13 @@ pub fn mount(cfg: &MountConfig, rt: &RtHandle) -> Result<Mounted, MountError> {
             prefetch_pages: cfg.prefetch_pages,
             staging_dir,
             read_only: cfg.fuse.read_only,
+            write_type: cfg.write_type,
+            journal_dir: cfg.cache_dir.join("journal"),
+            upload_delay: cfg.upload_delay,
         },
         rt.clone(),
-    );
+    )
+    .map_err(|e| MountError::Cache(format!("cannot open the write journal: {e}")))?;
 
     let adapter = Adapter::new(
         vfs.clone(),
@@ -200,7 +204,8 @@ pub fn mount(cfg: &MountConfig, rt: &RtHandle) -> Result<Mounted, MountError> {
             source,
         })?
     };
-    tracing::info!(mountpoint = %mountpoint.display(), ufs = %cfg.ufs.uri, "mounted");
+    vfs.start_background();
+    tracing::info!(mountpoint = %mountpoint.display(), ufs = %cfg.ufs.uri, write_type = ?cfg.write_type, "mounted");
     Ok(Mounted {
         session,
         vfs,

@@ -26,7 +26,9 @@ use crate::page_cache::PageCache;
 use crate::types::{DirEntry, FileHandle, FileKind, InodeNo, InodeRecord, Ownership, now_ns};
 use crate::ufs::{Ufs, dir_key, file_key};
 
+mod journal;
 mod read;
+mod upload;
 mod write;
 
 pub use write::OpenMode;
@@ -44,6 +46,12 @@ pub struct VfsConfig {
     pub staging_dir: PathBuf,
     /// Refuse modifications with EROFS.
     pub read_only: bool,
+    /// When written data reaches the UFS.
+    pub write_type: crate::config::WriteType,
+    /// ASYNC_THROUGH: directory of the local journal.
+    pub journal_dir: PathBuf,
+    /// ASYNC_THROUGH: delay before a journaled file is uploaded.
+    pub upload_delay: std::time::Duration,
 }
 
 /// What `statfs` reports.
@@ -119,6 +127,16 @@ pub struct Vfs {
     pinned: Mutex<HashMap<InodeNo, Arc<OpenFile>>>,
     loading: Mutex<HashMap<InodeNo, Arc<tokio::sync::Mutex<()>>>>,
     inflight: read::Inflight,
+    /// ASYNC_THROUGH only.
+    journal: Option<Arc<journal::Journal>>,
+    uploads: upload::Queue,
+}
+
+/// Whether the file's latest bytes are in the local journal, not yet in the UFS.
+fn is_pending(rec: &InodeRecord) -> bool {
+    rec.version
+        .as_deref()
+        .is_some_and(|v| v.starts_with(alluxio_metaserver::PENDING_PREFIX))
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -127,7 +145,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Vfs {
-    /// Wires the vfs; blocking work and prefetch tasks run on `rt`.
+    /// Wires the vfs; blocking work, prefetch and upload tasks run on `rt`. Fails only when
+    /// the ASYNC_THROUGH journal directory cannot be opened. Call
+    /// [`Vfs::start_background`] once mounted.
     pub fn new(
         meta: Arc<dyn MetaClient>,
         ufs: Arc<Ufs>,
@@ -135,8 +155,14 @@ impl Vfs {
         metrics: Arc<Metrics>,
         cfg: VfsConfig,
         rt: RtHandle,
-    ) -> Arc<Self> {
-        Arc::new(Self {
+    ) -> std::io::Result<Arc<Self>> {
+        let journal = match cfg.write_type {
+            crate::config::WriteType::AsyncThrough => {
+                Some(Arc::new(journal::Journal::open(cfg.journal_dir.clone())?))
+            }
+            _ => None,
+        };
+        Ok(Arc::new(Self {
             meta,
             ufs,
             cache,
@@ -150,7 +176,9 @@ impl Vfs {
             pinned: Mutex::new(HashMap::new()),
             loading: Mutex::new(HashMap::new()),
             inflight: Default::default(),
-        })
+            journal,
+            uploads: upload::Queue::new(),
+        }))
     }
 
     /// The daemon's counters.
@@ -445,7 +473,7 @@ impl Vfs {
         let key = self.key_of(rec.ino, FileKind::File).await?;
         if let Some((np, nn)) = rec.links.first() {
             let to = self.child_key(*np, nn, FileKind::File).await?;
-            return Ok(Some(self.ufs.rename_file(&key, &to).await?));
+            return self.move_object(rec, &key, &to).await;
         }
         if self.is_open(rec.ino) {
             self.pin_staging(rec.ino).await?;
@@ -471,12 +499,31 @@ impl Vfs {
         Ok(())
     }
 
+    /// Moves a file's object from `from` to `to`. A file whose upload is still pending
+    /// (ASYNC_THROUGH) may have no object yet, or an older one: both are fine, the
+    /// uploader writes the journaled bytes to whatever path the file has then.
+    async fn move_object(
+        &self,
+        rec: &InodeRecord,
+        from: &str,
+        to: &str,
+    ) -> Result<Option<crate::ufs::ObjectInfo>, FsError> {
+        match self.ufs.rename_file(from, to).await {
+            Ok(i) => Ok(Some(i)),
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound && is_pending(rec) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     async fn record_move(
         &self,
         ino: InodeNo,
         old: &InodeRecord,
         moved: Option<crate::ufs::ObjectInfo>,
     ) -> Result<(), FsError> {
+        if is_pending(old) {
+            return Ok(()); // the pending version stays until the uploader replaces it
+        }
         if let Some(info) = moved
             && old.version.as_deref() != Some(info.version.as_str())
         {
@@ -616,7 +663,7 @@ impl Vfs {
                 if src.kind.has_object() && src.version.is_some() && is_primary(&src, parent, name)
                 {
                     let from = self.key_of(src.ino, FileKind::File).await?;
-                    moved = Some(self.ufs.rename_file(&from, &to).await?);
+                    moved = self.move_object(&src, &from, &to).await?;
                 }
             }
         }

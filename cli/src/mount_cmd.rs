@@ -68,6 +68,8 @@ fn config(a: MountArgs) -> Result<MountConfig> {
         },
         fuse: opts.fuse,
         run_dir: default_run_dir(),
+        write_type: opts.write_type,
+        upload_delay: opts.upload_delay,
     })
 }
 

@@ -318,3 +318,110 @@ fn cli_bad_input_is_one_line_and_leaves_no_mount() {
     refused(&env, &["fuse", "unmount", m], "not a FUSE mount");
     refused(&env, &["fuse", "stats", m], "no alluxio daemon");
 }
+
+fn kill9(env: &mut Env) {
+    let pid = nix::unistd::Pid::from_raw(env.child.as_ref().unwrap().id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+    let _ = env.wait();
+    // The dead mount answers ENOTCONN until unmounted; `alluxio fuse unmount` clears it.
+    let o = env.run(&["fuse", "unmount", env.mnt().to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(mount_type(&env.mnt()), None);
+}
+
+fn write_fsync(path: &Path, data: &[u8]) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).unwrap();
+    f.write_all(data).unwrap();
+    f.sync_all().unwrap();
+    // Deliberately no close before the caller kills the daemon.
+    std::mem::forget(f);
+}
+
+fn pattern(len: usize, salt: u32) -> Vec<u8> {
+    (0..len as u32)
+        .map(|i| (i.wrapping_mul(31) ^ salt) as u8)
+        .collect()
+}
+
+/// CACHE_THROUGH: what fsync acknowledged is in the store at once, and a daemon killed
+/// with SIGKILL loses none of it.
+#[test]
+fn cli_kill9_after_fsync_loses_nothing_cache_through() {
+    let mut env = Env::new();
+    env.mount(&[]);
+    let data = pattern(5_000_000, 7);
+    write_fsync(&env.mnt().join("f"), &data);
+    assert_eq!(
+        std::fs::read(env.ufs().join("f")).unwrap(),
+        data,
+        "complete in the UFS when fsync returns"
+    );
+    kill9(&mut env);
+    env.mount(&[]);
+    assert_eq!(std::fs::read(env.mnt().join("f")).unwrap(), data);
+    assert_eq!(std::fs::read(env.ufs().join("f")).unwrap(), data);
+}
+
+/// ASYNC_THROUGH: fsync makes the bytes durable in the local journal (the store has
+/// nothing yet); after SIGKILL and a restart the upload resumes and completes.
+#[test]
+fn cli_async_through_uploads_after_restart() {
+    let mut env = Env::new();
+    env.mount(&["-o", "write_type=ASYNC_THROUGH,upload_delay=600"]);
+    let data = pattern(3_000_000, 9);
+    write_fsync(&env.mnt().join("f"), &data);
+    assert!(
+        !env.ufs().join("f").exists(),
+        "the upload must still be pending"
+    );
+    assert_eq!(
+        std::fs::read(env.mnt().join("f")).unwrap(),
+        data,
+        "readable from the journal"
+    );
+    kill9(&mut env);
+    env.mount(&["-o", "write_type=ASYNC_THROUGH"]);
+    // Readable at once (from the journal), and uploaded in the background.
+    assert_eq!(std::fs::read(env.mnt().join("f")).unwrap(), data);
+    let start = Instant::now();
+    while std::fs::read(env.ufs().join("f")).ok().as_deref() != Some(&data[..]) {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "upload did not resume"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Once uploaded, the journal is empty.
+    let journal: Vec<_> = std::fs::read_dir(env.base.path().join("home/mounts"))
+        .unwrap()
+        .flat_map(|m| std::fs::read_dir(m.unwrap().path().join("cache/journal")).unwrap())
+        .collect();
+    let start = Instant::now();
+    let mut left = journal.len();
+    while left > 0 && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(100));
+        left = std::fs::read_dir(env.base.path().join("home/mounts"))
+            .unwrap()
+            .flat_map(|m| std::fs::read_dir(m.unwrap().path().join("cache/journal")).unwrap())
+            .count();
+    }
+    assert_eq!(left, 0, "journal entries left after upload");
+}
+
+/// THROUGH: uploaded before close returns, and the written pages are not cached.
+#[test]
+fn cli_through_uploads_without_caching() {
+    let mut env = Env::new();
+    env.mount(&["-o", "write_type=THROUGH"]);
+    let data = pattern(2_500_000, 3);
+    std::fs::write(env.mnt().join("f"), &data).unwrap();
+    assert_eq!(std::fs::read(env.ufs().join("f")).unwrap(), data);
+    let before = env.stats()["counters"]["ufs_reads"].as_u64().unwrap();
+    assert_eq!(std::fs::read(env.mnt().join("f")).unwrap(), data);
+    let after = env.stats()["counters"]["ufs_reads"].as_u64().unwrap();
+    assert!(
+        after >= before + 3,
+        "THROUGH must not have cached the pages ({before} -> {after})"
+    );
+}

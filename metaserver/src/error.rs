@@ -38,6 +38,9 @@ pub enum MetaError {
     /// The inode already has the most links allowed.
     #[error("too many links: inode {0}")]
     TooManyLinks(InodeNo),
+    /// A conditional change found another version than expected.
+    #[error("inode {0} changed meanwhile")]
+    VersionMismatch(InodeNo),
     /// No such extended attribute.
     #[error("no such attribute: {0}")]
     NoAttribute(String),

@@ -15,6 +15,8 @@ pub mod record;
 pub mod store;
 
 pub use error::MetaError;
-pub use namespace::{Lookup, Namespace, NewNode, SetAttr, UfsChild, XattrMode, is_primary};
+pub use namespace::{
+    Lookup, Namespace, NewNode, PENDING_PREFIX, SetAttr, UfsChild, XattrMode, is_primary,
+};
 pub use record::{DirEntry, FileKind, InodeNo, InodeRecord, Ownership, ROOT_INO};
 pub use store::{NamespaceStore, memory::MemoryStore, redb::RedbStore};

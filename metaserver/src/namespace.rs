@@ -31,6 +31,19 @@ const ORPHAN_PREFIX: &str = "orphan:";
 /// The parent of an orphan (an inode with no names left).
 pub const NO_PARENT: InodeNo = InodeNo(0);
 const S_ISGID: u32 = 0o2000;
+/// Prefix of a version whose bytes are durable in a client's local journal but not yet in
+/// the UFS (ASYNC_THROUGH). A reconcile never replaces or drops such a file.
+pub const PENDING_PREFIX: &str = "pending:";
+
+/// Whether a file's content is in the namespace's view only (no object yet, or an upload
+/// still pending), so that a UFS listing must not decide about it.
+fn local_only(rec: &InodeRecord) -> bool {
+    rec.kind == FileKind::File
+        && rec
+            .version
+            .as_deref()
+            .is_none_or(|v| v.starts_with(PENDING_PREFIX))
+}
 
 /// A node to create.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,6 +118,8 @@ pub struct SetAttr {
     pub ctime_ns: Option<i64>,
     /// New UFS version (`Some(None)` clears it).
     pub version: Option<Option<String>>,
+    /// Apply only if the current version equals this (else `VersionMismatch`).
+    pub if_version: Option<Option<String>>,
 }
 
 /// The namespace over a store.
@@ -359,11 +374,11 @@ impl<S: NamespaceStore> Namespace<S> {
                         tracing::warn!(dir = %dir, name = ?String::from_utf8_lossy(&c.name), "UFS entry shadowed by a namespace-only name");
                         continue;
                     }
+                    if local_only(&rec) {
+                        continue; // written through a mount and not uploaded yet
+                    }
                     if rec.kind == c.kind {
-                        if rec.kind == FileKind::File
-                            && rec.version.is_some()
-                            && rec.version != c.version
-                        {
+                        if rec.kind == FileKind::File && rec.version != c.version {
                             rec.size = c.size;
                             rec.mtime_ns = c.mtime_ns;
                             rec.ctime_ns = c.mtime_ns;
@@ -416,8 +431,8 @@ impl<S: NamespaceStore> Namespace<S> {
                     continue;
                 }
                 let mut rec = get(t, ino)?;
-                if !backed_here(&rec, dir, &name) || rec.version.is_none() && rec.kind == FileKind::File {
-                    continue; // namespace-only, or written through this mount and not uploaded yet
+                if !backed_here(&rec, dir, &name) || local_only(&rec) {
+                    continue; // namespace-only, or written through a mount and not uploaded yet
                 }
                 t.remove_dentry(dir, &name)?;
                 match rec.kind {
@@ -729,6 +744,11 @@ impl<S: NamespaceStore> Namespace<S> {
     pub fn set_attr(&self, ino: InodeNo, a: SetAttr) -> Result<InodeRecord, MetaError> {
         self.store.write(|t| {
             let mut rec = get(t, ino)?;
+            if let Some(expect) = &a.if_version
+                && *expect != rec.version
+            {
+                return Err(MetaError::VersionMismatch(ino));
+            }
             if let Some(v) = a.size {
                 if rec.kind == FileKind::Dir {
                     return Err(MetaError::IsADirectory(ino));

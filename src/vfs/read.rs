@@ -121,10 +121,14 @@ impl Vfs {
             .get_or_init(|| async {
                 let start = key.idx.0 * PAGE_SIZE;
                 let end = snap.size.min(start + PAGE_SIZE);
-                let b = self
-                    .ufs
-                    .read_range(&snap.key, start..end, &key.version)
-                    .await?;
+                let b = match self.read_journaled(&key.version, start, end).await {
+                    Some(b) => b,
+                    None => {
+                        self.ufs
+                            .read_range(&snap.key, start..end, &key.version)
+                            .await?
+                    }
+                };
                 if b.len() as u64 != end - start {
                     return Err(FsError::new(
                         libc::ESTALE,
@@ -142,6 +146,24 @@ impl Vfs {
             m.remove(&key);
         }
         res
+    }
+
+    /// Reads a range of a pending (ASYNC_THROUGH) version from the journal. `None` when the
+    /// version is not pending or its entry is gone (then it has been uploaded, and the UFS
+    /// object holds the same bytes).
+    async fn read_journaled(&self, version: &str, start: u64, end: u64) -> Option<Bytes> {
+        let (ino, seq) = super::journal::parse_tag(version)?;
+        let path = self.journal.as_ref()?.data_path(ino, seq);
+        tokio::task::spawn_blocking(move || {
+            use std::os::unix::fs::FileExt;
+            let f = std::fs::File::open(path).ok()?;
+            let mut buf = vec![0u8; (end - start) as usize];
+            f.read_exact_at(&mut buf, start).ok()?;
+            Some(Bytes::from(buf))
+        })
+        .await
+        .ok()
+        .flatten()
     }
 
     /// Starts background fetches of up to `prefetch_pages` pages from `from` on.

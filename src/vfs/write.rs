@@ -17,6 +17,7 @@ use alluxio_metaserver::{NewNode, SetAttr};
 use bytes::Bytes;
 
 use super::{Handle, ReadSnapshot, Vfs, lock};
+use crate::config::WriteType;
 use crate::error::FsError;
 use crate::page_cache::PageKey;
 use crate::types::{FileHandle, FileKind, InodeNo, InodeRecord, PAGE_SIZE, PageIdx, now_ns};
@@ -334,13 +335,30 @@ impl Vfs {
             }
             Err(e) => return Err(e),
         };
-        let info = self.ufs.upload_file(&key, st.file.clone(), st.size).await?;
+        let version = match self.cfg.write_type {
+            WriteType::AsyncThrough => {
+                let journal = self.journal.clone().expect("ASYNC_THROUGH has a journal");
+                let seq = super::journal::next_seq();
+                let (file, size) = (st.file.clone(), st.size);
+                tokio::task::spawn_blocking(move || journal.persist(ino, seq, &file, size))
+                    .await
+                    .map_err(|e| FsError::new(libc::EIO, e.to_string()))??;
+                self.uploads.push(ino, seq);
+                super::journal::pending_tag(ino, seq)
+            }
+            WriteType::CacheThrough | WriteType::Through => {
+                self.ufs
+                    .upload_file(&key, st.file.clone(), st.size)
+                    .await?
+                    .version
+            }
+        };
         self.meta
             .set_attr(
                 ino,
                 SetAttr {
                     size: Some(st.size),
-                    version: Some(Some(info.version.clone())),
+                    version: Some(Some(version.clone())),
                     mtime_ns: Some(st.mtime_ns),
                     ctime_ns: Some(st.ctime_ns),
                     ..Default::default()
@@ -348,8 +366,12 @@ impl Vfs {
             )
             .await?;
         st.dirty = false;
-        // CACHE_THROUGH keeps the written pages cached under the new version.
-        let version: Arc<str> = Arc::from(info.version.as_str());
+        if self.cfg.write_type == WriteType::Through {
+            return Ok(());
+        }
+        // CACHE_THROUGH (and ASYNC_THROUGH) keep the written pages cached under the new
+        // version.
+        let version: Arc<str> = Arc::from(version.as_str());
         for idx in 0..st.size.div_ceil(PAGE_SIZE) {
             let start = idx * PAGE_SIZE;
             let n = (st.size - start).min(PAGE_SIZE) as usize;
@@ -368,7 +390,7 @@ impl Vfs {
                     };
                     self.cache.put(key, Bytes::from(b)).await;
                 }
-                _ => break, // caching is best effort; the object is already durable
+                _ => break, // caching is best effort; the data is already durable
             }
         }
         Ok(())

@@ -242,6 +242,8 @@ impl Mount {
             },
             fuse,
             run_dir: dirs.base.path().join("run"),
+            write_type: Default::default(),
+            upload_delay: Default::default(),
         };
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)

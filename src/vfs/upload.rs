@@ -1,0 +1,154 @@
+//! The ASYNC_THROUGH uploader: one background task that uploads journaled files in order.
+//!
+//! Invariants: an entry is uploaded only while the namespace still names it as the file's
+//! version (a newer flush or an unlink supersedes it); the namespace switches to the UFS
+//! version with a compare-and-set on the pending version; the journal entry is dropped only
+//! after that. A failed upload is retried with backoff, so an unreachable UFS delays
+//! uploads but loses nothing. At start the journal is scanned, so uploads resume after a
+//! restart.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use alluxio_metaserver::{MetaError, SetAttr};
+use tokio::sync::mpsc;
+
+use super::Vfs;
+use super::journal::pending_tag;
+use crate::error::FsError;
+use crate::types::{FileKind, InodeNo};
+
+type Item = (InodeNo, u64, Instant);
+
+/// The upload queue (sender side, and the receiver until the task takes it).
+pub(super) struct Queue {
+    tx: mpsc::UnboundedSender<Item>,
+    rx: Mutex<Option<mpsc::UnboundedReceiver<Item>>>,
+}
+
+impl Queue {
+    pub(super) fn new() -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        Self {
+            tx,
+            rx: Mutex::new(Some(rx)),
+        }
+    }
+
+    pub(super) fn push(&self, ino: InodeNo, seq: u64) {
+        // The receiver lives as long as the runtime; a send error means shutdown, and the
+        // entry stays in the journal for the next start.
+        let _ = self.tx.send((ino, seq, Instant::now()));
+    }
+}
+
+enum Outcome {
+    Done,
+    Retry,
+}
+
+impl Vfs {
+    /// Starts background work: the ASYNC_THROUGH uploader, fed first with the journal's
+    /// pending entries from earlier runs.
+    pub fn start_background(self: &Arc<Self>) {
+        let Some(journal) = &self.journal else { return };
+        let Some(mut rx) = self.uploads.rx.lock().ok().and_then(|mut g| g.take()) else {
+            return;
+        };
+        match journal.scan() {
+            Ok(pending) => {
+                if !pending.is_empty() {
+                    tracing::info!(entries = pending.len(), "resuming uploads from the journal");
+                }
+                for (ino, seq) in pending {
+                    self.uploads.push(ino, seq);
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot scan the write journal"),
+        }
+        let this = self.clone();
+        self.rt.spawn(async move {
+            let mut backoff = Duration::from_millis(500);
+            while let Some((ino, seq, queued)) = rx.recv().await {
+                tokio::time::sleep_until((queued + this.cfg.upload_delay).into()).await;
+                loop {
+                    match this.upload_journaled(ino, seq).await {
+                        Ok(Outcome::Done) => {
+                            backoff = Duration::from_millis(500);
+                            break;
+                        }
+                        Ok(Outcome::Retry) | Err(_) => {
+                            tokio::time::sleep(backoff).await;
+                            backoff = (backoff * 2).min(Duration::from_secs(30));
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    async fn upload_journaled(&self, ino: InodeNo, seq: u64) -> Result<Outcome, FsError> {
+        let journal = self
+            .journal
+            .as_ref()
+            .expect("uploader runs only with a journal");
+        let tag = pending_tag(ino, seq);
+        let rec = match self.meta.get(ino).await {
+            Ok(r) => r,
+            Err(MetaError::NotFound(_)) => {
+                journal.remove(ino, seq);
+                return Ok(Outcome::Done);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if rec.version.as_deref() != Some(tag.as_str()) {
+            journal.remove(ino, seq); // superseded by a newer flush
+            return Ok(Outcome::Done);
+        }
+        let mut key = match self.key_of(ino, FileKind::File).await {
+            Ok(k) => k,
+            Err(e) if e.errno() == libc::ENOENT => {
+                journal.remove(ino, seq); // unlinked before it was uploaded
+                return Ok(Outcome::Done);
+            }
+            Err(e) => return Err(e),
+        };
+        let path = journal.data_path(ino, seq);
+        let file = match tokio::task::spawn_blocking(move || std::fs::File::open(path)).await {
+            Ok(Ok(f)) => Arc::new(f),
+            Ok(Err(e)) => {
+                tracing::error!(ino = ino.0, error = %e, "journal entry unreadable; its upload is lost");
+                return Ok(Outcome::Done);
+            }
+            Err(_) => return Ok(Outcome::Retry),
+        };
+        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let mut info = match self.ufs.upload_file(&key, file, len).await {
+            Ok(i) => i,
+            Err(e) => {
+                tracing::warn!(ino = ino.0, error = %e, "background upload failed; will retry");
+                return Ok(Outcome::Retry);
+            }
+        };
+        // A rename while uploading: follow the name.
+        loop {
+            let now = self.key_of(ino, FileKind::File).await?;
+            if now == key {
+                break;
+            }
+            info = self.ufs.rename_file(&key, &now).await?;
+            key = now;
+        }
+        let cas = SetAttr {
+            version: Some(Some(info.version)),
+            if_version: Some(Some(tag)),
+            ..Default::default()
+        };
+        match self.meta.set_attr(ino, cas).await {
+            Ok(_) | Err(MetaError::VersionMismatch(_)) | Err(MetaError::NotFound(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        journal.remove(ino, seq);
+        Ok(Outcome::Done)
+    }
+}
