@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the pjdfstest suite (Rust rewrite 0.2.2, upstream Linux settings, naptime 0.01) as
-# root on the local disk and on fresh alluxio mounts over a local directory and over the
-# S3 server at $ALLUXIO_TEST_S3_ENDPOINT, and prints the totals side by side.
+# root on the local disk and on fresh alluxio mounts over a local directory (with the
+# default CACHE_THROUGH and with ASYNC_THROUGH) and over the S3 server at
+# $ALLUXIO_TEST_S3_ENDPOINT, and prints the totals side by side.
 #
 # Fails when a case fails on a mount that is not listed in tests/posix/pjdfstest.expected,
 # and when a listed case passes (the list can only shrink).
@@ -80,8 +81,9 @@ run_on_mount() { # NAME UFS [mount args...]
 
 : >"$results/summary.txt"
 run_suite local-disk "$work/local-disk"
-mkdir -p "$work/ufs-dir"
+mkdir -p "$work/ufs-dir" "$work/ufs-dir-async"
 run_on_mount mount-local-dir "$work/ufs-dir"
+run_on_mount mount-local-dir-async "$work/ufs-dir-async" -o write_type=ASYNC_THROUGH
 if [ -n "${ALLUXIO_TEST_S3_ENDPOINT:-}" ]; then
   bucket="pjd$(date +%s)"
   python3 - "$ALLUXIO_TEST_S3_ENDPOINT" "$bucket" <<'PY'
@@ -101,7 +103,7 @@ fi
 # Compare with the expected-failure list (first field of each non-comment line).
 grep -v '^\s*#' "$expected" | awk 'NF {print $1}' | sort -u >"$results/expected.txt"
 status=0
-for name in mount-local-dir mount-s3; do
+for name in mount-local-dir mount-local-dir-async mount-s3; do
   new=$(comm -23 "$results/$name.failed" "$results/expected.txt")
   gone=$(comm -13 "$results/$name.failed" "$results/expected.txt")
   if [ -n "$new" ]; then
