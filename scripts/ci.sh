@@ -18,6 +18,8 @@ echo "== clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 work=$(mktemp -d /tmp/alluxio-ci.XXXXXX)
+# pjdfstest switches to unprivileged users, which must be able to traverse the tree.
+chmod 755 "$work"
 s3_pid=
 cleanup() {
   local rc=$?

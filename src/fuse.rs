@@ -296,8 +296,15 @@ impl Filesystem for Adapter {
         reply: ReplyEmpty,
     ) {
         let noreplace = flags.contains(RenameFlags::RENAME_NOREPLACE);
-        let exchange = flags.contains(RenameFlags::RENAME_EXCHANGE)
-            || flags.contains(RenameFlags::RENAME_WHITEOUT);
+        if flags.contains(RenameFlags::RENAME_WHITEOUT) {
+            // Whiteouts are for overlay filesystems' upper layers; not supported here.
+            reply.error(self.err(FsError::expected(
+                libc::EINVAL,
+                "RENAME_WHITEOUT is not supported",
+            )));
+            return;
+        }
+        let exchange = flags.contains(RenameFlags::RENAME_EXCHANGE);
         let fut = self.vfs.rename(
             InodeNo(parent.0),
             name.as_bytes(),

@@ -67,6 +67,14 @@ pub trait MetaClient: Send + Sync + 'static {
         noreplace: bool,
         keep_open: bool,
     ) -> Result<Option<InodeRecord>, MetaError>;
+    /// Exchange two existing names (RENAME_EXCHANGE).
+    async fn exchange(
+        &self,
+        parent: InodeNo,
+        name: Vec<u8>,
+        newparent: InodeNo,
+        newname: Vec<u8>,
+    ) -> Result<(), MetaError>;
     /// Change attributes.
     async fn set_attr(&self, ino: InodeNo, attr: SetAttr) -> Result<InodeRecord, MetaError>;
     /// Path components from the root.

@@ -572,8 +572,8 @@ impl Vfs {
         Ok(())
     }
 
-    /// Renames a file, directory or namespace-only node, replacing a compatible target.
-    /// RENAME_EXCHANGE gets EINVAL (docs/SEMANTICS.md).
+    /// Renames a file, directory or namespace-only node, replacing a compatible target, or
+    /// exchanges two names (RENAME_EXCHANGE).
     #[allow(clippy::too_many_arguments)]
     pub async fn rename(
         self: &Arc<Self>,
@@ -586,10 +586,7 @@ impl Vfs {
     ) -> Result<(), FsError> {
         self.check_writable()?;
         if exchange {
-            return Err(FsError::expected(
-                libc::EINVAL,
-                "RENAME_EXCHANGE is not supported",
-            ));
+            return self.exchange(parent, name, newparent, newname).await;
         }
         let src = self.lookup(parent, name).await?;
         self.ensure_loaded(newparent).await?;
@@ -626,21 +623,12 @@ impl Vfs {
                 (false, false) => {}
             }
         }
-        if src.kind == FileKind::Dir {
-            // Refuse a move into its own subtree before touching the UFS.
-            let mut cur = newparent;
-            loop {
-                if cur == src.ino {
-                    return Err(FsError::expected(
-                        libc::EINVAL,
-                        "cannot move a directory into itself",
-                    ));
-                }
-                if cur == crate::types::ROOT_INO {
-                    break;
-                }
-                cur = self.meta.get(cur).await?.parent;
-            }
+        // Refuse a move into its own subtree before touching the UFS.
+        if src.kind == FileKind::Dir && self.is_within(newparent, src.ino).await? {
+            return Err(FsError::expected(
+                libc::EINVAL,
+                "cannot move a directory into itself",
+            ));
         }
         // UFS first.
         let mut moved = None;
@@ -683,6 +671,87 @@ impl Vfs {
             self.record_move(t.ino, t, target_moved).await?;
         }
         Ok(())
+    }
+
+    /// Moves what the UFS holds for the name `name_of` of `rec` from key `from` to key `to`:
+    /// a directory's whole prefix, a file's object if this is its primary name, nothing for
+    /// namespace-only nodes and secondary links.
+    async fn move_name_data(
+        &self,
+        rec: &InodeRecord,
+        name_of: (InodeNo, &[u8]),
+        from: &str,
+        to: &str,
+    ) -> Result<Option<crate::ufs::ObjectInfo>, FsError> {
+        match rec.kind {
+            FileKind::Dir => {
+                self.ufs.rename_dir(from, to).await?;
+                Ok(None)
+            }
+            FileKind::File if rec.version.is_some() && is_primary(rec, name_of.0, name_of.1) => {
+                self.move_object(rec, from, to).await
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// RENAME_EXCHANGE: swaps the two names. In the UFS the swap goes through a temporary
+    /// key next to the first name (three moves), so it is not atomic there; the namespace
+    /// swaps atomically once the store has completed all three.
+    async fn exchange(
+        self: &Arc<Self>,
+        parent: InodeNo,
+        name: &[u8],
+        newparent: InodeNo,
+        newname: &[u8],
+    ) -> Result<(), FsError> {
+        let a = self.lookup(parent, name).await?;
+        self.ensure_loaded(newparent).await?;
+        let b = self.lookup(newparent, newname).await?;
+        if a.ino == b.ino {
+            return Ok(());
+        }
+        for (dir, node) in [(&a, newparent), (&b, parent)] {
+            if dir.kind == FileKind::Dir && self.is_within(node, dir.ino).await? {
+                return Err(FsError::expected(
+                    libc::EINVAL,
+                    "cannot move a directory into itself",
+                ));
+            }
+        }
+        let tmp_name = format!(".alluxio-exchange-{}", now_ns());
+        let tmp = self.child_key(parent, tmp_name.as_bytes(), a.kind).await?;
+        let a_here = self.child_key(parent, name, a.kind).await?;
+        let a_there = self.child_key(newparent, newname, a.kind).await?;
+        let b_here = self.child_key(newparent, newname, b.kind).await?;
+        let b_there = self.child_key(parent, name, b.kind).await?;
+        self.move_name_data(&a, (parent, name), &a_here, &tmp)
+            .await?;
+        let moved_b = self
+            .move_name_data(&b, (newparent, newname), &b_here, &b_there)
+            .await?;
+        let moved_a = self
+            .move_name_data(&a, (parent, name), &tmp, &a_there)
+            .await?;
+        self.meta
+            .exchange(parent, name.to_vec(), newparent, newname.to_vec())
+            .await?;
+        self.record_move(a.ino, &a, moved_a).await?;
+        self.record_move(b.ino, &b, moved_b).await
+    }
+
+    /// Whether `node` is `dir` or lies below it.
+    async fn is_within(&self, node: InodeNo, dir: InodeNo) -> Result<bool, FsError> {
+        let mut cur = node;
+        loop {
+            if cur == dir {
+                return Ok(true);
+            }
+            if cur == crate::types::ROOT_INO {
+                return Ok(false);
+            }
+            cur = self.meta.get(cur).await?.parent;
+        }
     }
 
     /// One extended attribute (`size` 0 asks for the length only).

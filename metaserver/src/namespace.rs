@@ -217,6 +217,37 @@ fn unlink_name(rec: &mut InodeRecord, parent: InodeNo, name: &[u8]) {
     rec.nlink = rec.nlink.saturating_sub(1);
 }
 
+/// Moves the name `from` of `rec` to `to` (primary link, or one of the extra links).
+fn move_name(rec: &mut InodeRecord, from: (InodeNo, &[u8]), to: (InodeNo, &[u8])) {
+    if rec.kind == FileKind::Dir || is_primary(rec, from.0, from.1) {
+        rec.parent = to.0;
+        rec.name = to.1.to_vec();
+    } else if let Some(l) = rec
+        .links
+        .iter_mut()
+        .find(|(p, n)| *p == from.0 && n == from.1)
+    {
+        *l = (to.0, to.1.to_vec());
+    }
+}
+
+/// Whether `anc` is `node` or one of its ancestors.
+fn is_ancestor(t: &dyn StoreRead, anc: InodeNo, node: InodeNo) -> Result<bool, MetaError> {
+    let mut cur = node;
+    for _ in 0..MAX_DEPTH {
+        if cur == anc {
+            return Ok(true);
+        }
+        if cur == ROOT_INO || cur == NO_PARENT {
+            return Ok(false);
+        }
+        cur = get(t, cur)?.parent;
+    }
+    Err(MetaError::Corrupt(format!(
+        "parent chain of inode {node} too deep"
+    )))
+}
+
 /// Drops a non-directory that lost its last name: kept as an orphan while open.
 fn release_if_unlinked(
     t: &mut dyn StoreWrite,
@@ -656,20 +687,10 @@ impl<S: NamespaceStore> Namespace<S> {
                 .dentry(parent, name)?
                 .ok_or_else(|| MetaError::NotFound(String::from_utf8_lossy(name).into_owned()))?;
             let mut rec = get(t, ino)?;
-            if rec.kind == FileKind::Dir {
-                // Refuse to move a directory into itself or below itself.
-                let mut cur = newparent;
-                for _ in 0..MAX_DEPTH {
-                    if cur == ino {
-                        return Err(MetaError::InvalidArgument(
-                            "cannot move a directory into its own subtree".into(),
-                        ));
-                    }
-                    if cur == ROOT_INO {
-                        break;
-                    }
-                    cur = get(t, cur)?.parent;
-                }
+            if rec.kind == FileKind::Dir && is_ancestor(t, ino, newparent)? {
+                return Err(MetaError::InvalidArgument(
+                    "cannot move a directory into its own subtree".into(),
+                ));
             }
             let mut replaced = None;
             if let Some(target) = t.dentry(newparent, newname)? {
@@ -712,16 +733,7 @@ impl<S: NamespaceStore> Namespace<S> {
             }
             t.remove_dentry(parent, name)?;
             t.put_dentry(newparent, newname, ino)?;
-            if rec.kind == FileKind::Dir || is_primary(&rec, parent, name) {
-                rec.parent = newparent;
-                rec.name = newname.to_vec();
-            } else if let Some(l) = rec
-                .links
-                .iter_mut()
-                .find(|(p, n)| *p == parent && n == name)
-            {
-                *l = (newparent, newname.to_vec());
-            }
+            move_name(&mut rec, (parent, name), (newparent, newname));
             rec.ctime_ns = now_ns;
             t.put_inode(&rec)?;
             let mut op = get(t, parent)?;
@@ -737,6 +749,62 @@ impl<S: NamespaceStore> Namespace<S> {
                 touch_dir(t, &mut np, now_ns)?;
             }
             Ok(replaced)
+        })
+    }
+
+    /// Exchanges two existing names atomically (RENAME_EXCHANGE).
+    pub fn exchange(
+        &self,
+        parent: InodeNo,
+        name: &[u8],
+        newparent: InodeNo,
+        newname: &[u8],
+        now_ns: i64,
+    ) -> Result<(), MetaError> {
+        validate_name(name)?;
+        validate_name(newname)?;
+        self.store.write(|t| {
+            get_dir(t, parent)?;
+            get_dir(t, newparent)?;
+            let missing = |n: &[u8]| MetaError::NotFound(String::from_utf8_lossy(n).into_owned());
+            let a = t.dentry(parent, name)?.ok_or_else(|| missing(name))?;
+            let b = t
+                .dentry(newparent, newname)?
+                .ok_or_else(|| missing(newname))?;
+            if a == b {
+                return Ok(());
+            }
+            let (mut ra, mut rb) = (get(t, a)?, get(t, b)?);
+            if (ra.kind == FileKind::Dir && is_ancestor(t, a, newparent)?)
+                || (rb.kind == FileKind::Dir && is_ancestor(t, b, parent)?)
+            {
+                return Err(MetaError::InvalidArgument(
+                    "cannot move a directory into its own subtree".into(),
+                ));
+            }
+            t.put_dentry(parent, name, b)?;
+            t.put_dentry(newparent, newname, a)?;
+            move_name(&mut ra, (parent, name), (newparent, newname));
+            move_name(&mut rb, (newparent, newname), (parent, name));
+            ra.ctime_ns = now_ns;
+            rb.ctime_ns = now_ns;
+            t.put_inode(&ra)?;
+            t.put_inode(&rb)?;
+            let (da, db) = (
+                u32::from(ra.kind == FileKind::Dir),
+                u32::from(rb.kind == FileKind::Dir),
+            );
+            let mut p = get(t, parent)?;
+            if parent != newparent {
+                p.nlink = p.nlink + db - da;
+            }
+            touch_dir(t, &mut p, now_ns)?;
+            if parent != newparent {
+                let mut np = get(t, newparent)?;
+                np.nlink = np.nlink + da - db;
+                touch_dir(t, &mut np, now_ns)?;
+            }
+            Ok(())
         })
     }
 

@@ -119,6 +119,16 @@ impl<S: NamespaceStore> MetaClient for EmbeddedMeta<S> {
         })
         .await
     }
+    async fn exchange(
+        &self,
+        parent: InodeNo,
+        name: Vec<u8>,
+        newparent: InodeNo,
+        newname: Vec<u8>,
+    ) -> Result<(), MetaError> {
+        self.run(move |ns| ns.exchange(parent, &name, newparent, &newname, now_ns()))
+            .await
+    }
     async fn set_attr(&self, ino: InodeNo, attr: SetAttr) -> Result<InodeRecord, MetaError> {
         self.run(move |ns| ns.set_attr(ino, attr)).await
     }

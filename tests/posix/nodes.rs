@@ -280,7 +280,78 @@ mod xattr {
     }
 }
 
+fn exchange(a: &std::path::Path, b: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let a = std::ffi::CString::new(a.as_os_str().as_bytes()).unwrap();
+    let b = std::ffi::CString::new(b.as_os_str().as_bytes()).unwrap();
+    // SAFETY: both paths are NUL-terminated C strings that outlive the call.
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if r < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+fn fuse_rename_exchange(b: Backend) {
+    let ufs = TestUfs::new(b);
+    ufs.put("x", b"content of x");
+    ufs.put("y", b"content of y");
+    ufs.put("d/inner", b"inner");
+    let dirs = MountDirs::new();
+    let m = Mount::new(&ufs, &dirs);
+    let ino = |p: &str| std::fs::symlink_metadata(m.p(p)).unwrap().ino();
+    // file <-> file: the objects swap too.
+    let (ix, iy) = (ino("x"), ino("y"));
+    exchange(&m.p("x"), &m.p("y")).unwrap();
+    assert_eq!((ino("x"), ino("y")), (iy, ix));
+    assert_eq!(std::fs::read(m.p("x")).unwrap(), b"content of y");
+    assert_eq!(ufs.get("x").as_deref(), Some(&b"content of y"[..]));
+    assert_eq!(ufs.get("y").as_deref(), Some(&b"content of x"[..]));
+    // file <-> directory: the object and the prefix trade places.
+    exchange(&m.p("x"), &m.p("d")).unwrap();
+    assert!(std::fs::metadata(m.p("x")).unwrap().is_dir());
+    assert_eq!(std::fs::read(m.p("x/inner")).unwrap(), b"inner");
+    assert_eq!(std::fs::read(m.p("d")).unwrap(), b"content of y");
+    assert_eq!(ufs.get("x/inner").as_deref(), Some(&b"inner"[..]));
+    assert_eq!(ufs.get("d").as_deref(), Some(&b"content of y"[..]));
+    assert_eq!(ufs.get("d/inner"), None);
+    // symlink <-> file: only the file has an object.
+    std::os::unix::fs::symlink("target", m.p("s")).unwrap();
+    exchange(&m.p("s"), &m.p("y")).unwrap();
+    assert_eq!(std::fs::read(m.p("s")).unwrap(), b"content of x");
+    assert_eq!(
+        std::fs::read_link(m.p("y")).unwrap().to_str(),
+        Some("target")
+    );
+    assert_eq!(ufs.get("s").as_deref(), Some(&b"content of x"[..]));
+    assert_eq!(ufs.get("y"), None);
+    // A missing name is ENOENT; a directory into itself is EINVAL.
+    assert_eq!(
+        exchange(&m.p("s"), &m.p("nope"))
+            .unwrap_err()
+            .raw_os_error(),
+        Some(libc::ENOENT)
+    );
+    std::fs::create_dir(m.p("x/sub")).unwrap();
+    assert_eq!(
+        exchange(&m.p("x"), &m.p("x/sub"))
+            .unwrap_err()
+            .raw_os_error(),
+        Some(libc::EINVAL)
+    );
+}
+
 backend_tests!(
+    fuse_rename_exchange,
     fuse_symlinks_and_special_files_live_in_the_namespace,
     fuse_hard_links_keep_one_object_at_the_primary_name,
     fuse_directory_rename_moves_every_object,

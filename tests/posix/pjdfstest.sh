@@ -28,9 +28,18 @@ getent group nogroup >/dev/null || groupadd nogroup
 getent group tests >/dev/null || groupadd tests
 id tests >/dev/null 2>&1 || useradd -M -N -g tests -s /usr/sbin/nologin tests
 
-# Every directory on the way must be traversable by the suite's unprivileged users.
+# Every directory on the way must be traversable by the suite's unprivileged users, or
+# every permission case fails with EACCES for reasons that have nothing to do with us.
 mkdir -p "$work"
 chmod 755 "$work"
+d=$(realpath "$work")
+while [ "$d" != / ]; do
+  if ! su nobody -s /bin/sh -c "test -x '$d'" 2>/dev/null; then
+    echo "pjdfstest: $d is not traversable by unprivileged users; run from a directory they can reach" >&2
+    exit 1
+  fi
+  d=$(dirname "$d")
+done
 results="$work/results"
 mkdir -p "$results"
 
@@ -97,6 +106,13 @@ PY
     run_on_mount mount-s3 "s3://$bucket/pjd" -o "endpoint=$ALLUXIO_TEST_S3_ENDPOINT"
 else
   echo "ALLUXIO_TEST_S3_ENDPOINT is not set: cannot run the suite over S3" >&2
+  exit 1
+fi
+
+# The local disk is the baseline: failures there mean the environment is broken.
+if [ -s "$results/local-disk.failed" ]; then
+  echo "pjdfstest fails on the local disk itself (environment problem):"
+  sed 's/^/  /' "$results/local-disk.failed"
   exit 1
 fi
 
