@@ -40,7 +40,7 @@ echo "== S3 server at $ALLUXIO_TEST_S3_ENDPOINT (pid $s3_pid)"
 export TMPDIR="$work"
 echo "== pjdfstest (local disk, mount over a local directory, mount over S3)"
 cargo build --locked -p alluxio-cli
-tests/posix/pjdfstest.sh target/debug/alluxio "$work/pjdfstest"
+tests/posix/pjdfstest.sh target/debug/alluxio "$work/pjd"
 
 echo "== tests"
 cargo nextest run --workspace --locked --no-fail-fast

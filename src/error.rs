@@ -95,11 +95,38 @@ impl From<UfsError> for FsError {
             K::ConditionNotMatch => FsError::new(libc::ESTALE, msg),
             K::Unsupported => FsError::new(libc::EOPNOTSUPP, msg),
             kind => {
-                tracing::debug!(?kind, "UFS error kind mapped to EIO");
-                FsError::new(libc::EIO, msg)
+                // A local store reports OS errors as `Unexpected`: keep the OS's errno when
+                // it is one a caller can act on (a name too long, a full or read-only disk).
+                let errno = os_errno(&e).unwrap_or(libc::EIO);
+                tracing::debug!(?kind, errno, "UFS error kind mapped to errno");
+                FsError::new(errno, msg)
             }
         }
     }
+}
+
+/// The errno of an OS error in `e`'s source chain, if it is one that passes through.
+fn os_errno(e: &(dyn std::error::Error + 'static)) -> Option<i32> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return io.raw_os_error().filter(|n| {
+                [
+                    libc::ENAMETOOLONG,
+                    libc::ENOSPC,
+                    libc::EDQUOT,
+                    libc::EROFS,
+                    libc::EACCES,
+                    libc::EPERM,
+                    libc::EFBIG,
+                    libc::ENOTEMPTY,
+                ]
+                .contains(n)
+            });
+        }
+        cur = err.source();
+    }
+    None
 }
 
 impl From<std::io::Error> for FsError {
@@ -160,6 +187,22 @@ mod tests {
             let e = UfsError::new("read", "a/b", opendal::Error::new(kind, "test"));
             assert_eq!(FsError::from(e).errno(), errno, "{kind:?}");
         }
+    }
+
+    #[test]
+    fn os_errors_inside_ufs_errors_pass_through() {
+        let io = std::io::Error::from_raw_os_error(libc::ENAMETOOLONG);
+        let e = opendal::Error::new(opendal::ErrorKind::Unexpected, "delete").set_source(io);
+        assert_eq!(
+            FsError::from(UfsError::new("delete", "k", e)).errno(),
+            libc::ENAMETOOLONG
+        );
+        let io = std::io::Error::from_raw_os_error(libc::EBADMSG);
+        let e = opendal::Error::new(opendal::ErrorKind::Unexpected, "read").set_source(io);
+        assert_eq!(
+            FsError::from(UfsError::new("read", "k", e)).errno(),
+            libc::EIO
+        );
     }
 
     #[test]

@@ -127,10 +127,15 @@ pub struct Vfs {
     pinned: Mutex<HashMap<InodeNo, Arc<OpenFile>>>,
     loading: Mutex<HashMap<InodeNo, Arc<tokio::sync::Mutex<()>>>>,
     inflight: read::Inflight,
+    /// Serializes UFS-visible changes per inode (uploads, renames, unlinks). Striped so
+    /// memory stays bounded; acquired in stripe order, and before a staging lock.
+    inode_locks: Vec<tokio::sync::Mutex<()>>,
     /// ASYNC_THROUGH only.
     journal: Option<Arc<journal::Journal>>,
     uploads: upload::Queue,
 }
+
+const INODE_LOCK_STRIPES: usize = 256;
 
 /// Whether the file's latest bytes are in the local journal, not yet in the UFS.
 fn is_pending(rec: &InodeRecord) -> bool {
@@ -178,12 +183,31 @@ impl Vfs {
             inflight: Default::default(),
             journal,
             uploads: upload::Queue::new(),
+            inode_locks: (0..INODE_LOCK_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
         }))
     }
 
     /// The daemon's counters.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// Locks the given inodes (deduplicated, in stripe order, so two callers cannot
+    /// deadlock) for a change that touches their UFS objects.
+    async fn lock_inodes(&self, inos: &[InodeNo]) -> Vec<tokio::sync::MutexGuard<'_, ()>> {
+        let mut stripes: Vec<usize> = inos
+            .iter()
+            .map(|i| (i.0 as usize) % INODE_LOCK_STRIPES)
+            .collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        let mut guards = Vec::with_capacity(stripes.len());
+        for s in stripes {
+            guards.push(self.inode_locks[s].lock().await);
+        }
+        guards
     }
 
     fn check_writable(&self) -> Result<(), FsError> {
@@ -549,6 +573,8 @@ impl Vfs {
         if rec.kind == FileKind::Dir {
             return Err(FsError::expected(libc::EISDIR, "is a directory"));
         }
+        let _locks = self.lock_inodes(&[rec.ino]).await;
+        let rec = self.lookup(parent, name).await?;
         let moved = self.name_going_away(parent, name, &rec).await?;
         let open = self.is_open(rec.ino);
         self.meta.unlink(parent, name.to_vec(), open).await?;
@@ -630,6 +656,15 @@ impl Vfs {
                 "cannot move a directory into itself",
             ));
         }
+        let _locks = self
+            .lock_inodes(&[src.ino, target.as_ref().map_or(src.ino, |t| t.ino)])
+            .await;
+        // Re-read both under the locks: an upload may have changed versions meanwhile.
+        let src = self.lookup(parent, name).await?;
+        let target = match self.meta.lookup(newparent, newname.to_vec()).await? {
+            Lookup::Found(t) => Some(t),
+            _ => None,
+        };
         // UFS first.
         let mut moved = None;
         let mut target_moved = None;
@@ -719,6 +754,9 @@ impl Vfs {
                 ));
             }
         }
+        let _locks = self.lock_inodes(&[a.ino, b.ino]).await;
+        let a = self.lookup(parent, name).await?;
+        let b = self.lookup(newparent, newname).await?;
         let tmp_name = format!(".alluxio-exchange-{}", now_ns());
         let tmp = self.child_key(parent, tmp_name.as_bytes(), a.kind).await?;
         let a_here = self.child_key(parent, name, a.kind).await?;

@@ -321,6 +321,8 @@ impl Vfs {
 
     /// Uploads the staged content of `ino` if it changed, then commits it.
     async fn commit(&self, ino: InodeNo, of: &OpenFile) -> Result<(), FsError> {
+        // Inode lock before the staging lock (the order every path uses).
+        let _lock = self.lock_inodes(&[ino]).await;
         let mut g = of.st.lock().await;
         let Some(st) = g.as_mut() else { return Ok(()) };
         if !st.dirty {

@@ -69,13 +69,15 @@ unmount() {
 }
 trap unmount EXIT
 
-run_on_mount() { # NAME UFS [mount args...]
-  local name=$1 ufs=$2
-  shift 2
-  local base="$work/$name"
-  mkdir -p "$base/mnt"
+# Paths stay short: pjdfstest binds Unix sockets at full test paths, and sun_path holds
+# only 108 bytes.
+run_on_mount() { # NAME SHORT UFS [mount args...]
+  local name=$1 short=$2 ufs=$3
+  shift 3
+  local base="$work/$short"
+  mkdir -p "$base/m"
   chmod 755 "$base"
-  mnt="$base/mnt"
+  mnt="$base/m"
   ALLUXIO_HOME="$base/home" ALLUXIO_RUN_DIR="$base/run" \
     "$bin" fuse mount "$mnt" --ufs "$ufs" -o allow_other "$@" >"$results/$name.daemon.log" 2>&1 &
   mount_pid=$!
@@ -84,15 +86,15 @@ run_on_mount() { # NAME UFS [mount args...]
     kill -0 "$mount_pid" 2>/dev/null || { cat "$results/$name.daemon.log"; return 1; }
     sleep 0.1
   done
-  run_suite "$name" "$mnt/pjd"
+  run_suite "$name" "$mnt/p"
   unmount
 }
 
 : >"$results/summary.txt"
-run_suite local-disk "$work/local-disk"
-mkdir -p "$work/ufs-dir" "$work/ufs-dir-async"
-run_on_mount mount-local-dir "$work/ufs-dir"
-run_on_mount mount-local-dir-async "$work/ufs-dir-async" -o write_type=ASYNC_THROUGH
+run_suite local-disk "$work/l"
+mkdir -p "$work/ufs-d" "$work/ufs-a"
+run_on_mount mount-local-dir d "$work/ufs-d"
+run_on_mount mount-local-dir-async a "$work/ufs-a" -o write_type=ASYNC_THROUGH
 if [ -n "${ALLUXIO_TEST_S3_ENDPOINT:-}" ]; then
   bucket="pjd$(date +%s)"
   python3 - "$ALLUXIO_TEST_S3_ENDPOINT" "$bucket" <<'PY'
@@ -103,7 +105,7 @@ s.sendall(f"PUT /{sys.argv[2]} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Length
 assert s.recv(64).startswith(b"HTTP/1.1 200"), "cannot create bucket"
 PY
   AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test \
-    run_on_mount mount-s3 "s3://$bucket/pjd" -o "endpoint=$ALLUXIO_TEST_S3_ENDPOINT"
+    run_on_mount mount-s3 s "s3://$bucket/pjd" -o "endpoint=$ALLUXIO_TEST_S3_ENDPOINT"
 else
   echo "ALLUXIO_TEST_S3_ENDPOINT is not set: cannot run the suite over S3" >&2
   exit 1
