@@ -69,6 +69,8 @@ pub struct Ufs {
     /// Root directory when the service is a local filesystem: directories are renamed
     /// there natively (OpenDAL renames files only).
     local_root: Option<std::path::PathBuf>,
+    /// Longest key the store accepts under our root, when it has a known limit.
+    max_key_bytes: Option<usize>,
     /// Whether reads can be pinned to a version with If-Match (ETag-versioned stores).
     if_match: bool,
 }
@@ -117,6 +119,7 @@ impl Ufs {
             local_root: (cfg.scheme == "fs")
                 .then(|| cfg.options.get("root").map(std::path::PathBuf::from))
                 .flatten(),
+            max_key_bytes: max_key_bytes(cfg),
             if_match: cap.read_with_if_match && cfg.scheme != "fs",
             op,
             uri: cfg.uri.clone(),
@@ -127,6 +130,20 @@ impl Ufs {
     /// The URI this UFS was built from.
     pub fn uri(&self) -> &str {
         &self.uri
+    }
+
+    /// Refuses a key longer than the store accepts, before any request: such a request
+    /// can only fail, and some services report that as a retryable error.
+    pub fn check_key(&self, key: &str) -> Result<(), UfsError> {
+        match self.max_key_bytes {
+            Some(max) if key.len() > max => Err(UfsError::new(
+                "check",
+                key.chars().take(64).collect::<String>(),
+                opendal::Error::new(ErrorKind::Unexpected, "key longer than the store accepts")
+                    .set_source(std::io::Error::from_raw_os_error(libc::ENAMETOOLONG)),
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// Whether the service renames natively (else rename is copy + delete).
@@ -415,6 +432,21 @@ impl Ufs {
         }
         w.close().await.map_err(|e| self.fail("write", to, e))?;
         Ok(())
+    }
+}
+
+/// The longest key a store accepts under the configured root: a local path must fit in
+/// PATH_MAX (4096 bytes with its NUL); an S3 key is at most 1024 bytes.
+fn max_key_bytes(cfg: &UfsConfig) -> Option<usize> {
+    let root = cfg
+        .options
+        .get("root")
+        .map(|r| r.trim_matches('/').len() + 1)
+        .unwrap_or(0);
+    match cfg.scheme.as_str() {
+        "fs" => Some(4095usize.saturating_sub(root + 1)),
+        "s3" => Some(1024usize.saturating_sub(root)),
+        _ => None,
     }
 }
 

@@ -240,12 +240,14 @@ impl Vfs {
             FileKind::Dir => dir_key(&parts),
             _ => file_key(&parts),
         };
-        k.map_err(|_| {
+        let k = k.map_err(|_| {
             FsError::expected(
                 libc::EINVAL,
                 "name is not valid UTF-8; the UFS cannot store it",
             )
-        })
+        })?;
+        self.ufs.check_key(&k)?;
+        Ok(k)
     }
 
     async fn child_key(
@@ -260,12 +262,14 @@ impl Vfs {
             FileKind::Dir => dir_key(&parts),
             _ => file_key(&parts),
         };
-        k.map_err(|_| {
+        let k = k.map_err(|_| {
             FsError::expected(
                 libc::EINVAL,
                 "name is not valid UTF-8; the UFS cannot store it",
             )
-        })
+        })?;
+        self.ufs.check_key(&k)?;
+        Ok(k)
     }
 
     /// Lists `dir` from the UFS into the namespace if this mount has not done so yet.

@@ -3,9 +3,10 @@
 //! Invariants: an entry is uploaded only while the namespace still names it as the file's
 //! version (a newer flush or an unlink supersedes it); the namespace switches to the UFS
 //! version with a compare-and-set on the pending version; the journal entry is dropped only
-//! after that. A failed upload is retried with backoff, so an unreachable UFS delays
-//! uploads but loses nothing. At start the journal is scanned, so uploads resume after a
-//! restart.
+//! after that. A failed upload goes back to the queue with its own exponential backoff
+//! (capped at 60 s), so an unreachable UFS delays uploads but loses nothing, and an entry
+//! the UFS keeps refusing never holds up the others. At start the journal is scanned, so
+//! uploads resume after a restart.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -18,7 +19,13 @@ use super::journal::pending_tag;
 use crate::error::FsError;
 use crate::types::{FileKind, InodeNo};
 
-type Item = (InodeNo, u64, Instant);
+/// A queued upload: the entry, when it may start, and how many attempts failed.
+struct Item {
+    ino: InodeNo,
+    seq: u64,
+    not_before: Instant,
+    failures: u32,
+}
 
 /// The upload queue (sender side, and the receiver until the task takes it).
 pub(super) struct Queue {
@@ -35,10 +42,19 @@ impl Queue {
         }
     }
 
-    pub(super) fn push(&self, ino: InodeNo, seq: u64) {
+    pub(super) fn push(&self, ino: InodeNo, seq: u64, delay: Duration) {
+        self.send(Item {
+            ino,
+            seq,
+            not_before: Instant::now() + delay,
+            failures: 0,
+        });
+    }
+
+    fn send(&self, item: Item) {
         // The receiver lives as long as the runtime; a send error means shutdown, and the
         // entry stays in the journal for the next start.
-        let _ = self.tx.send((ino, seq, Instant::now()));
+        let _ = self.tx.send(item);
     }
 }
 
@@ -61,26 +77,33 @@ impl Vfs {
                     tracing::info!(entries = pending.len(), "resuming uploads from the journal");
                 }
                 for (ino, seq) in pending {
-                    self.uploads.push(ino, seq);
+                    self.uploads.push(ino, seq, self.cfg.upload_delay);
                 }
             }
             Err(e) => tracing::error!(error = %e, "cannot scan the write journal"),
         }
         let this = self.clone();
         self.rt.spawn(async move {
-            let mut backoff = Duration::from_millis(500);
-            while let Some((ino, seq, queued)) = rx.recv().await {
-                tokio::time::sleep_until((queued + this.cfg.upload_delay).into()).await;
-                loop {
-                    match this.upload_journaled(ino, seq).await {
-                        Ok(Outcome::Done) => {
-                            backoff = Duration::from_millis(500);
-                            break;
-                        }
-                        Ok(Outcome::Retry) | Err(_) => {
-                            tokio::time::sleep(backoff).await;
-                            backoff = (backoff * 2).min(Duration::from_secs(30));
-                        }
+            while let Some(item) = rx.recv().await {
+                tokio::time::sleep_until(item.not_before.into()).await;
+                match this.upload_journaled(item.ino, item.seq).await {
+                    Ok(Outcome::Done) => {}
+                    Ok(Outcome::Retry) | Err(_) => {
+                        // Back of the queue, with this entry's own backoff: an entry the UFS
+                        // keeps refusing must not hold up the others.
+                        let failures = item.failures + 1;
+                        let delay = Duration::from_millis(500 << failures.min(7))
+                            .min(Duration::from_secs(60));
+                        let retry = Item {
+                            not_before: Instant::now() + delay,
+                            failures,
+                            ..item
+                        };
+                        let this2 = this.clone();
+                        this.rt.spawn(async move {
+                            tokio::time::sleep(delay).await;
+                            this2.uploads.send(retry);
+                        });
                     }
                 }
             }
@@ -126,7 +149,7 @@ impl Vfs {
         let mut info = match self.ufs.upload_file(&key, file, len).await {
             Ok(i) => i,
             Err(e) => {
-                tracing::warn!(ino = ino.0, error = %e, "background upload failed; will retry");
+                tracing::warn!(ino = ino.0, error = %e, "background upload failed; will retry with backoff");
                 return Ok(Outcome::Retry);
             }
         };

@@ -345,7 +345,7 @@ impl Vfs {
                 tokio::task::spawn_blocking(move || journal.persist(ino, seq, &file, size))
                     .await
                     .map_err(|e| FsError::new(libc::EIO, e.to_string()))??;
-                self.uploads.push(ino, seq);
+                self.uploads.push(ino, seq, self.cfg.upload_delay);
                 super::journal::pending_tag(ino, seq)
             }
             WriteType::CacheThrough | WriteType::Through => {

@@ -350,7 +350,30 @@ fn fuse_rename_exchange(b: Backend) {
     );
 }
 
+/// Keys longer than the store accepts are refused with ENAMETOOLONG before any request.
+fn fuse_keys_longer_than_the_store_accepts(b: Backend) {
+    let ufs = TestUfs::new(b);
+    let dirs = MountDirs::new();
+    let m = Mount::new(&ufs, &dirs);
+    let seg = "d".repeat(250);
+    // S3 keys stop at 1024 bytes: five 250-byte levels are over; a local path is not.
+    let mut p = m.path.clone();
+    let mut refused = None;
+    for level in 0..5 {
+        p = p.join(&seg);
+        if let Err(e) = std::fs::create_dir(&p) {
+            refused = Some((level, e.raw_os_error()));
+            break;
+        }
+    }
+    match b {
+        Backend::S3 => assert_eq!(refused, Some((4, Some(libc::ENAMETOOLONG)))),
+        Backend::Fs => assert_eq!(refused, None),
+    }
+}
+
 backend_tests!(
+    fuse_keys_longer_than_the_store_accepts,
     fuse_rename_exchange,
     fuse_symlinks_and_special_files_live_in_the_namespace,
     fuse_hard_links_keep_one_object_at_the_primary_name,
