@@ -348,3 +348,108 @@ fn kind_change_underneath_replaces_the_entry() {
     assert_eq!((x.kind, x.size), (FileKind::File, 3));
     assert_eq!(ns.get(ROOT_INO).unwrap().nlink, 2);
 }
+
+fn node(kind: FileKind) -> NewNode {
+    NewNode {
+        kind,
+        mode: 0o644,
+        uid: 1,
+        gid: 2,
+        rdev: 0,
+        target: vec![],
+    }
+}
+
+#[test]
+fn links_promote_the_next_name_and_orphans_survive_until_released() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("ns.redb");
+    let ino = {
+        let ns = Namespace::open(RedbStore::open(&path).unwrap(), OWN, 0).unwrap();
+        ns.load_dir(ROOT_INO, vec![], OWN, 1).unwrap();
+        let d = ns.create(ROOT_INO, b"d", node(FileKind::Dir), 1).unwrap();
+        let f = ns.create(ROOT_INO, b"f", node(FileKind::File), 1).unwrap();
+        let l = ns.link(f.ino, d.ino, b"g", 2).unwrap();
+        assert_eq!(
+            (l.nlink, l.links.clone()),
+            (2, vec![(d.ino, b"g".to_vec())])
+        );
+        assert!(matches!(
+            ns.link(d.ino, ROOT_INO, b"x", 2),
+            Err(MetaError::NotPermitted(_))
+        ));
+        assert!(matches!(
+            ns.link(f.ino, ROOT_INO, b"f", 2),
+            Err(MetaError::AlreadyExists(_))
+        ));
+        // Unlinking the primary promotes the other name; the path follows it.
+        let after = ns.unlink(ROOT_INO, b"f", false, 3).unwrap();
+        assert_eq!(
+            (after.nlink, after.parent, after.name.clone()),
+            (1, d.ino, b"g".to_vec())
+        );
+        assert_eq!(ns.path(f.ino).unwrap(), vec![b"d".to_vec(), b"g".to_vec()]);
+        // The last name goes while open: an orphan with no path.
+        let gone = ns.unlink(d.ino, b"g", true, 4).unwrap();
+        assert_eq!(gone.nlink, 0);
+        assert_eq!(ns.get(f.ino).unwrap().nlink, 0);
+        assert!(matches!(ns.path(f.ino), Err(MetaError::NotFound(_))));
+        f.ino
+    };
+    // A crash before the last close: the next open drops the orphan.
+    let ns = Namespace::open(RedbStore::open(&path).unwrap(), OWN, 0).unwrap();
+    assert!(matches!(ns.get(ino), Err(MetaError::NotFound(_))));
+}
+
+#[test]
+fn xattrs_and_exchange() {
+    let ns = Namespace::open(MemoryStore::new(), OWN, 0).unwrap();
+    ns.load_dir(ROOT_INO, vec![], OWN, 1).unwrap();
+    let a = ns.create(ROOT_INO, b"a", node(FileKind::File), 1).unwrap();
+    let d = ns.create(ROOT_INO, b"d", node(FileKind::Dir), 1).unwrap();
+    let s = ns
+        .create(
+            d.ino,
+            b"s",
+            NewNode {
+                target: b"t".to_vec(),
+                ..node(FileKind::Symlink)
+            },
+            1,
+        )
+        .unwrap();
+    assert_eq!((s.size, s.target.clone()), (1, b"t".to_vec()));
+
+    use alluxio_metaserver::XattrMode;
+    ns.set_xattr(a.ino, b"user.k", b"v", XattrMode::Create, 5)
+        .unwrap();
+    assert!(matches!(
+        ns.set_xattr(a.ino, b"user.k", b"w", XattrMode::Create, 6),
+        Err(MetaError::AlreadyExists(_))
+    ));
+    assert!(matches!(
+        ns.set_xattr(a.ino, b"user.z", b"w", XattrMode::Replace, 6),
+        Err(MetaError::NoAttribute(_))
+    ));
+    assert_eq!(ns.get_xattr(a.ino, b"user.k").unwrap(), b"v");
+    assert_eq!(ns.list_xattr(a.ino).unwrap(), vec![b"user.k".to_vec()]);
+    assert_eq!(ns.get(a.ino).unwrap().ctime_ns, 5);
+    ns.remove_xattr(a.ino, b"user.k", 7).unwrap();
+    assert!(matches!(
+        ns.get_xattr(a.ino, b"user.k"),
+        Err(MetaError::NoAttribute(_))
+    ));
+
+    // Exchange a file in the root with a directory: names swap, parents' nlink follow.
+    let root_nlink = ns.get(ROOT_INO).unwrap().nlink;
+    ns.exchange(ROOT_INO, b"a", d.ino, b"s", 8).unwrap();
+    assert!(matches!(ns.lookup(ROOT_INO, b"a").unwrap(), Lookup::Found(r) if r.ino == s.ino));
+    assert!(matches!(ns.lookup(d.ino, b"s").unwrap(), Lookup::Found(r) if r.ino == a.ino));
+    assert_eq!(ns.path(a.ino).unwrap(), vec![b"d".to_vec(), b"s".to_vec()]);
+    ns.exchange(ROOT_INO, b"d", d.ino, b"s", 9).unwrap_err();
+    let e = ns.create(ROOT_INO, b"e", node(FileKind::Dir), 9).unwrap();
+    ns.exchange(ROOT_INO, b"a", d.ino, b"s", 9).unwrap();
+    ns.exchange(ROOT_INO, b"a", ROOT_INO, b"e", 10).unwrap();
+    assert_eq!(ns.get(ROOT_INO).unwrap().nlink, root_nlink + 1);
+    assert!(matches!(ns.lookup(ROOT_INO, b"a").unwrap(), Lookup::Found(r) if r.ino == e.ino));
+}
