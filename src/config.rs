@@ -183,6 +183,9 @@ pub struct FuseConfig {
     pub attr_ttl: Duration,
     /// How long the kernel may cache name lookups.
     pub entry_ttl: Duration,
+    /// Kernel readahead for the mount in KiB, set through its bdi (0 keeps the kernel's
+    /// default of 128 KiB).
+    pub readahead_kb: u32,
 }
 
 impl Default for FuseConfig {
@@ -194,6 +197,7 @@ impl Default for FuseConfig {
             threads: 8,
             attr_ttl: Duration::from_secs(1),
             entry_ttl: Duration::from_secs(1),
+            readahead_kb: 1024,
         }
     }
 }
@@ -302,6 +306,13 @@ pub fn parse_mount_options(values: &[String]) -> Result<MountOptions, ConfigErro
                 o.fuse.entry_ttl = Duration::from_secs_f64(parse_secs(key, v)?)
             }
             ("write_type", Some(v)) => o.write_type = v.parse()?,
+            ("readahead_kb", Some(v)) => {
+                let kb: u32 = parse_num(key, v)?;
+                if kb > 1 << 20 {
+                    return err("mount option readahead_kb must be at most 1048576");
+                }
+                o.fuse.readahead_kb = kb;
+            }
             ("upload_delay", Some(v)) => {
                 o.upload_delay = Duration::from_secs_f64(parse_secs(key, v.trim_end_matches('s'))?)
             }

@@ -204,6 +204,9 @@ pub fn mount(cfg: &MountConfig, rt: &RtHandle) -> Result<Mounted, MountError> {
             source,
         })?
     };
+    if cfg.fuse.readahead_kb > 0 {
+        set_readahead(&mountpoint, cfg.fuse.readahead_kb);
+    }
     vfs.start_background();
     tracing::info!(mountpoint = %mountpoint.display(), ufs = %cfg.ufs.uri, write_type = ?cfg.write_type, "mounted");
     Ok(Mounted {
@@ -283,6 +286,35 @@ fn kernel_mount(
         Some(opts.as_str()),
     )?;
     Ok(fd)
+}
+
+/// Raises the kernel readahead of the mount through its bdi (FUSE starts at 128 KiB; the
+/// session offers up to 1 MiB per request). The device number comes from
+/// /proc/self/mountinfo: stat'ing the mount root here would wait for the session, which is
+/// not serving yet. Best effort: without the permission, the kernel default stays.
+fn set_readahead(mountpoint: &Path, kb: u32) {
+    let want = mountpoint.to_string_lossy().replace(' ', "\\040");
+    let dev = std::fs::read_to_string("/proc/self/mountinfo")
+        .ok()
+        .and_then(|m| {
+            m.lines().rev().find_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.get(4) == Some(&want.as_str()))
+                    .then(|| f.get(2).map(|d| d.to_string()))
+                    .flatten()
+            })
+        });
+    let Some(dev) = dev else {
+        tracing::warn!(mountpoint = %mountpoint.display(), "mount not found in mountinfo; readahead unchanged");
+        return;
+    };
+    let path = format!("/sys/class/bdi/{dev}/read_ahead_kb");
+    match std::fs::write(&path, kb.to_string()) {
+        Ok(()) => tracing::info!(readahead_kb = kb, bdi = %dev, "kernel readahead set"),
+        Err(e) => {
+            tracing::warn!(error = %e, path, "cannot set kernel readahead; keeping the default")
+        }
+    }
 }
 
 /// Unmounts `path` if it is a FUSE mount: a plain unmount first, a lazy one if the mount

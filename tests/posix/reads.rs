@@ -140,3 +140,23 @@ fn fuse_warm_pass_with_ufs_unreachable() {
     assert_eq!(m.counter("ufs_requests"), before);
     std::fs::rename(&moved, &root).unwrap();
 }
+
+/// The mount's kernel readahead is raised to the configured 1 MiB (default 128 KiB).
+#[test]
+fn fuse_kernel_readahead_is_raised() {
+    let ufs = TestUfs::new(Backend::Fs);
+    let dirs = MountDirs::new();
+    let m = Mount::new(&ufs, &dirs);
+    let want = m.path.to_string_lossy().to_string();
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let dev = mountinfo
+        .lines()
+        .rev()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f[4] == want).then(|| f[2].to_string())
+        })
+        .unwrap();
+    let ra = std::fs::read_to_string(format!("/sys/class/bdi/{dev}/read_ahead_kb")).unwrap();
+    assert_eq!(ra.trim(), "1024");
+}
