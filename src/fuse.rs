@@ -345,7 +345,14 @@ impl Filesystem for Adapter {
             truncate: flags.0 & libc::O_TRUNC != 0,
         };
         match self.block(self.vfs.open(InodeNo(ino.0), mode)) {
-            Ok(fh) => reply.opened(FuseFh(fh.0), FopenFlags::empty()),
+            Ok((fh, keep_cache)) => {
+                let flags = if keep_cache {
+                    FopenFlags::FOPEN_KEEP_CACHE
+                } else {
+                    FopenFlags::empty()
+                };
+                reply.opened(FuseFh(fh.0), flags)
+            }
             Err(e) => reply.error(self.err(e)),
         }
     }

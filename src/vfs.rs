@@ -122,6 +122,9 @@ pub struct Vfs {
     open_files: Mutex<HashMap<InodeNo, Arc<OpenFile>>>,
     /// Open handles per inode (files only).
     open_counts: Mutex<HashMap<InodeNo, usize>>,
+    /// The version whose bytes the kernel may hold in its page cache for an inode (the
+    /// version of its last read-only open). An open of the same version keeps the cache.
+    kernel_cached: Mutex<HashMap<InodeNo, String>>,
     /// Staging kept for files unlinked while open: their object is gone from the UFS, so
     /// their bytes live here until the last close.
     pinned: Mutex<HashMap<InodeNo, Arc<OpenFile>>>,
@@ -178,6 +181,7 @@ impl Vfs {
             next_fh: AtomicU64::new(1),
             open_files: Mutex::new(HashMap::new()),
             open_counts: Mutex::new(HashMap::new()),
+            kernel_cached: Mutex::new(HashMap::new()),
             pinned: Mutex::new(HashMap::new()),
             loading: Mutex::new(HashMap::new()),
             inflight: Default::default(),

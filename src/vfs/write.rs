@@ -207,11 +207,14 @@ impl Vfs {
     }
 
     /// Opens a file.
+    /// Opens a file. Returns the handle and whether the kernel may keep its page cache for
+    /// the file (FOPEN_KEEP_CACHE): only for a read-only open of the same version as the
+    /// last read-only open, with no write in progress in this mount.
     pub async fn open(
         self: &Arc<Self>,
         ino: InodeNo,
         mode: OpenMode,
-    ) -> Result<FileHandle, FsError> {
+    ) -> Result<(FileHandle, bool), FsError> {
         let rec = self.meta.get(ino).await?;
         if rec.kind == FileKind::Dir {
             return Err(FsError::expected(libc::EISDIR, "is a directory"));
@@ -230,11 +233,32 @@ impl Vfs {
             }
         }
         let snapshot = self.snapshot_of(&rec).await?;
-        Ok(self.add_handle(Handle::File {
+        let keep_cache = {
+            let writing = lock(&self.open_files).contains_key(&ino);
+            let mut kc = lock(&self.kernel_cached);
+            let keep = !mode.write
+                && !writing
+                && rec.version.is_some()
+                && kc.get(&ino) == rec.version.as_ref();
+            match (&rec.version, mode.write || writing) {
+                (Some(v), false) => {
+                    if kc.len() >= 1 << 20 {
+                        kc.clear(); // bounded: forgetting only costs a re-read
+                    }
+                    kc.insert(ino, v.clone());
+                }
+                _ => {
+                    kc.remove(&ino);
+                }
+            }
+            keep
+        };
+        let fh = self.add_handle(Handle::File {
             ino,
             writable: mode.write,
             snapshot,
-        }))
+        });
+        Ok((fh, keep_cache))
     }
 
     /// Creates and opens a new file.

@@ -303,6 +303,16 @@ impl Drop for Mount {
     }
 }
 
+/// Drops the kernel's cached pages of one file (clean pages only), so the next read
+/// reaches the daemon even where the mount lets the kernel keep its cache.
+pub fn drop_kernel_cache(path: &Path) {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(path).unwrap();
+    // SAFETY: a valid open fd; advice on the whole file has no memory effects for us.
+    let r = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    assert_eq!(r, 0, "posix_fadvise");
+}
+
 /// Deterministic pseudo-random bytes (xorshift), different per seed.
 pub fn data(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;

@@ -2,7 +2,7 @@
 //! pass must be served from the cache with zero UFS requests.
 
 use crate::backend_tests;
-use crate::harness::{Backend, Mount, MountDirs, TestUfs, data, sha256};
+use crate::harness::{Backend, Mount, MountDirs, TestUfs, data, drop_kernel_cache, sha256};
 
 const MIB: usize = 1 << 20;
 const SIZES: [usize; 6] = [0, 1, MIB - 1, MIB, MIB + 1, 33 * MIB];
@@ -20,8 +20,10 @@ fn populate(ufs: &TestUfs) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Reads every file through the daemon (the kernel's cached pages dropped first).
 fn read_all(m: &Mount, files: &[(String, String)]) {
     for (name, want) in files {
+        drop_kernel_cache(&m.p(name));
         let got = std::fs::read(m.p(name)).unwrap();
         assert_eq!(&sha256(&got), want, "{name}");
     }
@@ -159,4 +161,33 @@ fn fuse_kernel_readahead_is_raised() {
         .unwrap();
     let ra = std::fs::read_to_string(format!("/sys/class/bdi/{dev}/read_ahead_kb")).unwrap();
     assert_eq!(ra.trim(), "1024");
+}
+
+/// An unchanged file reopened read-only keeps the kernel's page cache (FOPEN_KEEP_CACHE):
+/// the warm pass never reaches the daemon. A write in between invalidates it.
+#[test]
+fn fuse_keep_cache_while_the_version_is_unchanged() {
+    let ufs = TestUfs::new(Backend::Fs);
+    let d = data(3 * MIB, 4);
+    ufs.put("f", &d);
+    let dirs = MountDirs::new();
+    let m = Mount::new(&ufs, &dirs);
+    assert_eq!(std::fs::read(m.p("f")).unwrap(), d);
+    let (from_cache, from_ufs) = (m.counter("bytes_from_cache"), m.counter("bytes_from_ufs"));
+    for _ in 0..3 {
+        assert_eq!(std::fs::read(m.p("f")).unwrap(), d);
+    }
+    // Served by the kernel's page cache: no byte came from the daemon's tiers or the UFS.
+    assert_eq!(
+        m.counter("bytes_from_cache"),
+        from_cache,
+        "{:?}",
+        m.counters()
+    );
+    assert_eq!(m.counter("bytes_from_ufs"), from_ufs, "{:?}", m.counters());
+    // A write through the mount changes the version: the next open must not serve stale
+    // pages.
+    std::fs::write(m.p("f"), b"new content").unwrap();
+    assert_eq!(std::fs::read(m.p("f")).unwrap(), b"new content");
+    assert_eq!(std::fs::read(m.p("f")).unwrap(), b"new content");
 }
