@@ -119,6 +119,13 @@ impl Vfs {
             .clone();
         let res = cell
             .get_or_init(|| async {
+                // A fetch of this page (a prefetch) may have completed and left the
+                // in-flight table between our cache miss and now: use its result.
+                if self.cache.contains(&key)
+                    && let Some(b) = self.cache.get(&key).await
+                {
+                    return Ok(b);
+                }
                 let start = key.idx.0 * PAGE_SIZE;
                 let end = snap.size.min(start + PAGE_SIZE);
                 let b = match self.read_journaled(&key.version, start, end).await {
