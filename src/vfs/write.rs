@@ -301,13 +301,15 @@ impl Vfs {
         Ok((rec, fh))
     }
 
-    /// Writes `data` at `offset` into the staged file; returns the bytes written.
-    pub async fn write(
+    /// For a change of `len` bytes at `offset` through handle `fh`: checks the handle is
+    /// open for writing and the range fits in a file, and returns the inode's staging (set
+    /// up with the current content on first use) and the range's end.
+    async fn writable_staging(
         self: &Arc<Self>,
         fh: FileHandle,
         offset: u64,
-        data: Bytes,
-    ) -> Result<u32, FsError> {
+        len: u64,
+    ) -> Result<(Arc<OpenFile>, u64), FsError> {
         let h = self.handle(fh)?;
         let Handle::File {
             ino,
@@ -318,9 +320,9 @@ impl Vfs {
             return Err(FsError::new(libc::EBADF, "handle not open for writing"));
         };
         let end = offset
-            .checked_add(data.len() as u64)
+            .checked_add(len)
             .filter(|e| *e <= i64::MAX as u64)
-            .ok_or_else(|| FsError::expected(libc::EFBIG, "write past the largest file offset"))?;
+            .ok_or_else(|| FsError::expected(libc::EFBIG, "range past the largest file offset"))?;
         let of = lock(&self.open_files)
             .get(ino)
             .cloned()
@@ -329,6 +331,17 @@ impl Vfs {
             let rec = self.meta.get(*ino).await?;
             self.init_staging(&of, &rec, false).await?;
         }
+        Ok((of, end))
+    }
+
+    /// Writes `data` at `offset` into the staged file; returns the bytes written.
+    pub async fn write(
+        self: &Arc<Self>,
+        fh: FileHandle,
+        offset: u64,
+        data: Bytes,
+    ) -> Result<u32, FsError> {
+        let (of, end) = self.writable_staging(fh, offset, data.len() as u64).await?;
         let mut g = of.st.lock().await;
         let st = g
             .as_mut()
@@ -514,27 +527,7 @@ impl Vfs {
                 "only fallocate mode 0 is supported",
             ));
         }
-        let h = self.handle(fh)?;
-        let Handle::File {
-            ino,
-            writable: true,
-            ..
-        } = &*h
-        else {
-            return Err(FsError::new(libc::EBADF, "handle not open for writing"));
-        };
-        let end = offset
-            .checked_add(length)
-            .filter(|e| *e <= i64::MAX as u64)
-            .ok_or_else(|| FsError::expected(libc::EFBIG, "range past the largest file offset"))?;
-        let of = lock(&self.open_files)
-            .get(ino)
-            .cloned()
-            .ok_or_else(|| FsError::new(libc::EBADF, "no staging for a writable handle"))?;
-        if of.staged_size().await.is_none() {
-            let rec = self.meta.get(*ino).await?;
-            self.init_staging(&of, &rec, false).await?;
-        }
+        let (of, end) = self.writable_staging(fh, offset, length).await?;
         let mut g = of.st.lock().await;
         let st = g
             .as_mut()
