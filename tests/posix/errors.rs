@@ -1,6 +1,6 @@
 //! What the mount refuses, and with which errno (docs/SEMANTICS.md).
 
-use crate::harness::{Backend, Mount, MountDirs, TestUfs};
+use crate::harness::{Backend, Mount, MountDirs, TestUfs, renameat2};
 
 fn errno<T: std::fmt::Debug>(r: std::io::Result<T>) -> i32 {
     r.unwrap_err().raw_os_error().unwrap()
@@ -47,27 +47,6 @@ fn fuse_unsupported_operations_get_clean_errnos() {
     // Nothing above changed the UFS.
     assert_eq!(ufs.get("f").as_deref(), Some(&b"x"[..]));
     assert!(ufs.dir_exists("dir"));
-}
-
-fn renameat2(from: &std::path::Path, to: &std::path::Path, flags: u32) -> std::io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let a = std::ffi::CString::new(from.as_os_str().as_bytes()).unwrap();
-    let b = std::ffi::CString::new(to.as_os_str().as_bytes()).unwrap();
-    // SAFETY: both paths are NUL-terminated C strings that outlive the call.
-    let r = unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            a.as_ptr(),
-            libc::AT_FDCWD,
-            b.as_ptr(),
-            flags,
-        )
-    };
-    if r < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
 }
 
 fn xattr_get(p: &std::path::Path) -> std::io::Result<()> {

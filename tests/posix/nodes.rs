@@ -5,7 +5,7 @@ use std::io::{Read, Seek, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 
 use crate::backend_tests;
-use crate::harness::{Backend, Mount, MountDirs, TestUfs, data};
+use crate::harness::{Backend, Mount, MountDirs, TestUfs, data, renameat2};
 
 fn fuse_symlinks_and_special_files_live_in_the_namespace(b: Backend) {
     let ufs = TestUfs::new(b);
@@ -281,24 +281,7 @@ mod xattr {
 }
 
 fn exchange(a: &std::path::Path, b: &std::path::Path) -> std::io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let a = std::ffi::CString::new(a.as_os_str().as_bytes()).unwrap();
-    let b = std::ffi::CString::new(b.as_os_str().as_bytes()).unwrap();
-    // SAFETY: both paths are NUL-terminated C strings that outlive the call.
-    let r = unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            a.as_ptr(),
-            libc::AT_FDCWD,
-            b.as_ptr(),
-            libc::RENAME_EXCHANGE,
-        )
-    };
-    if r < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+    renameat2(a, b, libc::RENAME_EXCHANGE)
 }
 
 fn fuse_rename_exchange(b: Backend) {
