@@ -125,6 +125,9 @@ pub struct Vfs {
     /// The version whose bytes the kernel may hold in its page cache for an inode (the
     /// version of its last read-only open). An open of the same version keeps the cache.
     kernel_cached: Mutex<HashMap<InodeNo, String>>,
+    /// Inodes that lost their last name while open: dropped from the namespace at their
+    /// last release (so that release need not ask the namespace for every file).
+    orphans: Mutex<std::collections::HashSet<InodeNo>>,
     /// Staging kept for files unlinked while open: their object is gone from the UFS, so
     /// their bytes live here until the last close.
     pinned: Mutex<HashMap<InodeNo, Arc<OpenFile>>>,
@@ -182,6 +185,7 @@ impl Vfs {
             open_files: Mutex::new(HashMap::new()),
             open_counts: Mutex::new(HashMap::new()),
             kernel_cached: Mutex::new(HashMap::new()),
+            orphans: Mutex::new(Default::default()),
             pinned: Mutex::new(HashMap::new()),
             loading: Mutex::new(HashMap::new()),
             inflight: Default::default(),
@@ -485,6 +489,22 @@ impl Vfs {
         Ok(self.overlay(rec).await)
     }
 
+    /// Records an inode kept as an orphan for its open handles. If the last handle closed
+    /// meanwhile, drops it now.
+    async fn note_orphan(&self, ino: InodeNo) {
+        lock(&self.orphans).insert(ino);
+        if !self.is_open(ino) && lock(&self.orphans).remove(&ino) {
+            self.drop_orphan(ino).await;
+        }
+    }
+
+    /// Removes an orphan from the namespace (a failure leaves it to the next mount).
+    async fn drop_orphan(&self, ino: InodeNo) {
+        if let Err(e) = self.meta.remove_orphan(ino).await {
+            tracing::warn!(ino = ino.0, error = %e, "cannot drop unlinked inode; it is dropped at next mount");
+        }
+    }
+
     fn is_open(&self, ino: InodeNo) -> bool {
         lock(&self.open_counts).get(&ino).is_some_and(|n| *n > 0)
     }
@@ -585,7 +605,10 @@ impl Vfs {
         let rec = self.lookup(parent, name).await?;
         let moved = self.name_going_away(parent, name, &rec).await?;
         let open = self.is_open(rec.ino);
-        self.meta.unlink(parent, name.to_vec(), open).await?;
+        let after = self.meta.unlink(parent, name.to_vec(), open).await?;
+        if open && after.nlink == 0 {
+            self.note_orphan(rec.ino).await;
+        }
         self.record_move(rec.ino, &rec, moved).await
     }
 
@@ -699,7 +722,8 @@ impl Vfs {
             }
         }
         let keep_open = target.as_ref().is_some_and(|t| self.is_open(t.ino));
-        self.meta
+        let replaced = self
+            .meta
             .rename(
                 parent,
                 name.to_vec(),
@@ -709,6 +733,13 @@ impl Vfs {
                 keep_open,
             )
             .await?;
+        if let Some(r) = replaced
+            && keep_open
+            && r.nlink == 0
+            && r.kind != FileKind::Dir
+        {
+            self.note_orphan(r.ino).await;
+        }
         self.record_move(src.ino, &src, moved).await?;
         if let Some(t) = &target {
             self.record_move(t.ino, t, target_moved).await?;

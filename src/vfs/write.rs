@@ -500,15 +500,10 @@ impl Vfs {
             if let Some(of) = pinned {
                 self.release_open_file(ino, &of);
             }
-            let this = self.clone();
-            self.rt.spawn(async move {
-                if let Ok(rec) = this.meta.get(ino).await
-                    && rec.nlink == 0
-                    && let Err(e) = this.meta.remove_orphan(ino).await
-                {
-                    tracing::warn!(ino = ino.0, error = %e, "cannot drop unlinked inode; it is dropped at next mount");
-                }
-            });
+            if lock(&self.orphans).remove(&ino) {
+                let this = self.clone();
+                self.rt.spawn(async move { this.drop_orphan(ino).await });
+            }
         }
     }
 
