@@ -186,6 +186,8 @@ pub struct FuseConfig {
     /// Kernel readahead for the mount in KiB, set through its bdi (0 keeps the kernel's
     /// default of 128 KiB).
     pub readahead_kb: u32,
+    /// Serve fully cached files through FUSE passthrough (kernel ≥ 6.9, root).
+    pub passthrough: bool,
 }
 
 impl Default for FuseConfig {
@@ -198,6 +200,7 @@ impl Default for FuseConfig {
             attr_ttl: Duration::from_secs(1),
             entry_ttl: Duration::from_secs(1),
             readahead_kb: 1024,
+            passthrough: true,
         }
     }
 }
@@ -229,6 +232,8 @@ pub struct MountConfig {
     pub write_type: WriteType,
     /// ASYNC_THROUGH: how long a journaled file waits before its upload starts.
     pub upload_delay: Duration,
+    /// The disk tier's I/O engine.
+    pub cache_io: crate::page_cache::EngineChoice,
 }
 
 /// Options parsed out of `-o a,b=c` lists.
@@ -250,6 +255,8 @@ pub struct MountOptions {
     pub write_type: WriteType,
     /// ASYNC_THROUGH upload delay.
     pub upload_delay: Duration,
+    /// The disk tier's I/O engine.
+    pub cache_io: crate::page_cache::EngineChoice,
 }
 
 fn parse_num<T: std::str::FromStr>(key: &str, v: &str) -> Result<T, ConfigError> {
@@ -316,6 +323,9 @@ pub fn parse_mount_options(values: &[String]) -> Result<MountOptions, ConfigErro
             ("upload_delay", Some(v)) => {
                 o.upload_delay = Duration::from_secs_f64(parse_secs(key, v.trim_end_matches('s'))?)
             }
+            ("cache_io", Some(v)) => o.cache_io = v.parse().map_err(ConfigError)?,
+            ("passthrough", None) => o.fuse.passthrough = true,
+            ("nopassthrough", None) => o.fuse.passthrough = false,
             ("allow_other", None) => o.fuse.allow_other = true,
             ("allow_root", None) => o.fuse.allow_root = true,
             ("ro", None) => o.fuse.read_only = true,
@@ -455,6 +465,43 @@ pub fn ensure_private_dir(dir: &Path, what: &str) -> Result<(), ConfigError> {
     })
 }
 
+/// How one memory budget is divided (see [`MemoryPlan::from_budget`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryPlan {
+    /// Memory tier capacity.
+    pub tier_bytes: u64,
+    /// Pages (1 MiB) that may be fetched and not yet cached at once: demand misses and
+    /// prefetch together.
+    pub inflight_pages: u64,
+    /// Held back for everything else: request and reply buffers of the session threads,
+    /// the runtime, metadata and allocator slack.
+    pub fixed_bytes: u64,
+}
+
+impl MemoryPlan {
+    /// Divides `budget` bytes for a session with `threads` FUSE threads. The parts add up
+    /// to at most `budget`, which is what the daemon's resident memory is meant to stay
+    /// within (plus the binary itself).
+    pub fn from_budget(budget: u64, threads: usize) -> Result<Self, ConfigError> {
+        const MIB: u64 = 1 << 20;
+        // Each session thread holds at most one request (≤ 1 MiB) and one reply.
+        let fixed = 48 * MIB + threads as u64 * 2 * MIB;
+        let inflight_pages = (budget / 8 / MIB).clamp(16, 256);
+        let min = fixed + inflight_pages * MIB + 16 * MIB;
+        if budget < min {
+            return err(format!(
+                "memory budget {budget} bytes is too small: at least {} MiB for {threads} threads",
+                min.div_ceil(MIB)
+            ));
+        }
+        Ok(Self {
+            tier_bytes: budget - fixed - inflight_pages * MIB,
+            inflight_pages,
+            fixed_bytes: fixed,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -542,5 +589,19 @@ mod tests {
         assert_eq!(path_id(&[b"/mnt/a"]), path_id(&[b"/mnt/a"]));
         assert_ne!(path_id(&[b"/mnt/a"]), path_id(&[b"/mnt/b"]));
         assert_ne!(path_id(&[b"/mnt", b"a"]), path_id(&[b"/mnta"]));
+    }
+
+    #[test]
+    fn memory_budget_splits_into_parts_that_fit() {
+        for budget in [128u64 << 20, 1 << 30, 8 << 30] {
+            let p = MemoryPlan::from_budget(budget, 8).unwrap();
+            assert_eq!(
+                p.tier_bytes + p.inflight_pages * (1 << 20) + p.fixed_bytes,
+                budget
+            );
+            assert!(p.tier_bytes >= 16 << 20 && p.inflight_pages >= 16);
+        }
+        assert!(MemoryPlan::from_budget(64 << 20, 8).is_err());
+        assert!(MemoryPlan::from_budget(256 << 20, 200).is_err());
     }
 }

@@ -27,12 +27,19 @@ use crate::metrics::Metrics;
 use crate::types::{FileHandle, FileKind, InodeNo, InodeRecord, now_ns};
 use crate::vfs::{OpenMode, SetAttrRequest, Vfs};
 
+mod iomode;
+
+use iomode::IoModes;
+
 /// The kernel-facing filesystem.
 pub struct Adapter {
     vfs: Arc<Vfs>,
     rt: RtHandle,
     attr_ttl: Duration,
     entry_ttl: Duration,
+    /// Ask the kernel for FUSE passthrough at init.
+    passthrough: bool,
+    io: IoModes,
 }
 
 fn systime(ns: i64) -> SystemTime {
@@ -86,13 +93,22 @@ fn to_attr(r: &InodeRecord) -> FileAttr {
 }
 
 impl Adapter {
-    /// An adapter over `vfs`, blocking on `rt`.
-    pub fn new(vfs: Arc<Vfs>, rt: RtHandle, attr_ttl: Duration, entry_ttl: Duration) -> Self {
+    /// An adapter over `vfs`, blocking on `rt`. With `passthrough`, fully cached files
+    /// are handed to the kernel to read directly when it supports that.
+    pub fn new(
+        vfs: Arc<Vfs>,
+        rt: RtHandle,
+        attr_ttl: Duration,
+        entry_ttl: Duration,
+        passthrough: bool,
+    ) -> Self {
         Self {
             vfs,
             rt,
             attr_ttl,
             entry_ttl,
+            passthrough,
+            io: IoModes::default(),
         }
     }
 
@@ -138,6 +154,20 @@ impl Filesystem for Adapter {
         let _ = config.set_max_readahead(1 << 20);
         let _ = config.add_capabilities(InitFlags::FUSE_ATOMIC_O_TRUNC);
         let _ = config.set_max_background(64);
+        // Passthrough needs a stacking depth of 1 (our backing files are on a plain local
+        // filesystem). It is incompatible with the writeback cache, which we do not use.
+        if self.passthrough {
+            match config.add_capabilities(InitFlags::FUSE_PASSTHROUGH) {
+                Ok(()) => {
+                    let _ = config.set_max_stack_depth(1);
+                    self.io.set_enabled(true);
+                    tracing::info!("FUSE passthrough enabled for fully cached files");
+                }
+                Err(_) => {
+                    tracing::info!("kernel offers no FUSE passthrough; reads go through the daemon")
+                }
+            }
+        }
         Ok(())
     }
 
@@ -184,6 +214,12 @@ impl Filesystem for Adapter {
             atime_ns: atime.map(time_ns),
             mtime_ns: mtime.map(time_ns),
         };
+        if size.is_some()
+            && let Err(errno) = self.io.check_truncate(ino.0)
+        {
+            let e = FsError::expected(errno, "file is being read through passthrough");
+            return reply.error(self.err(e));
+        }
         match self.block(self.vfs.setattr(InodeNo(ino.0), r)) {
             Ok(r) => reply.attr(&self.attr_ttl, &to_attr(&r)),
             Err(e) => reply.error(self.err(e)),
@@ -344,16 +380,21 @@ impl Filesystem for Adapter {
             write: acc == libc::O_WRONLY || acc == libc::O_RDWR,
             truncate: flags.0 & libc::O_TRUNC != 0,
         };
-        match self.block(self.vfs.open(InodeNo(ino.0), mode)) {
-            Ok((fh, keep_cache)) => {
-                let flags = if keep_cache {
-                    FopenFlags::FOPEN_KEEP_CACHE
-                } else {
-                    FopenFlags::empty()
-                };
-                reply.opened(FuseFh(fh.0), flags)
+        let ticket = match self.io.begin_open(ino.0, mode.write) {
+            Ok(t) => t,
+            Err(errno) => {
+                let e = FsError::expected(errno, "file is being read through passthrough");
+                return reply.error(self.err(e));
             }
-            Err(e) => reply.error(self.err(e)),
+        };
+        match self.block(self.vfs.open(InodeNo(ino.0), mode)) {
+            Ok((fh, keep_cache)) => self
+                .io
+                .reply_open(reply, &self.vfs, ino.0, fh, ticket, keep_cache),
+            Err(e) => {
+                self.io.abort_open(ino.0, ticket);
+                reply.error(self.err(e))
+            }
         }
     }
 
@@ -415,6 +456,7 @@ impl Filesystem for Adapter {
         reply: ReplyEmpty,
     ) {
         Metrics::inc(&self.metrics().fuse_requests);
+        self.io.released(FileHandle(fh.0));
         self.vfs.release(FileHandle(fh.0));
         reply.ok();
     }
@@ -604,13 +646,16 @@ impl Filesystem for Adapter {
             req.gid(),
         );
         match self.block(fut) {
-            Ok((r, fh)) => reply.created(
-                &self.entry_ttl,
-                &to_attr(&r),
-                Generation(0),
-                FuseFh(fh.0),
-                FopenFlags::empty(),
-            ),
+            Ok((r, fh)) => {
+                self.io.created(r.ino.0, fh);
+                reply.created(
+                    &self.entry_ttl,
+                    &to_attr(&r),
+                    Generation(0),
+                    FuseFh(fh.0),
+                    FopenFlags::empty(),
+                )
+            }
             Err(e) => reply.error(self.err(e)),
         }
     }

@@ -115,6 +115,7 @@ pub fn mount(cfg: &MountConfig, rt: &RtHandle) -> Result<Mounted, MountError> {
                 mem_bytes: cfg.mem_cache_bytes,
                 disk_bytes: cfg.disk_cache_bytes,
                 disk_dir: cfg.cache_dir.join("pages"),
+                io_engine: cfg.cache_io,
             },
             metrics.clone(),
         )
@@ -143,6 +144,7 @@ pub fn mount(cfg: &MountConfig, rt: &RtHandle) -> Result<Mounted, MountError> {
         rt.clone(),
         cfg.fuse.attr_ttl,
         cfg.fuse.entry_ttl,
+        cfg.fuse.passthrough,
     );
     let mut fc = Config::default();
     fc.mount_options = vec![

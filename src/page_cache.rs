@@ -14,8 +14,10 @@ use crate::metrics::Metrics;
 use crate::types::{InodeNo, PageIdx};
 
 pub mod disk;
+pub mod io;
 
-pub use disk::DiskTier;
+pub use disk::{Backing, DiskTier};
+pub use io::{EngineChoice, IoEngine};
 
 /// Identity of one cached page.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -37,12 +39,14 @@ pub struct PageCacheConfig {
     pub disk_bytes: u64,
     /// Directory of the disk tier.
     pub disk_dir: PathBuf,
+    /// How the disk tier does its I/O.
+    pub io_engine: EngineChoice,
 }
 
 /// Memory tier + disk tier.
 pub struct PageCache {
     mem: Option<foyer::Cache<PageKey, Bytes>>,
-    disk: Option<DiskTier>,
+    disk: Option<Arc<DiskTier>>,
     metrics: Arc<Metrics>,
 }
 
@@ -69,14 +73,24 @@ impl PageCache {
                 .build()
         });
         let disk = if cfg.disk_bytes > 0 {
-            Some(
-                DiskTier::open(cfg.disk_dir.clone(), cfg.disk_bytes, metrics.clone()).map_err(
-                    |source| CacheError {
-                        dir: cfg.disk_dir.clone(),
-                        source,
-                    },
-                )?,
+            let err = |source| CacheError {
+                dir: cfg.disk_dir.clone(),
+                source,
+            };
+            let engine = IoEngine::new(cfg.io_engine).map_err(err)?;
+            let tier = DiskTier::open(
+                cfg.disk_dir.clone(),
+                cfg.disk_bytes,
+                metrics.clone(),
+                engine,
             )
+            .map_err(err)?;
+            if tier.engine() == "io_uring" {
+                metrics
+                    .disk_io_uring
+                    .store(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            Some(Arc::new(tier))
         } else {
             None
         };
@@ -106,6 +120,23 @@ impl PageCache {
     pub fn contains(&self, key: &PageKey) -> bool {
         self.mem.as_ref().is_some_and(|m| m.contains(key))
             || self.disk.as_ref().is_some_and(|d| d.contains(key))
+    }
+
+    /// The disk tier's I/O engine, if there is a disk tier.
+    pub fn disk_engine(&self) -> Option<&'static str> {
+        self.disk.as_ref().map(|d| d.engine())
+    }
+
+    /// The disk tier's data file for a whole cached object, for passthrough (see
+    /// [`DiskTier::backing`]).
+    pub fn backing(
+        &self,
+        ino: InodeNo,
+        version: &Arc<str>,
+        size: u64,
+        rt: &tokio::runtime::Handle,
+    ) -> Option<Backing> {
+        self.disk.as_ref()?.backing(ino, version, size, rt)
     }
 
     fn put_mem(&self, key: PageKey, data: Bytes) {
@@ -146,6 +177,7 @@ mod tests {
             mem_bytes: 3 * 1024,
             disk_bytes: 8 * 1100,
             disk_dir: dir.path().join("pages"),
+            io_engine: EngineChoice::Auto,
         };
         let c = PageCache::new(&cfg, m.clone()).unwrap();
         for i in 0..20 {

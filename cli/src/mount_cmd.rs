@@ -70,6 +70,7 @@ fn config(a: MountArgs) -> Result<MountConfig> {
         run_dir: default_run_dir(),
         write_type: opts.write_type,
         upload_delay: opts.upload_delay,
+        cache_io: opts.cache_io,
     })
 }
 

@@ -14,7 +14,7 @@ use tokio::sync::OnceCell;
 use super::{Handle, ReadSnapshot, Vfs, lock};
 use crate::error::FsError;
 use crate::metrics::Metrics;
-use crate::page_cache::PageKey;
+use crate::page_cache::{Backing, PageKey};
 use crate::types::{FileHandle, InodeNo, PAGE_SIZE, PageIdx};
 
 type Fetch = Arc<OnceCell<Result<Bytes, FsError>>>;
@@ -42,6 +42,28 @@ impl Vfs {
             return Ok(b);
         }
         self.read_snapshot(*ino, snapshot, offset, size).await
+    }
+
+    /// The disk tier's data file for a read-only handle, when it holds the handle's whole
+    /// version and nothing in this mount is writing the file: the kernel may then read it
+    /// directly (FUSE passthrough).
+    pub fn passthrough_backing(&self, fh: FileHandle) -> Option<Backing> {
+        let h = self.handle(fh).ok()?;
+        let Handle::File {
+            ino,
+            writable: false,
+            snapshot,
+        } = &*h
+        else {
+            return None;
+        };
+        if lock(&self.open_files).contains_key(ino) {
+            return None;
+        }
+        let version = snapshot.version.as_ref()?;
+        let b = self.cache.backing(*ino, version, snapshot.size, &self.rt)?;
+        Metrics::inc(&self.metrics.passthrough_opens);
+        Some(b)
     }
 
     async fn read_snapshot(

@@ -29,11 +29,22 @@ fn read_all(m: &Mount, files: &[(String, String)]) {
     }
 }
 
+/// Mounts with passthrough off, so every read reaches the daemon's tiers.
+fn mount_without_passthrough(ufs: &TestUfs, dirs: &MountDirs, mem_cache_bytes: u64) -> Mount {
+    let fuse = alluxio::config::FuseConfig {
+        passthrough: false,
+        ..Default::default()
+    };
+    Mount::with_fuse(ufs.config(), dirs, mem_cache_bytes, fuse)
+}
+
+/// Cold then warm through the daemon (passthrough off): the warm pass comes from the
+/// cache tiers with zero UFS requests.
 fn fuse_read_sizes_cold_then_warm(b: Backend) {
     let ufs = TestUfs::new(b);
     let files = populate(&ufs);
     let dirs = MountDirs::new();
-    let m = Mount::new(&ufs, &dirs);
+    let m = mount_without_passthrough(&ufs, &dirs, 256 << 20);
     read_all(&m, &files);
     let cold = m.counters();
     assert!(
@@ -64,12 +75,13 @@ fn fuse_read_sizes_cold_then_warm(b: Backend) {
     );
 }
 
-/// The disk tier alone serves a warm pass: a memory tier far smaller than the data.
+/// The disk tier alone serves a warm pass through the daemon: a memory tier far smaller
+/// than the data, and no passthrough (which `fuse_passthrough_*` covers).
 fn fuse_warm_from_disk_tier(b: Backend) {
     let ufs = TestUfs::new(b);
     let files = populate(&ufs);
     let dirs = MountDirs::new();
-    let m = Mount::with(ufs.config(), &dirs, 2 << 20);
+    let m = mount_without_passthrough(&ufs, &dirs, 2 << 20);
     read_all(&m, &files);
     let cold = m.counters();
     read_all(&m, &files);
@@ -189,5 +201,86 @@ fn fuse_keep_cache_while_the_version_is_unchanged() {
     // pages.
     std::fs::write(m.p("f"), b"new content").unwrap();
     assert_eq!(std::fs::read(m.p("f")).unwrap(), b"new content");
+    assert_eq!(std::fs::read(m.p("f")).unwrap(), b"new content");
+}
+
+/// A file whose whole version is on the disk tier is opened with FUSE passthrough: the
+/// kernel reads the cache's data file and no read reaches the daemon, for every size edge.
+/// While a passthrough reader holds a file, writers and truncation get ETXTBSY (the
+/// kernel allows no other open mode then); after its close they work and the next open
+/// sees the new content.
+#[test]
+fn fuse_passthrough_serves_fully_cached_files() {
+    use std::io::Read;
+    use std::os::unix::fs::FileExt;
+    let ufs = TestUfs::new(Backend::Fs);
+    let files = populate(&ufs);
+    let d = data(5 * MIB + 7, 9);
+    ufs.put("f", &d);
+    let dirs = MountDirs::new();
+    let m = Mount::new(&ufs, &dirs);
+    read_all(&m, &files);
+    assert_eq!(std::fs::read(m.p("f")).unwrap(), d, "cold read");
+    // RELEASE reaches the daemon after close(2) returns; an open racing it would be
+    // page-cached (the kernel's mode rules), so let the cold pass's releases land.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let cold = m.counters();
+    read_all(&m, &files);
+    let warm = m.counters();
+    assert_eq!(warm["ufs_requests"], cold["ufs_requests"], "{warm:?}");
+    assert_eq!(
+        warm["bytes_from_cache"], cold["bytes_from_cache"],
+        "{warm:?}"
+    );
+    let nonempty = SIZES.iter().filter(|s| **s > 0).count() as u64;
+    // Two opens per file: read_all drops the kernel's cache through one first.
+    assert_eq!(
+        warm["passthrough_opens"] - cold["passthrough_opens"],
+        2 * nonempty,
+        "{warm:?}"
+    );
+    drop_kernel_cache(&m.p("f"));
+    let from_cache = m.counter("bytes_from_cache");
+    let mut reader = std::fs::File::open(m.p("f")).unwrap();
+    let mut got = Vec::new();
+    reader.read_to_end(&mut got).unwrap();
+    assert!(got == d, "passthrough read differs");
+    for off in [0u64, 4095, MIB as u64 - 3, 5 * MIB as u64] {
+        let mut b = [0u8; 10];
+        let n = reader.read_at(&mut b, off).unwrap();
+        assert_eq!(&b[..n], &d[off as usize..(off as usize + 10).min(d.len())]);
+    }
+    let opens = m.counter("passthrough_opens");
+    assert_eq!(std::fs::read(m.p("f")).unwrap(), d, "a second reader");
+    assert_eq!(
+        m.counter("passthrough_opens"),
+        opens,
+        "shares the backing file"
+    );
+    assert_eq!(
+        m.counter("bytes_from_cache"),
+        from_cache,
+        "{:?}",
+        m.counters()
+    );
+    let busy = std::fs::OpenOptions::new().write(true).open(m.p("f"));
+    assert_eq!(busy.unwrap_err().raw_os_error(), Some(libc::ETXTBSY));
+    let t = std::fs::File::options()
+        .read(true)
+        .open(m.p("f"))
+        .unwrap()
+        .set_len(1);
+    assert!(t.is_err(), "a read-only descriptor cannot truncate");
+    let c = std::ffi::CString::new(m.p("f").into_os_string().into_encoded_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    let r = unsafe { libc::truncate(c.as_ptr(), 1) };
+    assert_eq!(r, -1);
+    assert_eq!(
+        std::io::Error::last_os_error().raw_os_error(),
+        Some(libc::ETXTBSY)
+    );
+    drop(reader);
+    std::fs::write(m.p("f"), b"new content").unwrap();
+    assert_eq!(ufs.get("f").unwrap(), b"new content");
     assert_eq!(std::fs::read(m.p("f")).unwrap(), b"new content");
 }
