@@ -1,24 +1,32 @@
 #!/usr/bin/env bash
-# Benchmarks the fio jobs in fio-jobs/ in one run on the local disk and through an alluxio
-# mount over a local directory, and prints figures and ratios (mount / local disk).
+# Benchmarks the fio jobs in fio-jobs/ and the metadata script in one run, on the local disk
+# and through an alluxio mount, and prints figures and ratios (mount / local disk).
 #
 #   local-direct   local disk, O_DIRECT (the device)
 #   local-cached   local disk, page cache warm (memory)
 #   mount-cold     fresh mount, empty cache, page cache dropped
-#   mount-disk     remounted over the same cache (memory tier empty), page cache dropped
-#   mount-mem      same mount again, pages in the memory tier
+#   mount-disk     same daemon, warm from its disk tier, page cache dropped
+#   mount-mem      same again without dropping anything (kernel and memory tier warm)
 #
-# usage: scripts/bench.sh [--smoke] [--size SIZE] [--out DIR]
+# For every mount phase it records the daemon's passthrough opens and the bytes the daemon
+# itself served, so it is visible whether the kernel read the disk tier directly.
+#
+# usage: scripts/bench.sh [--smoke] [--size SIZE] [--ufs dir|s3] [--budget SIZE] [--out DIR]
 #   --smoke   tiny sizes and short runtimes; every mount read is checked with crc32c
-# Results: one JSON per (mode, job) and summary.json under --out (default target/bench).
-# Not yet here: the S3 server's ceiling, JuiceFS peers (--peers), metadata script.
+#   --ufs s3  the data lives in a local s3s-fs server (installed if missing); also measures
+#             the server's own ceiling (parallel ranged GETs) and the daemon's CPU per GiB
+# Results: one JSON per (mode, job), meta.*.json, and summary.json under --out
+# (default target/bench).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-smoke=0 size=1G runtime=10 nrfiles=2000 out=target/bench
+smoke=0 size=1G runtime=10 nrfiles=2000 out=target/bench ufs_kind=dir budget=2GiB
+meta_files=1000 meta_tree=10000
 while [ $# -gt 0 ]; do
   case $1 in
-    --smoke) smoke=1 size=16M runtime=2 nrfiles=64 ;;
+    --smoke) smoke=1 size=16M runtime=2 nrfiles=64 meta_files=100 meta_tree=500 ;;
     --size) size=$2; shift ;;
+    --ufs) ufs_kind=$2; shift ;;
+    --budget) budget=$2; shift ;;
     --out) out=$2; shift ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
@@ -30,16 +38,44 @@ else profile=release; cargo build --release --locked -q -p alluxio-cli; fi
 bin=$(pwd)/target/$profile/alluxio
 mkdir -p "$out"
 out=$(realpath "$out")
+rm -f "$out"/*.json "$out/rss.txt" "$out/phases.txt"
 work=$(mktemp -d /var/tmp/alluxio-bench.XXXXXX)
-ufs=$work/ufs mnt=$work/mnt
-mkdir -p "$ufs" "$mnt"
-pid=
+chmod 755 "$work"
+mnt=$work/mnt
+mkdir -p "$mnt"
+pid= s3pid=
 stop() {
   if grep -q " $mnt fuse" /proc/mounts; then "$bin" fuse unmount "$mnt" || umount -l "$mnt"; fi
   if [ -n "$pid" ]; then wait "$pid" 2>/dev/null || true; fi
   pid=
 }
-trap 'stop; rm -rf "$work"' EXIT
+cleanup() {
+  stop
+  if [ -n "$s3pid" ]; then kill "$s3pid" 2>/dev/null || true; wait "$s3pid" 2>/dev/null || true; fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+ufs_args=()
+if [ "$ufs_kind" = s3 ]; then
+  # s3s-fs serves a local directory; its top-level directories are buckets.
+  command -v s3s-fs >/dev/null || cargo install s3s-fs --version 0.14.1 --locked -q
+  ufs=$work/s3root/bench
+  mkdir -p "$ufs"
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  s3s-fs --host 127.0.0.1 --port "$port" --access-key bench --secret-key benchsecret \
+    "$work/s3root" >"$work/s3s.log" 2>&1 </dev/null &
+  s3pid=$!
+  for _ in $(seq 100); do
+    python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), 0.2)" 2>/dev/null && break
+    sleep 0.1
+  done
+  ufs_args=(--ufs s3://bench -o "endpoint=http://127.0.0.1:$port,region=us-east-1,access_key_id=bench,secret_access_key=benchsecret")
+else
+  ufs=$work/ufs
+  mkdir -p "$ufs"
+  ufs_args=(--ufs "$ufs")
+fi
 
 export SIZE=$size RUNTIME=$runtime NRFILES=$nrfiles SMALL_TOTAL=$((nrfiles * 128))k
 reads="seq_read_1m_1job seq_read_1m_4jobs rand_read_4k_qd1 rand_read_4k_qd16 small_files_128k"
@@ -50,20 +86,39 @@ run() { # MODE JOB DIR [fio args...]
   DIR=$dir fio --output-format=json "$@" "fio-jobs/$job.fio" >"$out/$mode.$job.json"
 }
 mount_alluxio() { # CACHE_DIR
-  ALLUXIO_HOME=$work/home ALLUXIO_RUN_DIR=$work/run "$bin" fuse mount "$mnt" --ufs "$ufs" \
-    --cache-dir "$1" --state-dir "$work/state" --mem-cache-size 2GiB --cache-size 20GiB \
+  ALLUXIO_HOME=$work/home ALLUXIO_RUN_DIR=$work/run "$bin" fuse mount "$mnt" "${ufs_args[@]}" \
+    --cache-dir "$1" --state-dir "$work/state" --mem-budget "$budget" --cache-size 20GiB \
     >>"$work/daemon.log" 2>&1 &
   pid=$!
   for _ in $(seq 100); do grep -q " $mnt fuse.alluxio" /proc/mounts && return 0; sleep 0.1; done
   cat "$work/daemon.log" >&2
   return 1
 }
+stat_of() { # COUNTER
+  ALLUXIO_RUN_DIR=$work/run "$bin" fuse stats "$mnt" --json |
+    python3 -c "import json,sys; print(json.load(sys.stdin)['counters'].get('$1', 0))"
+}
 rss_kb() { awk '/VmHWM/ {print $2}' "/proc/$pid/status"; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
+phase() { # MODE JOB [fio args...]: one mount phase, with what the daemon did during it
+  local mode=$1 job=$2 pt0 by0
+  shift 2
+  pt0=$(stat_of passthrough_opens) by0=$(stat_of bytes_from_cache)
+  local t0; t0=$(cpu_ticks)
+  run "$mode" "$job" "$mnt" "$@"
+  echo "$mode $job $(($(stat_of passthrough_opens) - pt0)) $(($(stat_of bytes_from_cache) - by0)) $(($(cpu_ticks) - t0))" >>"$out/phases.txt"
+}
 
 echo "== laying out data ($size per file, $nrfiles small files) in $ufs"
 for job in $reads; do DIR=$ufs fio --create_only=1 "fio-jobs/$job.fio" >/dev/null; done
-verify=()
-[ $smoke = 1 ] && verify=(--verify=crc32c --verify_only=0)
+: >"$out/rss.txt"
+: >"$out/phases.txt"
+
+if [ "$ufs_kind" = s3 ]; then
+  echo "== the S3 server's ceiling: parallel ranged GETs of one object"
+  ALLUXIO_LOG=warn "$bin" ufs-bench "${ufs_args[@]}" seq_read.dat --parallel 8 --chunk 8MiB >"$out/s3-ceiling.json"
+  cat "$out/s3-ceiling.json"
+fi
 
 echo "== local disk"
 for job in $reads; do drop; run local-direct "$job" "$ufs" --direct=1; done
@@ -74,13 +129,14 @@ for job in $reads; do
 done
 
 echo "== mount: cold, warm from the disk tier, warm in memory"
-: >"$out/rss.txt"
 for job in $reads; do
   stop; rm -rf "$work/cache" "$work/state"; mount_alluxio "$work/cache"
-  drop; run mount-cold "$job" "$mnt"
-  stop; mount_alluxio "$work/cache"
-  drop; run mount-disk "$job" "$mnt"
-  run mount-mem "$job" "$mnt" --invalidate=0
+  drop; phase mount-cold "$job"
+  # RELEASE of the cold pass's files reaches the daemon after fio exits; a reopen racing
+  # it would not be eligible for passthrough.
+  sleep 0.5
+  drop; phase mount-disk "$job"
+  phase mount-mem "$job" --invalidate=0
   echo "$job $(rss_kb)" >>"$out/rss.txt"
 done
 stop
@@ -88,10 +144,21 @@ stop
 echo "== write + fsync"
 rm -f "$ufs/seq_write.dat"
 run local-direct seq_write_fsync "$ufs" --direct=1
+rm -f "$ufs/seq_write.dat"
 rm -rf "$work/cache" "$work/state"; mount_alluxio "$work/cache"
-run mount-cold seq_write_fsync "$mnt"
+phase mount-cold seq_write_fsync
+# fio ended with fsync: the object must be whole in the store now, before any unmount.
+want=$(python3 -c "import json; print(json.load(open('$out/mount-cold.seq_write_fsync.json'))['jobs'][0]['write']['io_bytes'])")
+got=$(stat -c %s "$ufs/seq_write.dat" 2>/dev/null || echo 0)
+[ "$got" = "$want" ] || { echo "object has $got of $want bytes after fsync" >&2; exit 1; }
 echo "seq_write_fsync $(rss_kb)" >>"$out/rss.txt"
-cmp -s <(head -c 1M "$ufs/seq_write.dat") <(head -c 1M "$mnt/seq_write.dat") || { echo "written data differs" >&2; exit 1; }
+stop
+
+echo "== metadata: create/stat/unlink $meta_files files, ls -lR of $meta_tree entries"
+python3 scripts/bench-meta.py "$ufs" --files "$meta_files" --tree "$meta_tree" >"$out/meta.local.json"
+rm -rf "$work/cache" "$work/state"; mount_alluxio "$work/cache"
+python3 scripts/bench-meta.py "$mnt" --files "$meta_files" --tree "$meta_tree" >"$out/meta.mount.json"
+echo "meta $(rss_kb)" >>"$out/rss.txt"
 stop
 
 if [ $smoke = 1 ]; then
@@ -102,10 +169,13 @@ if [ $smoke = 1 ]; then
   stop
 fi
 
-python3 - "$out" $reads seq_write_fsync <<'PY'
-import json, os, sys
-out, jobs = sys.argv[1], sys.argv[2:]
+python3 - "$out" "$budget" "$(getconf CLK_TCK)" $reads seq_write_fsync <<'PY'
+import json, os, re, sys
+out, budget, hz, jobs = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4:]
 modes = ["local-direct", "local-cached", "mount-cold", "mount-disk", "mount-mem"]
+def size(s):
+    m = re.fullmatch(r"(\d+)([KMGT]?)(i?B?)", s)
+    return int(m[1]) * 1024 ** " KMGT".index(m[2] or " ")
 def fig(mode, job):
     p = os.path.join(out, f"{mode}.{job}.json")
     if not os.path.exists(p):
@@ -119,9 +189,19 @@ def fig(mode, job):
         secs = max(x[key]["runtime"] for x in j) / 1000 or 1
         return files / secs, "files/s"
     return sum(x[key]["bw_bytes"] for x in j) / 1e6, "MB/s"
+def io_bytes(mode, job):
+    j = json.load(open(os.path.join(out, f"{mode}.{job}.json")))["jobs"]
+    key = "write" if "write" in job else "read"
+    return sum(x[key]["io_bytes"] for x in j)
 rss = dict(l.split() for l in open(os.path.join(out, "rss.txt")) if l.strip())
-summary = {}
-print(f"{'job':<20}{'unit':>8}" + "".join(f"{m:>14}" for m in modes) + f"{'disk/direct':>13}{'mem/cached':>12}{'rss MiB':>9}")
+phases = {}
+for l in open(os.path.join(out, "phases.txt")):
+    mode, job, pt, by, ticks = l.split()
+    phases[(mode, job)] = {"passthrough_opens": int(pt), "daemon_bytes_from_cache": int(by),
+                           "daemon_cpu_s": int(ticks) / hz}
+summary = {"budget_bytes": size(budget), "jobs": {}}
+hdr = f"{'job':<20}{'unit':>8}" + "".join(f"{m:>13}" for m in modes)
+print(hdr + f"{'disk/direct':>12}{'mem/cached':>11}{'pt':>5}{'cpu s/GiB':>10}{'rss MiB':>9}")
 for job in jobs:
     row = {m: fig(m, job) for m in modes}
     unit = next((v[1] for v in row.values() if v), "")
@@ -129,10 +209,31 @@ for job in jobs:
     ratio = lambda a, b: (vals[a] / vals[b]) if vals.get(a) and vals.get(b) else None
     r1 = ratio("mount-disk", "local-direct") or (ratio("mount-cold", "local-direct") if "write" in job else None)
     r2 = ratio("mount-mem", "local-cached")
-    cells = "".join(f"{(f'{vals[m]:.0f}' if vals[m] else '-'):>14}" for m in modes)
+    cold = phases.get(("mount-cold", job), {})
+    cpu_gib = cold["daemon_cpu_s"] / (io_bytes("mount-cold", job) / 2**30) if cold else None
+    pt = phases.get(("mount-disk", job), {}).get("passthrough_opens", "-")
+    cells = "".join(f"{(f'{vals[m]:.0f}' if vals[m] else '-'):>13}" for m in modes)
     fmt = lambda r: f"{r:.2f}x" if r else "-"
-    print(f"{job:<20}{unit:>8}{cells}{fmt(r1):>13}{fmt(r2):>12}{int(rss.get(job, 0)) // 1024:>9}")
-    summary[job] = {"unit": unit, **vals, "mount_disk_over_local_direct": r1, "mount_mem_over_local_cached": r2, "daemon_peak_rss_kib": int(rss.get(job, 0))}
+    print(f"{job:<20}{unit:>8}{cells}{fmt(r1):>12}{fmt(r2):>11}{pt:>5}"
+          f"{(f'{cpu_gib:.2f}' if cpu_gib else '-'):>10}{int(rss.get(job, 0)) // 1024:>9}")
+    summary["jobs"][job] = {"unit": unit, **vals, "mount_disk_over_local_direct": r1,
+                            "mount_mem_over_local_cached": r2, "daemon_cpu_s_per_gib_cold": cpu_gib,
+                            "daemon_peak_rss_kib": int(rss.get(job, 0)),
+                            "phases": {m: phases.get((m, job)) for m in modes if (m, job) in phases}}
+ml = json.load(open(os.path.join(out, "meta.local.json")))
+mm = json.load(open(os.path.join(out, "meta.mount.json")))
+print(f"\n{'metadata':<20}{'local':>12}{'mount':>12}{'mount/local':>13}")
+for k in ["create_per_s", "stat_per_s", "unlink_per_s", "ls_lR_entries_per_s"]:
+    print(f"{k:<20}{ml[k]:>12.0f}{mm[k]:>12.0f}{mm[k] / ml[k]:>12.2f}x")
+print(f"metadata daemon peak rss MiB {int(rss.get('meta', 0)) // 1024}")
+summary["metadata"] = {"local": ml, "mount": mm, "daemon_peak_rss_kib": int(rss.get("meta", 0))}
+p = os.path.join(out, "s3-ceiling.json")
+if os.path.exists(p):
+    summary["s3_ceiling"] = json.load(open(p))
+    c = summary["s3_ceiling"]["mb_per_s"]
+    cold = summary["jobs"]["seq_read_1m_1job"]["mount-cold"]
+    print(f"\nS3 server ceiling {c:.0f} MB/s; cold seq read {cold:.0f} MB/s = {cold / c:.2f}x")
+print(f"memory budget {size(budget) >> 20} MiB; peak RSS per job in the last column")
 json.dump(summary, open(os.path.join(out, "summary.json"), "w"), indent=2)
 print(f"saved {os.path.join(out, 'summary.json')}")
 PY

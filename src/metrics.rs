@@ -72,6 +72,8 @@ counters! {
     mem_cache_bytes,
     /// Pages fetched ahead of the reader.
     prefetch_pages,
+    /// Prefetches not started because the fetch budget was in use.
+    prefetch_skipped,
     /// Opens served by FUSE passthrough from a fully cached data file.
     passthrough_opens,
     /// 1 when the disk tier does its I/O through io_uring, 0 for psync or no disk tier.

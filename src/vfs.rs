@@ -42,6 +42,9 @@ pub struct VfsConfig {
     pub ownership: Ownership,
     /// Pages fetched ahead of a reader that misses.
     pub prefetch_pages: u64,
+    /// Pages that may be fetched and not yet cached at once (the in-flight share of the
+    /// memory budget).
+    pub inflight_pages: u64,
     /// Directory for write staging files (on the cache disk).
     pub staging_dir: PathBuf,
     /// Refuse modifications with EROFS.
@@ -133,6 +136,8 @@ pub struct Vfs {
     pinned: Mutex<HashMap<InodeNo, Arc<OpenFile>>>,
     loading: Mutex<HashMap<InodeNo, Arc<tokio::sync::Mutex<()>>>>,
     inflight: read::Inflight,
+    /// One permit per page buffer fetched from the UFS and not yet in the cache.
+    fetch_budget: Arc<tokio::sync::Semaphore>,
     /// Serializes UFS-visible changes per inode (uploads, renames, unlinks). Striped so
     /// memory stays bounded; acquired in stripe order, and before a staging lock.
     inode_locks: Vec<tokio::sync::Mutex<()>>,
@@ -173,6 +178,7 @@ impl Vfs {
             }
             _ => None,
         };
+        let cfg_inflight = cfg.inflight_pages;
         Ok(Arc::new(Self {
             meta,
             ufs,
@@ -189,6 +195,9 @@ impl Vfs {
             pinned: Mutex::new(HashMap::new()),
             loading: Mutex::new(HashMap::new()),
             inflight: Default::default(),
+            fetch_budget: Arc::new(tokio::sync::Semaphore::new(
+                usize::try_from(cfg_inflight).unwrap_or(usize::MAX).max(1),
+            )),
             journal,
             uploads: upload::Queue::new(),
             inode_locks: (0..INODE_LOCK_STRIPES)

@@ -9,6 +9,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
 mod mount_cmd;
+mod ufs_bench;
 
 #[derive(Parser)]
 #[command(
@@ -28,6 +29,8 @@ enum Cmd {
         #[command(subcommand)]
         cmd: FuseCmd,
     },
+    /// Measure the store's own read ceiling (parallel ranged GETs, no cache, no FUSE).
+    UfsBench(ufs_bench::UfsBenchArgs),
 }
 
 #[derive(Subcommand)]
@@ -102,6 +105,7 @@ fn main() -> ExitCode {
         Cmd::Fuse {
             cmd: FuseCmd::Stats { mountpoint, json },
         } => stats(mountpoint, json),
+        Cmd::UfsBench(args) => ufs_bench::run(args),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

@@ -7,7 +7,8 @@ use anyhow::{Context, Result};
 use clap::Args;
 
 use alluxio::config::{
-    MountConfig, UfsConfig, default_home, default_run_dir, parse_mount_options, parse_size, path_id,
+    MemoryPlan, MountConfig, UfsConfig, default_home, default_run_dir, parse_mount_options,
+    parse_size, path_id,
 };
 use alluxio::types::Ownership;
 
@@ -28,9 +29,10 @@ pub struct MountArgs {
     /// Disk cache capacity, e.g. 10GiB.
     #[arg(long, default_value = "4GiB", env = "ALLUXIO_CACHE_SIZE")]
     cache_size: String,
-    /// Memory cache capacity, e.g. 512MiB.
-    #[arg(long, default_value = "256MiB", env = "ALLUXIO_MEM_CACHE_SIZE")]
-    mem_cache_size: String,
+    /// Memory budget of the daemon, e.g. 2GiB: the memory tier, pages being fetched and
+    /// per-thread buffers together.
+    #[arg(long, default_value = "1GiB", env = "ALLUXIO_MEM_BUDGET")]
+    mem_budget: String,
     /// Pages (1 MiB) fetched ahead of a sequential reader.
     #[arg(long, default_value_t = 8)]
     prefetch_pages: u64,
@@ -49,7 +51,8 @@ fn config(a: MountArgs) -> Result<MountConfig> {
         a.ufs.as_bytes(),
     ]));
     let disk = parse_size(&a.cache_size).context("--cache-size")?;
-    let mem = parse_size(&a.mem_cache_size).context("--mem-cache-size")?;
+    let budget = parse_size(&a.mem_budget).context("--mem-budget")?;
+    let plan = MemoryPlan::from_budget(budget, opts.fuse.threads).context("--mem-budget")?;
     let euid = nix::unistd::geteuid().as_raw();
     let egid = nix::unistd::getegid().as_raw();
     Ok(MountConfig {
@@ -58,8 +61,9 @@ fn config(a: MountArgs) -> Result<MountConfig> {
         state_dir: a.state_dir.unwrap_or_else(|| per_mount.join("state")),
         cache_dir: a.cache_dir.unwrap_or_else(|| per_mount.join("cache")),
         disk_cache_bytes: disk,
-        mem_cache_bytes: mem,
+        mem_cache_bytes: plan.tier_bytes,
         prefetch_pages: a.prefetch_pages.min(256),
+        inflight_pages: plan.inflight_pages,
         ownership: Ownership {
             uid: opts.uid.unwrap_or(euid),
             gid: opts.gid.unwrap_or(egid),

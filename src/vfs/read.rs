@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
-use tokio::sync::OnceCell;
+use tokio::sync::{OnceCell, OwnedSemaphorePermit};
 
 use super::{Handle, ReadSnapshot, Vfs, lock};
 use crate::error::FsError;
@@ -130,11 +130,18 @@ impl Vfs {
         if let Some(b) = self.cache.get(&key).await {
             return Ok((b, true));
         }
-        Ok((self.fetch(key, snap).await?, false))
+        Ok((self.fetch(key, snap, None).await?, false))
     }
 
-    /// Fetches a page from the UFS into the cache, coalescing concurrent fetches.
-    async fn fetch(self: &Arc<Self>, key: PageKey, snap: &ReadSnapshot) -> Result<Bytes, FsError> {
+    /// Fetches a page from the UFS into the cache, coalescing concurrent fetches. The
+    /// page buffer is covered by a fetch-budget permit (`permit`, or one awaited here)
+    /// until the page is in the cache, whose own capacity covers it from then on.
+    async fn fetch(
+        self: &Arc<Self>,
+        key: PageKey,
+        snap: &ReadSnapshot,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> Result<Bytes, FsError> {
         let cell = lock(&self.inflight.0)
             .entry(key.clone())
             .or_default()
@@ -148,6 +155,15 @@ impl Vfs {
                 {
                     return Ok(b);
                 }
+                let _permit = match permit {
+                    Some(p) => p,
+                    None => self
+                        .fetch_budget
+                        .clone()
+                        .acquire_owned()
+                        .await
+                        .map_err(|_| FsError::new(libc::EIO, "fetch budget closed"))?,
+                };
                 let start = key.idx.0 * PAGE_SIZE;
                 let end = snap.size.min(start + PAGE_SIZE);
                 let b = match self.read_journaled(&key.version, start, end).await {
@@ -214,11 +230,16 @@ impl Vfs {
             if lock(&self.inflight.0).contains_key(&key) || self.cache.contains(&key) {
                 continue;
             }
+            // Prefetch only within the memory budget: readers' own misses come first.
+            let Ok(permit) = self.fetch_budget.clone().try_acquire_owned() else {
+                Metrics::inc(&self.metrics.prefetch_skipped);
+                break;
+            };
             Metrics::inc(&self.metrics.prefetch_pages);
             let this = self.clone();
             let snap = snap.clone();
             self.rt.spawn(async move {
-                if let Err(e) = this.fetch(key, &snap).await {
+                if let Err(e) = this.fetch(key, &snap, Some(permit)).await {
                     tracing::debug!(error = %e, "prefetch failed; the reader will retry");
                 }
             });

@@ -1,0 +1,98 @@
+//! `alluxio ufs-bench`: the store's own read ceiling, measured through the same client
+//! stack the daemon uses (OpenDAL with its retry and timeout layers), with no cache and no
+//! FUSE. It reads one object whole with `--parallel` ranged GETs of `--chunk` bytes in
+//! flight, and prints one JSON object: bytes, seconds, MB/s and this process's CPU seconds
+//! per GiB. `scripts/bench.sh --ufs s3` reports cold reads through the mount against it.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use alluxio::config::{UfsConfig, parse_mount_options, parse_size};
+use alluxio::metrics::Metrics;
+use alluxio::ufs::Ufs;
+
+/// Arguments of `alluxio ufs-bench`.
+#[derive(Args)]
+pub struct UfsBenchArgs {
+    /// The store, as for `alluxio fuse mount --ufs`.
+    #[arg(long)]
+    ufs: String,
+    /// Store options, as for `alluxio fuse mount -o` (endpoint=, region=, keys, ufs.KEY=).
+    #[arg(short = 'o', value_name = "OPT[,OPT...]")]
+    options: Vec<String>,
+    /// The object to read, relative to the store's root.
+    key: String,
+    /// Ranged GETs in flight.
+    #[arg(long, default_value_t = 8)]
+    parallel: usize,
+    /// Bytes per ranged GET.
+    #[arg(long, default_value = "8MiB")]
+    chunk: String,
+}
+
+fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage fills the struct we pass.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; RUSAGE_SELF is always valid.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+    t(ru.ru_utime) + t(ru.ru_stime)
+}
+
+/// Runs the measurement.
+pub fn run(a: UfsBenchArgs) -> Result<()> {
+    let opts = parse_mount_options(&a.options)?;
+    let cfg = UfsConfig::parse(&a.ufs, &opts.ufs)?;
+    let chunk = parse_size(&a.chunk).context("--chunk")?.max(1);
+    let parallel = a.parallel.clamp(1, 256);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let ufs = Arc::new(Ufs::new(&cfg, Arc::new(Metrics::default()))?);
+        let info = ufs.stat(&a.key).await?;
+        let (cpu0, t0) = (cpu_seconds(), Instant::now());
+        let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..parallel {
+            let (ufs, next, key, version) = (
+                ufs.clone(),
+                next.clone(),
+                a.key.clone(),
+                info.version.clone(),
+            );
+            tasks.push(tokio::spawn(async move {
+                let mut got = 0u64;
+                loop {
+                    let start = next.fetch_add(chunk, std::sync::atomic::Ordering::Relaxed);
+                    if start >= info.size {
+                        return Ok::<u64, anyhow::Error>(got);
+                    }
+                    let end = info.size.min(start + chunk);
+                    got += ufs.read_range(&key, start..end, &version).await?.len() as u64;
+                }
+            }));
+        }
+        let mut bytes = 0u64;
+        for t in tasks {
+            bytes += t.await??;
+        }
+        let secs = t0.elapsed().as_secs_f64();
+        let cpu = cpu_seconds() - cpu0;
+        let gib = bytes as f64 / f64::from(1u32 << 30);
+        let out = serde_json::json!({
+            "key": a.key,
+            "bytes": bytes,
+            "seconds": secs,
+            "mb_per_s": bytes as f64 / 1e6 / secs,
+            "parallel": parallel,
+            "chunk": chunk,
+            "client_cpu_s_per_gib": if gib > 0.0 { cpu / gib } else { 0.0 },
+        });
+        println!("{out}");
+        Ok(())
+    })
+}
