@@ -59,7 +59,7 @@ trap cleanup EXIT
 ufs_args=()
 if [ "$ufs_kind" = s3 ]; then
   # s3s-fs serves a local directory; its top-level directories are buckets.
-  command -v s3s-fs >/dev/null || cargo install s3s-fs --version 0.14.1 --locked -q
+  command -v s3s-fs >/dev/null || cargo install s3s-fs --version 0.14.1 --locked --features binary -q
   ufs=$work/s3root/bench
   mkdir -p "$ufs"
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')

@@ -12,7 +12,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
 use fuser::{
     AccessFlags, Errno, FileAttr, FileHandle as FuseFh, FileType, Filesystem, FopenFlags,
     Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr,
@@ -169,6 +168,14 @@ impl Filesystem for Adapter {
             }
         }
         Ok(())
+    }
+
+    /// Unmount: whatever the namespace has not made durable yet is made durable now.
+    #[instrument(level = "debug", skip_all)]
+    fn destroy(&mut self) {
+        if let Err(e) = self.rt.block_on(self.vfs.sync_namespace()) {
+            tracing::error!(error = %e, "namespace: final durable commit at unmount failed");
+        }
     }
 
     #[instrument(level = "debug", skip_all, fields(req = req.unique().0, ino = parent.0, pid = req.pid()))]
@@ -429,7 +436,6 @@ impl Filesystem for Adapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        let data = Bytes::copy_from_slice(data);
         match self.block(self.vfs.write(FileHandle(fh.0), offset, data)) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(self.err(e)),
@@ -524,9 +530,10 @@ impl Filesystem for Adapter {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        // Namespace changes are committed durably before each reply; nothing is pending.
-        Metrics::inc(&self.metrics().fuse_requests);
-        reply.ok();
+        match self.block(self.vfs.sync_namespace()) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(self.err(e)),
+        }
     }
 
     #[instrument(level = "debug", skip_all, fields(req = req.unique().0, ino = ino.0, pid = req.pid()))]

@@ -95,4 +95,6 @@ pub trait MetaClient: Send + Sync + 'static {
     async fn remove_xattr(&self, ino: InodeNo, name: Vec<u8>) -> Result<(), MetaError>;
     /// Inodes allocated so far.
     async fn inodes_allocated(&self) -> Result<u64, MetaError>;
+    /// Makes every acknowledged change durable (fsync, fsyncdir, unmount).
+    async fn sync(&self) -> Result<(), MetaError>;
 }

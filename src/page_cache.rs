@@ -148,6 +148,14 @@ impl PageCache {
         }
     }
 
+    /// Stores a page in the disk tier only (pages of written files: they need not
+    /// displace what readers keep in memory).
+    pub async fn put_disk(&self, key: PageKey, data: Bytes) {
+        if let Some(disk) = &self.disk {
+            disk.put(key, data).await;
+        }
+    }
+
     /// Stores a page in both tiers. Disk failures are logged and counted, never returned.
     pub async fn put(&self, key: PageKey, data: Bytes) {
         self.put_mem(key.clone(), data.clone());

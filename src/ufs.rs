@@ -59,6 +59,54 @@ pub struct ObjectInfo {
 /// Bytes of one upload chunk; also the multipart part size for stores that need parts.
 const UPLOAD_CHUNK: usize = 8 << 20;
 
+/// Parts of one multipart upload in flight at once.
+const UPLOAD_CONCURRENCY: usize = 4;
+
+/// On a local-filesystem UFS, the directory under its root where objects are written
+/// before they are renamed into place, so an object is never seen (or left by a crash)
+/// half-written. Hidden from listings of the root; the name is refused there.
+pub const FS_TMP_DIR: &str = ".alluxio.tmp";
+
+static TMP_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Copies `len` bytes of `src` to the new file `dst` inside the kernel where it can
+/// (copy_file_range), else through a buffer.
+fn copy_file(src: &std::fs::File, dst: &std::fs::File, len: u64) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::FileExt;
+    let mut off: u64 = 0;
+    while off < len {
+        let (mut i, mut o) = (off as libc::loff_t, off as libc::loff_t);
+        let want = (len - off).min(1 << 30) as usize;
+        // SAFETY: both descriptors are open; the offsets are ours.
+        let n = unsafe {
+            libc::copy_file_range(src.as_raw_fd(), &mut i, dst.as_raw_fd(), &mut o, want, 0)
+        };
+        if n > 0 {
+            off += n as u64;
+            continue;
+        }
+        if n == 0 {
+            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
+        }
+        let e = std::io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EXDEV | libc::ENOSYS | libc::EINVAL | libc::EOPNOTSUPP) => {
+                let mut buf = vec![0u8; (len - off).min(UPLOAD_CHUNK as u64) as usize];
+                while off < len {
+                    let n = (len - off).min(buf.len() as u64) as usize;
+                    src.read_exact_at(&mut buf[..n], off)?;
+                    dst.write_all_at(&buf[..n], off)?;
+                    off += n as u64;
+                }
+            }
+            Some(libc::EINTR) => {}
+            _ => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// The UFS of one mount.
 pub struct Ufs {
     op: Operator,
@@ -135,6 +183,16 @@ impl Ufs {
     /// Refuses a key longer than the store accepts, before any request: such a request
     /// can only fail, and some services report that as a retryable error.
     pub fn check_key(&self, key: &str) -> Result<(), UfsError> {
+        if self.local_root.is_some()
+            && key.trim_end_matches('/').split('/').next() == Some(FS_TMP_DIR)
+        {
+            return Err(UfsError::new(
+                "check",
+                key.chars().take(64).collect::<String>(),
+                opendal::Error::new(ErrorKind::Unexpected, "name reserved for atomic writes")
+                    .set_source(std::io::Error::from_raw_os_error(libc::EPERM)),
+            ));
+        }
         match self.max_key_bytes {
             Some(max) if key.len() > max => Err(UfsError::new(
                 "check",
@@ -144,6 +202,35 @@ impl Ufs {
             )),
             _ => Ok(()),
         }
+    }
+
+    /// Whether the UFS is a local directory.
+    pub fn is_local(&self) -> bool {
+        self.local_root.is_some()
+    }
+
+    /// On a local-directory UFS, makes object `key` and its name durable (fsync of the
+    /// file and its directory). Elsewhere a completed write is durable already.
+    pub async fn sync_object(&self, key: &str) -> Result<(), UfsError> {
+        let Some(root) = &self.local_root else {
+            return Ok(());
+        };
+        let path = root.join(key);
+        tokio::task::spawn_blocking(move || {
+            std::fs::File::open(&path)?.sync_all()?;
+            match path.parent() {
+                Some(dir) => std::fs::File::open(dir)?.sync_all(),
+                None => Ok(()),
+            }
+        })
+        .await
+        .map_err(|e| opendal::Error::new(ErrorKind::Unexpected, e.to_string()))
+        .and_then(|r| {
+            r.map_err(|e| {
+                opendal::Error::new(ErrorKind::Unexpected, format!("fsync: {e}")).set_source(e)
+            })
+        })
+        .map_err(|e| self.fail("fsync", key, e))
     }
 
     /// Whether the service renames natively (else rename is copy + delete).
@@ -199,6 +286,9 @@ impl Ufs {
             };
             if name.is_empty() || name.contains('/') {
                 continue;
+            }
+            if dir.is_empty() && self.local_root.is_some() && name == FS_TMP_DIR {
+                continue; // our own atomic-write area
             }
             let m = e.metadata();
             let (size, version) = match kind {
@@ -261,10 +351,26 @@ impl Ufs {
     ) -> Result<ObjectInfo, UfsError> {
         use std::os::unix::fs::FileExt;
         self.count(&self.metrics.ufs_writes);
+        if let Some(root) = &self.local_root {
+            let (root, key) = (root.clone(), path.to_string());
+            let res = tokio::task::spawn_blocking(move || local_upload(&root, &key, &file, len))
+                .await
+                .map_err(|e| opendal::Error::new(ErrorKind::Unexpected, e.to_string()))
+                .and_then(|r| {
+                    r.map_err(|e| {
+                        let kind = ErrorKind::Unexpected;
+                        opendal::Error::new(kind, format!("write: {e}")).set_source(e)
+                    })
+                });
+            res.map_err(|e| self.fail("write", path, e))?;
+            Metrics::add(&self.metrics.bytes_to_ufs, len);
+            return self.stat(path).await;
+        }
         let mut w = self
             .op
             .writer_with(path)
             .chunk(UPLOAD_CHUNK)
+            .concurrent(UPLOAD_CONCURRENCY)
             .await
             .map_err(|e| self.fail("write", path, e))?;
         let mut off = 0u64;
@@ -448,6 +554,36 @@ fn max_key_bytes(cfg: &UfsConfig) -> Option<usize> {
         "s3" => Some(1024usize.saturating_sub(root)),
         _ => None,
     }
+}
+
+/// Writes object `key` under a local root atomically: the bytes go to a file in
+/// [`FS_TMP_DIR`], which is synced and then renamed over the key (and the rename synced).
+fn local_upload(
+    root: &std::path::Path,
+    key: &str,
+    src: &std::fs::File,
+    len: u64,
+) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let tmp_dir = root.join(FS_TMP_DIR);
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&tmp_dir)?;
+    let seq = TMP_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = tmp_dir.join(format!("{}-{seq}", std::process::id()));
+    let dst = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(&tmp)?;
+    let target = root.join(key);
+    let res = copy_file(src, &dst, len).and_then(|()| std::fs::rename(&tmp, &target));
+    if let Err(e) = res {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    Ok(())
 }
 
 /// The UFS key of a file from its path components.

@@ -946,6 +946,12 @@ impl<S: NamespaceStore> Namespace<S> {
     }
 
     /// Number of inodes ever allocated (an upper bound on live inodes).
+    /// Makes every committed change durable.
+    pub fn sync(&self) -> Result<(), MetaError> {
+        self.store.sync()
+    }
+
+    /// Inodes allocated so far.
     pub fn inodes_allocated(&self) -> Result<u64, MetaError> {
         self.store
             .read(|t| Ok(t.counter(NEXT_INO)?.saturating_sub(1)))

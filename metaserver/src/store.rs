@@ -3,7 +3,9 @@
 //! A store offers transactions over three maps: inodes (`ino → record`), dentries
 //! (`(parent, name) → child`, ordered by name within a parent) and named counters.
 //! Invariant: a `write` closure that returns `Err` leaves the store unchanged; one that
-//! returns `Ok` is committed atomically and durably before `write` returns.
+//! returns `Ok` is committed atomically before `write` returns, and durably once `sync`
+//! returns (a store may also make it durable sooner; redb does within a second). A crash
+//! loses at most the changes since the last durable commit, never part of a transaction.
 
 use crate::error::MetaError;
 use crate::record::{InodeNo, InodeRecord};
@@ -64,4 +66,6 @@ pub trait NamespaceStore: Send + Sync + 'static {
         &self,
         f: impl FnOnce(&mut dyn StoreWrite) -> Result<R, MetaError>,
     ) -> Result<R, MetaError>;
+    /// Make every committed transaction durable (fsync, fsyncdir, syncfs, unmount).
+    fn sync(&self) -> Result<(), MetaError>;
 }

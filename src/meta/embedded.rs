@@ -158,4 +158,8 @@ impl<S: NamespaceStore> MetaClient for EmbeddedMeta<S> {
     async fn inodes_allocated(&self) -> Result<u64, MetaError> {
         self.run(|ns| ns.inodes_allocated()).await
     }
+
+    async fn sync(&self) -> Result<(), MetaError> {
+        self.run(|ns| ns.sync()).await
+    }
 }

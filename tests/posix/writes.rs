@@ -104,3 +104,37 @@ fn fuse_namespace_ops_reach_the_ufs(b: Backend) {
 }
 
 backend_tests!(fuse_write_then_read_back, fuse_namespace_ops_reach_the_ufs);
+
+/// On a local-directory UFS an object is written beside its key and renamed into place,
+/// so it is never seen half-written. The staging area under the root is invisible through
+/// the mount, its name is refused, and nothing is left in it after the writes.
+#[test]
+fn fuse_local_ufs_writes_are_atomic_renames() {
+    let ufs = TestUfs::new(Backend::Fs);
+    ufs.put("f", b"old");
+    let dirs = MountDirs::new();
+    let m = Mount::new(&ufs, &dirs);
+    let d = data(3 << 20, 5);
+    std::fs::write(m.p("f"), &d).unwrap();
+    std::fs::create_dir(m.p("sub")).unwrap();
+    std::fs::write(m.p("sub/g"), b"g").unwrap();
+    assert_eq!(ufs.get("f").as_deref(), Some(&d[..]));
+    assert_eq!(ufs.get("sub/g").as_deref(), Some(&b"g"[..]));
+    let tmp = ufs.root().join(alluxio::ufs::FS_TMP_DIR);
+    assert!(tmp.is_dir(), "writes go through the staging area");
+    assert_eq!(
+        std::fs::read_dir(&tmp).unwrap().count(),
+        0,
+        "nothing left behind"
+    );
+    let mut names: Vec<_> = std::fs::read_dir(m.p(""))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["f", "sub"]);
+    let e = std::fs::create_dir(m.p(alluxio::ufs::FS_TMP_DIR)).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EPERM));
+    let e = std::fs::write(m.p(alluxio::ufs::FS_TMP_DIR), b"x").unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EPERM));
+}

@@ -143,4 +143,8 @@ impl NamespaceStore for MemoryStore {
         *maps = copy;
         Ok(r)
     }
+
+    fn sync(&self) -> Result<(), MetaError> {
+        Ok(()) // nothing to persist
+    }
 }
