@@ -13,8 +13,8 @@
 #
 # usage: scripts/bench.sh [--smoke] [--size SIZE] [--ufs dir|s3] [--budget SIZE] [--out DIR]
 #   --smoke   tiny sizes and short runtimes; every mount read is checked with crc32c
-#   --ufs s3  the data lives in a local s3s-fs server (installed if missing); also measures
-#             the server's own ceiling (parallel ranged GETs) and the daemon's CPU per GiB
+#   --ufs s3  the data lives in a local s3s-fs server (tools/s3-server, built if needed); also
+#             measures the server's own ceiling (parallel ranged GETs)
 # Results: one JSON per (mode, job), meta.*.json, and summary.json under --out
 # (default target/bench).
 set -euo pipefail
@@ -58,18 +58,17 @@ trap cleanup EXIT
 
 ufs_args=()
 if [ "$ufs_kind" = s3 ]; then
-  # s3s-fs serves a local directory; its top-level directories are buckets.
-  command -v s3s-fs >/dev/null || cargo install s3s-fs --version 0.14.1 --locked --features binary -q
+  # s3s-fs (0.14.1) serves a local directory whose top-level directories are buckets;
+  # tools/s3-server wraps it with TCP_NODELAY (see its main.rs for the measured defect).
+  cargo build --release --locked -q --manifest-path tools/s3-server/Cargo.toml
   ufs=$work/s3root/bench
   mkdir -p "$ufs"
-  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-  s3s-fs --host 127.0.0.1 --port "$port" --access-key bench --secret-key benchsecret \
-    "$work/s3root" >"$work/s3s.log" 2>&1 </dev/null &
+  tools/s3-server/target/release/alluxio-s3-server 127.0.0.1:0 "$work/s3root" bench benchsecret \
+    >"$work/s3.addr" 2>"$work/s3s.log" </dev/null &
   s3pid=$!
-  for _ in $(seq 100); do
-    python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), 0.2)" 2>/dev/null && break
-    sleep 0.1
-  done
+  for _ in $(seq 100); do [ -s "$work/s3.addr" ] && break; sleep 0.1; done
+  port=$(sed -n '1s/.*://p' "$work/s3.addr")
+  [ -n "$port" ] || { echo "S3 server did not start; see $work/s3s.log" >&2; exit 1; }
   ufs_args=(--ufs s3://bench -o "endpoint=http://127.0.0.1:$port,region=us-east-1,access_key_id=bench,secret_access_key=benchsecret")
 else
   ufs=$work/ufs
@@ -85,10 +84,12 @@ run() { # MODE JOB DIR [fio args...]
   shift 3
   DIR=$dir fio --output-format=json "$@" "fio-jobs/$job.fio" >"$out/$mode.$job.json"
 }
-mount_alluxio() { # CACHE_DIR
+mount_alluxio() { # CACHE_DIR [extra mount args...]
+  local cache=$1
+  shift
   ALLUXIO_HOME=$work/home ALLUXIO_RUN_DIR=$work/run "$bin" fuse mount "$mnt" "${ufs_args[@]}" \
-    --cache-dir "$1" --state-dir "$work/state" --mem-budget "$budget" --cache-size 20GiB \
-    >>"$work/daemon.log" 2>&1 &
+    --cache-dir "$cache" --state-dir "$work/state" --mem-budget "$budget" --cache-size 20GiB \
+    "$@" >>"$work/daemon.log" 2>&1 &
   pid=$!
   for _ in $(seq 100); do grep -q " $mnt fuse.alluxio" /proc/mounts && return 0; sleep 0.1; done
   cat "$work/daemon.log" >&2
@@ -110,7 +111,19 @@ phase() { # MODE JOB [fio args...]: one mount phase, with what the daemon did du
 }
 
 echo "== laying out data ($size per file, $nrfiles small files) in $ufs"
-for job in $reads; do DIR=$ufs fio --create_only=1 "fio-jobs/$job.fio" >/dev/null; done
+if [ "$ufs_kind" = s3 ]; then
+  # Through the S3 API (a THROUGH mount), so the server records each object's ETag: for
+  # files placed on its disk directly, s3s-fs hashes the whole file on every GET.
+  seed=$work/seed
+  mkdir -p "$seed"
+  for job in $reads; do DIR=$seed fio --create_only=1 "fio-jobs/$job.fio" >/dev/null; done
+  mount_alluxio "$work/seed-cache" -o write_type=THROUGH
+  cp -r "$seed/." "$mnt/"
+  stop
+  rm -rf "$seed" "$work/seed-cache" "$work/state"
+else
+  for job in $reads; do DIR=$ufs fio --create_only=1 "fio-jobs/$job.fio" >/dev/null; done
+fi
 : >"$out/rss.txt"
 : >"$out/phases.txt"
 

@@ -1,6 +1,12 @@
 //! The embedded metadata client: the namespace in this process, on a redb file (or in
-//! memory for tests). Every call runs on the blocking pool, since redb transactions do
-//! synchronous I/O and must not stall runtime threads.
+//! memory for tests).
+//!
+//! Point operations (lookups, creates, attribute changes) run inline on the calling
+//! thread: a redb transaction that is not fsynced costs microseconds, less than the hop to
+//! the blocking pool and back that used to dominate a create. They are called mostly from
+//! FUSE session threads; on a runtime worker they block it for that long at most. Calls
+//! that can take long, listing reconciliation, readdir of a whole directory and the
+//! durable `sync`, still run on the blocking pool.
 
 use std::sync::Arc;
 
@@ -29,6 +35,14 @@ impl<S: NamespaceStore> EmbeddedMeta<S> {
         }
     }
 
+    /// Runs a point operation here and now (see the module comment).
+    fn now<R>(
+        &self,
+        f: impl FnOnce(&Namespace<S>) -> Result<R, MetaError>,
+    ) -> Result<R, MetaError> {
+        f(&self.ns)
+    }
+
     async fn run<R: Send + 'static>(
         &self,
         f: impl FnOnce(&Namespace<S>) -> Result<R, MetaError> + Send + 'static,
@@ -44,13 +58,13 @@ impl<S: NamespaceStore> EmbeddedMeta<S> {
 #[async_trait]
 impl<S: NamespaceStore> MetaClient for EmbeddedMeta<S> {
     async fn get(&self, ino: InodeNo) -> Result<InodeRecord, MetaError> {
-        self.run(move |ns| ns.get(ino)).await
+        self.now(move |ns| ns.get(ino))
     }
     async fn lookup(&self, parent: InodeNo, name: Vec<u8>) -> Result<Lookup, MetaError> {
-        self.run(move |ns| ns.lookup(parent, &name)).await
+        self.now(move |ns| ns.lookup(parent, &name))
     }
     async fn needs_load(&self, dir: InodeNo) -> Result<bool, MetaError> {
-        self.run(move |ns| ns.needs_load(dir)).await
+        self.now(move |ns| ns.needs_load(dir))
     }
     async fn load_dir(
         &self,
@@ -70,8 +84,7 @@ impl<S: NamespaceStore> MetaClient for EmbeddedMeta<S> {
         name: Vec<u8>,
         node: NewNode,
     ) -> Result<InodeRecord, MetaError> {
-        self.run(move |ns| ns.create(parent, &name, node, now_ns()))
-            .await
+        self.now(move |ns| ns.create(parent, &name, node, now_ns()))
     }
     async fn link(
         &self,
@@ -79,8 +92,7 @@ impl<S: NamespaceStore> MetaClient for EmbeddedMeta<S> {
         newparent: InodeNo,
         newname: Vec<u8>,
     ) -> Result<InodeRecord, MetaError> {
-        self.run(move |ns| ns.link(ino, newparent, &newname, now_ns()))
-            .await
+        self.now(move |ns| ns.link(ino, newparent, &newname, now_ns()))
     }
     async fn unlink(
         &self,
@@ -88,14 +100,13 @@ impl<S: NamespaceStore> MetaClient for EmbeddedMeta<S> {
         name: Vec<u8>,
         keep_open: bool,
     ) -> Result<InodeRecord, MetaError> {
-        self.run(move |ns| ns.unlink(parent, &name, keep_open, now_ns()))
-            .await
+        self.now(move |ns| ns.unlink(parent, &name, keep_open, now_ns()))
     }
     async fn remove_orphan(&self, ino: InodeNo) -> Result<(), MetaError> {
-        self.run(move |ns| ns.remove_orphan(ino)).await
+        self.now(move |ns| ns.remove_orphan(ino))
     }
     async fn rmdir(&self, parent: InodeNo, name: Vec<u8>) -> Result<InodeRecord, MetaError> {
-        self.run(move |ns| ns.rmdir(parent, &name, now_ns())).await
+        self.now(move |ns| ns.rmdir(parent, &name, now_ns()))
     }
     async fn rename(
         &self,
@@ -106,7 +117,7 @@ impl<S: NamespaceStore> MetaClient for EmbeddedMeta<S> {
         noreplace: bool,
         keep_open: bool,
     ) -> Result<Option<InodeRecord>, MetaError> {
-        self.run(move |ns| {
+        self.now(move |ns| {
             ns.rename(
                 parent,
                 &name,
@@ -117,7 +128,6 @@ impl<S: NamespaceStore> MetaClient for EmbeddedMeta<S> {
                 now_ns(),
             )
         })
-        .await
     }
     async fn exchange(
         &self,
@@ -126,17 +136,16 @@ impl<S: NamespaceStore> MetaClient for EmbeddedMeta<S> {
         newparent: InodeNo,
         newname: Vec<u8>,
     ) -> Result<(), MetaError> {
-        self.run(move |ns| ns.exchange(parent, &name, newparent, &newname, now_ns()))
-            .await
+        self.now(move |ns| ns.exchange(parent, &name, newparent, &newname, now_ns()))
     }
     async fn set_attr(&self, ino: InodeNo, attr: SetAttr) -> Result<InodeRecord, MetaError> {
-        self.run(move |ns| ns.set_attr(ino, attr)).await
+        self.now(move |ns| ns.set_attr(ino, attr))
     }
     async fn path(&self, ino: InodeNo) -> Result<Vec<Vec<u8>>, MetaError> {
-        self.run(move |ns| ns.path(ino)).await
+        self.now(move |ns| ns.path(ino))
     }
     async fn get_xattr(&self, ino: InodeNo, name: Vec<u8>) -> Result<Vec<u8>, MetaError> {
-        self.run(move |ns| ns.get_xattr(ino, &name)).await
+        self.now(move |ns| ns.get_xattr(ino, &name))
     }
     async fn set_xattr(
         &self,
@@ -145,18 +154,16 @@ impl<S: NamespaceStore> MetaClient for EmbeddedMeta<S> {
         value: Vec<u8>,
         mode: XattrMode,
     ) -> Result<(), MetaError> {
-        self.run(move |ns| ns.set_xattr(ino, &name, &value, mode, now_ns()))
-            .await
+        self.now(move |ns| ns.set_xattr(ino, &name, &value, mode, now_ns()))
     }
     async fn list_xattr(&self, ino: InodeNo) -> Result<Vec<Vec<u8>>, MetaError> {
-        self.run(move |ns| ns.list_xattr(ino)).await
+        self.now(move |ns| ns.list_xattr(ino))
     }
     async fn remove_xattr(&self, ino: InodeNo, name: Vec<u8>) -> Result<(), MetaError> {
-        self.run(move |ns| ns.remove_xattr(ino, &name, now_ns()))
-            .await
+        self.now(move |ns| ns.remove_xattr(ino, &name, now_ns()))
     }
     async fn inodes_allocated(&self) -> Result<u64, MetaError> {
-        self.run(|ns| ns.inodes_allocated()).await
+        self.now(|ns| ns.inodes_allocated())
     }
 
     async fn sync(&self) -> Result<(), MetaError> {

@@ -146,7 +146,7 @@ impl Vfs {
             Err(_) => return Ok(Outcome::Retry),
         };
         let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-        let mut info = match self.ufs.upload_file(&key, file, len).await {
+        let mut info = match self.ufs.upload_file(&key, Some(file), len).await {
             Ok(i) => i,
             Err(e) => {
                 tracing::warn!(ino = ino.0, error = %e, "background upload failed; will retry with backoff");
