@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The test command (README, .ci/run): installs test dependencies, checks formatting and
 # lints, starts a local S3 server, runs pjdfstest on the local disk and on mounts over a
-# local directory and over S3, then runs every test, including the ones that mount FUSE
-# through the kernel. Must run as root (mounting needs /dev/fuse, mode 0600).
+# local directory and over S3, a smoke run of the benchmark, then every test, including the
+# ones that mount FUSE through the kernel. Must run as root (mounting needs /dev/fuse, mode 0600).
 #
 # Hangs cannot outlive their limits: nextest kills a test after 3 minutes
 # (.config/nextest.toml), and on every exit this script stops the S3 server it started
@@ -41,6 +41,9 @@ export TMPDIR="$work"
 echo "== pjdfstest (local disk, mount over a local directory, mount over S3)"
 cargo build --locked -p alluxio-cli
 tests/posix/pjdfstest.sh target/debug/alluxio "$work/pjd"
+
+echo "== benchmark smoke run (tiny sizes, crc32c-verified I/O; figures come from full runs)"
+scripts/bench.sh --smoke --out "$work/bench"
 
 echo "== tests"
 cargo nextest run --workspace --locked --no-fail-fast

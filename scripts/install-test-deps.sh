@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a fresh Debian machine (root, no stdin):
 #   fuse3       fusermount3, for unmounting as a non-root user
+#   fio         the benchmark's smoke run
 #   moto        a local S3-compatible server (moto's server mode) the S3 tests talk to
 #   cargo-nextest, rustfmt, clippy
 # Idempotent: anything already present is left alone.
@@ -11,6 +12,7 @@ MOTO_VERSION=5.2.1
 need_apt=()
 command -v fusermount3 >/dev/null 2>&1 || need_apt+=(fuse3)
 command -v sha256sum >/dev/null 2>&1 || need_apt+=(coreutils)
+command -v fio >/dev/null 2>&1 || need_apt+=(fio)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-pip)
 if [ ${#need_apt[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
