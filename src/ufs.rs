@@ -588,6 +588,10 @@ fn local_upload(
         .mode(0o644)
         .open(&tmp)?;
     let target = root.join(key);
+    // As OpenDAL's fs writer does: the key's directories are created if missing.
+    if let Some(parent) = target.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
     let copied = match src {
         Some(src) => copy_file(src, &dst, len),
         None => Ok(()),

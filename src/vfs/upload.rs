@@ -116,6 +116,11 @@ impl Vfs {
             .as_ref()
             .expect("uploader runs only with a journal");
         let tag = pending_tag(ino, seq);
+        // Serialized with renames, unlinks and commits of this inode (invariant 9): an
+        // upload racing a rename could otherwise land at, or move the object from, a name
+        // the namespace no longer has. A faster close made that race common enough to
+        // fail pjdfstest's rename::preserve_metadata now and then.
+        let _lock = self.lock_inodes(&[ino]).await;
         let rec = match self.meta.get(ino).await {
             Ok(r) => r,
             Err(MetaError::NotFound(_)) => {
