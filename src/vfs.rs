@@ -106,6 +106,8 @@ enum Handle {
         ino: InodeNo,
         writable: bool,
         snapshot: ReadSnapshot,
+        /// Sequential-read detection for read-ahead.
+        stream: Mutex<read::Stream>,
     },
     Dir {
         entries: Vec<DirEntry>,

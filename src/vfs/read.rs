@@ -2,8 +2,12 @@
 //! written, else cached pages, else the UFS (then fill the cache).
 //!
 //! Concurrent misses on one page are coalesced: the first caller fetches, the others await
-//! the same result. A reader that misses triggers a bounded prefetch of the following
-//! pages, each also coalesced, so a sequential cold read keeps several ranged GETs in flight.
+//! the same result. Each handle tracks whether it reads sequentially: while it does, a
+//! read-ahead window of pages beyond the reader doubles on every read (up to
+//! [`MAX_WINDOW`] pages) and is kept full of ranged GETs, so a cold sequential read keeps
+//! the store busy instead of stalling at the end of each burst. A seek resets the window;
+//! a non-sequential read prefetches only when it missed. Every prefetch takes a permit of
+//! the fetch budget or is skipped.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -19,6 +23,20 @@ use crate::types::{FileHandle, InodeNo, PAGE_SIZE, PageIdx};
 
 type Fetch = Arc<OnceCell<Result<Bytes, FsError>>>;
 
+/// Largest read-ahead window, in pages.
+const MAX_WINDOW: u64 = 64;
+
+/// Sequential-read state of one handle.
+#[derive(Default)]
+pub(super) struct Stream {
+    /// Where a sequential reader reads next.
+    next: u64,
+    /// Read-ahead window in pages.
+    window: u64,
+    /// First page not yet asked for by read-ahead.
+    ahead: u64,
+}
+
 /// Page fetches in flight, for coalescing.
 #[derive(Default)]
 pub(super) struct Inflight(Mutex<HashMap<PageKey, Fetch>>);
@@ -32,7 +50,13 @@ impl Vfs {
         size: u32,
     ) -> Result<Bytes, FsError> {
         let h = self.handle(fh)?;
-        let Handle::File { ino, snapshot, .. } = &*h else {
+        let Handle::File {
+            ino,
+            snapshot,
+            stream,
+            ..
+        } = &*h
+        else {
             return Err(FsError::new(libc::EISDIR, "read on a directory handle"));
         };
         let of = lock(&self.open_files).get(ino).cloned();
@@ -41,7 +65,8 @@ impl Vfs {
         {
             return Ok(b);
         }
-        self.read_snapshot(*ino, snapshot, offset, size).await
+        self.read_snapshot(*ino, snapshot, stream, offset, size)
+            .await
     }
 
     /// The disk tier's data file for a read-only handle, when it holds the handle's whole
@@ -53,6 +78,7 @@ impl Vfs {
             ino,
             writable: false,
             snapshot,
+            ..
         } = &*h
         else {
             return None;
@@ -70,6 +96,7 @@ impl Vfs {
         self: &Arc<Self>,
         ino: InodeNo,
         snap: &ReadSnapshot,
+        stream: &Mutex<Stream>,
         offset: u64,
         size: u32,
     ) -> Result<Bytes, FsError> {
@@ -108,9 +135,24 @@ impl Vfs {
                     .extend_from_slice(&part);
             }
         }
-        if missed {
-            self.prefetch(ino, snap, version, last + 1);
+        let pages = snap.size.div_ceil(PAGE_SIZE);
+        let mut st = lock(stream);
+        let sequential = offset.abs_diff(st.next) <= 2 * PAGE_SIZE;
+        st.next = if sequential { st.next.max(end) } else { end };
+        if sequential {
+            st.window = (st.window.max(self.cfg.prefetch_pages) * 2).min(MAX_WINDOW);
+        } else {
+            st.window = self.cfg.prefetch_pages;
+            st.ahead = 0;
         }
+        if sequential || missed {
+            let from = (last + 1).max(st.ahead);
+            let to = pages.min(last + 1 + st.window);
+            if from < to {
+                st.ahead = self.prefetch(ino, snap, version, from, to);
+            }
+        }
+        drop(st);
         Ok(single.unwrap_or_else(|| out.map(BytesMut::freeze).unwrap_or_default()))
     }
 
@@ -211,16 +253,16 @@ impl Vfs {
         .flatten()
     }
 
-    /// Starts background fetches of up to `prefetch_pages` pages from `from` on.
+    /// Starts background fetches of pages `from..to` that are neither cached nor in
+    /// flight. Returns the first page it did not get to (the fetch budget ran out).
     fn prefetch(
         self: &Arc<Self>,
         ino: InodeNo,
         snap: &ReadSnapshot,
         version: &Arc<str>,
         from: u64,
-    ) {
-        let pages = snap.size.div_ceil(PAGE_SIZE);
-        let to = pages.min(from + self.cfg.prefetch_pages);
+        to: u64,
+    ) -> u64 {
         for idx in from..to {
             let key = PageKey {
                 ino,
@@ -233,7 +275,7 @@ impl Vfs {
             // Prefetch only within the memory budget: readers' own misses come first.
             let Ok(permit) = self.fetch_budget.clone().try_acquire_owned() else {
                 Metrics::inc(&self.metrics.prefetch_skipped);
-                break;
+                return idx;
             };
             Metrics::inc(&self.metrics.prefetch_pages);
             let this = self.clone();
@@ -244,5 +286,6 @@ impl Vfs {
                 }
             });
         }
+        to
     }
 }

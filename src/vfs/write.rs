@@ -296,6 +296,7 @@ impl Vfs {
             ino,
             writable: mode.write,
             snapshot,
+            stream: Default::default(),
         });
         Ok((fh, keep_cache))
     }
@@ -336,6 +337,7 @@ impl Vfs {
             ino: rec.ino,
             writable: true,
             snapshot,
+            stream: Default::default(),
         });
         Ok((rec, fh))
     }
