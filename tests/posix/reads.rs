@@ -67,10 +67,10 @@ fn fuse_read_sizes_cold_then_warm(b: Backend) {
         "warm pass touched the UFS: {warm:?}"
     );
     assert_eq!(warm["cache_misses"], cold["cache_misses"], "{warm:?}");
-    // Every byte of the warm pass came from the cache (each file is read exactly once).
-    assert_eq!(
-        warm["bytes_from_cache"] - cold["bytes_from_cache"],
-        SIZES.iter().sum::<usize>() as u64,
+    // Every byte of the warm pass came from the cache. At least once: the kernel may ask
+    // again for a few pages its readahead raced on (seen once: 16 KiB extra of 36 MiB).
+    assert!(
+        warm["bytes_from_cache"] - cold["bytes_from_cache"] >= SIZES.iter().sum::<usize>() as u64,
         "{warm:?}"
     );
 }
