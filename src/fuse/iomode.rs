@@ -150,10 +150,18 @@ impl IoModes {
         ticket: Ticket,
         keep_cache: bool,
     ) {
-        let cached_flags = if keep_cache {
-            FopenFlags::FOPEN_KEEP_CACHE
+        // A read-only handle has nothing to flush (flush only uploads staged writes, and
+        // locks are kernel-local), so the kernel need not send FLUSH at each close: one
+        // round trip less per file opened, which is most of a small-file read.
+        let reader = if ticket == Ticket::Reader {
+            FopenFlags::FOPEN_NOFLUSH
         } else {
             FopenFlags::empty()
+        };
+        let cached_flags = if keep_cache {
+            FopenFlags::FOPEN_KEEP_CACHE | reader
+        } else {
+            reader
         };
         let mut st = self.state();
         let io = st.inodes.entry(ino).or_default();
@@ -164,7 +172,7 @@ impl IoModes {
             // Writers and truncation are refused while `pt` exists, so the backing file
             // still holds the inode's current content.
             pt.opens += 1;
-            reply.opened_passthrough(FuseFh(fh.0), FopenFlags::empty(), &pt.id);
+            reply.opened_passthrough(FuseFh(fh.0), reader, &pt.id);
             Mode::Passthrough
         } else if let Some(backing) = (io.cached == 0 && self.enabled())
             .then(|| vfs.passthrough_backing(fh))
@@ -172,7 +180,7 @@ impl IoModes {
         {
             match reply.open_backing(&backing.file) {
                 Ok(id) => {
-                    reply.opened_passthrough(FuseFh(fh.0), FopenFlags::empty(), &id);
+                    reply.opened_passthrough(FuseFh(fh.0), reader, &id);
                     io.pt = Some(Passthrough {
                         id,
                         opens: 1,
