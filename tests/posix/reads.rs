@@ -233,12 +233,11 @@ fn fuse_passthrough_serves_fully_cached_files() {
         "{warm:?}"
     );
     let nonempty = SIZES.iter().filter(|s| **s > 0).count() as u64;
-    // Two opens per file: read_all drops the kernel's cache through one first.
-    assert_eq!(
-        warm["passthrough_opens"] - cold["passthrough_opens"],
-        2 * nonempty,
-        "{warm:?}"
-    );
+    // Each file was passed through at least once (no byte came from the daemon, above).
+    // read_all opens every file twice; the second open shares the first's backing file
+    // when its RELEASE has not reached us yet, and then counts no new passthrough open.
+    let opened = warm["passthrough_opens"] - cold["passthrough_opens"];
+    assert!((nonempty..=2 * nonempty).contains(&opened), "{warm:?}");
     drop_kernel_cache(&m.p("f"));
     let from_cache = m.counter("bytes_from_cache");
     let mut reader = std::fs::File::open(m.p("f")).unwrap();
