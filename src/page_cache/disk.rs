@@ -30,7 +30,7 @@
 //!   only when all its pages have passed their checksum in this process.
 //! - After an I/O error other than ENOSPC the tier stops accepting writes (fail-stop).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -745,11 +745,6 @@ impl DiskTier {
             .values()
             .filter(|e| e.pins > 0)
             .count()
-    }
-
-    /// Distinct files with at least one cached page.
-    pub fn files(&self) -> HashSet<u64> {
-        lock(&self.index).files.keys().copied().collect()
     }
 }
 

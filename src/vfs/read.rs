@@ -37,6 +37,73 @@ pub(super) struct Stream {
     ahead: u64,
 }
 
+impl Stream {
+    /// Records a read of `offset..end` (it `missed` the cache or not) in a file of `pages`
+    /// pages and returns the pages read-ahead should ask for now. The caller sets `ahead`
+    /// to the first page it actually got to.
+    fn plan(
+        &mut self,
+        offset: u64,
+        end: u64,
+        pages: u64,
+        missed: bool,
+        initial: u64,
+    ) -> Option<std::ops::Range<u64>> {
+        // Near the stream position counts as sequential: the kernel's readahead requests
+        // can arrive slightly out of order.
+        let sequential = offset.abs_diff(self.next) <= 2 * PAGE_SIZE;
+        self.next = if sequential { self.next.max(end) } else { end };
+        if sequential {
+            self.window = (self.window.max(initial) * 2).min(MAX_WINDOW);
+        } else {
+            self.window = initial;
+            self.ahead = 0;
+            if !missed {
+                return None;
+            }
+        }
+        let last = end.saturating_sub(1) / PAGE_SIZE;
+        let from = (last + 1).max(self.ahead);
+        let to = pages.min(last + 1 + self.window);
+        (from < to).then_some(from..to)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = PAGE_SIZE;
+
+    #[test]
+    fn window_grows_while_sequential_and_resets_on_a_seek() {
+        let mut s = Stream::default();
+        // Sequential 1 MiB reads: the window doubles up to the cap, and each read asks only
+        // for pages not asked for before.
+        assert_eq!(s.plan(0, MIB, 1000, true, 8), Some(1..17));
+        s.ahead = 17;
+        assert_eq!(s.plan(MIB, 2 * MIB, 1000, false, 8), Some(17..34));
+        s.ahead = 34;
+        assert_eq!(s.plan(2 * MIB, 3 * MIB, 1000, false, 8), Some(34..67));
+        s.ahead = 67;
+        assert_eq!(s.window, 64);
+        assert_eq!(s.plan(3 * MIB, 4 * MIB, 1000, false, 8), Some(67..68));
+        assert_eq!(s.window, MAX_WINDOW, "capped");
+        // A seek far away: the window resets; a cache hit there asks for nothing.
+        assert_eq!(s.plan(500 * MIB, 500 * MIB + 4096, 1000, false, 8), None);
+        assert_eq!((s.window, s.ahead), (8, 0));
+        // A miss after a seek prefetches the initial window behind it.
+        assert_eq!(
+            s.plan(700 * MIB, 700 * MIB + 4096, 1000, true, 8),
+            Some(701..709)
+        );
+        // Never past the end of the file.
+        let mut e = Stream::default();
+        assert_eq!(e.plan(0, MIB, 3, true, 8), Some(1..3));
+        assert_eq!(e.plan(0, 10, 1, true, 8), None);
+    }
+}
+
 /// Page fetches in flight, for coalescing.
 #[derive(Default)]
 pub(super) struct Inflight(Mutex<HashMap<PageKey, Fetch>>);
@@ -137,20 +204,8 @@ impl Vfs {
         }
         let pages = snap.size.div_ceil(PAGE_SIZE);
         let mut st = lock(stream);
-        let sequential = offset.abs_diff(st.next) <= 2 * PAGE_SIZE;
-        st.next = if sequential { st.next.max(end) } else { end };
-        if sequential {
-            st.window = (st.window.max(self.cfg.prefetch_pages) * 2).min(MAX_WINDOW);
-        } else {
-            st.window = self.cfg.prefetch_pages;
-            st.ahead = 0;
-        }
-        if sequential || missed {
-            let from = (last + 1).max(st.ahead);
-            let to = pages.min(last + 1 + st.window);
-            if from < to {
-                st.ahead = self.prefetch(ino, snap, version, from, to);
-            }
+        if let Some(want) = st.plan(offset, end, pages, missed, self.cfg.prefetch_pages) {
+            st.ahead = self.prefetch(ino, snap, version, want.start, want.end);
         }
         drop(st);
         Ok(single.unwrap_or_else(|| out.map(BytesMut::freeze).unwrap_or_default()))
