@@ -236,6 +236,38 @@ pub struct MountConfig {
     pub upload_delay: Duration,
     /// The disk tier's I/O engine.
     pub cache_io: crate::page_cache::EngineChoice,
+    /// Multipart upload shape and how many uploads hold buffers at once.
+    pub upload: UploadShape,
+}
+
+/// How uploads to an object store are cut into parts, and how many run at once. Each
+/// running upload holds up to [`UploadShape::bytes_per_upload`] in memory; the memory
+/// budget decides `slots`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UploadShape {
+    /// Multipart part size (S3 needs at least 5 MiB for all but the last part).
+    pub part_bytes: u64,
+    /// Parts of one upload in flight at once.
+    pub concurrency: usize,
+    /// Uploads that may hold buffers at once (streamed and at commit together).
+    pub slots: usize,
+}
+
+impl Default for UploadShape {
+    fn default() -> Self {
+        Self {
+            part_bytes: 8 << 20,
+            concurrency: 4,
+            slots: 2,
+        }
+    }
+}
+
+impl UploadShape {
+    /// Memory one running upload may hold: the parts in flight plus the one being filled.
+    pub fn bytes_per_upload(&self) -> u64 {
+        self.part_bytes * (self.concurrency as u64 + 1)
+    }
 }
 
 /// Options parsed out of `-o a,b=c` lists.
@@ -259,6 +291,8 @@ pub struct MountOptions {
     pub upload_delay: Duration,
     /// The disk tier's I/O engine.
     pub cache_io: crate::page_cache::EngineChoice,
+    /// Multipart part size and parts in flight (`slots` is set from the memory budget).
+    pub upload: UploadShape,
 }
 
 fn parse_num<T: std::str::FromStr>(key: &str, v: &str) -> Result<T, ConfigError> {
@@ -326,6 +360,21 @@ pub fn parse_mount_options(values: &[String]) -> Result<MountOptions, ConfigErro
                 o.upload_delay = Duration::from_secs_f64(parse_secs(key, v.trim_end_matches('s'))?)
             }
             ("cache_io", Some(v)) => o.cache_io = v.parse().map_err(ConfigError)?,
+            ("upload_part_size", Some(v)) => {
+                let n =
+                    parse_size(v).map_err(|e| ConfigError(format!("mount option {key}: {e}")))?;
+                if !(5 << 20..=5 << 30).contains(&n) {
+                    return err("mount option upload_part_size must be between 5MiB and 5GiB");
+                }
+                o.upload.part_bytes = n;
+            }
+            ("upload_concurrency", Some(v)) => {
+                let n: usize = parse_num(key, v)?;
+                if n == 0 || n > 64 {
+                    return err("mount option upload_concurrency must be between 1 and 64");
+                }
+                o.upload.concurrency = n;
+            }
             ("passthrough", None) => o.fuse.passthrough = true,
             ("nopassthrough", None) => o.fuse.passthrough = false,
             ("allow_other", None) => o.fuse.allow_other = true,
@@ -478,28 +527,42 @@ pub struct MemoryPlan {
     /// Held back for everything else: request and reply buffers of the session threads,
     /// the runtime, metadata and allocator slack.
     pub fixed_bytes: u64,
+    /// Uploads that may hold part buffers at once, each `upload_bytes_each`.
+    pub upload_slots: usize,
+    /// Memory of one running upload ([`UploadShape::bytes_per_upload`]).
+    pub upload_bytes_each: u64,
 }
 
 impl MemoryPlan {
     /// Divides `budget` bytes for a session with `threads` FUSE threads. The parts add up
     /// to at most `budget`, which is what the daemon's resident memory is meant to stay
     /// within (plus the binary itself).
-    pub fn from_budget(budget: u64, threads: usize) -> Result<Self, ConfigError> {
+    pub fn from_budget(
+        budget: u64,
+        threads: usize,
+        upload: &UploadShape,
+    ) -> Result<Self, ConfigError> {
         const MIB: u64 = 1 << 20;
         // Each session thread holds at most one request (≤ 1 MiB) and one reply.
         let fixed = 48 * MIB + threads as u64 * 2 * MIB;
         let inflight_pages = (budget / 8 / MIB).clamp(16, 256);
-        let min = fixed + inflight_pages * MIB + 16 * MIB;
+        // Uploads get an eighth of the budget, and always room for one.
+        let each = upload.bytes_per_upload();
+        let upload_slots = (budget / 8 / each).clamp(1, 16) as usize;
+        let min = fixed + inflight_pages * MIB + upload_slots as u64 * each + 16 * MIB;
         if budget < min {
             return err(format!(
-                "memory budget {budget} bytes is too small: at least {} MiB for {threads} threads",
-                min.div_ceil(MIB)
+                "memory budget {budget} bytes is too small: at least {} MiB for {threads} threads and {} MiB upload parts",
+                min.div_ceil(MIB),
+                each.div_ceil(MIB)
             ));
         }
         Ok(Self {
-            tier_bytes: budget - fixed - inflight_pages * MIB,
+            tier_bytes: budget - fixed - inflight_pages * MIB - upload_slots as u64 * each,
             inflight_pages,
             fixed_bytes: fixed,
+            upload_slots,
+            upload_bytes_each: each,
         })
     }
 }
@@ -575,6 +638,12 @@ mod tests {
         assert!(parse_mount_options(&["threads=0".into()]).is_err());
         let o =
             parse_mount_options(&["write_type=async_through,upload_delay=2.5s".into()]).unwrap();
+        let u = parse_mount_options(&["upload_part_size=16MiB,upload_concurrency=8".into()])
+            .unwrap()
+            .upload;
+        assert_eq!((u.part_bytes, u.concurrency), (16 << 20, 8));
+        assert!(parse_mount_options(&["upload_part_size=1MiB".into()]).is_err());
+        assert!(parse_mount_options(&["upload_concurrency=0".into()]).is_err());
         assert_eq!(o.write_type, WriteType::AsyncThrough);
         assert_eq!(o.upload_delay, Duration::from_millis(2500));
         assert_eq!(
@@ -595,15 +664,30 @@ mod tests {
 
     #[test]
     fn memory_budget_splits_into_parts_that_fit() {
-        for budget in [128u64 << 20, 1 << 30, 8 << 30] {
-            let p = MemoryPlan::from_budget(budget, 8).unwrap();
+        for budget in [192u64 << 20, 1 << 30, 8 << 30] {
+            let up = UploadShape::default();
+            let p = MemoryPlan::from_budget(budget, 8, &up).unwrap();
             assert_eq!(
-                p.tier_bytes + p.inflight_pages * (1 << 20) + p.fixed_bytes,
+                p.tier_bytes
+                    + p.inflight_pages * (1 << 20)
+                    + p.fixed_bytes
+                    + p.upload_slots as u64 * p.upload_bytes_each,
                 budget
             );
             assert!(p.tier_bytes >= 16 << 20 && p.inflight_pages >= 16);
+            assert!(p.upload_slots >= 1 && p.upload_bytes_each == 40 << 20);
         }
-        assert!(MemoryPlan::from_budget(64 << 20, 8).is_err());
-        assert!(MemoryPlan::from_budget(256 << 20, 200).is_err());
+        let up = UploadShape::default();
+        assert!(MemoryPlan::from_budget(64 << 20, 8, &up).is_err());
+        assert!(MemoryPlan::from_budget(256 << 20, 200, &up).is_err());
+        // Larger parts take their memory from the tier, and can exceed a small budget.
+        let big = UploadShape {
+            part_bytes: 64 << 20,
+            concurrency: 8,
+            slots: 0,
+        };
+        assert!(MemoryPlan::from_budget(512 << 20, 8, &big).is_err());
+        let p = MemoryPlan::from_budget(8 << 30, 8, &big).unwrap();
+        assert_eq!(p.upload_slots, 1);
     }
 }

@@ -78,6 +78,11 @@ counters! {
     passthrough_opens,
     /// 1 when the disk tier does its I/O through io_uring, 0 for psync or no disk tier.
     disk_io_uring,
+    /// Uploads that were fed while the file was written and completed at commit.
+    streamed_uploads,
+    /// Streamed uploads abandoned (a change below the bytes sent, a rename, a store
+    /// error); the whole file is then uploaded at commit.
+    streamed_aborts,
 }
 
 impl Metrics {

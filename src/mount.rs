@@ -79,10 +79,10 @@ pub fn mount(cfg: &MountConfig, rt: &RtHandle) -> Result<Mounted, MountError> {
     ensure_private_dir(&staging_dir, "staging directory")?;
 
     let metrics = Arc::new(Metrics::default());
-    let ufs = Arc::new(
-        Ufs::new(&cfg.ufs, metrics.clone())
-            .map_err(|e| MountError::Ufs(format!("cannot configure UFS {}: {e}", cfg.ufs.uri)))?,
-    );
+    let mut ufs = Ufs::new(&cfg.ufs, metrics.clone())
+        .map_err(|e| MountError::Ufs(format!("cannot configure UFS {}: {e}", cfg.ufs.uri)))?;
+    ufs.set_upload_shape(cfg.upload);
+    let ufs = Arc::new(ufs);
     match rt.block_on(async { tokio::time::timeout(UFS_PROBE_TIMEOUT, ufs.check()).await }) {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {

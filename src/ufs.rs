@@ -15,7 +15,7 @@ use bytes::Bytes;
 use opendal::layers::{RetryLayer, TimeoutLayer};
 use opendal::{ErrorKind, Metadata, Operator};
 
-use crate::config::UfsConfig;
+use crate::config::{UfsConfig, UploadShape};
 use crate::metrics::Metrics;
 use crate::types::FileKind;
 
@@ -45,6 +45,30 @@ impl UfsError {
     }
 }
 
+/// A multipart upload fed while its file is still being written, so that close or fsync
+/// has only the tail left to send. Holds one upload slot until dropped. Must end with
+/// [`Ufs::stream_finish`] or [`Ufs::stream_abort`]; dropped otherwise, its parts stay in
+/// the store as an incomplete upload until the store's lifecycle rules remove them.
+pub struct UploadStream {
+    w: opendal::Writer,
+    path: String,
+    /// Bytes handed to the store so far.
+    bytes: u64,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl UploadStream {
+    /// The key being written.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// Bytes handed to the store so far.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+}
+
 /// Size, modification time and version of one object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectInfo {
@@ -56,11 +80,8 @@ pub struct ObjectInfo {
     pub version: String,
 }
 
-/// Bytes of one upload chunk; also the multipart part size for stores that need parts.
+/// Bytes of one chunk of the copies this process makes between objects.
 const UPLOAD_CHUNK: usize = 8 << 20;
-
-/// Parts of one multipart upload in flight at once.
-const UPLOAD_CONCURRENCY: usize = 4;
 
 /// On a local-filesystem UFS, the directory under its root where objects are written
 /// before they are renamed into place, so an object is never seen (or left by a crash)
@@ -121,6 +142,17 @@ pub struct Ufs {
     max_key_bytes: Option<usize>,
     /// Whether reads can be pinned to a version with If-Match (ETag-versioned stores).
     if_match: bool,
+    /// Multipart part size and parts in flight per upload (`set_upload_shape`).
+    upload: UploadShape,
+    /// Upload slots, one per running upload that holds part buffers: what bounds upload
+    /// memory to `upload.slots * upload.bytes_per_upload()`. They are split in two so that
+    /// a commit never waits for a slot held by a stream (a stream ends only when its own
+    /// file commits, which may be after this one: waiting on it could deadlock). Commits
+    /// wait for a commit slot, which only other commits hold; streams start only on a
+    /// free stream slot. Uploads of at most one part take no slot: they buffer at most one
+    /// part, and run on the FUSE thread that flushes (so at most one per thread).
+    commit_slots: Arc<tokio::sync::Semaphore>,
+    stream_slots: Arc<tokio::sync::Semaphore>,
 }
 
 fn mtime_ns(m: &Metadata) -> i64 {
@@ -169,10 +201,34 @@ impl Ufs {
                 .flatten(),
             max_key_bytes: max_key_bytes(cfg),
             if_match: cap.read_with_if_match && cfg.scheme != "fs",
+            upload: UploadShape::default(),
+            commit_slots: Arc::new(tokio::sync::Semaphore::new(1)),
+            stream_slots: Arc::new(tokio::sync::Semaphore::new(1)),
             op,
             uri: cfg.uri.clone(),
             metrics,
         })
+    }
+
+    /// Sets the multipart part size (at least 5 MiB, S3's floor for all but the last
+    /// part), the parts in flight per upload and the uploads running at once (each at
+    /// least 1).
+    pub fn set_upload_shape(&mut self, shape: UploadShape) {
+        self.upload = UploadShape {
+            part_bytes: shape.part_bytes.max(5 << 20),
+            concurrency: shape.concurrency.max(1),
+            slots: shape.slots.max(1),
+        };
+        let commits = (self.upload.slots / 2).max(1);
+        self.commit_slots = Arc::new(tokio::sync::Semaphore::new(commits));
+        self.stream_slots = Arc::new(tokio::sync::Semaphore::new(
+            self.upload.slots.saturating_sub(commits),
+        ));
+    }
+
+    /// The multipart part size.
+    pub fn part_bytes(&self) -> u64 {
+        self.upload.part_bytes
     }
 
     /// The URI this UFS was built from.
@@ -376,16 +432,16 @@ impl Ufs {
             Metrics::add(&self.metrics.bytes_to_ufs, len);
             return self.stat(path).await;
         }
-        let mut w = self
-            .op
-            .writer_with(path)
-            .chunk(UPLOAD_CHUNK)
-            .concurrent(UPLOAD_CONCURRENCY)
-            .await
-            .map_err(|e| self.fail("write", path, e))?;
+        // More than one part: wait for a commit slot (see `commit_slots`).
+        let _slot = if len > self.upload.part_bytes {
+            self.commit_slots.clone().acquire_owned().await.ok()
+        } else {
+            None
+        };
+        let mut w = self.writer(path).await?;
         let mut off = 0u64;
         while let Some(file) = file.as_ref().filter(|_| off < len) {
-            let n = (len - off).min(UPLOAD_CHUNK as u64) as usize;
+            let n = (len - off).min(self.upload.part_bytes) as usize;
             let f = file.clone();
             let chunk = tokio::task::spawn_blocking(move || {
                 let mut buf = vec![0u8; n];
@@ -416,6 +472,65 @@ impl Ufs {
         // Read back size, mtime and ETag as the store reports them, so the version we
         // record is the one later listings will show.
         self.stat(path).await
+    }
+
+    /// A multipart writer of `path` with this store's part size and parts in flight.
+    async fn writer(&self, path: &str) -> Result<opendal::Writer, UfsError> {
+        self.op
+            .writer_with(path)
+            .chunk(self.upload.part_bytes as usize)
+            .concurrent(self.upload.concurrency)
+            .await
+            .map_err(|e| self.fail("write", path, e))
+    }
+
+    /// Starts an upload of `path` that is fed while the file is still being written
+    /// ([`UploadStream`]). `None` when streaming gains nothing (a local directory, written
+    /// by one copy at commit) or every upload slot is taken (the caller then uploads the
+    /// whole file at commit, as without streaming).
+    pub async fn start_stream(&self, path: &str) -> Result<Option<UploadStream>, UfsError> {
+        if self.local_root.is_some() {
+            return Ok(None);
+        }
+        let Ok(slot) = self.stream_slots.clone().try_acquire_owned() else {
+            return Ok(None);
+        };
+        Ok(Some(UploadStream {
+            w: self.writer(path).await?,
+            path: path.to_string(),
+            bytes: 0,
+            _slot: slot,
+        }))
+    }
+
+    /// Hands the next bytes of a streamed upload to the store; waits while all of its
+    /// parts are in flight.
+    pub async fn stream_write(&self, s: &mut UploadStream, buf: Bytes) -> Result<(), UfsError> {
+        let n = buf.len() as u64;
+        s.w.write(buf)
+            .await
+            .map_err(|e| self.fail("write", &s.path, e))?;
+        s.bytes += n;
+        Metrics::add(&self.metrics.bytes_to_ufs, n);
+        Ok(())
+    }
+
+    /// Completes a streamed upload: the object is whole in the store on return.
+    pub async fn stream_finish(&self, mut s: UploadStream) -> Result<ObjectInfo, UfsError> {
+        self.count(&self.metrics.ufs_writes);
+        if let Err(e) = s.w.close().await {
+            let _ = s.w.abort().await;
+            return Err(self.fail("write", &s.path, e));
+        }
+        Metrics::inc(&self.metrics.streamed_uploads);
+        self.stat(&s.path).await
+    }
+
+    /// Abandons a streamed upload; parts already stored are discarded by the store.
+    pub async fn stream_abort(&self, mut s: UploadStream) {
+        if let Err(e) = s.w.abort().await {
+            tracing::warn!(path = %s.path, error = %e, "cannot abort a streamed upload");
+        }
     }
 
     /// Creates the directory key `dir` (ending in `/`).

@@ -52,7 +52,8 @@ fn config(a: MountArgs) -> Result<MountConfig> {
     ]));
     let disk = parse_size(&a.cache_size).context("--cache-size")?;
     let budget = parse_size(&a.mem_budget).context("--mem-budget")?;
-    let plan = MemoryPlan::from_budget(budget, opts.fuse.threads).context("--mem-budget")?;
+    let plan =
+        MemoryPlan::from_budget(budget, opts.fuse.threads, &opts.upload).context("--mem-budget")?;
     let euid = nix::unistd::geteuid().as_raw();
     let egid = nix::unistd::getegid().as_raw();
     Ok(MountConfig {
@@ -75,6 +76,10 @@ fn config(a: MountArgs) -> Result<MountConfig> {
         write_type: opts.write_type,
         upload_delay: opts.upload_delay,
         cache_io: opts.cache_io,
+        upload: alluxio::config::UploadShape {
+            slots: plan.upload_slots,
+            ..opts.upload
+        },
     })
 }
 

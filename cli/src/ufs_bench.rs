@@ -1,8 +1,10 @@
-//! `alluxio ufs-bench`: the store's own read ceiling, measured through the same client
-//! stack the daemon uses (OpenDAL with its retry and timeout layers), with no cache and no
-//! FUSE. It reads one object whole with `--parallel` ranged GETs of `--chunk` bytes in
-//! flight, and prints one JSON object: bytes, seconds, MB/s and this process's CPU seconds
-//! per GiB. `scripts/bench.sh --ufs s3` reports cold reads through the mount against it.
+//! `alluxio ufs-bench`: the store's own ceiling, measured through the same client stack the
+//! daemon uses (OpenDAL with its retry and timeout layers), with no cache and no FUSE. It
+//! reads one object whole with `--parallel` ranged GETs of `--chunk` bytes in flight, or
+//! with `--put FILE` uploads a local file as the object (multipart, `--chunk` parts,
+//! `--parallel` in flight), and prints one JSON object: bytes, seconds, MB/s and this
+//! process's CPU seconds per GiB. `scripts/bench.sh --ufs s3` reports cold reads and
+//! writes through the mount against it.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -28,9 +30,12 @@ pub struct UfsBenchArgs {
     /// Ranged GETs in flight.
     #[arg(long, default_value_t = 8)]
     parallel: usize,
-    /// Bytes per ranged GET.
+    /// Bytes per ranged GET (or per part with --put).
     #[arg(long, default_value = "8MiB")]
     chunk: String,
+    /// Upload this local file as KEY instead of reading KEY.
+    #[arg(long, value_name = "FILE")]
+    put: Option<std::path::PathBuf>,
 }
 
 fn cpu_seconds() -> f64 {
@@ -52,7 +57,21 @@ pub fn run(a: UfsBenchArgs) -> Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        let ufs = Arc::new(Ufs::new(&cfg, Arc::new(Metrics::default()))?);
+        let mut ufs = Ufs::new(&cfg, Arc::new(Metrics::default()))?;
+        if let Some(file) = &a.put {
+            ufs.set_upload_shape(alluxio::config::UploadShape {
+                part_bytes: chunk,
+                concurrency: parallel,
+                slots: 1,
+            });
+            let f = std::fs::File::open(file).with_context(|| format!("{}", file.display()))?;
+            let len = f.metadata()?.len();
+            let (cpu0, t0) = (cpu_seconds(), Instant::now());
+            ufs.upload_file(&a.key, Some(Arc::new(f)), len).await?;
+            print_result(&a.key, len, t0, cpu0, parallel, chunk);
+            return Ok(());
+        }
+        let ufs = Arc::new(ufs);
         let info = ufs.stat(&a.key).await?;
         let (cpu0, t0) = (cpu_seconds(), Instant::now());
         let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -80,19 +99,23 @@ pub fn run(a: UfsBenchArgs) -> Result<()> {
         for t in tasks {
             bytes += t.await??;
         }
-        let secs = t0.elapsed().as_secs_f64();
-        let cpu = cpu_seconds() - cpu0;
-        let gib = bytes as f64 / f64::from(1u32 << 30);
-        let out = serde_json::json!({
-            "key": a.key,
-            "bytes": bytes,
-            "seconds": secs,
-            "mb_per_s": bytes as f64 / 1e6 / secs,
-            "parallel": parallel,
-            "chunk": chunk,
-            "client_cpu_s_per_gib": if gib > 0.0 { cpu / gib } else { 0.0 },
-        });
-        println!("{out}");
+        print_result(&a.key, bytes, t0, cpu0, parallel, chunk);
         Ok(())
     })
+}
+
+fn print_result(key: &str, bytes: u64, t0: Instant, cpu0: f64, parallel: usize, chunk: u64) {
+    let secs = t0.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - cpu0;
+    let gib = bytes as f64 / f64::from(1u32 << 30);
+    let out = serde_json::json!({
+        "key": key,
+        "bytes": bytes,
+        "seconds": secs,
+        "mb_per_s": bytes as f64 / 1e6 / secs,
+        "parallel": parallel,
+        "chunk": chunk,
+        "client_cpu_s_per_gib": if gib > 0.0 { cpu / gib } else { 0.0 },
+    });
+    println!("{out}");
 }

@@ -8,6 +8,8 @@
 //! complete state visible. Staging files are anonymous (unlinked at creation), so a
 //! crashed daemon leaves nothing behind on the cache disk.
 
+mod stream;
+
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
@@ -35,6 +37,11 @@ struct Staging {
     ctime_ns: i64,
     /// Bumped by every data change (under the staging lock).
     generation: u64,
+    /// The upload being fed while the file is written ([`stream`]).
+    stream: Option<stream::WriteStream>,
+    /// Set when a change broke a stream: this file is not written sequentially, so no
+    /// new stream starts for as long as the staging lives.
+    stream_broken: bool,
 }
 
 impl Staging {
@@ -46,6 +53,20 @@ impl Staging {
         let f = Arc::new(new_staging_file(dir, ino)?);
         self.file = Some(f.clone());
         Ok(f)
+    }
+
+    /// Before bytes from `offset` on change: a change below what a stream already sent
+    /// breaks it (dropping it aborts its upload).
+    fn changing_from(&mut self, offset: u64, metrics: &crate::metrics::Metrics) {
+        if self
+            .stream
+            .as_ref()
+            .is_some_and(|w| !w.allows_change_at(offset))
+        {
+            self.stream = None;
+            self.stream_broken = true;
+            crate::metrics::Metrics::inc(&metrics.streamed_aborts);
+        }
     }
 
     /// Records a data change: mtime and ctime move to now.
@@ -182,6 +203,7 @@ impl Vfs {
         let mut g = of.st.lock().await;
         if let Some(s) = g.as_mut() {
             if truncate {
+                s.changing_from(0, &self.metrics);
                 if let Some(f) = s.file.clone() {
                     tokio::task::spawn_blocking(move || f.set_len(0))
                         .await
@@ -223,6 +245,8 @@ impl Vfs {
             mtime_ns: rec.mtime_ns,
             ctime_ns: rec.ctime_ns,
             generation: 0,
+            stream: None,
+            stream_broken: false,
         };
         if truncate && rec.size > 0 {
             st.touch();
@@ -393,10 +417,24 @@ impl Vfs {
             .as_mut()
             .ok_or_else(|| FsError::new(libc::EIO, "staging not initialised"))?;
         let n = data.len();
+        st.changing_from(offset, &self.metrics);
         st.file(&self.cfg.staging_dir, ino)?
             .write_all_at(data, offset)?;
         st.size = st.size.max(end);
         st.touch();
+        let part = self.ufs.part_bytes();
+        match &st.stream {
+            Some(w) => w.staged(st.size, part),
+            // A file that grows past one part, and has not been rewritten below what a
+            // stream sent, starts streaming.
+            None if !st.stream_broken && st.size >= part && self.streams_writes() => {
+                st.stream = self.start_stream(ino, &of).await;
+                if let Some(w) = &st.stream {
+                    w.staged(st.size, part);
+                }
+            }
+            None => {}
+        }
         Ok(n as u32)
     }
 
@@ -414,6 +452,7 @@ impl Vfs {
             Err(e) if e.errno() == libc::ENOENT => {
                 // Unlinked while open: there is no name left to upload to.
                 st.dirty = false;
+                st.stream = None;
                 return Ok(());
             }
             Err(e) => return Err(e),
@@ -430,10 +469,30 @@ impl Vfs {
                 super::journal::pending_tag(ino, seq)
             }
             WriteType::CacheThrough | WriteType::Through => {
-                self.ufs
-                    .upload_file(&key, st.file.clone(), st.size)
-                    .await?
-                    .version
+                let streamed = match st.stream.take() {
+                    Some(w) if w.key_is(&key) => match w.finish(st.file.clone(), st.size).await {
+                        Ok(info) => Some(info),
+                        Err(e) => {
+                            tracing::warn!(ino = ino.0, error = %e, "streamed upload failed; uploading the whole file");
+                            None
+                        }
+                    },
+                    Some(_) => {
+                        // Renamed since the stream started: dropping it aborts the upload.
+                        crate::metrics::Metrics::inc(&self.metrics.streamed_aborts);
+                        None
+                    }
+                    None => None,
+                };
+                match streamed {
+                    Some(info) => info.version,
+                    None => {
+                        self.ufs
+                            .upload_file(&key, st.file.clone(), st.size)
+                            .await?
+                            .version
+                    }
+                }
             }
         };
         self.meta
@@ -639,6 +698,7 @@ impl Vfs {
                 let st = g
                     .as_mut()
                     .ok_or_else(|| FsError::new(libc::EIO, "staging missing"))?;
+                st.changing_from(size, &self.metrics);
                 let f = st.file(&self.cfg.staging_dir, ino)?;
                 tokio::task::spawn_blocking(move || f.set_len(size))
                     .await

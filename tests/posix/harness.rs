@@ -245,6 +245,7 @@ impl Mount {
             run_dir: dirs.base.path().join("run"),
             write_type: Default::default(),
             upload_delay: Default::default(),
+            upload: Default::default(),
             cache_io: Default::default(),
         };
         let rt = tokio::runtime::Builder::new_multi_thread()

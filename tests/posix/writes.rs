@@ -138,3 +138,100 @@ fn fuse_local_ufs_writes_are_atomic_renames() {
     let e = std::fs::write(m.p(alluxio::ufs::FS_TMP_DIR), b"x").unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::EPERM));
 }
+
+/// Waits until `counter` reaches `at_least` (bounded: a stuck upload fails the test).
+fn wait_counter(m: &Mount, counter: &str, at_least: u64) {
+    let t0 = std::time::Instant::now();
+    while m.counter(counter) < at_least {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(60),
+            "{counter} stayed at {} (waiting for {at_least})",
+            m.counter(counter)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// On an object store, a file written sequentially is uploaded part by part while it is
+/// still open: parts reach the store before close, and close completes the upload with
+/// the tail. A rewrite or truncate below the bytes already sent, or a rename, abandons the
+/// stream and close uploads the whole file; the object is right in every case.
+#[test]
+fn fuse_s3_sequential_writes_stream_parts_before_close() {
+    use std::os::unix::fs::FileExt;
+    const MIB: usize = 1 << 20;
+    let ufs = TestUfs::new(Backend::S3);
+    let dirs = MountDirs::new();
+    let m = Mount::new(&ufs, &dirs);
+    let part = 8 * MIB as u64; // the harness's default part size
+
+    // Sequential: three parts leave while the file is open.
+    let d = data(29 * MIB + 123, 1);
+    let mut f = std::fs::File::create(m.p("seq")).unwrap();
+    f.write_all(&d[..27 * MIB]).unwrap();
+    wait_counter(&m, "bytes_to_ufs", 3 * part);
+    assert_eq!(ufs.get("seq"), None, "not visible before close");
+    f.write_all(&d[27 * MIB..]).unwrap();
+    drop(f);
+    assert_eq!(ufs.get("seq").as_deref(), Some(&d[..]));
+    assert_eq!(m.counter("streamed_uploads"), 1);
+    assert_eq!(m.counter("streamed_aborts"), 0);
+    assert_eq!(
+        m.counter("bytes_to_ufs"),
+        d.len() as u64,
+        "each byte sent once"
+    );
+
+    // A rewrite below the bytes sent: the object still has the rewrite.
+    let mut d2 = data(20 * MIB, 2);
+    let base = m.counter("bytes_to_ufs");
+    let f = std::fs::File::create(m.p("rewrite")).unwrap();
+    f.write_all_at(&d2, 0).unwrap();
+    wait_counter(&m, "bytes_to_ufs", base + part);
+    f.write_all_at(b"REWRITTEN", 5).unwrap();
+    d2[5..14].copy_from_slice(b"REWRITTEN");
+    drop(f);
+    assert_eq!(ufs.get("rewrite").as_deref(), Some(&d2[..]));
+    assert_eq!(m.counter("streamed_aborts"), 1);
+
+    // A truncate below the bytes sent, then more writes.
+    let d3 = data(20 * MIB, 3);
+    let base = m.counter("bytes_to_ufs");
+    let mut f = std::fs::File::create(m.p("trunc")).unwrap();
+    f.write_all(&d3).unwrap();
+    wait_counter(&m, "bytes_to_ufs", base + part);
+    f.set_len(3 * MIB as u64).unwrap();
+    f.write_all_at(b"tail", 3 * MIB as u64).unwrap();
+    drop(f);
+    let mut want = d3[..3 * MIB].to_vec();
+    want.extend_from_slice(b"tail");
+    assert_eq!(ufs.get("trunc").as_deref(), Some(&want[..]));
+    assert_eq!(m.counter("streamed_aborts"), 2);
+
+    // Renamed while streaming: the object lands at the new name only.
+    let d4 = data(20 * MIB, 4);
+    let base = m.counter("bytes_to_ufs");
+    let mut f = std::fs::File::create(m.p("before")).unwrap();
+    f.write_all(&d4[..12 * MIB]).unwrap();
+    wait_counter(&m, "bytes_to_ufs", base + part);
+    std::fs::rename(m.p("before"), m.p("after")).unwrap();
+    f.write_all(&d4[12 * MIB..]).unwrap();
+    drop(f);
+    assert_eq!(ufs.get("after").as_deref(), Some(&d4[..]));
+    assert_eq!(ufs.get("before"), None);
+    assert_eq!(m.counter("streamed_aborts"), 3);
+    assert_eq!(std::fs::read(m.p("after")).unwrap(), d4);
+
+    // Streams never starve a commit: with two files streaming (or trying to) and open,
+    // a third, large file still closes.
+    let (a, b, c) = (data(10 * MIB, 5), data(10 * MIB, 6), data(17 * MIB, 7));
+    let mut fa = std::fs::File::create(m.p("a")).unwrap();
+    fa.write_all(&a).unwrap();
+    let mut fb = std::fs::File::create(m.p("b")).unwrap();
+    fb.write_all(&b).unwrap();
+    std::fs::write(m.p("c"), &c).unwrap();
+    assert_eq!(ufs.get("c").as_deref(), Some(&c[..]));
+    drop((fa, fb));
+    assert_eq!(ufs.get("a").as_deref(), Some(&a[..]));
+    assert_eq!(ufs.get("b").as_deref(), Some(&b[..]));
+}
