@@ -11,6 +11,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/install-test-deps.sh
+# The README's install step: the release binary and the mount(8) helper
+# /sbin/mount.fuse.alluxio, which the `mount -t fuse.alluxio` and fstab tests use.
+scripts/install.sh
 
 echo "== fmt"
 cargo fmt --all --check

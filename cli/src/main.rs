@@ -9,6 +9,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
 mod mount_cmd;
+mod mount_helper;
 mod ufs_bench;
 
 #[derive(Parser)]
@@ -84,6 +85,12 @@ fn stats(mountpoint: PathBuf, json: bool) -> Result<()> {
 }
 
 fn main() -> ExitCode {
+    // Run as /sbin/mount.fuse.alluxio by mount(8): the helper's own command line.
+    let mut argv = std::env::args_os();
+    let argv0 = argv.next().unwrap_or_default();
+    if std::path::Path::new(&argv0).file_name() == Some(mount_helper::HELPER_NAME.as_ref()) {
+        return mount_helper::run(&argv.collect::<Vec<_>>());
+    }
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

@@ -36,6 +36,9 @@ pub struct MountArgs {
     /// Pages (1 MiB) fetched ahead of a sequential reader.
     #[arg(long, default_value_t = 8)]
     prefetch_pages: u64,
+    /// Check the arguments and the mountpoint, then exit without mounting.
+    #[arg(long)]
+    check: bool,
     /// Mount options, comma-separated: uid=, gid=, file_mode=, dir_mode=, endpoint=,
     /// region=, access_key_id=, secret_access_key=, ufs.KEY=VALUE, allow_other, ro, ...
     #[arg(short = 'o', value_name = "OPT[,OPT...]")]
@@ -102,7 +105,11 @@ fn init_tracing() {
 
 /// Mounts and serves until unmounted.
 pub fn run(args: MountArgs) -> Result<()> {
+    let check = args.check;
     let cfg = config(args)?;
+    if check {
+        return Ok(());
+    }
     init_tracing();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(4)

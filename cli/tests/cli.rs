@@ -425,3 +425,106 @@ fn cli_through_uploads_without_caching() {
         "THROUGH must not have cached the pages ({before} -> {after})"
     );
 }
+
+/// Runs mount(8) or umount(8) as an operator would: absolute path, and mount(8)'s
+/// environment has no PATH to lean on.
+fn mount8(prog: &str, args: &[&str]) -> Output {
+    let mut c = Command::new(prog);
+    c.args(args).env_remove("PATH").stdin(Stdio::null());
+    with_timeout(c, Duration::from_secs(120))
+}
+
+/// Waits until the daemon that served `log` has logged its exit after an unmount.
+fn wait_logged_exit(log: &Path) {
+    let start = Instant::now();
+    while !std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .contains("unmounted; exiting")
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "daemon did not exit after umount"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `mount -t fuse.alluxio SOURCE DIR -o ...` and a `fuse.alluxio` fstab line mount through
+/// the helper that scripts/install.sh links as /sbin/mount.fuse.alluxio: it backgrounds
+/// once the mount is live, takes mount(8)'s generic options and no PATH, and `umount`
+/// ends the daemon. A mount that cannot work fails with mount(8)'s exit code 32 and the
+/// daemon's error, and leaves nothing mounted.
+#[test]
+fn cli_mount_t_fuse_alluxio_and_fstab() {
+    assert!(
+        Path::new("/sbin/mount.fuse.alluxio").exists(),
+        "/sbin/mount.fuse.alluxio is missing: run scripts/install.sh (scripts/ci.sh does)"
+    );
+    let env = Env::new();
+    std::fs::write(env.ufs().join("hello.txt"), b"hello\n").unwrap();
+    let (m, u) = (env.mnt(), env.ufs());
+    let (m, u) = (m.to_str().unwrap(), u.to_str().unwrap());
+    let b = env.base.path();
+    let log = b.join("daemon.log");
+    let opts = format!(
+        "cache_dir={},state_dir={},log={},mem_budget=256MiB",
+        b.join("cache").display(),
+        b.join("state").display(),
+        log.display()
+    );
+
+    let o = mount8("/usr/bin/mount", &["-t", "fuse.alluxio", u, m, "-o", &opts]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(mount_type(&env.mnt()).as_deref(), Some("fuse.alluxio"));
+    assert_eq!(
+        std::fs::read(env.mnt().join("hello.txt")).unwrap(),
+        b"hello\n"
+    );
+    std::fs::write(env.mnt().join("new.txt"), b"written").unwrap();
+    assert_eq!(
+        std::fs::read(env.ufs().join("new.txt")).unwrap(),
+        b"written"
+    );
+    let o = mount8("/usr/bin/umount", &[m]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(mount_type(&env.mnt()), None);
+    wait_logged_exit(&log);
+
+    // The same through an fstab line (an alternative fstab file, so the host's is left
+    // alone), with the options fstab lines usually carry.
+    let fstab = b.join("fstab");
+    std::fs::write(
+        &fstab,
+        format!("{u} {m} fuse.alluxio defaults,_netdev,nofail,noatime,{opts} 0 0\n"),
+    )
+    .unwrap();
+    let _ = std::fs::remove_file(&log);
+    let o = mount8("/usr/bin/mount", &["-T", fstab.to_str().unwrap(), m]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(mount_type(&env.mnt()).as_deref(), Some("fuse.alluxio"));
+    assert_eq!(
+        std::fs::read(env.mnt().join("new.txt")).unwrap(),
+        b"written"
+    );
+    let o = mount8("/usr/bin/umount", &[m]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    wait_logged_exit(&log);
+
+    // A source that cannot be mounted: exit 32, the daemon's reason, nothing mounted.
+    let missing = b.join("no-such-dir");
+    let o = mount8(
+        "/usr/bin/mount",
+        &[
+            "-t",
+            "fuse.alluxio",
+            missing.to_str().unwrap(),
+            m,
+            "-o",
+            &opts,
+        ],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(32), "{err}");
+    assert!(err.contains("does not exist"), "{err}");
+    assert_eq!(mount_type(&env.mnt()), None);
+}
