@@ -212,8 +212,10 @@ pub struct MountConfig {
     pub mountpoint: PathBuf,
     /// The store behind it.
     pub ufs: UfsConfig,
-    /// Directory for the namespace database (0700).
+    /// Directory for the namespace database (0700); unused with a metaserver.
     pub state_dir: PathBuf,
+    /// A metaserver to take the namespace from, instead of the embedded database.
+    pub metaserver: Option<MetaserverConfig>,
     /// Directory for the disk cache tier and write staging (0700).
     pub cache_dir: PathBuf,
     /// Capacity of the disk tier.
@@ -238,6 +240,48 @@ pub struct MountConfig {
     pub cache_io: crate::page_cache::EngineChoice,
     /// Multipart upload shape and how many uploads hold buffers at once.
     pub upload: UploadShape,
+}
+
+/// Where a remote namespace is, and the token its metaserver wants.
+#[derive(Clone, PartialEq, Eq)]
+pub struct MetaserverConfig {
+    /// `HOST:PORT`.
+    pub addr: String,
+    /// The shared token (never logged).
+    pub token: String,
+}
+
+impl std::fmt::Debug for MetaserverConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetaserverConfig")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MetaserverConfig {
+    /// Reads the token from `file` if given, else from `ALLUXIO_TOKEN`; surrounding
+    /// whitespace (a trailing newline) is not part of it. An empty token is refused.
+    pub fn new(addr: &str, token_file: Option<&Path>) -> Result<Self, ConfigError> {
+        let token = match token_file {
+            Some(p) => std::fs::read_to_string(p)
+                .map_err(|e| ConfigError(format!("token file {}: {e}", p.display())))?,
+            None => std::env::var("ALLUXIO_TOKEN").map_err(|_| {
+                ConfigError("a metaserver needs a token: --token-file FILE or ALLUXIO_TOKEN".into())
+            })?,
+        };
+        let token = token.trim().to_string();
+        if token.is_empty() {
+            return err("the metaserver token is empty");
+        }
+        if addr.is_empty() || addr.contains('/') {
+            return err(format!("metaserver address {addr:?}: expected HOST:PORT"));
+        }
+        Ok(Self {
+            addr: addr.to_string(),
+            token,
+        })
+    }
 }
 
 /// How uploads to an object store are cut into parts, and how many run at once. Each

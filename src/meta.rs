@@ -1,16 +1,18 @@
 //! The metadata client: how the vfs reaches the namespace.
 //!
-//! `MetaClient` is remote-shaped: every call takes and returns owned values, so the
-//! embedded implementation (`embedded`, a namespace in this process) and a future RPC
-//! client are interchangeable.
+//! `MetaClient` is remote-shaped: every call takes and returns owned values. Each call is
+//! one `rpc::Op`, run by a [`RunOp`]: the embedded client (`embedded`, a namespace in this
+//! process) or the metaserver client (`remote`), so both behave alike by construction.
 
 use async_trait::async_trait;
 
+use alluxio_metaserver::rpc::{Op, Value};
 use alluxio_metaserver::{Lookup, MetaError, NewNode, SetAttr, UfsChild, XattrMode};
 
 use crate::types::{DirEntry, InodeNo, InodeRecord, Ownership};
 
 pub mod embedded;
+pub mod remote;
 
 /// Namespace operations used by the vfs. Semantics are those of
 /// `alluxio_metaserver::Namespace`.
@@ -97,4 +99,173 @@ pub trait MetaClient: Send + Sync + 'static {
     async fn inodes_allocated(&self) -> Result<u64, MetaError>;
     /// Makes every acknowledged change durable (fsync, fsyncdir, unmount).
     async fn sync(&self) -> Result<(), MetaError>;
+}
+
+/// How a client runs one namespace operation: in process ([`embedded`]) or over the wire
+/// ([`remote`]). Every [`MetaClient`] call is one [`Op`], so both clients share one
+/// mapping (below) and the wire carries exactly what the embedded client runs.
+#[async_trait]
+pub trait RunOp: Send + Sync + 'static {
+    /// Runs `op` against the namespace.
+    async fn run(&self, op: Op) -> Result<Value, MetaError>;
+}
+
+fn unexpected(v: Value) -> MetaError {
+    MetaError::Storage(format!(
+        "metaserver answered with an unexpected value: {v:?}"
+    ))
+}
+
+macro_rules! expect {
+    ($v:expr, $pat:ident) => {
+        match $v {
+            Value::$pat(x) => Ok(x),
+            other => Err(unexpected(other)),
+        }
+    };
+    ($v:expr) => {
+        match $v {
+            Value::Unit => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    };
+}
+
+#[async_trait]
+impl<T: RunOp> MetaClient for T {
+    async fn get(&self, ino: InodeNo) -> Result<InodeRecord, MetaError> {
+        expect!(self.run(Op::Get { ino }).await?, Record)
+    }
+    async fn lookup(&self, parent: InodeNo, name: Vec<u8>) -> Result<Lookup, MetaError> {
+        expect!(self.run(Op::Lookup { parent, name }).await?, Lookup)
+    }
+    async fn needs_load(&self, dir: InodeNo) -> Result<bool, MetaError> {
+        expect!(self.run(Op::NeedsLoad { dir }).await?, Bool)
+    }
+    async fn load_dir(
+        &self,
+        dir: InodeNo,
+        listing: Vec<UfsChild>,
+        defaults: Ownership,
+    ) -> Result<(), MetaError> {
+        let op = Op::LoadDir {
+            dir,
+            listing,
+            defaults,
+        };
+        expect!(self.run(op).await?)
+    }
+    async fn list(&self, dir: InodeNo) -> Result<Vec<DirEntry>, MetaError> {
+        expect!(self.run(Op::List { dir }).await?, Entries)
+    }
+    async fn create(
+        &self,
+        parent: InodeNo,
+        name: Vec<u8>,
+        node: NewNode,
+    ) -> Result<InodeRecord, MetaError> {
+        expect!(self.run(Op::Create { parent, name, node }).await?, Record)
+    }
+    async fn link(
+        &self,
+        ino: InodeNo,
+        newparent: InodeNo,
+        newname: Vec<u8>,
+    ) -> Result<InodeRecord, MetaError> {
+        let op = Op::Link {
+            ino,
+            newparent,
+            newname,
+        };
+        expect!(self.run(op).await?, Record)
+    }
+    async fn unlink(
+        &self,
+        parent: InodeNo,
+        name: Vec<u8>,
+        keep_open: bool,
+    ) -> Result<InodeRecord, MetaError> {
+        let op = Op::Unlink {
+            parent,
+            name,
+            keep_open,
+        };
+        expect!(self.run(op).await?, Record)
+    }
+    async fn remove_orphan(&self, ino: InodeNo) -> Result<(), MetaError> {
+        expect!(self.run(Op::RemoveOrphan { ino }).await?)
+    }
+    async fn rmdir(&self, parent: InodeNo, name: Vec<u8>) -> Result<InodeRecord, MetaError> {
+        expect!(self.run(Op::Rmdir { parent, name }).await?, Record)
+    }
+    async fn rename(
+        &self,
+        parent: InodeNo,
+        name: Vec<u8>,
+        newparent: InodeNo,
+        newname: Vec<u8>,
+        noreplace: bool,
+        keep_open: bool,
+    ) -> Result<Option<InodeRecord>, MetaError> {
+        let op = Op::Rename {
+            parent,
+            name,
+            newparent,
+            newname,
+            noreplace,
+            keep_open,
+        };
+        expect!(self.run(op).await?, MaybeRecord)
+    }
+    async fn exchange(
+        &self,
+        parent: InodeNo,
+        name: Vec<u8>,
+        newparent: InodeNo,
+        newname: Vec<u8>,
+    ) -> Result<(), MetaError> {
+        let op = Op::Exchange {
+            parent,
+            name,
+            newparent,
+            newname,
+        };
+        expect!(self.run(op).await?)
+    }
+    async fn set_attr(&self, ino: InodeNo, attr: SetAttr) -> Result<InodeRecord, MetaError> {
+        expect!(self.run(Op::SetAttr { ino, attr }).await?, Record)
+    }
+    async fn path(&self, ino: InodeNo) -> Result<Vec<Vec<u8>>, MetaError> {
+        expect!(self.run(Op::Path { ino }).await?, Names)
+    }
+    async fn get_xattr(&self, ino: InodeNo, name: Vec<u8>) -> Result<Vec<u8>, MetaError> {
+        expect!(self.run(Op::GetXattr { ino, name }).await?, Bytes)
+    }
+    async fn set_xattr(
+        &self,
+        ino: InodeNo,
+        name: Vec<u8>,
+        value: Vec<u8>,
+        mode: XattrMode,
+    ) -> Result<(), MetaError> {
+        let op = Op::SetXattr {
+            ino,
+            name,
+            value,
+            mode,
+        };
+        expect!(self.run(op).await?)
+    }
+    async fn list_xattr(&self, ino: InodeNo) -> Result<Vec<Vec<u8>>, MetaError> {
+        expect!(self.run(Op::ListXattr { ino }).await?, Names)
+    }
+    async fn remove_xattr(&self, ino: InodeNo, name: Vec<u8>) -> Result<(), MetaError> {
+        expect!(self.run(Op::RemoveXattr { ino, name }).await?)
+    }
+    async fn inodes_allocated(&self) -> Result<u64, MetaError> {
+        expect!(self.run(Op::InodesAllocated).await?, Count)
+    }
+    async fn sync(&self) -> Result<(), MetaError> {
+        expect!(self.run(Op::Sync).await?)
+    }
 }

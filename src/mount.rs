@@ -13,7 +13,9 @@ use tokio::runtime::Handle as RtHandle;
 use crate::config::{ConfigError, MountConfig, control_socket, ensure_private_dir};
 use crate::control::{ControlServer, MountInfo};
 use crate::fuse::Adapter;
+use crate::meta::MetaClient;
 use crate::meta::embedded::EmbeddedMeta;
+use crate::meta::remote::RemoteMeta;
 use crate::metrics::Metrics;
 use crate::page_cache::{PageCache, PageCacheConfig};
 use crate::types::now_ns;
@@ -100,14 +102,32 @@ pub fn mount(cfg: &MountConfig, rt: &RtHandle) -> Result<Mounted, MountError> {
         }
     }
 
-    let db_path = cfg.state_dir.join("namespace.redb");
-    let store = RedbStore::open(&db_path).map_err(|e| {
-        MountError::Namespace(format!("cannot open namespace {}: {e}", db_path.display()))
-    })?;
-    let ns = Namespace::open(store, cfg.ownership, now_ns()).map_err(|e| {
-        MountError::Namespace(format!("cannot open namespace {}: {e}", db_path.display()))
-    })?;
-    let meta = Arc::new(EmbeddedMeta::new(ns, rt.clone()));
+    let meta: Arc<dyn MetaClient> = match &cfg.metaserver {
+        Some(ms) => {
+            let connect = RemoteMeta::connect(&ms.addr, &ms.token);
+            let remote = rt
+                .block_on(async { tokio::time::timeout(UFS_PROBE_TIMEOUT, connect).await })
+                .map_err(|_| {
+                    MountError::Namespace(format!(
+                        "metaserver {}: no answer within {}s",
+                        ms.addr,
+                        UFS_PROBE_TIMEOUT.as_secs()
+                    ))
+                })?
+                .map_err(MountError::Namespace)?;
+            Arc::new(remote)
+        }
+        None => {
+            let db_path = cfg.state_dir.join("namespace.redb");
+            let store = RedbStore::open(&db_path).map_err(|e| {
+                MountError::Namespace(format!("cannot open namespace {}: {e}", db_path.display()))
+            })?;
+            let ns = Namespace::open(store, cfg.ownership, now_ns()).map_err(|e| {
+                MountError::Namespace(format!("cannot open namespace {}: {e}", db_path.display()))
+            })?;
+            Arc::new(EmbeddedMeta::new(ns, rt.clone()))
+        }
+    };
 
     let cache = Arc::new(
         PageCache::new(

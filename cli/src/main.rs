@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
+mod metaserver_cmd;
 mod mount_cmd;
 mod mount_helper;
 mod ufs_bench;
@@ -30,6 +31,8 @@ enum Cmd {
         #[command(subcommand)]
         cmd: FuseCmd,
     },
+    /// Serve a namespace to FUSE daemons over the network.
+    Metaserver(metaserver_cmd::MetaserverArgs),
     /// Measure the store's own read ceiling (parallel ranged GETs, no cache, no FUSE).
     UfsBench(ufs_bench::UfsBenchArgs),
 }
@@ -37,7 +40,7 @@ enum Cmd {
 #[derive(Subcommand)]
 enum FuseCmd {
     /// Mount a UFS with a local cache (runs in the foreground until unmounted).
-    Mount(mount_cmd::MountArgs),
+    Mount(Box<mount_cmd::MountArgs>),
     /// Unmount a mount made by `alluxio fuse mount`.
     Unmount {
         /// The mountpoint.
@@ -105,7 +108,7 @@ fn main() -> ExitCode {
     let res = match cli.cmd {
         Cmd::Fuse {
             cmd: FuseCmd::Mount(args),
-        } => mount_cmd::run(args),
+        } => mount_cmd::run(*args),
         Cmd::Fuse {
             cmd: FuseCmd::Unmount { mountpoint },
         } => alluxio::mount::unmount(&mountpoint).map_err(anyhow::Error::msg),
@@ -113,6 +116,7 @@ fn main() -> ExitCode {
             cmd: FuseCmd::Stats { mountpoint, json },
         } => stats(mountpoint, json),
         Cmd::UfsBench(args) => ufs_bench::run(args),
+        Cmd::Metaserver(args) => metaserver_cmd::run(args),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

@@ -7,8 +7,8 @@ use anyhow::{Context, Result};
 use clap::Args;
 
 use alluxio::config::{
-    MemoryPlan, MountConfig, UfsConfig, default_home, default_run_dir, parse_mount_options,
-    parse_size, path_id,
+    MemoryPlan, MetaserverConfig, MountConfig, UfsConfig, default_home, default_run_dir,
+    parse_mount_options, parse_size, path_id,
 };
 use alluxio::types::Ownership;
 
@@ -20,6 +20,12 @@ pub struct MountArgs {
     /// The store: /local/dir, file:///dir, s3://bucket/prefix, memory://, or any OpenDAL URI.
     #[arg(long, env = "ALLUXIO_UFS")]
     ufs: String,
+    /// Take the namespace from this metaserver (HOST:PORT) instead of a local database.
+    #[arg(long, env = "ALLUXIO_METASERVER")]
+    metaserver: Option<String>,
+    /// File holding the metaserver's token [default: ALLUXIO_TOKEN].
+    #[arg(long)]
+    token_file: Option<PathBuf>,
     /// Namespace database directory [default: per-mount under ALLUXIO_HOME].
     #[arg(long, env = "ALLUXIO_STATE_DIR")]
     state_dir: Option<PathBuf>,
@@ -63,6 +69,11 @@ fn config(a: MountArgs) -> Result<MountConfig> {
         mountpoint: mp,
         ufs,
         state_dir: a.state_dir.unwrap_or_else(|| per_mount.join("state")),
+        metaserver: a
+            .metaserver
+            .as_deref()
+            .map(|addr| MetaserverConfig::new(addr, a.token_file.as_deref()))
+            .transpose()?,
         cache_dir: a.cache_dir.unwrap_or_else(|| per_mount.join("cache")),
         disk_cache_bytes: disk,
         mem_cache_bytes: plan.tier_bytes,
@@ -91,7 +102,7 @@ fn config(a: MountArgs) -> Result<MountConfig> {
 /// it is handled. `ALLUXIO_LOG=opendal=warn` brings them back.
 const DEFAULT_LOG: &str = "warn,opendal=error,alluxio=info,alluxio_metaserver=info";
 
-fn init_tracing() {
+pub(crate) fn init_tracing() {
     use tracing_subscriber::EnvFilter;
     let filter =
         EnvFilter::try_from_env("ALLUXIO_LOG").unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG));

@@ -12,7 +12,9 @@
 //! list holds generic options (`rw`, `dev`, `suid`, `relatime`, `_netdev`, `nofail`,
 //! `noauto`, `x-systemd.*`, ...) beside ours. Options that are flags of `alluxio fuse
 //! mount` in the CLI are spelled as options here: `cache_dir=`, `state_dir=`,
-//! `cache_size=`, `mem_budget=`, `prefetch_pages=`; plus `log=FILE` for the daemon's log.
+//! `cache_size=`, `mem_budget=`, `prefetch_pages=`, `token_file=`; plus `log=FILE` for
+//! the daemon's log. SOURCE is a UFS URI, or `alluxio://HOST:PORT/` for a metaserver's
+//! namespace, with the store as `-o ufs=URI`.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -42,6 +44,10 @@ struct Request {
     options: Vec<String>,
     /// `log=FILE`.
     log: Option<PathBuf>,
+    /// The store: SOURCE, or `ufs=` with a metaserver SOURCE.
+    ufs: String,
+    /// `HOST:PORT` of a metaserver SOURCE (`alluxio://HOST:PORT/`).
+    metaserver: Option<String>,
     /// `-f`: check everything, mount nothing.
     fake: bool,
     verbose: bool,
@@ -67,6 +73,7 @@ fn flag_of(key: &str) -> Option<&'static str> {
         "cache_size" => "--cache-size",
         "mem_budget" => "--mem-budget",
         "prefetch_pages" => "--prefetch-pages",
+        "token_file" => "--token-file",
         _ => return None,
     })
 }
@@ -113,6 +120,7 @@ fn parse(args: &[OsString]) -> Result<Request, String> {
         };
         match (k, v, flag_of(k)) {
             ("log", Some(v), _) => r.log = Some(PathBuf::from(v)),
+            ("ufs", Some(v), _) => r.ufs = v.to_string(),
             (_, Some(v), Some(flag)) => r.flags.push((flag.to_string(), v.to_string())),
             (_, None, Some(_)) | ("log", None, _) => {
                 return Err(format!("mount option {k} needs a value"));
@@ -120,11 +128,28 @@ fn parse(args: &[OsString]) -> Result<Request, String> {
             _ => r.options.push(o.to_string()),
         }
     }
-    if r.source.starts_with("alluxio://") {
-        return Err(format!(
-            "{}: metaserver namespaces (alluxio://HOST:PORT/path) are not supported by this build; mount a UFS URI",
-            r.source
-        ));
+    if let Some(rest) = r.source.strip_prefix("alluxio://") {
+        let (hostport, path) = rest.split_once('/').unwrap_or((rest, ""));
+        if hostport.is_empty() {
+            return Err(format!("{}: expected alluxio://HOST:PORT/", r.source));
+        }
+        if !path.is_empty() {
+            return Err(format!(
+                "{}: mounting a subtree of a metaserver namespace is not supported; use alluxio://{hostport}/",
+                r.source
+            ));
+        }
+        if r.ufs.is_empty() {
+            return Err(format!(
+                "{}: a metaserver mount needs -o ufs=URI (the store behind the namespace)",
+                r.source
+            ));
+        }
+        r.metaserver = Some(hostport.to_string());
+    } else if r.ufs.is_empty() {
+        r.ufs = r.source.clone();
+    } else {
+        return Err("ufs= is for alluxio:// sources; the SOURCE is the store".into());
     }
     Ok(r)
 }
@@ -157,7 +182,10 @@ fn mount(req: &Request) -> Result<(), String> {
     cmd.args(["fuse", "mount"])
         .arg(&dir)
         .arg("--ufs")
-        .arg(&req.source);
+        .arg(&req.ufs);
+    if let Some(ms) = &req.metaserver {
+        cmd.arg("--metaserver").arg(ms);
+    }
     for (flag, v) in &req.flags {
         cmd.arg(flag).arg(v);
     }
@@ -316,6 +344,19 @@ mod tests {
         assert!(parse(&args(&["a", "/m", "-q"])).is_err());
         assert!(parse(&args(&["a", "/m", "-o", "cache_dir"])).is_err());
         let e = parse(&args(&["alluxio://h:1/", "/m"])).unwrap_err();
+        assert!(e.contains("needs -o ufs="), "{e}");
+        let e = parse(&args(&["alluxio://h:1/sub", "/m", "-o", "ufs=/d"])).unwrap_err();
         assert!(e.contains("not supported"), "{e}");
+        assert!(parse(&args(&["/d", "/m", "-o", "ufs=/e"])).is_err());
+        let r = parse(&args(&[
+            "alluxio://h:1/",
+            "/m",
+            "-o",
+            "ufs=s3://b,token_file=/t",
+        ]))
+        .unwrap();
+        assert_eq!(r.metaserver.as_deref(), Some("h:1"));
+        assert_eq!(r.ufs, "s3://b");
+        assert_eq!(r.flags, [("--token-file".to_string(), "/t".to_string())]);
     }
 }

@@ -61,11 +61,15 @@ impl Env {
     }
     /// Starts `alluxio fuse mount` in the background and waits until the mount is live.
     fn mount(&mut self, extra: &[&str]) {
+        self.mount_on(&self.ufs(), extra);
+    }
+    /// The same over another UFS directory.
+    fn mount_on(&mut self, ufs: &Path, extra: &[&str]) {
         let mut c = self.cmd();
         c.args(["fuse", "mount"])
             .arg(self.mnt())
             .arg("--ufs")
-            .arg(self.ufs())
+            .arg(ufs)
             .args(extra);
         c.stdout(Stdio::null()).stderr(Stdio::piped());
         self.child = Some(c.spawn().unwrap());
@@ -527,4 +531,278 @@ fn cli_mount_t_fuse_alluxio_and_fstab() {
     assert_eq!(o.status.code(), Some(32), "{err}");
     assert!(err.contains("does not exist"), "{err}");
     assert_eq!(mount_type(&env.mnt()), None);
+}
+
+/// A metaserver child on a free port of 127.0.0.1; stopped, by its PID, on drop.
+struct Metaserver {
+    child: Child,
+    addr: String,
+    token_file: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Metaserver {
+    fn start(token: &str) -> Self {
+        use std::io::BufRead;
+        let dir = tempfile::tempdir().unwrap();
+        let token_file = dir.path().join("token");
+        std::fs::write(&token_file, format!("{token}\n")).unwrap();
+        let mut child = Command::new(BIN)
+            .args(["metaserver", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .arg("--token-file")
+            .arg(&token_file)
+            .env_remove("ALLUXIO_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = std::io::BufReader::new(out).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
+        let Some(addr) = line.trim().strip_prefix("listening on ") else {
+            let _ = child.kill();
+            panic!("metaserver did not start: {line:?}");
+        };
+        Self {
+            addr: addr.to_string(),
+            child,
+            token_file,
+            _dir: dir,
+        }
+    }
+
+    fn args(&self) -> Vec<String> {
+        vec![
+            "--metaserver".into(),
+            self.addr.clone(),
+            "--token-file".into(),
+            self.token_file.to_str().unwrap().into(),
+        ]
+    }
+
+    fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for Metaserver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `ok` until it holds or `limit` passes; returns whether it held.
+fn within(limit: Duration, mut ok: impl FnMut() -> bool) -> bool {
+    let t0 = Instant::now();
+    loop {
+        if ok() {
+            return true;
+        }
+        if t0.elapsed() > limit {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Two FUSE daemons on two mountpoints share one namespace through a metaserver: a file
+/// written and closed through one is read whole through the other, and a rename or an
+/// overwrite in one is seen in the other within the kernel TTL (1 s by default, see
+/// docs/SEMANTICS.md).
+#[test]
+fn cli_metaserver_two_daemons_share_one_namespace() {
+    let ms = Metaserver::start("two-daemons-token");
+    let args = ms.args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut a = Env::new();
+    let mut b = Env::new();
+    a.mount(&args);
+    b.mount_on(&a.ufs(), &args);
+    let (ma, mb) = (a.mnt(), b.mnt());
+
+    let d = pattern((5 << 20) + 7, 1);
+    std::fs::write(ma.join("f.bin"), &d).unwrap();
+    assert_eq!(std::fs::read(mb.join("f.bin")).unwrap(), d);
+    assert_eq!(
+        std::fs::read(a.ufs().join("f.bin")).unwrap(),
+        d,
+        "1:1 in the UFS"
+    );
+
+    let ttl = Duration::from_millis(1500); // the 1 s TTL, plus scheduling slack
+    std::fs::create_dir(ma.join("d")).unwrap();
+    std::fs::rename(ma.join("f.bin"), ma.join("d/g.bin")).unwrap();
+    assert!(
+        within(ttl, || mb.join("d/g.bin").exists()
+            && !mb.join("f.bin").exists()),
+        "rename not seen through the other mount"
+    );
+    assert_eq!(std::fs::read(mb.join("d/g.bin")).unwrap(), d);
+
+    std::fs::write(mb.join("d/g.bin"), b"second version").unwrap();
+    assert!(
+        within(ttl, || std::fs::read(ma.join("d/g.bin")).ok().as_deref()
+            == Some(&b"second version"[..])),
+        "overwrite not seen through the other mount"
+    );
+
+    // A third daemon through mount(8): `alluxio://HOST:PORT/` with the store in ufs=.
+    let c = Env::new();
+    let log = c.base.path().join("daemon.log");
+    let opts = format!(
+        "ufs={},token_file={},cache_dir={},log={}",
+        a.ufs().display(),
+        ms.token_file.display(),
+        c.base.path().join("cache").display(),
+        log.display()
+    );
+    let src = format!("alluxio://{}/", ms.addr);
+    let mc = c.mnt();
+    let o = mount8(
+        "/usr/bin/mount",
+        &[
+            "-t",
+            "fuse.alluxio",
+            &src,
+            mc.to_str().unwrap(),
+            "-o",
+            &opts,
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        std::fs::read(mc.join("d/g.bin")).unwrap(),
+        b"second version"
+    );
+    let o = mount8("/usr/bin/umount", &[mc.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    wait_logged_exit(&log);
+}
+
+/// Sends one gRPC request frame over raw HTTP/2 and returns the grpc-status it gets. The
+/// stream is ended after the frame only if the frame is whole (its length prefix matches),
+/// so a lying prefix must be refused from the prefix alone.
+async fn raw_grpc(addr: &str, auth: Option<&str>, frame: bytes::Bytes) -> Option<String> {
+    let whole = frame.len() >= 5
+        && u32::from_be_bytes([frame[1], frame[2], frame[3], frame[4]]) as usize == frame.len() - 5;
+    let tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let (client, conn) = h2::client::handshake(tcp).await.ok()?;
+    tokio::spawn(conn);
+    let mut client = client.ready().await.ok()?;
+    let mut req = http::Request::builder()
+        .method("POST")
+        .uri(format!("http://{addr}/alluxio.meta.v1.Meta/Call"))
+        .header("content-type", "application/grpc+json")
+        .header("te", "trailers");
+    if let Some(a) = auth {
+        req = req.header("authorization", a);
+    }
+    let (resp, mut send) = client.send_request(req.body(()).unwrap(), false).ok()?;
+    let _ = send.send_data(frame, whole);
+    let resp = resp.await.ok()?;
+    if let Some(s) = resp.headers().get("grpc-status") {
+        return Some(s.to_str().ok()?.to_string());
+    }
+    let mut body = resp.into_body();
+    while let Some(chunk) = body.data().await {
+        let _ = chunk.ok()?;
+    }
+    let trailers = body.trailers().await.ok()??;
+    Some(trailers.get("grpc-status")?.to_str().ok()?.to_string())
+}
+
+fn grpc_frame(len_prefix: u32, body: &[u8]) -> bytes::Bytes {
+    let mut f = vec![0u8];
+    f.extend_from_slice(&len_prefix.to_be_bytes());
+    f.extend_from_slice(body);
+    f.into()
+}
+
+/// The metaserver's port refuses a wrong or missing token, answers a malformed message and
+/// a 1 GiB length prefix with errors, shrugs off garbage bytes, and keeps serving.
+#[test]
+fn cli_metaserver_rejects_bad_tokens_and_survives_garbage() {
+    use std::io::{Read, Write};
+    let token = "the-right-token";
+    let mut ms = Metaserver::start(token);
+    let env = Env::new();
+    let (m, u) = (env.mnt(), env.ufs());
+    let (m, u) = (m.to_str().unwrap(), u.to_str().unwrap());
+
+    // A daemon with the wrong token: one clear line, nothing mounted.
+    let bad = env.base.path().join("bad-token");
+    std::fs::write(&bad, "not-the-token").unwrap();
+    let o = env.run(&[
+        "fuse",
+        "mount",
+        m,
+        "--ufs",
+        u,
+        "--metaserver",
+        &ms.addr,
+        "--token-file",
+        bad.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(err.contains("wrong token"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert_eq!(mount_type(&env.mnt()), None);
+
+    // Raw gRPC: no token, a wrong one, a malformed message, a 1 GiB length prefix.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let right = format!("Bearer {token}");
+    let call = br#"{"version":1,"op":"InodesAllocated"}"#;
+    let limit = Duration::from_secs(20);
+    let status = |auth: Option<&str>, frame: bytes::Bytes| {
+        rt.block_on(async { tokio::time::timeout(limit, raw_grpc(&ms.addr, auth, frame)).await })
+            .expect("the server answers in time")
+    };
+    let framed = grpc_frame(call.len() as u32, call);
+    assert_eq!(status(Some(&right), framed.clone()).as_deref(), Some("0"));
+    assert_eq!(status(None, framed.clone()).as_deref(), Some("16")); // UNAUTHENTICATED
+    assert_eq!(status(Some("Bearer nope"), framed).as_deref(), Some("16"));
+    // Without the token, even a huge message is refused from the headers alone.
+    assert_eq!(
+        status(Some("Bearer nope"), grpc_frame(1 << 30, b"x")).as_deref(),
+        Some("16")
+    );
+    let junk = b"{not json";
+    assert_eq!(
+        status(Some(&right), grpc_frame(junk.len() as u32, junk)).as_deref(),
+        Some("3") // INVALID_ARGUMENT
+    );
+    let huge = status(Some(&right), grpc_frame(1 << 30, b"{\"version\":1"));
+    assert!(
+        matches!(huge.as_deref(), Some(s) if s != "0"),
+        "1 GiB prefix got {huge:?}"
+    );
+
+    // Garbage bytes straight on the port: that connection fails, nothing else.
+    let mut s = std::net::TcpStream::connect(&ms.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = s.write_all(&pattern(1 << 20, 9));
+    let _ = s.read(&mut [0u8; 1024]);
+    drop(s);
+
+    assert!(ms.alive(), "the metaserver died");
+    let mut env = env;
+    let args = ms.args();
+    env.mount(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    std::fs::write(env.mnt().join("still.txt"), b"serving").unwrap();
+    assert_eq!(
+        std::fs::read(env.ufs().join("still.txt")).unwrap(),
+        b"serving"
+    );
 }

@@ -4,7 +4,7 @@
 use crate::record::InodeNo;
 
 /// An error from a namespace operation.
-#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum MetaError {
     /// The inode or name does not exist.
     #[error("not found: {0}")]

@@ -12,6 +12,7 @@
 pub mod error;
 pub mod namespace;
 pub mod record;
+pub mod rpc;
 pub mod store;
 
 pub use error::MetaError;

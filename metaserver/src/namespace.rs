@@ -46,7 +46,7 @@ fn local_only(rec: &InodeRecord) -> bool {
 }
 
 /// A node to create.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct NewNode {
     /// Its kind.
     pub kind: FileKind,
@@ -63,7 +63,7 @@ pub struct NewNode {
 }
 
 /// How `set_xattr` treats an existing attribute (XATTR_CREATE / XATTR_REPLACE).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum XattrMode {
     /// Create or replace.
     Any,
@@ -74,7 +74,7 @@ pub enum XattrMode {
 }
 
 /// One child found in a UFS listing.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct UfsChild {
     /// Entry name (one path component).
     pub name: Vec<u8>,
@@ -89,7 +89,7 @@ pub struct UfsChild {
 }
 
 /// Result of a lookup.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Lookup {
     /// The name exists.
     Found(InodeRecord),
@@ -100,7 +100,7 @@ pub enum Lookup {
 }
 
 /// Attribute changes; `None` leaves a field alone.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SetAttr {
     /// New size.
     pub size: Option<u64>,

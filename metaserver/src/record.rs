@@ -8,7 +8,9 @@ use crate::error::MetaError;
 
 /// An inode number. Allocated from a persistent counter and never reused, so it is stable
 /// across remounts and unique without a generation number.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct InodeNo(pub u64);
 
 impl std::fmt::Display for InodeNo {
@@ -21,7 +23,7 @@ impl std::fmt::Display for InodeNo {
 pub const ROOT_INO: InodeNo = InodeNo(1);
 
 /// Kind of an inode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum FileKind {
     /// A regular file, backed 1:1 by a UFS object at its primary link's path.
     File,
@@ -72,7 +74,7 @@ impl FileKind {
 }
 
 /// Owner and permission bits given to objects that other tools wrote to the UFS.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Ownership {
     /// Owner uid.
     pub uid: u32,
@@ -85,7 +87,7 @@ pub struct Ownership {
 }
 
 /// One inode.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct InodeRecord {
     /// Inode number.
     pub ino: InodeNo,
@@ -128,7 +130,7 @@ pub struct InodeRecord {
 }
 
 /// One directory entry as returned by listings.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DirEntry {
     /// Entry name.
     pub name: Vec<u8>,

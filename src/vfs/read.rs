@@ -266,6 +266,7 @@ impl Vfs {
                 let b = match self.read_journaled(&key.version, start, end).await {
                     Some(b) => b,
                     None => {
+                        self.check_not_pending_elsewhere(&key).await?;
                         self.ufs
                             .read_range(&snap.key, start..end, &key.version)
                             .await?
@@ -288,6 +289,25 @@ impl Vfs {
             m.remove(&key);
         }
         res
+    }
+
+    /// A pending (ASYNC_THROUGH) version with no journal entry here is either uploaded
+    /// already (the namespace moved on; the UFS holds its bytes) or still pending in
+    /// another daemon's journal (through a shared metaserver): its bytes are nowhere this
+    /// daemon can read, and the UFS may hold another version, so the read gets ESTALE
+    /// rather than bytes of some other version.
+    async fn check_not_pending_elsewhere(&self, key: &PageKey) -> Result<(), FsError> {
+        if super::journal::parse_tag(&key.version).is_none() {
+            return Ok(());
+        }
+        let rec = self.meta.get(key.ino).await?;
+        if rec.version.as_deref() == Some(&*key.version) {
+            return Err(FsError::expected(
+                libc::ESTALE,
+                "written through another client and not uploaded yet",
+            ));
+        }
+        Ok(())
     }
 
     /// Reads a range of a pending (ASYNC_THROUGH) version from the journal. `None` when the

@@ -230,6 +230,7 @@ impl Mount {
             mountpoint: mp.clone(),
             ufs,
             state_dir: dirs.base.path().join("state"),
+            metaserver: None,
             cache_dir: dirs.cache_dir(),
             disk_cache_bytes: 1 << 30,
             mem_cache_bytes,
