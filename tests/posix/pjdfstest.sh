@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the pjdfstest suite (Rust rewrite 0.2.2, upstream Linux settings, naptime 0.01) as
 # root on the local disk and on fresh alluxio mounts over a local directory (with the
-# default CACHE_THROUGH and with ASYNC_THROUGH) and over the S3 server at
+# default CACHE_THROUGH, with ASYNC_THROUGH, and with the namespace in an `alluxio
+# metaserver`) and over the S3 server at
 # $ALLUXIO_TEST_S3_ENDPOINT, and prints the totals side by side.
 #
 # Fails when a case fails on a mount that is not listed in tests/posix/pjdfstest.expected,
@@ -67,7 +68,12 @@ unmount() {
   mount_pid=
   mnt=
 }
-trap unmount EXIT
+ms_pid=
+stop_all() {
+  unmount
+  if [ -n "$ms_pid" ]; then kill "$ms_pid" 2>/dev/null || true; fi
+}
+trap stop_all EXIT
 
 # Paths stay short: pjdfstest binds Unix sockets at full test paths, and sun_path holds
 # only 108 bytes.
@@ -97,6 +103,19 @@ run_suite local-disk "$work/l"
 mkdir -p "$work/u" "$work/v"
 run_on_mount mount-local-dir d "$work/u"
 run_on_mount mount-local-dir-async a "$work/v" -o write_type=ASYNC_THROUGH
+# The namespace in an `alluxio metaserver` (gRPC, token) instead of in the daemon.
+mkdir -p "$work/w"
+head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$work/ms.token"
+"$bin" metaserver --listen 127.0.0.1:0 --data-dir "$work/ms" --token-file "$work/ms.token" \
+  >"$results/metaserver.out" 2>"$results/metaserver.log" </dev/null &
+ms_pid=$!
+for _ in $(seq 1 100); do grep -q '^listening on ' "$results/metaserver.out" && break; sleep 0.1; done
+ms_addr=$(sed -n 's/^listening on //p' "$results/metaserver.out")
+[ -n "$ms_addr" ] || { cat "$results/metaserver.log"; exit 1; }
+run_on_mount mount-metaserver m "$work/w" --metaserver "$ms_addr" --token-file "$work/ms.token"
+kill "$ms_pid"
+wait "$ms_pid" || true
+ms_pid=
 if [ -n "${ALLUXIO_TEST_S3_ENDPOINT:-}" ]; then
   bucket="pjd$(date +%s)"
   python3 - "$ALLUXIO_TEST_S3_ENDPOINT" "$bucket" <<'PY'
@@ -124,7 +143,7 @@ fi
 #   CASE  MOUNTS  REASON...
 # where MOUNTS is `all` or a comma-separated list of the mount names above.
 status=0
-for name in mount-local-dir mount-local-dir-async mount-s3; do
+for name in mount-local-dir mount-local-dir-async mount-metaserver mount-s3; do
   awk -v m="$name" '!/^[[:space:]]*#/ && NF >= 2 {
       n = split($2, ms, ","); for (i = 1; i <= n; i++) if (ms[i] == "all" || ms[i] == m) { print $1; break }
     }' "$expected" | sort -u >"$results/$name.expected"
