@@ -240,6 +240,40 @@ pub struct MountConfig {
     pub cache_io: crate::page_cache::EngineChoice,
     /// Multipart upload shape and how many uploads hold buffers at once.
     pub upload: UploadShape,
+    /// When loaded directories are listed again.
+    pub metadata_sync: MetadataSync,
+}
+
+/// When a loaded directory is listed from the UFS again (`-o metadata_sync=`), so that
+/// objects changed by other tools show up. A directory is always listed on first access.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MetadataSync {
+    /// Never again (until `alluxio fs load-metadata`).
+    #[default]
+    Never,
+    /// On every lookup and readdir.
+    Always,
+    /// On a lookup or readdir when this daemon last listed it longer ago than this.
+    Every(Duration),
+}
+
+impl std::str::FromStr for MetadataSync {
+    type Err = ConfigError;
+    fn from_str(v: &str) -> Result<Self, ConfigError> {
+        match v.to_ascii_lowercase().as_str() {
+            "never" => Ok(Self::Never),
+            "always" | "0" | "0s" => Ok(Self::Always),
+            other => {
+                let secs =
+                    parse_secs("metadata_sync", other.trim_end_matches('s')).map_err(|_| {
+                        ConfigError(format!(
+                            "mount option metadata_sync={v}: expected never, always or seconds"
+                        ))
+                    })?;
+                Ok(Self::Every(Duration::from_secs_f64(secs)))
+            }
+        }
+    }
 }
 
 /// Where a remote namespace is, and the token its metaserver wants.
@@ -337,6 +371,8 @@ pub struct MountOptions {
     pub cache_io: crate::page_cache::EngineChoice,
     /// Multipart part size and parts in flight (`slots` is set from the memory budget).
     pub upload: UploadShape,
+    /// When loaded directories are listed again.
+    pub metadata_sync: MetadataSync,
 }
 
 fn parse_num<T: std::str::FromStr>(key: &str, v: &str) -> Result<T, ConfigError> {
@@ -404,6 +440,7 @@ pub fn parse_mount_options(values: &[String]) -> Result<MountOptions, ConfigErro
                 o.upload_delay = Duration::from_secs_f64(parse_secs(key, v.trim_end_matches('s'))?)
             }
             ("cache_io", Some(v)) => o.cache_io = v.parse().map_err(ConfigError)?,
+            ("metadata_sync", Some(v)) => o.metadata_sync = v.parse()?,
             ("upload_part_size", Some(v)) => {
                 let n =
                     parse_size(v).map_err(|e| ConfigError(format!("mount option {key}: {e}")))?;
@@ -688,6 +725,16 @@ mod tests {
         assert_eq!((u.part_bytes, u.concurrency), (16 << 20, 8));
         assert!(parse_mount_options(&["upload_part_size=1MiB".into()]).is_err());
         assert!(parse_mount_options(&["upload_concurrency=0".into()]).is_err());
+        for (v, want) in [
+            ("never", MetadataSync::Never),
+            ("always", MetadataSync::Always),
+            ("30", MetadataSync::Every(Duration::from_secs(30))),
+            ("1.5s", MetadataSync::Every(Duration::from_millis(1500))),
+        ] {
+            let o = parse_mount_options(&[format!("metadata_sync={v}")]).unwrap();
+            assert_eq!(o.metadata_sync, want, "{v}");
+        }
+        assert!(parse_mount_options(&["metadata_sync=soon".into()]).is_err());
         assert_eq!(o.write_type, WriteType::AsyncThrough);
         assert_eq!(o.upload_delay, Duration::from_millis(2500));
         assert_eq!(

@@ -1,9 +1,12 @@
 //! The control socket: a Unix socket per mount that answers `stats` with the daemon's
-//! counters as JSON, so `alluxio fuse stats MOUNTPOINT` works without a debugger.
+//! counters as JSON (`alluxio fuse stats MOUNTPOINT`), and runs `load-metadata`
+//! (`alluxio fs load-metadata PATH`).
 //!
-//! Protocol: the client sends one line (`stats\n`); the server answers one JSON document
-//! and closes. Requests are capped at 1 KiB; anything else gets an error object. The
-//! socket is created 0600 inside a 0700 directory.
+//! Protocol: the client sends one line, `stats` or a JSON object
+//! `{"op":"load-metadata","path":"a/b","recursive":false}`; the server answers one JSON
+//! document and closes. Requests are capped at 8 KiB; anything else gets an error object.
+//! The socket is created 0600 inside a 0700 directory, so only the daemon's user (root)
+//! can use it.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -14,6 +17,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixListener;
 
 use crate::metrics::Metrics;
+use crate::vfs::Vfs;
 
 /// What the stats answer says about the mount besides counters.
 #[derive(Debug, Clone)]
@@ -53,11 +57,40 @@ fn stats_json(metrics: &Metrics, info: &MountInfo) -> String {
     .to_string()
 }
 
-/// Binds the socket at `path` (replacing a stale one) and serves it on `rt`.
+#[derive(serde::Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+enum Request {
+    LoadMetadata {
+        path: String,
+        #[serde(default)]
+        recursive: bool,
+    },
+}
+
+async fn answer(line: &str, metrics: &Metrics, info: &MountInfo, vfs: Option<&Vfs>) -> String {
+    if line == "stats" {
+        return stats_json(metrics, info);
+    }
+    match (serde_json::from_str::<Request>(line), vfs) {
+        (Ok(Request::LoadMetadata { path, recursive }), Some(vfs)) => {
+            match vfs.load_metadata(&path, recursive).await {
+                Ok(n) => serde_json::json!({ "listed": n }).to_string(),
+                Err(e) => serde_json::json!({ "error": e.to_string(), "errno": e.errno() })
+                    .to_string(),
+            }
+        }
+        _ => serde_json::json!({"error": "unknown request; send \"stats\" or a load-metadata object"})
+            .to_string(),
+    }
+}
+
+/// Binds the socket at `path` (replacing a stale one) and serves it on `rt`; `vfs` runs
+/// the requests that act on the mount.
 pub fn serve(
     path: PathBuf,
     metrics: Arc<Metrics>,
     info: MountInfo,
+    vfs: Option<Arc<Vfs>>,
     rt: &tokio::runtime::Handle,
 ) -> std::io::Result<ControlServer> {
     use std::os::unix::fs::PermissionsExt;
@@ -78,17 +111,16 @@ pub fn serve(
             };
             let metrics = metrics.clone();
             let info = info.clone();
+            let vfs = vfs.clone();
             tokio::spawn(async move {
                 let (r, mut w) = stream.into_split();
                 let mut line = String::new();
-                let mut r = BufReader::new(r.take(1024));
+                let mut r = BufReader::new(r.take(8192));
                 let read =
                     tokio::time::timeout(Duration::from_secs(5), r.read_line(&mut line)).await;
-                let reply = match (read, line.trim()) {
-                    (Ok(Ok(_)), "stats") => stats_json(&metrics, &info),
-                    _ => {
-                        serde_json::json!({"error": "unknown request; send \"stats\""}).to_string()
-                    }
+                let reply = match read {
+                    Ok(Ok(_)) => answer(line.trim(), &metrics, &info, vfs.as_deref()).await,
+                    _ => serde_json::json!({"error": "no request line"}).to_string(),
                 };
                 let _ = w.write_all(reply.as_bytes()).await;
                 let _ = w.write_all(b"\n").await;
@@ -98,11 +130,11 @@ pub fn serve(
     Ok(ControlServer { path, task })
 }
 
-/// Sends `cmd` to the control socket at `path` and returns the answer (blocking, with a
-/// 5 s timeout).
-pub fn query(path: &Path, cmd: &str) -> std::io::Result<String> {
+/// Sends `cmd` to the control socket at `path` and returns the answer (blocking; the
+/// answer must come within `timeout`).
+pub fn query(path: &Path, cmd: &str, timeout: Duration) -> std::io::Result<String> {
     let mut s = std::os::unix::net::UnixStream::connect(path)?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.set_read_timeout(Some(timeout))?;
     s.set_write_timeout(Some(Duration::from_secs(5)))?;
     s.write_all(cmd.as_bytes())?;
     s.write_all(b"\n")?;
@@ -127,18 +159,26 @@ mod tests {
             cache_dir: "/c".into(),
         };
         let sock = dir.path().join("run/x.sock");
-        let _srv = serve(sock.clone(), m, info, &tokio::runtime::Handle::current()).unwrap();
+        let _srv = serve(
+            sock.clone(),
+            m,
+            info,
+            None,
+            &tokio::runtime::Handle::current(),
+        )
+        .unwrap();
         let s2 = sock.clone();
-        let out = tokio::task::spawn_blocking(move || query(&s2, "stats"))
+        let out = tokio::task::spawn_blocking(move || query(&s2, "stats", Duration::from_secs(5)))
             .await
             .unwrap()
             .unwrap();
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
         assert_eq!(v["counters"]["ufs_reads"], 3);
-        let out = tokio::task::spawn_blocking(move || query(&sock, "bogus"))
-            .await
-            .unwrap()
-            .unwrap();
+        let out =
+            tokio::task::spawn_blocking(move || query(&sock, "bogus", Duration::from_secs(5)))
+                .await
+                .unwrap()
+                .unwrap();
         assert!(out.contains("error"));
     }
 }

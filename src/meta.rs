@@ -31,6 +31,13 @@ pub trait MetaClient: Send + Sync + 'static {
         listing: Vec<UfsChild>,
         defaults: Ownership,
     ) -> Result<(), MetaError>;
+    /// Reconcile a loaded `dir` with a fresh UFS listing (metadata sync).
+    async fn resync_dir(
+        &self,
+        dir: InodeNo,
+        listing: Vec<UfsChild>,
+        defaults: Ownership,
+    ) -> Result<(), MetaError>;
     /// List a loaded directory.
     async fn list(&self, dir: InodeNo) -> Result<Vec<DirEntry>, MetaError>;
     /// Create a node.
@@ -149,6 +156,19 @@ impl<T: RunOp> MetaClient for T {
         defaults: Ownership,
     ) -> Result<(), MetaError> {
         let op = Op::LoadDir {
+            dir,
+            listing,
+            defaults,
+        };
+        expect!(self.run(op).await?)
+    }
+    async fn resync_dir(
+        &self,
+        dir: InodeNo,
+        listing: Vec<UfsChild>,
+        defaults: Ownership,
+    ) -> Result<(), MetaError> {
+        let op = Op::ResyncDir {
             dir,
             listing,
             defaults,

@@ -155,6 +155,7 @@ pub fn mount(cfg: &MountConfig, rt: &RtHandle) -> Result<Mounted, MountError> {
             write_type: cfg.write_type,
             journal_dir: cfg.cache_dir.join("journal"),
             upload_delay: cfg.upload_delay,
+            metadata_sync: cfg.metadata_sync,
         },
         rt.clone(),
     )
@@ -197,6 +198,7 @@ pub fn mount(cfg: &MountConfig, rt: &RtHandle) -> Result<Mounted, MountError> {
             state_dir: cfg.state_dir.clone(),
             cache_dir: cfg.cache_dir.clone(),
         },
+        Some(vfs.clone()),
         rt,
     )
     .map_err(|e| {

@@ -385,7 +385,9 @@ impl Ufs {
 
     /// Reads `range` of object `path` at `version`. On ETag-versioned stores the read is
     /// pinned with If-Match, so a changed object fails with ESTALE instead of returning
-    /// bytes of another version.
+    /// bytes of another version. Stores without conditional reads (a local directory)
+    /// are checked after the read instead: if the object's version is not `version` any
+    /// more, the bytes may be another version's, and the read fails with ESTALE.
     pub async fn read_range(
         &self,
         path: &str,
@@ -400,6 +402,24 @@ impl Ufs {
             req = req.if_match(etag);
         }
         let buf = req.await.map_err(|e| self.fail("read", path, e))?;
+        // A pending (ASYNC_THROUGH) version is not the store's: the caller reads the store
+        // only once that version was uploaded, and then the object holds its bytes.
+        let pending = version.starts_with(alluxio_metaserver::PENDING_PREFIX);
+        if !pending && !(self.if_match && version.starts_with("e:")) {
+            // One stat after the read is enough: a change before or during the read moves
+            // the version (size, mtime or ETag) seen here.
+            let now = self.stat(path).await?;
+            if now.version != version {
+                let e = opendal::Error::new(
+                    ErrorKind::ConditionNotMatch,
+                    format!(
+                        "changed underneath: version {version} is now {}",
+                        now.version
+                    ),
+                );
+                return Err(self.fail("read", path, e));
+            }
+        }
         Ok(buf.to_bytes())
     }
 

@@ -55,6 +55,8 @@ pub struct VfsConfig {
     pub journal_dir: PathBuf,
     /// ASYNC_THROUGH: delay before a journaled file is uploaded.
     pub upload_delay: std::time::Duration,
+    /// When loaded directories are listed from the UFS again.
+    pub metadata_sync: crate::config::MetadataSync,
 }
 
 /// What `statfs` reports.
@@ -137,6 +139,9 @@ pub struct Vfs {
     /// their bytes live here until the last close.
     pinned: Mutex<HashMap<InodeNo, Arc<OpenFile>>>,
     loading: Mutex<HashMap<InodeNo, Arc<tokio::sync::Mutex<()>>>>,
+    /// When this daemon last listed each directory (for `metadata_sync`); bounded by
+    /// clearing, which only costs extra listings.
+    synced: Mutex<HashMap<InodeNo, std::time::Instant>>,
     inflight: read::Inflight,
     /// One permit per page buffer fetched from the UFS and not yet in the cache.
     fetch_budget: Arc<tokio::sync::Semaphore>,
@@ -196,6 +201,7 @@ impl Vfs {
             orphans: Mutex::new(Default::default()),
             pinned: Mutex::new(HashMap::new()),
             loading: Mutex::new(HashMap::new()),
+            synced: Mutex::new(HashMap::new()),
             inflight: Default::default(),
             fetch_budget: Arc::new(tokio::sync::Semaphore::new(
                 usize::try_from(cfg_inflight).unwrap_or(usize::MAX).max(1),
@@ -294,18 +300,96 @@ impl Vfs {
     /// Lists `dir` from the UFS into the namespace if this mount has not done so yet.
     /// Concurrent callers for one directory wait for a single listing.
     async fn ensure_loaded(&self, dir: InodeNo) -> Result<(), FsError> {
-        if !self.meta.needs_load(dir).await? {
+        if !self.meta.needs_load(dir).await? && !self.sync_due(dir) {
             return Ok(());
         }
+        self.list_into(dir, false).await
+    }
+
+    /// Whether `metadata_sync` wants `dir` listed again now.
+    fn sync_due(&self, dir: InodeNo) -> bool {
+        use crate::config::MetadataSync;
+        match self.cfg.metadata_sync {
+            MetadataSync::Never => false,
+            MetadataSync::Always => true,
+            MetadataSync::Every(d) => lock(&self.synced)
+                .get(&dir)
+                .is_none_or(|t| t.elapsed() >= d),
+        }
+    }
+
+    /// Lists `dir` from the UFS into the namespace: a first load, or a resync when it is
+    /// loaded already (due by `metadata_sync`, or `force`d by `load-metadata`). One
+    /// listing at a time per directory; a caller that waited for another's listing uses
+    /// it unless `force`.
+    async fn list_into(&self, dir: InodeNo, force: bool) -> Result<(), FsError> {
         let gate = lock(&self.loading).entry(dir).or_default().clone();
         let _g = gate.lock().await;
-        if self.meta.needs_load(dir).await? {
+        let res = async {
+            let unloaded = self.meta.needs_load(dir).await?;
+            if !unloaded && !force && !self.sync_due(dir) {
+                return Ok(()); // loaded or synced while we waited
+            }
             let key = self.key_of(dir, FileKind::Dir).await?;
             let listing = self.ufs.list_dir(&key).await?;
-            self.meta.load_dir(dir, listing, self.cfg.ownership).await?;
+            if unloaded {
+                self.meta.load_dir(dir, listing, self.cfg.ownership).await?;
+            } else {
+                self.meta
+                    .resync_dir(dir, listing, self.cfg.ownership)
+                    .await?;
+            }
+            if self.cfg.metadata_sync != crate::config::MetadataSync::Never {
+                let mut m = lock(&self.synced);
+                if m.len() >= 1 << 20 {
+                    m.clear();
+                }
+                m.insert(dir, std::time::Instant::now());
+            }
+            Ok::<(), FsError>(())
         }
+        .await;
         lock(&self.loading).remove(&dir);
-        Ok(())
+        res
+    }
+
+    /// `alluxio fs load-metadata`: lists the directory at `path` (relative to the mount
+    /// root), or the parent of the file there, from the UFS again, and with `recursive`
+    /// every loaded directory below it. Returns how many directories were listed.
+    pub async fn load_metadata(&self, path: &str, recursive: bool) -> Result<u64, FsError> {
+        let mut ino = alluxio_metaserver::ROOT_INO;
+        let mut parent = ino;
+        for part in path.split('/').filter(|p| !p.is_empty() && *p != ".") {
+            parent = ino;
+            // The name may be new in the UFS: resync its directory when it is not found.
+            let rec = match self.lookup(ino, part.as_bytes()).await {
+                Err(e) if e.errno() == libc::ENOENT => {
+                    self.list_into(ino, true).await?;
+                    self.lookup(ino, part.as_bytes()).await?
+                }
+                r => r?,
+            };
+            ino = rec.ino;
+        }
+        let rec = self.meta.get(ino).await?;
+        if rec.kind != FileKind::Dir {
+            self.list_into(parent, true).await?;
+            return Ok(1);
+        }
+        let mut todo = vec![ino];
+        let mut listed = 0u64;
+        while let Some(dir) = todo.pop() {
+            self.list_into(dir, true).await?;
+            listed += 1;
+            if recursive {
+                for e in self.meta.list(dir).await? {
+                    if e.kind == FileKind::Dir && !self.meta.needs_load(e.ino).await? {
+                        todo.push(e.ino);
+                    }
+                }
+            }
+        }
+        Ok(listed)
     }
 
     /// Attributes as the kernel must see them: a file being written shows its staged size.
@@ -323,6 +407,9 @@ impl Vfs {
 
     /// Resolves `name` in `parent`.
     pub async fn lookup(&self, parent: InodeNo, name: &[u8]) -> Result<InodeRecord, FsError> {
+        if self.sync_due(parent) {
+            self.ensure_loaded(parent).await?;
+        }
         for _ in 0..2 {
             match self.meta.lookup(parent, name.to_vec()).await? {
                 Lookup::Found(rec) => return Ok(self.overlay(rec).await),

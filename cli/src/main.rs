@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
+mod fs_cmd;
 mod metaserver_cmd;
 mod mount_cmd;
 mod mount_helper;
@@ -30,6 +31,11 @@ enum Cmd {
     Fuse {
         #[command(subcommand)]
         cmd: FuseCmd,
+    },
+    /// Work with the namespace of a mount: load-metadata.
+    Fs {
+        #[command(subcommand)]
+        cmd: fs_cmd::FsCmd,
     },
     /// Serve a namespace to FUSE daemons over the network.
     Metaserver(metaserver_cmd::MetaserverArgs),
@@ -61,13 +67,14 @@ fn stats(mountpoint: PathBuf, json: bool) -> Result<()> {
         .canonicalize()
         .with_context(|| format!("mountpoint {}", mountpoint.display()))?;
     let sock = alluxio::config::control_socket(&alluxio::config::default_run_dir(), &mp);
-    let out = alluxio::control::query(&sock, "stats").with_context(|| {
-        format!(
-            "no alluxio daemon answers for {} (socket {})",
-            mp.display(),
-            sock.display()
-        )
-    })?;
+    let out = alluxio::control::query(&sock, "stats", std::time::Duration::from_secs(5))
+        .with_context(|| {
+            format!(
+                "no alluxio daemon answers for {} (socket {})",
+                mp.display(),
+                sock.display()
+            )
+        })?;
     let v: serde_json::Value = serde_json::from_str(out.trim()).context("parse daemon answer")?;
     if let Some(e) = v.get("error") {
         bail!("daemon answered: {e}");
@@ -117,6 +124,7 @@ fn main() -> ExitCode {
         } => stats(mountpoint, json),
         Cmd::UfsBench(args) => ufs_bench::run(args),
         Cmd::Metaserver(args) => metaserver_cmd::run(args),
+        Cmd::Fs { cmd } => fs_cmd::run(cmd),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

@@ -90,6 +90,7 @@ fn config(a: MountArgs) -> Result<MountConfig> {
         write_type: opts.write_type,
         upload_delay: opts.upload_delay,
         cache_io: opts.cache_io,
+        metadata_sync: opts.metadata_sync,
         upload: alluxio::config::UploadShape {
             slots: plan.upload_slots,
             ..opts.upload

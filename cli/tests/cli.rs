@@ -806,3 +806,42 @@ fn cli_metaserver_rejects_bad_tokens_and_survives_garbage() {
         b"serving"
     );
 }
+
+/// `alluxio fs load-metadata PATH` makes a file changed in the store by another tool read
+/// new through the mount (the default sync policy never lists a directory twice); a path
+/// outside any alluxio mount is refused with exit code 1.
+#[test]
+fn cli_fs_load_metadata_shows_changes_made_underneath() {
+    let mut env = Env::new();
+    std::fs::create_dir_all(env.ufs().join("d")).unwrap();
+    std::fs::write(env.ufs().join("d/f"), b"old content").unwrap();
+    env.mount(&[]);
+    let f = env.mnt().join("d/f");
+    assert_eq!(std::fs::read(&f).unwrap(), b"old content");
+    std::fs::write(env.ufs().join("d/f"), b"new, longer content").unwrap();
+    std::fs::write(env.ufs().join("d/g"), b"g").unwrap();
+    assert!(!env.mnt().join("d/g").exists(), "listed once, by policy");
+
+    let o = env.run(&["fs", "load-metadata", f.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("1 directory listed"));
+    assert!(within(Duration::from_secs(3), || {
+        std::fs::read(&f).ok().as_deref() == Some(&b"new, longer content"[..])
+    }));
+    assert_eq!(std::fs::read(env.mnt().join("d/g")).unwrap(), b"g");
+
+    let o = env.run(&[
+        "fs",
+        "load-metadata",
+        "-R",
+        env.mnt().to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["listed"], 2, "{v}");
+
+    let o = env.run(&["fs", "load-metadata", env.ufs().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not inside an alluxio mount"));
+}

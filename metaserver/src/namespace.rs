@@ -384,9 +384,33 @@ impl<S: NamespaceStore> Namespace<S> {
         defaults: Ownership,
         now_ns: i64,
     ) -> Result<(), MetaError> {
+        self.reconcile(dir, listing, defaults, now_ns, false)
+    }
+
+    /// Reconciles `dir` with a fresh UFS listing even if it is loaded already (a metadata
+    /// sync): the same rules as [`Namespace::load_dir`], in one transaction, so the
+    /// directory never reads as unloaded or half-updated.
+    pub fn resync_dir(
+        &self,
+        dir: InodeNo,
+        listing: Vec<UfsChild>,
+        defaults: Ownership,
+        now_ns: i64,
+    ) -> Result<(), MetaError> {
+        self.reconcile(dir, listing, defaults, now_ns, true)
+    }
+
+    fn reconcile(
+        &self,
+        dir: InodeNo,
+        listing: Vec<UfsChild>,
+        defaults: Ownership,
+        now_ns: i64,
+        force: bool,
+    ) -> Result<(), MetaError> {
         self.store.write(|t| {
             let mut d = get_dir(t, dir)?;
-            if d.loaded_epoch == self.epoch {
+            if d.loaded_epoch == self.epoch && !force {
                 return Ok(());
             }
             let existing: std::collections::BTreeMap<Vec<u8>, InodeNo> =

@@ -73,6 +73,11 @@ pub enum Op {
         listing: Vec<UfsChild>,
         defaults: Ownership,
     },
+    ResyncDir {
+        dir: InodeNo,
+        listing: Vec<UfsChild>,
+        defaults: Ownership,
+    },
     List {
         dir: InodeNo,
     },
@@ -180,6 +185,14 @@ pub fn dispatch<S: NamespaceStore>(
             defaults,
         } => {
             ns.load_dir(dir, listing, defaults, now_ns)?;
+            Value::Unit
+        }
+        Op::ResyncDir {
+            dir,
+            listing,
+            defaults,
+        } => {
+            ns.resync_dir(dir, listing, defaults, now_ns)?;
             Value::Unit
         }
         Op::List { dir } => Value::Entries(ns.list(dir)?),

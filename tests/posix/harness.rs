@@ -204,6 +204,7 @@ impl MountDirs {
 pub struct Mount {
     pub path: PathBuf,
     vfs: std::sync::Arc<alluxio::vfs::Vfs>,
+    run_dir: PathBuf,
     session: Option<fuser::BackgroundSession>,
     _control: Option<alluxio::control::ControlServer>,
     rt: Option<tokio::runtime::Runtime>,
@@ -224,9 +225,20 @@ impl Mount {
         mem_cache_bytes: u64,
         fuse: FuseConfig,
     ) -> Self {
+        Self::with_config(ufs, dirs, mem_cache_bytes, fuse, |_| {})
+    }
+
+    /// A mount whose configuration `tweak` adjusts before mounting.
+    pub fn with_config(
+        ufs: UfsConfig,
+        dirs: &MountDirs,
+        mem_cache_bytes: u64,
+        fuse: FuseConfig,
+        tweak: impl FnOnce(&mut MountConfig),
+    ) -> Self {
         let mp = dirs.mountpoint();
         std::fs::create_dir_all(&mp).unwrap();
-        let cfg = MountConfig {
+        let mut cfg = MountConfig {
             mountpoint: mp.clone(),
             ufs,
             state_dir: dirs.base.path().join("state"),
@@ -247,8 +259,10 @@ impl Mount {
             write_type: Default::default(),
             upload_delay: Default::default(),
             upload: Default::default(),
+            metadata_sync: Default::default(),
             cache_io: Default::default(),
         };
+        tweak(&mut cfg);
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -265,6 +279,7 @@ impl Mount {
         Self {
             path,
             vfs,
+            run_dir: cfg.run_dir.clone(),
             session: Some(session),
             _control: Some(control),
             rt: Some(rt),
@@ -281,6 +296,14 @@ impl Mount {
 
     pub fn counter(&self, name: &str) -> u64 {
         self.counters()[name]
+    }
+
+    /// Sends one request to the mount's control socket, as `alluxio fs` does.
+    pub fn control(&self, request: &serde_json::Value) -> serde_json::Value {
+        let sock = alluxio::config::control_socket(&self.run_dir, &self.path);
+        let out =
+            alluxio::control::query(&sock, &request.to_string(), Duration::from_secs(60)).unwrap();
+        serde_json::from_str(out.trim()).unwrap()
     }
 }
 

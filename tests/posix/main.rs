@@ -15,4 +15,5 @@ mod errors;
 mod nodes;
 mod reads;
 mod reftest;
+mod sync;
 mod writes;
