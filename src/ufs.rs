@@ -405,7 +405,8 @@ impl Ufs {
         // A pending (ASYNC_THROUGH) version is not the store's: the caller reads the store
         // only once that version was uploaded, and then the object holds its bytes.
         let pending = version.starts_with(alluxio_metaserver::PENDING_PREFIX);
-        if !pending && !(self.if_match && version.starts_with("e:")) {
+        let pinned = self.if_match && version.starts_with("e:");
+        if !(pending || pinned) {
             // One stat after the read is enough: a change before or during the read moves
             // the version (size, mtime or ETag) seen here.
             let now = self.stat(path).await?;
