@@ -71,6 +71,7 @@ impl From<MetaError> for FsError {
             MetaError::NotPermitted(_) => FsError::expected(libc::EPERM, msg),
             MetaError::NoAttribute(_) => FsError::expected(libc::ENODATA, msg),
             MetaError::TooManyLinks(_) => FsError::expected(libc::EMLINK, msg),
+            MetaError::Busy(_) => FsError::expected(libc::EBUSY, msg),
             MetaError::VersionMismatch(_) => FsError::new(libc::ESTALE, msg),
             MetaError::Storage(_) | MetaError::Corrupt(_) => FsError {
                 errno: libc::EIO,
@@ -159,6 +160,7 @@ mod tests {
             (MetaError::NotPermitted("x".into()), libc::EPERM),
             (MetaError::NoAttribute("x".into()), libc::ENODATA),
             (MetaError::TooManyLinks(i), libc::EMLINK),
+            (MetaError::Busy("/s3".into()), libc::EBUSY),
             (MetaError::VersionMismatch(i), libc::ESTALE),
             (MetaError::Storage("x".into()), libc::EIO),
             (MetaError::Corrupt("x".into()), libc::EIO),

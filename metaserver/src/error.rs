@@ -44,6 +44,9 @@ pub enum MetaError {
     /// No such extended attribute.
     #[error("no such attribute: {0}")]
     NoAttribute(String),
+    /// The node is a mount point (of the mount table); it cannot be removed or renamed.
+    #[error("busy: {0} is a mount point")]
+    Busy(String),
     /// A feature the namespace deliberately does not provide (yet).
     #[error("unsupported: {0}")]
     Unsupported(String),

@@ -45,6 +45,62 @@ fn local_only(rec: &InodeRecord) -> bool {
             .is_none_or(|v| v.starts_with(PENDING_PREFIX))
 }
 
+/// Version tag of a mount point's directory: it is backed by its own store (the mount
+/// table names it), not by its parent's, so listings of the parent neither remove nor
+/// shadow it. Directories otherwise have no version.
+pub const MOUNT_PREFIX: &str = "mount:";
+
+/// The mount table lives in the extended-attribute map under this inode number, which no
+/// node ever has (inode numbers start at the root's, 1): name = mount path, value = the
+/// entry as JSON. So it shares the store's transactions without a table of its own.
+const MOUNT_TABLE: InodeNo = InodeNo(0);
+
+/// One entry of the mount table: a store mounted at a path of the namespace.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MountEntry {
+    /// Absolute, normalized path in the namespace (`/` for the root store).
+    pub path: String,
+    /// The store's URI (as `alluxio fuse mount --ufs` takes it).
+    pub uri: String,
+    /// Store options (`-o` keys: endpoint, region, credentials, `ufs.KEY`).
+    pub options: std::collections::BTreeMap<String, String>,
+    /// Refuse changes under this path (EROFS).
+    pub readonly: bool,
+}
+
+impl MountEntry {
+    /// The path's components (none for `/`), after checking that it is absolute and
+    /// normalized and that each component is a valid name.
+    pub fn components(&self) -> Result<Vec<Vec<u8>>, MetaError> {
+        let rest = self.path.strip_prefix('/').ok_or_else(|| {
+            MetaError::InvalidArgument(format!("mount path {:?} is not absolute", self.path))
+        })?;
+        if rest.is_empty() {
+            return Ok(Vec::new());
+        }
+        rest.split('/')
+            .map(|c| {
+                validate_name(c.as_bytes()).map_err(|_| {
+                    MetaError::InvalidArgument(format!(
+                        "mount path {:?}: bad component {c:?}",
+                        self.path
+                    ))
+                })?;
+                Ok(c.as_bytes().to_vec())
+            })
+            .collect()
+    }
+}
+
+/// Whether `rec` is a mount point's directory.
+pub fn is_mount_point(rec: &InodeRecord) -> bool {
+    rec.kind == FileKind::Dir
+        && rec
+            .version
+            .as_deref()
+            .is_some_and(|v| v.starts_with(MOUNT_PREFIX))
+}
+
 /// A node to create.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct NewNode {
@@ -270,7 +326,7 @@ fn release_if_unlinked(
 /// are not in the UFS.
 fn backed_here(rec: &InodeRecord, dir: InodeNo, name: &[u8]) -> bool {
     match rec.kind {
-        FileKind::Dir => true,
+        FileKind::Dir => !is_mount_point(rec),
         FileKind::File => is_primary(rec, dir, name),
         _ => false,
     }
@@ -669,6 +725,9 @@ impl<S: NamespaceStore> Namespace<S> {
             if rec.kind != FileKind::Dir {
                 return Err(MetaError::NotADirectory(ino));
             }
+            if is_mount_point(&rec) {
+                return Err(MetaError::Busy(String::from_utf8_lossy(name).into_owned()));
+            }
             if rec.loaded_epoch != self.epoch {
                 return Err(MetaError::Unloaded(ino));
             }
@@ -711,6 +770,16 @@ impl<S: NamespaceStore> Namespace<S> {
                 .dentry(parent, name)?
                 .ok_or_else(|| MetaError::NotFound(String::from_utf8_lossy(name).into_owned()))?;
             let mut rec = get(t, ino)?;
+            if is_mount_point(&rec) {
+                return Err(MetaError::Busy(String::from_utf8_lossy(name).into_owned()));
+            }
+            if let Some(target) = t.dentry(newparent, newname)?
+                && is_mount_point(&get(t, target)?)
+            {
+                return Err(MetaError::Busy(
+                    String::from_utf8_lossy(newname).into_owned(),
+                ));
+            }
             if rec.kind == FileKind::Dir && is_ancestor(t, ino, newparent)? {
                 return Err(MetaError::InvalidArgument(
                     "cannot move a directory into its own subtree".into(),
@@ -969,6 +1038,125 @@ impl<S: NamespaceStore> Namespace<S> {
         })
     }
 
+    /// The mount table, ordered by path.
+    pub fn mounts(&self) -> Result<Vec<MountEntry>, MetaError> {
+        self.store.read(|t| {
+            let mut out = Vec::new();
+            for name in t.xattr_names(MOUNT_TABLE)? {
+                let Some(v) = t.xattr(MOUNT_TABLE, &name)? else {
+                    continue;
+                };
+                out.push(
+                    serde_json::from_slice(&v)
+                        .map_err(|e| MetaError::Corrupt(format!("mount table entry: {e}")))?,
+                );
+            }
+            Ok(out)
+        })
+    }
+
+    /// Adds a store to the mount table. `/` records the root store (again with the same
+    /// URI is a no-op). Any other path names a new directory whose parent exists: it is
+    /// created as the mount point, listed from the new store on first access.
+    pub fn add_mount(&self, entry: MountEntry, now_ns: i64) -> Result<(), MetaError> {
+        let parts = entry.components()?;
+        let value = serde_json::to_vec(&entry)
+            .map_err(|e| MetaError::InvalidArgument(format!("mount entry: {e}")))?;
+        self.store.write(|t| {
+            if let Some(old) = t.xattr(MOUNT_TABLE, entry.path.as_bytes())? {
+                let old: MountEntry = serde_json::from_slice(&old)
+                    .map_err(|e| MetaError::Corrupt(format!("mount table entry: {e}")))?;
+                if old == entry {
+                    return Ok(());
+                }
+                return Err(MetaError::AlreadyExists(format!(
+                    "{} is mounted already",
+                    entry.path
+                )));
+            }
+            if let Some((last, dirs)) = parts.split_last() {
+                let mut parent = ROOT_INO;
+                for c in dirs {
+                    parent = t.dentry(parent, c)?.ok_or_else(|| {
+                        MetaError::NotFound(format!("{}: parent directory missing", entry.path))
+                    })?;
+                    get_dir(t, parent)?;
+                }
+                let mut dir = get_dir(t, parent)?;
+                if t.dentry(parent, last)?.is_some() {
+                    return Err(MetaError::AlreadyExists(format!(
+                        "{}: the path exists; mount on a new name",
+                        entry.path
+                    )));
+                }
+                let ino = alloc_ino(t)?;
+                t.put_inode(&InodeRecord {
+                    ino,
+                    kind: FileKind::Dir,
+                    parent,
+                    name: last.clone(),
+                    size: 0,
+                    mode: 0o755,
+                    uid: dir.uid,
+                    gid: dir.gid,
+                    atime_ns: now_ns,
+                    mtime_ns: now_ns,
+                    ctime_ns: now_ns,
+                    nlink: 2,
+                    version: Some(format!("{MOUNT_PREFIX}{}", entry.path)),
+                    loaded_epoch: 0,
+                    rdev: 0,
+                    target: Vec::new(),
+                    links: Vec::new(),
+                })?;
+                t.put_dentry(parent, last, ino)?;
+                dir.nlink += 1;
+                touch_dir(t, &mut dir, now_ns)?;
+            }
+            t.put_xattr(MOUNT_TABLE, entry.path.as_bytes(), &value)
+        })
+    }
+
+    /// Removes a store from the mount table, with its mount point and everything the
+    /// namespace knew below it. The root store and a mount with mounts below it stay.
+    pub fn remove_mount(&self, path: &str, now_ns: i64) -> Result<(), MetaError> {
+        let probe = MountEntry {
+            path: path.to_string(),
+            uri: String::new(),
+            options: Default::default(),
+            readonly: false,
+        };
+        let parts = probe.components()?;
+        let Some((last, dirs)) = parts.split_last() else {
+            return Err(MetaError::Busy("/ (the root store)".into()));
+        };
+        self.store.write(|t| {
+            if t.xattr(MOUNT_TABLE, path.as_bytes())?.is_none() {
+                return Err(MetaError::NotFound(format!("{path} is not a mount point")));
+            }
+            let nested = format!("{path}/");
+            if t.xattr_names(MOUNT_TABLE)?
+                .iter()
+                .any(|n| n.starts_with(nested.as_bytes()))
+            {
+                return Err(MetaError::Busy(format!("{path} (mounts below it)")));
+            }
+            let mut parent = ROOT_INO;
+            for c in dirs {
+                parent = t
+                    .dentry(parent, c)?
+                    .ok_or_else(|| MetaError::Corrupt(format!("{path}: parent missing")))?;
+            }
+            if let Some(ino) = t.dentry(parent, last)? {
+                t.remove_dentry(parent, last)?;
+                remove_subtree(t, ino)?;
+                let mut dir = get_dir(t, parent)?;
+                dir.nlink -= 1;
+                touch_dir(t, &mut dir, now_ns)?;
+            }
+            t.remove_xattr(MOUNT_TABLE, path.as_bytes())
+        })
+    }
     /// Number of inodes ever allocated (an upper bound on live inodes).
     /// Makes every committed change durable.
     pub fn sync(&self) -> Result<(), MetaError> {

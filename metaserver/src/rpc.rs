@@ -24,7 +24,7 @@ use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::{Request, Response, Status};
 
 use crate::error::MetaError;
-use crate::namespace::{Lookup, Namespace, NewNode, SetAttr, UfsChild, XattrMode};
+use crate::namespace::{Lookup, MountEntry, Namespace, NewNode, SetAttr, UfsChild, XattrMode};
 use crate::record::{DirEntry, InodeNo, InodeRecord, Ownership};
 use crate::store::NamespaceStore;
 
@@ -143,6 +143,13 @@ pub enum Op {
     },
     InodesAllocated,
     Sync,
+    Mounts,
+    AddMount {
+        entry: MountEntry,
+    },
+    RemoveMount {
+        path: String,
+    },
 }
 
 /// The value of a successful operation.
@@ -158,6 +165,7 @@ pub enum Value {
     Entries(Vec<DirEntry>),
     Names(Vec<Vec<u8>>),
     Bytes(Vec<u8>),
+    Mounts(Vec<MountEntry>),
 }
 
 /// The reply: the operation's value, or the namespace's error. Transport and
@@ -251,6 +259,15 @@ pub fn dispatch<S: NamespaceStore>(
         Op::InodesAllocated => Value::Count(ns.inodes_allocated()?),
         Op::Sync => {
             ns.sync()?;
+            Value::Unit
+        }
+        Op::Mounts => Value::Mounts(ns.mounts()?),
+        Op::AddMount { entry } => {
+            ns.add_mount(entry, now_ns)?;
+            Value::Unit
+        }
+        Op::RemoveMount { path } => {
+            ns.remove_mount(&path, now_ns)?;
             Value::Unit
         }
     })

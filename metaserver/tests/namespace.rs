@@ -453,3 +453,70 @@ fn xattrs_and_exchange() {
     assert_eq!(ns.get(ROOT_INO).unwrap().nlink, root_nlink + 1);
     assert!(matches!(ns.lookup(ROOT_INO, b"a").unwrap(), Lookup::Found(r) if r.ino == e.ino));
 }
+
+fn entry(path: &str, uri: &str) -> alluxio_metaserver::MountEntry {
+    alluxio_metaserver::MountEntry {
+        path: path.into(),
+        uri: uri.into(),
+        options: Default::default(),
+        readonly: false,
+    }
+}
+
+#[test]
+fn mount_table_persists_and_guards_its_mount_points() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("ns.redb");
+    {
+        let ns = Namespace::open(RedbStore::open(&db).unwrap(), OWN, 0).unwrap();
+        assert!(ns.mounts().unwrap().is_empty());
+        ns.add_mount(entry("/", "s3://root"), 1).unwrap();
+        ns.add_mount(entry("/", "s3://root"), 1).unwrap(); // the same again: no-op
+        assert!(matches!(
+            ns.add_mount(entry("/", "s3://other"), 1),
+            Err(MetaError::AlreadyExists(_))
+        ));
+        ns.add_mount(entry("/s3", "s3://b/p"), 2).unwrap();
+        for bad in ["s3", "/a/../b", "/a//b", "/x/y"] {
+            assert!(ns.add_mount(entry(bad, "memory://"), 2).is_err(), "{bad}");
+        }
+        ns.add_mount(entry("/s3/inner", "memory://"), 2).unwrap();
+        ns.sync().unwrap();
+    }
+    let ns = Namespace::open(RedbStore::open(&db).unwrap(), OWN, 5).unwrap();
+    let paths: Vec<String> = ns.mounts().unwrap().into_iter().map(|m| m.path).collect();
+    assert_eq!(paths, ["/", "/s3", "/s3/inner"], "persisted, ordered");
+
+    // The mount point is a directory the root store's listing neither removes nor
+    // shadows, and it cannot be removed or renamed away.
+    let mp = found(&ns, ROOT_INO, "s3");
+    assert_eq!(mp.kind, FileKind::Dir);
+    assert!(alluxio_metaserver::is_mount_point(&mp));
+    ns.load_dir(ROOT_INO, vec![file("s3", 3, "e:1"), dir("d")], OWN, 6)
+        .unwrap();
+    assert_eq!(found(&ns, ROOT_INO, "s3").ino, mp.ino);
+    assert!(matches!(
+        ns.rmdir(ROOT_INO, b"s3", 7),
+        Err(MetaError::Busy(_))
+    ));
+    assert!(matches!(
+        ns.rename(ROOT_INO, b"s3", ROOT_INO, b"t", false, false, 7),
+        Err(MetaError::Busy(_))
+    ));
+    assert!(matches!(
+        ns.rename(ROOT_INO, b"d", ROOT_INO, b"s3", false, false, 7),
+        Err(MetaError::Busy(_))
+    ));
+
+    // Unmount: never the root, never with mounts below.
+    assert!(matches!(ns.remove_mount("/", 8), Err(MetaError::Busy(_))));
+    assert!(matches!(ns.remove_mount("/s3", 8), Err(MetaError::Busy(_))));
+    ns.remove_mount("/s3/inner", 8).unwrap();
+    ns.remove_mount("/s3", 8).unwrap();
+    assert!(matches!(
+        ns.remove_mount("/s3", 8),
+        Err(MetaError::NotFound(_))
+    ));
+    assert_eq!(ns.lookup(ROOT_INO, b"s3").unwrap(), Lookup::Missing);
+    assert_eq!(ns.mounts().unwrap().len(), 1);
+}
