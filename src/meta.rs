@@ -7,7 +7,7 @@
 use async_trait::async_trait;
 
 use alluxio_metaserver::rpc::{Op, Value};
-use alluxio_metaserver::{Lookup, MetaError, NewNode, SetAttr, UfsChild, XattrMode};
+use alluxio_metaserver::{Lookup, MetaError, MountEntry, NewNode, SetAttr, UfsChild, XattrMode};
 
 use crate::types::{DirEntry, InodeNo, InodeRecord, Ownership};
 
@@ -106,6 +106,8 @@ pub trait MetaClient: Send + Sync + 'static {
     async fn inodes_allocated(&self) -> Result<u64, MetaError>;
     /// Makes every acknowledged change durable (fsync, fsyncdir, unmount).
     async fn sync(&self) -> Result<(), MetaError>;
+    /// The mount table.
+    async fn mounts(&self) -> Result<Vec<MountEntry>, MetaError>;
 }
 
 /// How a client runs one namespace operation: in process ([`embedded`]) or over the wire
@@ -287,5 +289,8 @@ impl<T: RunOp> MetaClient for T {
     }
     async fn sync(&self) -> Result<(), MetaError> {
         expect!(self.run(Op::Sync).await?)
+    }
+    async fn mounts(&self) -> Result<Vec<MountEntry>, MetaError> {
+        expect!(self.run(Op::Mounts).await?, Mounts)
     }
 }

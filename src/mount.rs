@@ -232,6 +232,10 @@ pub fn mount(cfg: &MountConfig, rt: &RtHandle) -> Result<Mounted, MountError> {
     if cfg.fuse.readahead_kb > 0 {
         set_readahead(&mountpoint, cfg.fuse.readahead_kb);
     }
+    // The namespace's mounted stores, before the first request (then followed).
+    if let Err(e) = rt.block_on(vfs.refresh_mounts()) {
+        tracing::warn!(error = %e, "cannot read the mount table; only the root store is mounted");
+    }
     vfs.start_background();
     tracing::info!(mountpoint = %mountpoint.display(), ufs = %cfg.ufs.uri, write_type = ?cfg.write_type, "mounted");
     Ok(Mounted {

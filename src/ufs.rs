@@ -226,6 +226,11 @@ impl Ufs {
         ));
     }
 
+    /// The upload shape in force.
+    pub fn upload_shape(&self) -> UploadShape {
+        self.upload
+    }
+
     /// The multipart part size.
     pub fn part_bytes(&self) -> u64 {
         self.upload.part_bytes

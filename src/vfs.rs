@@ -24,9 +24,10 @@ use crate::meta::MetaClient;
 use crate::metrics::Metrics;
 use crate::page_cache::PageCache;
 use crate::types::{DirEntry, FileHandle, FileKind, InodeNo, InodeRecord, Ownership, now_ns};
-use crate::ufs::{Ufs, dir_key, file_key};
+use crate::ufs::Ufs;
 
 mod journal;
+mod mounts;
 mod read;
 mod upload;
 mod write;
@@ -98,7 +99,8 @@ pub struct SetAttrRequest {
 /// The version of a file's content that a read handle serves.
 #[derive(Debug, Clone)]
 struct ReadSnapshot {
-    key: String,
+    /// Where the object is; `None` when the file has no object yet.
+    key: Option<mounts::Loc>,
     version: Option<Arc<str>>,
     size: u64,
 }
@@ -119,7 +121,8 @@ enum Handle {
 /// The virtual filesystem of one mount.
 pub struct Vfs {
     meta: Arc<dyn MetaClient>,
-    ufs: Arc<Ufs>,
+    /// The stores by path: the daemon's own at the root, plus the namespace's mount table.
+    mounts: mounts::Shared,
     cache: Arc<PageCache>,
     metrics: Arc<Metrics>,
     cfg: VfsConfig,
@@ -188,7 +191,7 @@ impl Vfs {
         let cfg_inflight = cfg.inflight_pages;
         Ok(Arc::new(Self {
             meta,
-            ufs,
+            mounts: std::sync::RwLock::new(Arc::new(mounts::MountTable::root_only(ufs))),
             cache,
             metrics,
             cfg,
@@ -235,13 +238,6 @@ impl Vfs {
         guards
     }
 
-    fn check_writable(&self) -> Result<(), FsError> {
-        if self.cfg.read_only {
-            return Err(FsError::expected(libc::EROFS, "read-only mount"));
-        }
-        Ok(())
-    }
-
     /// Registers an open handle; file handles are counted per inode (see `release`).
     fn add_handle(&self, h: Handle) -> FileHandle {
         if let Handle::File { ino, .. } = &h {
@@ -259,20 +255,9 @@ impl Vfs {
             .ok_or_else(|| FsError::new(libc::EBADF, format!("unknown file handle {}", fh.0)))
     }
 
-    async fn key_of(&self, ino: InodeNo, kind: FileKind) -> Result<String, FsError> {
+    async fn key_of(&self, ino: InodeNo, kind: FileKind) -> Result<mounts::Loc, FsError> {
         let parts = self.meta.path(ino).await?;
-        let k = match kind {
-            FileKind::Dir => dir_key(&parts),
-            _ => file_key(&parts),
-        };
-        let k = k.map_err(|_| {
-            FsError::expected(
-                libc::EINVAL,
-                "name is not valid UTF-8; the UFS cannot store it",
-            )
-        })?;
-        self.ufs.check_key(&k)?;
-        Ok(k)
+        self.loc_of(&parts, kind)
     }
 
     async fn child_key(
@@ -280,21 +265,10 @@ impl Vfs {
         parent: InodeNo,
         name: &[u8],
         kind: FileKind,
-    ) -> Result<String, FsError> {
+    ) -> Result<mounts::Loc, FsError> {
         let mut parts = self.meta.path(parent).await?;
         parts.push(name.to_vec());
-        let k = match kind {
-            FileKind::Dir => dir_key(&parts),
-            _ => file_key(&parts),
-        };
-        let k = k.map_err(|_| {
-            FsError::expected(
-                libc::EINVAL,
-                "name is not valid UTF-8; the UFS cannot store it",
-            )
-        })?;
-        self.ufs.check_key(&k)?;
-        Ok(k)
+        self.loc_of(&parts, kind)
     }
 
     /// Lists `dir` from the UFS into the namespace if this mount has not done so yet.
@@ -331,7 +305,7 @@ impl Vfs {
                 return Ok(()); // loaded or synced while we waited
             }
             let key = self.key_of(dir, FileKind::Dir).await?;
-            let listing = self.ufs.list_dir(&key).await?;
+            let listing = key.ufs.list_dir(&key).await?;
             if unloaded {
                 self.meta.load_dir(dir, listing, self.cfg.ownership).await?;
             } else {
@@ -434,7 +408,7 @@ impl Vfs {
         ino: InodeNo,
         req: SetAttrRequest,
     ) -> Result<InodeRecord, FsError> {
-        self.check_writable()?;
+        self.check_writable(ino).await?;
         if let Some(size) = req.size {
             self.truncate(ino, size).await?;
         }
@@ -465,13 +439,13 @@ impl Vfs {
         uid: u32,
         gid: u32,
     ) -> Result<InodeRecord, FsError> {
-        self.check_writable()?;
+        self.check_writable(parent).await?;
         self.ensure_loaded(parent).await?;
         if let Lookup::Found(_) = self.meta.lookup(parent, name.to_vec()).await? {
             return Err(FsError::expected(libc::EEXIST, "entry exists"));
         }
         let key = self.child_key(parent, name, FileKind::Dir).await?;
-        self.ufs.create_dir(&key).await?;
+        key.ufs.create_dir(&key).await?;
         let node = NewNode {
             kind: FileKind::Dir,
             mode,
@@ -490,7 +464,7 @@ impl Vfs {
         name: &[u8],
         node: NewNode,
     ) -> Result<InodeRecord, FsError> {
-        self.check_writable()?;
+        self.check_writable(parent).await?;
         self.ensure_loaded(parent).await?;
         Ok(self.meta.create(parent, name.to_vec(), node).await?)
     }
@@ -579,7 +553,7 @@ impl Vfs {
         newparent: InodeNo,
         newname: &[u8],
     ) -> Result<InodeRecord, FsError> {
-        self.check_writable()?;
+        self.check_writable(newparent).await?;
         self.ensure_loaded(newparent).await?;
         // The name must be storable should it become the primary link later.
         self.child_key(newparent, newname, FileKind::File).await?;
@@ -628,7 +602,7 @@ impl Vfs {
         if self.is_open(rec.ino) {
             self.pin_staging(rec.ino).await?;
         }
-        self.ufs.delete(&key).await?;
+        key.ufs.delete(&key).await?;
         Ok(None)
     }
 
@@ -655,10 +629,11 @@ impl Vfs {
     async fn move_object(
         &self,
         rec: &InodeRecord,
-        from: &str,
-        to: &str,
+        from: &mounts::Loc,
+        to: &mounts::Loc,
     ) -> Result<Option<crate::ufs::ObjectInfo>, FsError> {
-        match self.ufs.rename_file(from, to).await {
+        from.check_same_store(to)?;
+        match from.ufs.rename_file(from, to).await {
             Ok(i) => Ok(Some(i)),
             Err(e) if e.kind() == opendal::ErrorKind::NotFound && is_pending(rec) => Ok(None),
             Err(e) => Err(e.into()),
@@ -694,7 +669,7 @@ impl Vfs {
 
     /// Removes a non-directory name (object first, then name).
     pub async fn unlink(self: &Arc<Self>, parent: InodeNo, name: &[u8]) -> Result<(), FsError> {
-        self.check_writable()?;
+        self.check_writable(parent).await?;
         let rec = self.lookup(parent, name).await?;
         if rec.kind == FileKind::Dir {
             return Err(FsError::expected(libc::EISDIR, "is a directory"));
@@ -712,7 +687,7 @@ impl Vfs {
 
     /// Removes an empty directory.
     pub async fn rmdir(&self, parent: InodeNo, name: &[u8]) -> Result<(), FsError> {
-        self.check_writable()?;
+        self.check_writable(parent).await?;
         let rec = self.lookup(parent, name).await?;
         if rec.kind != FileKind::Dir {
             return Err(FsError::expected(libc::ENOTDIR, "not a directory"));
@@ -722,7 +697,7 @@ impl Vfs {
             return Err(FsError::expected(libc::ENOTEMPTY, "directory not empty"));
         }
         let key = self.key_of(rec.ino, FileKind::Dir).await?;
-        self.ufs.delete(&key).await?;
+        key.ufs.delete(&key).await?;
         self.meta.rmdir(parent, name.to_vec()).await?;
         Ok(())
     }
@@ -739,11 +714,19 @@ impl Vfs {
         noreplace: bool,
         exchange: bool,
     ) -> Result<(), FsError> {
-        self.check_writable()?;
+        self.check_writable(parent).await?;
+        self.check_writable(newparent).await?;
         if exchange {
             return self.exchange(parent, name, newparent, newname).await;
         }
         let src = self.lookup(parent, name).await?;
+        if alluxio_metaserver::is_mount_point(&src) {
+            return Err(FsError::expected(libc::EBUSY, "a mount point cannot move"));
+        }
+        // Objects never move between mounted stores (EXDEV, before anything changes).
+        self.key_of(src.ino, src.kind)
+            .await?
+            .check_same_store(&self.child_key(newparent, newname, src.kind).await?)?;
         self.ensure_loaded(newparent).await?;
         let target = match self.meta.lookup(newparent, newname.to_vec()).await? {
             Lookup::Found(t) => Some(t),
@@ -801,11 +784,11 @@ impl Vfs {
             FileKind::Dir => {
                 if let Some(t) = &target {
                     let tkey = self.key_of(t.ino, FileKind::Dir).await?;
-                    self.ufs.delete(&tkey).await?;
+                    tkey.ufs.delete(&tkey).await?;
                 }
                 let from = self.key_of(src.ino, FileKind::Dir).await?;
                 let to = self.child_key(newparent, newname, FileKind::Dir).await?;
-                self.ufs.rename_dir(&from, &to).await?;
+                from.ufs.rename_dir(&from, &to).await?;
             }
             _ => {
                 let to = self.child_key(newparent, newname, FileKind::File).await?;
@@ -852,12 +835,13 @@ impl Vfs {
         &self,
         rec: &InodeRecord,
         name_of: (InodeNo, &[u8]),
-        from: &str,
-        to: &str,
+        from: &mounts::Loc,
+        to: &mounts::Loc,
     ) -> Result<Option<crate::ufs::ObjectInfo>, FsError> {
+        from.check_same_store(to)?;
         match rec.kind {
             FileKind::Dir => {
-                self.ufs.rename_dir(from, to).await?;
+                from.ufs.rename_dir(from, to).await?;
                 Ok(None)
             }
             FileKind::File if rec.version.is_some() && is_primary(rec, name_of.0, name_of.1) => {
@@ -942,7 +926,7 @@ impl Vfs {
         value: &[u8],
         flags: i32,
     ) -> Result<(), FsError> {
-        self.check_writable()?;
+        self.check_writable(ino).await?;
         let mode = if flags & libc::XATTR_CREATE != 0 {
             XattrMode::Create
         } else if flags & libc::XATTR_REPLACE != 0 {
@@ -968,7 +952,7 @@ impl Vfs {
 
     /// Removes an extended attribute.
     pub async fn removexattr(&self, ino: InodeNo, name: &[u8]) -> Result<(), FsError> {
-        self.check_writable()?;
+        self.check_writable(ino).await?;
         Ok(self.meta.remove_xattr(ino, name.to_vec()).await?)
     }
 

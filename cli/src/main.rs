@@ -32,11 +32,8 @@ enum Cmd {
         #[command(subcommand)]
         cmd: FuseCmd,
     },
-    /// Work with the namespace of a mount: load-metadata.
-    Fs {
-        #[command(subcommand)]
-        cmd: fs_cmd::FsCmd,
-    },
+    /// Work with a namespace: mount table (mount, unmount), load-metadata.
+    Fs(fs_cmd::FsArgs),
     /// Serve a namespace to FUSE daemons over the network.
     Metaserver(metaserver_cmd::MetaserverArgs),
     /// Measure the store's own read ceiling (parallel ranged GETs, no cache, no FUSE).
@@ -124,7 +121,7 @@ fn main() -> ExitCode {
         } => stats(mountpoint, json),
         Cmd::UfsBench(args) => ufs_bench::run(args),
         Cmd::Metaserver(args) => metaserver_cmd::run(args),
-        Cmd::Fs { cmd } => fs_cmd::run(cmd),
+        Cmd::Fs(args) => fs_cmd::run(args),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

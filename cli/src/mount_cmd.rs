@@ -18,8 +18,9 @@ pub struct MountArgs {
     /// Directory to mount on.
     mountpoint: PathBuf,
     /// The store: /local/dir, file:///dir, s3://bucket/prefix, memory://, or any OpenDAL URI.
+    /// With --metaserver it may be left out: the root store of its mount table is used.
     #[arg(long, env = "ALLUXIO_UFS")]
-    ufs: String,
+    ufs: Option<String>,
     /// Take the namespace from this metaserver (HOST:PORT) instead of a local database.
     #[arg(long, env = "ALLUXIO_METASERVER")]
     metaserver: Option<String>,
@@ -51,13 +52,48 @@ pub struct MountArgs {
     options: Vec<String>,
 }
 
+/// The root store recorded in a metaserver's mount table (`alluxio fs mount / URI`).
+fn root_store_of(ms: &MetaserverConfig) -> Result<alluxio_metaserver::MountEntry> {
+    use alluxio::meta::MetaClient;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mounts = rt.block_on(async {
+        let m = alluxio::meta::remote::RemoteMeta::connect(&ms.addr, &ms.token)
+            .await
+            .map_err(anyhow::Error::msg)?;
+        anyhow::Ok(m.mounts().await?)
+    })?;
+    mounts.into_iter().find(|e| e.path == "/").with_context(|| {
+        format!(
+            "metaserver {} has no root store: give --ufs, or run `alluxio fs --metaserver {} mount / URI`",
+            ms.addr, ms.addr
+        )
+    })
+}
+
 fn config(a: MountArgs) -> Result<MountConfig> {
     let opts = parse_mount_options(&a.options)?;
-    let ufs = UfsConfig::parse(&a.ufs, &opts.ufs)?;
+    let metaserver = a
+        .metaserver
+        .as_deref()
+        .map(|addr| MetaserverConfig::new(addr, a.token_file.as_deref()))
+        .transpose()?;
+    let (uri, ufs) = match (&a.ufs, &metaserver) {
+        (Some(u), _) => (u.clone(), UfsConfig::parse(u, &opts.ufs)?),
+        (None, Some(ms)) => {
+            let root = root_store_of(ms)?;
+            // The table's options, then this daemon's -o store options over them.
+            let mut o = root.options.clone();
+            o.extend(opts.ufs.clone());
+            (root.uri.clone(), UfsConfig::parse(&root.uri, &o)?)
+        }
+        (None, None) => anyhow::bail!("--ufs URI is required (or --metaserver with a root store)"),
+    };
     let mp = alluxio::mount::check_mountpoint(&a.mountpoint)?;
     let per_mount = default_home().join("mounts").join(path_id(&[
         mp.as_os_str().as_encoded_bytes(),
-        a.ufs.as_bytes(),
+        uri.as_bytes(),
     ]));
     let disk = parse_size(&a.cache_size).context("--cache-size")?;
     let budget = parse_size(&a.mem_budget).context("--mem-budget")?;
@@ -69,11 +105,7 @@ fn config(a: MountArgs) -> Result<MountConfig> {
         mountpoint: mp,
         ufs,
         state_dir: a.state_dir.unwrap_or_else(|| per_mount.join("state")),
-        metaserver: a
-            .metaserver
-            .as_deref()
-            .map(|addr| MetaserverConfig::new(addr, a.token_file.as_deref()))
-            .transpose()?,
+        metaserver,
         cache_dir: a.cache_dir.unwrap_or_else(|| per_mount.join("cache")),
         disk_cache_bytes: disk,
         mem_cache_bytes: plan.tier_bytes,

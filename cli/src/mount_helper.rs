@@ -14,7 +14,7 @@
 //! mount` in the CLI are spelled as options here: `cache_dir=`, `state_dir=`,
 //! `cache_size=`, `mem_budget=`, `prefetch_pages=`, `token_file=`; plus `log=FILE` for
 //! the daemon's log. SOURCE is a UFS URI, or `alluxio://HOST:PORT/` for a metaserver's
-//! namespace, with the store as `-o ufs=URI`.
+//! namespace (its root store from the mount table, or `-o ufs=URI`).
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -139,12 +139,6 @@ fn parse(args: &[OsString]) -> Result<Request, String> {
                 r.source
             ));
         }
-        if r.ufs.is_empty() {
-            return Err(format!(
-                "{}: a metaserver mount needs -o ufs=URI (the store behind the namespace)",
-                r.source
-            ));
-        }
         r.metaserver = Some(hostport.to_string());
     } else if r.ufs.is_empty() {
         r.ufs = r.source.clone();
@@ -179,10 +173,11 @@ fn mount(req: &Request) -> Result<(), String> {
     }
     let exe = std::env::current_exe().map_err(|e| format!("cannot find own executable: {e}"))?;
     let mut cmd = Command::new(&exe);
-    cmd.args(["fuse", "mount"])
-        .arg(&dir)
-        .arg("--ufs")
-        .arg(&req.ufs);
+    cmd.args(["fuse", "mount"]).arg(&dir);
+    // With a metaserver and no ufs=, the daemon takes the root store from its mount table.
+    if !req.ufs.is_empty() {
+        cmd.arg("--ufs").arg(&req.ufs);
+    }
     if let Some(ms) = &req.metaserver {
         cmd.arg("--metaserver").arg(ms);
     }
@@ -343,8 +338,8 @@ mod tests {
         assert!(parse(&args(&["a", "/m", "-o"])).is_err());
         assert!(parse(&args(&["a", "/m", "-q"])).is_err());
         assert!(parse(&args(&["a", "/m", "-o", "cache_dir"])).is_err());
-        let e = parse(&args(&["alluxio://h:1/", "/m"])).unwrap_err();
-        assert!(e.contains("needs -o ufs="), "{e}");
+        let r = parse(&args(&["alluxio://h:1/", "/m"])).unwrap();
+        assert_eq!((r.metaserver.as_deref(), r.ufs.as_str()), (Some("h:1"), ""));
         let e = parse(&args(&["alluxio://h:1/sub", "/m", "-o", "ufs=/d"])).unwrap_err();
         assert!(e.contains("not supported"), "{e}");
         assert!(parse(&args(&["/d", "/m", "-o", "ufs=/e"])).is_err());

@@ -61,16 +61,16 @@ impl Env {
     }
     /// Starts `alluxio fuse mount` in the background and waits until the mount is live.
     fn mount(&mut self, extra: &[&str]) {
-        self.mount_on(&self.ufs(), extra);
+        self.mount_on(Some(&self.ufs()), extra);
     }
-    /// The same over another UFS directory.
-    fn mount_on(&mut self, ufs: &Path, extra: &[&str]) {
+    /// The same over another UFS directory, or with none (a metaserver's root store).
+    fn mount_on(&mut self, ufs: Option<&Path>, extra: &[&str]) {
         let mut c = self.cmd();
-        c.args(["fuse", "mount"])
-            .arg(self.mnt())
-            .arg("--ufs")
-            .arg(ufs)
-            .args(extra);
+        c.args(["fuse", "mount"]).arg(self.mnt());
+        if let Some(u) = ufs {
+            c.arg("--ufs").arg(u);
+        }
+        c.args(extra);
         c.stdout(Stdio::null()).stderr(Stdio::piped());
         self.child = Some(c.spawn().unwrap());
         let start = Instant::now();
@@ -625,7 +625,7 @@ fn cli_metaserver_two_daemons_share_one_namespace() {
     let mut a = Env::new();
     let mut b = Env::new();
     a.mount(&args);
-    b.mount_on(&a.ufs(), &args);
+    b.mount_on(Some(&a.ufs()), &args);
     let (ma, mb) = (a.mnt(), b.mnt());
 
     let d = pattern((5 << 20) + 7, 1);
@@ -844,4 +844,143 @@ fn cli_fs_load_metadata_shows_changes_made_underneath() {
     let o = env.run(&["fs", "load-metadata", env.ufs().to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("not inside an alluxio mount"));
+}
+
+/// Creates a bucket on the test S3 server (started by scripts/ci.sh) and returns the
+/// endpoint.
+fn s3_bucket(bucket: &str) -> String {
+    use std::io::{Read, Write};
+    let endpoint = std::env::var("ALLUXIO_TEST_S3_ENDPOINT").expect(
+        "ALLUXIO_TEST_S3_ENDPOINT is not set: run the tests through scripts/ci.sh, which starts a local S3 server",
+    );
+    let hostport = endpoint.trim_start_matches("http://").trim_end_matches('/');
+    let mut s = std::net::TcpStream::connect(hostport).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "PUT /{bucket} HTTP/1.1\r\nHost: {hostport}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    let _ = s.read_to_string(&mut resp);
+    assert!(
+        resp.starts_with("HTTP/1.1 200"),
+        "create bucket {bucket}: {resp}"
+    );
+    endpoint
+}
+
+/// One namespace over two stores: a metaserver's mount table holds a local directory at
+/// `/` and an S3 bucket at `/s3`. A daemon started without --ufs serves both: `find` lists
+/// both, `cp` works both ways, and the bytes really are in each store (a second daemon
+/// with an empty cache reads them). Renames across stores get EXDEV, the mount point
+/// cannot be moved, and `alluxio fs unmount` takes the store away from running daemons.
+#[test]
+fn cli_metaserver_mount_table_two_stores() {
+    let bucket = format!("mt{}", std::process::id());
+    let endpoint = s3_bucket(&bucket);
+    let ms = Metaserver::start("mount-table-token");
+    let msargs = ms.args();
+    let msargs: Vec<&str> = msargs.iter().map(String::as_str).collect();
+    let mut a = Env::new();
+    let fs = |env: &Env, args: &[&str]| {
+        let mut all = vec!["fs"];
+        all.extend_from_slice(&msargs);
+        all.extend_from_slice(args);
+        env.run(&all)
+    };
+    let ufs = a.ufs();
+    std::fs::create_dir_all(ufs.join("dir")).unwrap();
+    std::fs::write(ufs.join("dir/local.txt"), b"from the local store").unwrap();
+
+    let o = fs(&a, &["mount", "/", ufs.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let s3_opts =
+        format!("endpoint={endpoint},region=us-east-1,access_key_id=test,secret_access_key=s3cret");
+    let uri = format!("s3://{bucket}/pre");
+    let o = fs(&a, &["mount", "/s3", &uri, "-o", &s3_opts]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = fs(&a, &["mount"]);
+    let table = String::from_utf8_lossy(&o.stdout);
+    assert!(table.contains("/s3") && table.contains(&uri), "{table}");
+    assert!(
+        !table.contains("s3cret"),
+        "credentials must not be printed: {table}"
+    );
+    let o = fs(&a, &["mount", "/s3", "memory://"]);
+    assert_eq!(o.status.code(), Some(1), "a second store at /s3");
+    let ro = a.base.path().join("ro-store");
+    std::fs::create_dir_all(&ro).unwrap();
+    std::fs::write(ro.join("keep.txt"), b"read me").unwrap();
+    let o = fs(&a, &["mount", "/ro", ro.to_str().unwrap(), "--readonly"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = a.run(&["fs", "mount"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--metaserver"));
+
+    a.mount_on(None, &msargs);
+    let m = a.mnt();
+    let big = pattern((3 << 20) + 5, 7);
+    std::fs::write(m.join("s3/big.bin"), &big).unwrap();
+    std::fs::copy(m.join("dir/local.txt"), m.join("s3/copied.txt")).unwrap();
+    std::fs::copy(m.join("s3/big.bin"), m.join("dir/big.bin")).unwrap();
+    assert_eq!(
+        std::fs::read(ufs.join("dir/big.bin")).unwrap(),
+        big,
+        "1:1 in the local store"
+    );
+
+    let o = Command::new("find").arg(&m).output().unwrap();
+    let listed = String::from_utf8_lossy(&o.stdout);
+    for p in [
+        "dir/local.txt",
+        "dir/big.bin",
+        "s3/big.bin",
+        "s3/copied.txt",
+    ] {
+        assert!(
+            listed.contains(&format!("{}/{p}", m.display())),
+            "find lacks {p}: {listed}"
+        );
+    }
+
+    assert_eq!(std::fs::read(m.join("ro/keep.txt")).unwrap(), b"read me");
+    for err in [
+        std::fs::write(m.join("ro/new.txt"), b"x").unwrap_err(),
+        std::fs::remove_file(m.join("ro/keep.txt")).unwrap_err(),
+        std::fs::create_dir(m.join("ro/d")).unwrap_err(),
+    ] {
+        assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
+    }
+    assert_eq!(
+        std::fs::read_dir(&ro).unwrap().count(),
+        1,
+        "the read-only store is untouched"
+    );
+    let err = std::fs::rename(m.join("dir/local.txt"), m.join("s3/moved.txt")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EXDEV));
+    let err = std::fs::rename(m.join("s3"), m.join("s4")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EBUSY));
+
+    // A second daemon with an empty cache: the bytes are in S3.
+    let mut b = Env::new();
+    b.mount_on(None, &msargs);
+    assert_eq!(std::fs::read(b.mnt().join("s3/big.bin")).unwrap(), big);
+    assert_eq!(
+        std::fs::read(b.mnt().join("s3/copied.txt")).unwrap(),
+        b"from the local store"
+    );
+    assert!(
+        !ufs.join("s3").exists(),
+        "nothing of /s3 in the local store"
+    );
+
+    let o = fs(&a, &["unmount", "/s3"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        within(Duration::from_secs(4), || !m.join("s3").exists()),
+        "the store stayed mounted"
+    );
+    let o = fs(&a, &["unmount", "/"]);
+    assert_eq!(o.status.code(), Some(1), "the root store stays");
 }

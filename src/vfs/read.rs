@@ -267,15 +267,16 @@ impl Vfs {
                     Some(b) => b,
                     None => {
                         self.check_not_pending_elsewhere(&key).await?;
-                        self.ufs
-                            .read_range(&snap.key, start..end, &key.version)
-                            .await?
+                        let loc = snap.key.as_ref().ok_or_else(|| {
+                            FsError::new(libc::EIO, "read of a file that has no object")
+                        })?;
+                        loc.ufs.read_range(loc, start..end, &key.version).await?
                     }
                 };
                 if b.len() as u64 != end - start {
                     return Err(FsError::new(
                         libc::ESTALE,
-                        format!("{} changed in the UFS: short read", snap.key),
+                        format!("{:?} changed in the UFS: short read", snap.key),
                     ));
                 }
                 Metrics::add(&self.metrics.bytes_from_ufs, b.len() as u64);

@@ -64,9 +64,10 @@ enum Outcome {
 }
 
 impl Vfs {
-    /// Starts background work: the ASYNC_THROUGH uploader, fed first with the journal's
-    /// pending entries from earlier runs.
+    /// Starts background work: following the mount table, and the ASYNC_THROUGH uploader,
+    /// fed first with the journal's pending entries from earlier runs.
     pub fn start_background(self: &Arc<Self>) {
+        self.start_mount_refresh();
         let Some(journal) = &self.journal else { return };
         let Some(mut rx) = self.uploads.rx.lock().ok().and_then(|mut g| g.take()) else {
             return;
@@ -151,7 +152,7 @@ impl Vfs {
             Err(_) => return Ok(Outcome::Retry),
         };
         let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-        let mut info = match self.ufs.upload_file(&key, Some(file), len).await {
+        let mut info = match key.ufs.upload_file(&key, Some(file), len).await {
             Ok(i) => i,
             Err(e) => {
                 tracing::warn!(ino = ino.0, error = %e, "background upload failed; will retry with backoff");
@@ -164,7 +165,8 @@ impl Vfs {
             if now == key {
                 break;
             }
-            info = self.ufs.rename_file(&key, &now).await?;
+            key.check_same_store(&now)?;
+            info = key.ufs.rename_file(&key, &now).await?;
             key = now;
         }
         let cas = SetAttr {

@@ -259,8 +259,8 @@ impl Vfs {
 
     async fn snapshot_of(&self, rec: &InodeRecord) -> Result<ReadSnapshot, FsError> {
         let key = match rec.version {
-            Some(_) => self.key_of(rec.ino, FileKind::File).await?,
-            None => String::new(),
+            Some(_) => Some(self.key_of(rec.ino, FileKind::File).await?),
+            None => None,
         };
         Ok(ReadSnapshot {
             key,
@@ -283,7 +283,7 @@ impl Vfs {
             return Err(FsError::expected(libc::EISDIR, "is a directory"));
         }
         if mode.write {
-            self.check_writable()?;
+            self.check_writable(ino).await?;
             let of = self.acquire_open_file(ino);
             // Staging is set up at open only for O_TRUNC (cheap: empty); otherwise the
             // current content is copied in on the first write, so opening O_RDWR without
@@ -334,7 +334,7 @@ impl Vfs {
         uid: u32,
         gid: u32,
     ) -> Result<(InodeRecord, FileHandle), FsError> {
-        self.check_writable()?;
+        self.check_writable(parent).await?;
         self.ensure_loaded(parent).await?;
         // Refuse names the UFS cannot store before anything is created.
         self.child_key(parent, name, FileKind::File).await?;
@@ -353,7 +353,7 @@ impl Vfs {
             return Err(e);
         }
         let snapshot = ReadSnapshot {
-            key: String::new(),
+            key: None,
             version: None,
             size: 0,
         };
@@ -422,15 +422,18 @@ impl Vfs {
             .write_all_at(data, offset)?;
         st.size = st.size.max(end);
         st.touch();
-        let part = self.ufs.part_bytes();
+        let part = self.mount_table().part_bytes();
         match &st.stream {
             Some(w) => w.staged(st.size, part),
             // A file that grows past one part, and has not been rewritten below what a
             // stream sent, starts streaming.
             None if !st.stream_broken && st.size >= part && self.streams_writes() => {
                 st.stream = self.start_stream(ino, &of).await;
-                if let Some(w) = &st.stream {
-                    w.staged(st.size, part);
+                match &st.stream {
+                    Some(w) => w.staged(st.size, part),
+                    // Not streamable (a local store, no free upload slot): the commit
+                    // uploads this staging whole; do not ask again on every write.
+                    None => st.stream_broken = true,
                 }
             }
             None => {}
@@ -487,7 +490,7 @@ impl Vfs {
                 match streamed {
                     Some(info) => info.version,
                     None => {
-                        self.ufs
+                        key.ufs
                             .upload_file(&key, st.file.clone(), st.size)
                             .await?
                             .version
@@ -587,9 +590,10 @@ impl Vfs {
         };
         self.sync_namespace().await?;
         // ASYNC_THROUGH's durability is its journal, synced by the commit above.
-        if self.ufs.is_local() && self.cfg.write_type != WriteType::AsyncThrough {
+        if self.cfg.write_type != WriteType::AsyncThrough {
             match self.key_of(ino, FileKind::File).await {
-                Ok(key) => self.ufs.sync_object(&key).await?,
+                Ok(key) if key.ufs.is_local() => key.ufs.sync_object(&key).await?,
+                Ok(_) => {} // an object store: a completed upload is durable
                 Err(e) if e.errno() == libc::ENOENT => {} // unlinked: nothing to keep
                 Err(e) => return Err(e),
             }

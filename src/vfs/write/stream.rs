@@ -32,7 +32,7 @@ use crate::vfs::Vfs;
 
 /// The staging side of a streamed upload (kept in [`Staging`]).
 pub(super) struct WriteStream {
-    key: String,
+    key: crate::vfs::mounts::Loc,
     /// Bytes `[0, sent)` are in the upload (see the module invariants).
     sent: u64,
     /// Tells the pump that more bytes are staged.
@@ -63,8 +63,8 @@ impl WriteStream {
     }
 
     /// Whether this stream uploads to `key`.
-    pub(super) fn key_is(&self, key: &str) -> bool {
-        self.key == key
+    pub(super) fn key_is(&self, key: &crate::vfs::mounts::Loc) -> bool {
+        self.key == *key
     }
 
     /// Completes the upload with the staged content (`len` bytes of `file`). Called with
@@ -92,10 +92,11 @@ impl WriteStream {
 }
 
 impl Vfs {
-    /// Whether writes here are streamed: to an object store, and not ASYNC_THROUGH (whose
-    /// durability is the local journal, uploaded later).
+    /// Whether writes may be streamed: not ASYNC_THROUGH (whose durability is the local
+    /// journal, uploaded later). Whether the file's store takes streams (an object store
+    /// does, a local directory does not) is up to [`Ufs::start_stream`].
     pub(super) fn streams_writes(&self) -> bool {
-        self.cfg.write_type != crate::config::WriteType::AsyncThrough && !self.ufs.is_local()
+        self.cfg.write_type != crate::config::WriteType::AsyncThrough
     }
 
     /// Starts streaming `ino`'s staged bytes to its object. `None` when no upload slot is
@@ -106,7 +107,7 @@ impl Vfs {
         of: &Arc<OpenFile>,
     ) -> Option<WriteStream> {
         let key = self.key_of(ino, crate::types::FileKind::File).await.ok()?;
-        let up = match self.ufs.start_stream(&key).await {
+        let up = match key.ufs.start_stream(&key).await {
             Ok(u) => u?,
             Err(e) => {
                 tracing::warn!(ino = ino.0, error = %e, "cannot start a streamed upload");
@@ -116,7 +117,7 @@ impl Vfs {
         let wake = Arc::new(Notify::new());
         let (done, rx) = oneshot::channel();
         let pump = Pump {
-            ufs: self.ufs.clone(),
+            ufs: key.ufs.clone(),
             metrics: self.metrics.clone(),
             of: Arc::downgrade(of),
             wake: wake.clone(),

@@ -1,0 +1,274 @@
+//! The mount table as the vfs uses it: which store holds a path of the namespace, and the
+//! key there. The daemon's own store (`--ufs`) is the root; the namespace's mount table
+//! (`alluxio fs mount /PATH URI`) adds stores at deeper paths, and is fetched again every
+//! [`REFRESH`], so every daemon of a metaserver follows `alluxio fs mount` and `unmount`.
+//!
+//! Invariants:
+//! - a path belongs to the store mounted at its longest mounted prefix; the key is the rest
+//!   of the path under that store's root, so each store keeps the 1:1 layout.
+//! - an object never moves between stores by rename: a rename whose source and target
+//!   are in different stores gets EXDEV (tools then copy, as across filesystems).
+//! - changes under a read-only mount get EROFS.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use alluxio_metaserver::MountEntry;
+
+use super::Vfs;
+use crate::config::UfsConfig;
+use crate::error::FsError;
+use crate::types::{FileKind, InodeNo};
+use crate::ufs::{Ufs, dir_key, file_key};
+
+/// How often the mount table is fetched again.
+pub const REFRESH: Duration = Duration::from_secs(1);
+
+/// One mounted store.
+struct Store {
+    /// Mount path components (empty for the root).
+    parts: Vec<Vec<u8>>,
+    ufs: Arc<Ufs>,
+    readonly: bool,
+    /// The table entry it was built from (`None` for the daemon's own root store).
+    entry: Option<MountEntry>,
+}
+
+/// The stores of the namespace, longest mount path first, the root last.
+pub(super) struct MountTable {
+    stores: Vec<Store>,
+}
+
+/// Where a node's object lives: the store holding its path, and its key there.
+#[derive(Clone)]
+pub(crate) struct Loc {
+    pub(super) ufs: Arc<Ufs>,
+    pub(super) key: String,
+    readonly: bool,
+}
+
+impl std::fmt::Debug for Loc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Loc").field(&self.key).finish()
+    }
+}
+
+impl std::ops::Deref for Loc {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.key
+    }
+}
+
+impl PartialEq for Loc {
+    fn eq(&self, o: &Self) -> bool {
+        self.same_store(o) && self.key == o.key
+    }
+}
+
+impl Loc {
+    /// Whether both are in one store (a rename between them can be done in the UFS).
+    pub(super) fn same_store(&self, o: &Loc) -> bool {
+        Arc::ptr_eq(&self.ufs, &o.ufs)
+    }
+
+    /// EXDEV unless `to` is in the same store.
+    pub(super) fn check_same_store(&self, to: &Loc) -> Result<(), FsError> {
+        if self.same_store(to) {
+            Ok(())
+        } else {
+            Err(FsError::expected(
+                libc::EXDEV,
+                "source and target are in different mounted stores",
+            ))
+        }
+    }
+}
+
+impl MountTable {
+    /// Only the daemon's own store, at the root.
+    pub(super) fn root_only(ufs: Arc<Ufs>) -> Self {
+        Self {
+            stores: vec![Store {
+                parts: Vec::new(),
+                ufs,
+                readonly: false,
+                entry: None,
+            }],
+        }
+    }
+
+    fn root(&self) -> &Store {
+        self.stores
+            .last()
+            .expect("the table always holds the root store")
+    }
+
+    /// The store holding `parts`, and the rest of the path under its root.
+    fn resolve<'a>(&self, parts: &'a [Vec<u8>]) -> (&Store, &'a [Vec<u8>]) {
+        for s in &self.stores {
+            if parts.starts_with(&s.parts) {
+                return (s, &parts[s.parts.len()..]);
+            }
+        }
+        (self.root(), parts)
+    }
+
+    /// The multipart part size (every store gets the root store's upload shape).
+    pub(super) fn part_bytes(&self) -> u64 {
+        self.root().ufs.part_bytes()
+    }
+
+    fn any_readonly(&self) -> bool {
+        self.stores.iter().any(|s| s.readonly)
+    }
+
+    /// The table for `entries` (the root entry is ignored: the root store is the
+    /// daemon's), reusing the stores of `self` whose entry is unchanged. Entries whose
+    /// store cannot be configured are left out, with an error logged.
+    fn rebuilt(&self, entries: Vec<MountEntry>, make: impl Fn(&MountEntry) -> Option<Ufs>) -> Self {
+        let mut old: HashMap<&str, &Store> = self
+            .stores
+            .iter()
+            .filter_map(|s| s.entry.as_ref().map(|e| (e.path.as_str(), s)))
+            .collect();
+        let mut stores = Vec::new();
+        for e in entries {
+            let Ok(parts) = e.components() else { continue };
+            if parts.is_empty() {
+                continue;
+            }
+            if let Some(s) = old
+                .remove(e.path.as_str())
+                .filter(|s| s.entry.as_ref() == Some(&e))
+            {
+                stores.push(Store {
+                    parts,
+                    ufs: s.ufs.clone(),
+                    readonly: s.readonly,
+                    entry: s.entry.clone(),
+                });
+                continue;
+            }
+            if let Some(ufs) = make(&e) {
+                stores.push(Store {
+                    parts,
+                    ufs: Arc::new(ufs),
+                    readonly: e.readonly,
+                    entry: Some(e),
+                });
+            }
+        }
+        stores.sort_by_key(|s| std::cmp::Reverse(s.parts.len()));
+        let root = self.root();
+        stores.push(Store {
+            parts: Vec::new(),
+            ufs: root.ufs.clone(),
+            readonly: root.readonly,
+            entry: None,
+        });
+        Self { stores }
+    }
+
+    fn same_entries(&self, entries: &[MountEntry]) -> bool {
+        let mine: Vec<&MountEntry> = self
+            .stores
+            .iter()
+            .filter_map(|s| s.entry.as_ref())
+            .collect();
+        let theirs: Vec<&MountEntry> = entries.iter().filter(|e| e.path != "/").collect();
+        mine.len() == theirs.len() && theirs.iter().all(|e| mine.contains(e))
+    }
+}
+
+impl Vfs {
+    pub(super) fn mount_table(&self) -> Arc<MountTable> {
+        self.mounts
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The store and key of the node at path `parts`.
+    pub(super) fn loc_of(&self, parts: &[Vec<u8>], kind: FileKind) -> Result<Loc, FsError> {
+        let table = self.mount_table();
+        let (store, rest) = table.resolve(parts);
+        let key = match kind {
+            FileKind::Dir => dir_key(rest),
+            _ => file_key(rest),
+        }
+        .map_err(|_| {
+            FsError::expected(
+                libc::EINVAL,
+                "name is not valid UTF-8; the UFS cannot store it",
+            )
+        })?;
+        store.ufs.check_key(&key)?;
+        Ok(Loc {
+            ufs: store.ufs.clone(),
+            key,
+            readonly: store.readonly,
+        })
+    }
+
+    /// EROFS for a read-only daemon, or when `at` is under a read-only mount.
+    pub(super) async fn check_writable(&self, at: InodeNo) -> Result<(), FsError> {
+        if self.cfg.read_only {
+            return Err(FsError::expected(libc::EROFS, "read-only mount"));
+        }
+        if self.mount_table().any_readonly() {
+            let parts = self.meta.path(at).await?;
+            if self.loc_of(&parts, FileKind::Dir)?.readonly {
+                return Err(FsError::expected(libc::EROFS, "read-only mounted store"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Fetches the namespace's mount table and rebuilds the stores that changed.
+    pub async fn refresh_mounts(&self) -> Result<(), FsError> {
+        let entries = self.meta.mounts().await?;
+        let table = self.mount_table();
+        if table.same_entries(&entries) {
+            return Ok(());
+        }
+        let shape = table.root().ufs.upload_shape();
+        let metrics = self.metrics.clone();
+        let fresh = table.rebuilt(entries, |e| {
+            let made = UfsConfig::parse(&e.uri, &e.options)
+                .map_err(|e| e.to_string())
+                .and_then(|cfg| Ufs::new(&cfg, metrics.clone()).map_err(|e| e.to_string()));
+            match made {
+                Ok(mut u) => {
+                    u.set_upload_shape(shape);
+                    tracing::info!(path = %e.path, uri = %e.uri, "store mounted");
+                    Some(u)
+                }
+                Err(err) => {
+                    tracing::error!(path = %e.path, uri = %e.uri, error = %err, "cannot mount store");
+                    None
+                }
+            }
+        });
+        *self.mounts.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(fresh);
+        Ok(())
+    }
+
+    /// Follows the mount table in the background (see [`REFRESH`]).
+    pub(super) fn start_mount_refresh(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        self.rt.spawn(async move {
+            loop {
+                tokio::time::sleep(REFRESH).await;
+                let Some(vfs) = weak.upgrade() else { return };
+                if let Err(e) = vfs.refresh_mounts().await {
+                    tracing::warn!(error = %e, "cannot fetch the mount table");
+                }
+            }
+        });
+    }
+}
+
+/// The table type the vfs holds.
+pub(super) type Shared = RwLock<Arc<MountTable>>;
