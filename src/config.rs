@@ -242,6 +242,8 @@ pub struct MountConfig {
     pub upload: UploadShape,
     /// When loaded directories are listed again.
     pub metadata_sync: MetadataSync,
+    /// Serve Prometheus metrics (`GET /metrics`) on this address.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// When a loaded directory is listed from the UFS again (`-o metadata_sync=`), so that

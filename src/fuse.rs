@@ -39,6 +39,8 @@ pub struct Adapter {
     /// Ask the kernel for FUSE passthrough at init.
     passthrough: bool,
     io: IoModes,
+    /// Latency of each FUSE operation (Prometheus `alluxio_fuse_op_duration_seconds`).
+    ops: Arc<crate::prom::OpHistograms>,
 }
 
 fn systime(ns: i64) -> SystemTime {
@@ -100,6 +102,7 @@ impl Adapter {
         attr_ttl: Duration,
         entry_ttl: Duration,
         passthrough: bool,
+        ops: Arc<crate::prom::OpHistograms>,
     ) -> Self {
         Self {
             vfs,
@@ -108,6 +111,7 @@ impl Adapter {
             entry_ttl,
             passthrough,
             io: IoModes::default(),
+            ops,
         }
     }
 
@@ -115,10 +119,18 @@ impl Adapter {
         self.vfs.metrics()
     }
 
-    /// Runs a vfs future to completion on this session thread.
-    fn block<T>(&self, fut: impl Future<Output = Result<T, FsError>>) -> Result<T, FsError> {
+    /// Runs a vfs future to completion on this session thread, and records its latency
+    /// under `op` (the FUSE operation).
+    fn block<T>(
+        &self,
+        op: &'static str,
+        fut: impl Future<Output = Result<T, FsError>>,
+    ) -> Result<T, FsError> {
         Metrics::inc(&self.metrics().fuse_requests);
-        self.rt.block_on(fut.in_current_span())
+        let t0 = std::time::Instant::now();
+        let r = self.rt.block_on(fut.in_current_span());
+        self.ops.observe(op, t0.elapsed(), r.is_err());
+        r
     }
 
     /// Logs an error once at its level, counts it and converts it for the kernel.
@@ -180,7 +192,10 @@ impl Filesystem for Adapter {
 
     #[instrument(level = "debug", skip_all, fields(req = req.unique().0, ino = parent.0, pid = req.pid()))]
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        match self.block(self.vfs.lookup(InodeNo(parent.0), name.as_bytes())) {
+        match self.block(
+            "lookup",
+            self.vfs.lookup(InodeNo(parent.0), name.as_bytes()),
+        ) {
             Ok(r) => reply.entry(&self.entry_ttl, &to_attr(&r), Generation(0)),
             Err(e) => reply.error(self.err(e)),
         }
@@ -188,7 +203,7 @@ impl Filesystem for Adapter {
 
     #[instrument(level = "debug", skip_all, fields(req = req.unique().0, ino = ino.0, pid = req.pid()))]
     fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FuseFh>, reply: ReplyAttr) {
-        match self.block(self.vfs.getattr(InodeNo(ino.0))) {
+        match self.block("getattr", self.vfs.getattr(InodeNo(ino.0))) {
             Ok(r) => reply.attr(&self.attr_ttl, &to_attr(&r)),
             Err(e) => reply.error(self.err(e)),
         }
@@ -227,7 +242,7 @@ impl Filesystem for Adapter {
             let e = FsError::expected(errno, "file is being read through passthrough");
             return reply.error(self.err(e));
         }
-        match self.block(self.vfs.setattr(InodeNo(ino.0), r)) {
+        match self.block("setattr", self.vfs.setattr(InodeNo(ino.0), r)) {
             Ok(r) => reply.attr(&self.attr_ttl, &to_attr(&r)),
             Err(e) => reply.error(self.err(e)),
         }
@@ -252,7 +267,7 @@ impl Filesystem for Adapter {
             req.uid(),
             req.gid(),
         );
-        match self.block(fut) {
+        match self.block("mknod", fut) {
             Ok(r) => reply.entry(&self.entry_ttl, &to_attr(&r), Generation(0)),
             Err(e) => reply.error(self.err(e)),
         }
@@ -275,7 +290,7 @@ impl Filesystem for Adapter {
             req.uid(),
             req.gid(),
         );
-        match self.block(fut) {
+        match self.block("mkdir", fut) {
             Ok(r) => reply.entry(&self.entry_ttl, &to_attr(&r), Generation(0)),
             Err(e) => reply.error(self.err(e)),
         }
@@ -283,7 +298,10 @@ impl Filesystem for Adapter {
 
     #[instrument(level = "debug", skip_all, fields(req = req.unique().0, ino = parent.0, pid = req.pid()))]
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.block(self.vfs.unlink(InodeNo(parent.0), name.as_bytes())) {
+        match self.block(
+            "unlink",
+            self.vfs.unlink(InodeNo(parent.0), name.as_bytes()),
+        ) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(self.err(e)),
         }
@@ -291,7 +309,7 @@ impl Filesystem for Adapter {
 
     #[instrument(level = "debug", skip_all, fields(req = req.unique().0, ino = parent.0, pid = req.pid()))]
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.block(self.vfs.rmdir(InodeNo(parent.0), name.as_bytes())) {
+        match self.block("rmdir", self.vfs.rmdir(InodeNo(parent.0), name.as_bytes())) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(self.err(e)),
         }
@@ -313,7 +331,7 @@ impl Filesystem for Adapter {
             req.uid(),
             req.gid(),
         );
-        match self.block(fut) {
+        match self.block("symlink", fut) {
             Ok(r) => reply.entry(&self.entry_ttl, &to_attr(&r), Generation(0)),
             Err(e) => reply.error(self.err(e)),
         }
@@ -321,7 +339,7 @@ impl Filesystem for Adapter {
 
     #[instrument(level = "debug", skip_all, fields(req = req.unique().0, ino = ino.0, pid = req.pid()))]
     fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
-        match self.block(self.vfs.readlink(InodeNo(ino.0))) {
+        match self.block("readlink", self.vfs.readlink(InodeNo(ino.0))) {
             Ok(t) => reply.data(&t),
             Err(e) => reply.error(self.err(e)),
         }
@@ -356,7 +374,7 @@ impl Filesystem for Adapter {
             noreplace,
             exchange,
         );
-        match self.block(fut) {
+        match self.block("rename", fut) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(self.err(e)),
         }
@@ -374,7 +392,7 @@ impl Filesystem for Adapter {
         let fut = self
             .vfs
             .link(InodeNo(ino.0), InodeNo(newparent.0), newname.as_bytes());
-        match self.block(fut) {
+        match self.block("link", fut) {
             Ok(r) => reply.entry(&self.entry_ttl, &to_attr(&r), Generation(0)),
             Err(e) => reply.error(self.err(e)),
         }
@@ -394,7 +412,7 @@ impl Filesystem for Adapter {
                 return reply.error(self.err(e));
             }
         };
-        match self.block(self.vfs.open(InodeNo(ino.0), mode)) {
+        match self.block("open", self.vfs.open(InodeNo(ino.0), mode)) {
             Ok((fh, keep_cache)) => self
                 .io
                 .reply_open(reply, &self.vfs, ino.0, fh, ticket, keep_cache),
@@ -417,7 +435,7 @@ impl Filesystem for Adapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self.block(self.vfs.read(FileHandle(fh.0), offset, size)) {
+        match self.block("read", self.vfs.read(FileHandle(fh.0), offset, size)) {
             Ok(b) => reply.data(&b),
             Err(e) => reply.error(self.err(e)),
         }
@@ -436,7 +454,7 @@ impl Filesystem for Adapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self.block(self.vfs.write(FileHandle(fh.0), offset, data)) {
+        match self.block("write", self.vfs.write(FileHandle(fh.0), offset, data)) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(self.err(e)),
         }
@@ -444,7 +462,7 @@ impl Filesystem for Adapter {
 
     #[instrument(level = "debug", skip_all, fields(req = req.unique().0, ino = ino.0, fh = fh.0, pid = req.pid()))]
     fn flush(&self, req: &Request, ino: INodeNo, fh: FuseFh, _lo: LockOwner, reply: ReplyEmpty) {
-        match self.block(self.vfs.flush(FileHandle(fh.0))) {
+        match self.block("flush", self.vfs.flush(FileHandle(fh.0))) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(self.err(e)),
         }
@@ -469,7 +487,7 @@ impl Filesystem for Adapter {
 
     #[instrument(level = "debug", skip_all, fields(req = req.unique().0, ino = ino.0, fh = fh.0, pid = req.pid()))]
     fn fsync(&self, req: &Request, ino: INodeNo, fh: FuseFh, _datasync: bool, reply: ReplyEmpty) {
-        match self.block(self.vfs.fsync(FileHandle(fh.0))) {
+        match self.block("fsync", self.vfs.fsync(FileHandle(fh.0))) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(self.err(e)),
         }
@@ -477,7 +495,7 @@ impl Filesystem for Adapter {
 
     #[instrument(level = "debug", skip_all, fields(req = req.unique().0, ino = ino.0, pid = req.pid()))]
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.block(self.vfs.opendir(InodeNo(ino.0))) {
+        match self.block("opendir", self.vfs.opendir(InodeNo(ino.0))) {
             Ok(fh) => reply.opened(FuseFh(fh.0), FopenFlags::empty()),
             Err(e) => reply.error(self.err(e)),
         }
@@ -530,7 +548,7 @@ impl Filesystem for Adapter {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        match self.block(self.vfs.sync_namespace()) {
+        match self.block("fsyncdir", self.vfs.sync_namespace()) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(self.err(e)),
         }
@@ -538,7 +556,7 @@ impl Filesystem for Adapter {
 
     #[instrument(level = "debug", skip_all, fields(req = req.unique().0, ino = ino.0, pid = req.pid()))]
     fn statfs(&self, req: &Request, ino: INodeNo, reply: ReplyStatfs) {
-        match self.block(self.vfs.statfs()) {
+        match self.block("statfs", self.vfs.statfs()) {
             Ok(s) => reply.statfs(
                 s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.bsize,
             ),
@@ -558,6 +576,7 @@ impl Filesystem for Adapter {
         reply: ReplyEmpty,
     ) {
         match self.block(
+            "setxattr",
             self.vfs
                 .setxattr(InodeNo(ino.0), name.as_bytes(), value, flags),
         ) {
@@ -568,7 +587,10 @@ impl Filesystem for Adapter {
 
     #[instrument(level = "debug", skip_all, fields(req = req.unique().0, ino = ino.0, pid = req.pid()))]
     fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        match self.block(self.vfs.getxattr(InodeNo(ino.0), name.as_bytes())) {
+        match self.block(
+            "getxattr",
+            self.vfs.getxattr(InodeNo(ino.0), name.as_bytes()),
+        ) {
             Ok(v) => reply_xattr(reply, &v, size, |e| self.err(e)),
             Err(e) => reply.error(self.err(e)),
         }
@@ -576,7 +598,7 @@ impl Filesystem for Adapter {
 
     #[instrument(level = "debug", skip_all, fields(req = req.unique().0, ino = ino.0, pid = req.pid()))]
     fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        match self.block(self.vfs.listxattr(InodeNo(ino.0))) {
+        match self.block("listxattr", self.vfs.listxattr(InodeNo(ino.0))) {
             Ok(v) => reply_xattr(reply, &v, size, |e| self.err(e)),
             Err(e) => reply.error(self.err(e)),
         }
@@ -584,7 +606,10 @@ impl Filesystem for Adapter {
 
     #[instrument(level = "debug", skip_all, fields(req = req.unique().0, ino = ino.0, pid = req.pid()))]
     fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.block(self.vfs.removexattr(InodeNo(ino.0), name.as_bytes())) {
+        match self.block(
+            "removexattr",
+            self.vfs.removexattr(InodeNo(ino.0), name.as_bytes()),
+        ) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(self.err(e)),
         }
@@ -618,7 +643,10 @@ impl Filesystem for Adapter {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        match self.block(self.vfs.fallocate(FileHandle(fh.0), offset, length, mode)) {
+        match self.block(
+            "fallocate",
+            self.vfs.fallocate(FileHandle(fh.0), offset, length, mode),
+        ) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(self.err(e)),
         }
@@ -628,7 +656,7 @@ impl Filesystem for Adapter {
     fn access(&self, req: &Request, ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
         // Permissions are checked by the kernel (default_permissions); access(2) only
         // reaches us for existence checks.
-        match self.block(self.vfs.getattr(InodeNo(ino.0))) {
+        match self.block("access", self.vfs.getattr(InodeNo(ino.0))) {
             Ok(_) => reply.ok(),
             Err(e) => reply.error(self.err(e)),
         }
@@ -652,7 +680,7 @@ impl Filesystem for Adapter {
             req.uid(),
             req.gid(),
         );
-        match self.block(fut) {
+        match self.block("create", fut) {
             Ok((r, fh)) => {
                 self.io.created(r.ino.0, fh);
                 reply.created(

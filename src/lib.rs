@@ -14,6 +14,7 @@ pub mod metrics;
 #[cfg(feature = "fuse")]
 pub mod mount;
 pub mod page_cache;
+pub mod prom;
 pub mod types;
 pub mod ufs;
 pub mod vfs;

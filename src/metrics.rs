@@ -86,6 +86,69 @@ counters! {
 }
 
 impl Metrics {
+    /// The Prometheus document of a FUSE daemon: these counters, the derived cache hit
+    /// ratio and bytes by source, and the FUSE operation latencies in `ops`.
+    pub fn prometheus(&self, ops: &crate::prom::OpHistograms) -> String {
+        use crate::prom::sample;
+        let c = self.snapshot();
+        let mut out = String::new();
+        let hits = c["cache_hits_mem"] + c["cache_hits_disk"];
+        let lookups = hits + c["cache_misses"];
+        let ratio = if lookups == 0 {
+            0.0
+        } else {
+            hits as f64 / lookups as f64
+        };
+        sample(
+            &mut out,
+            "alluxio_cache_hit_ratio",
+            "gauge",
+            "Pages served from a cache tier over all pages asked of the daemon (reads the kernel serves by passthrough never reach it).",
+            "",
+            ratio,
+        );
+        out.push_str("# HELP alluxio_bytes_served_total Bytes served to readers, by where they came from (no peer cache nodes serve in this build).
+# TYPE alluxio_bytes_served_total counter
+");
+        for (source, v) in [
+            ("cache", c["bytes_from_cache"]),
+            ("ufs", c["bytes_from_ufs"]),
+            ("peer", 0),
+        ] {
+            out.push_str(&format!(
+                "alluxio_bytes_served_total{{source=\"{source}\"}} {v}\n"
+            ));
+        }
+        sample(
+            &mut out,
+            "alluxio_ufs_errors_total",
+            "counter",
+            "Store requests that failed after retries.",
+            "",
+            c["ufs_errors"] as f64,
+        );
+        for (name, v) in &c {
+            let kind = match *name {
+                "disk_cache_bytes" | "mem_cache_bytes" | "disk_io_uring" => "gauge",
+                _ => "counter",
+            };
+            sample(
+                &mut out,
+                &format!("alluxio_{name}"),
+                kind,
+                "See README, Counters.",
+                "",
+                *v as f64,
+            );
+        }
+        ops.render(
+            "alluxio_fuse_op",
+            "Latency of FUSE operations served by the daemon.",
+            &mut out,
+        );
+        out
+    }
+
     /// Add `n` to a counter.
     pub fn add(c: &AtomicU64, n: u64) {
         c.fetch_add(n, Ordering::Relaxed);

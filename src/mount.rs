@@ -161,12 +161,22 @@ pub fn mount(cfg: &MountConfig, rt: &RtHandle) -> Result<Mounted, MountError> {
     )
     .map_err(|e| MountError::Cache(format!("cannot open the write journal: {e}")))?;
 
+    let ops = Arc::new(crate::prom::OpHistograms::default());
+    if let Some(addr) = cfg.metrics_listen {
+        let listener = crate::prom::bind(addr, rt).map_err(|e| {
+            MountError::Config(ConfigError(format!("cannot serve metrics on {addr}: {e}")))
+        })?;
+        let (m, o) = (metrics.clone(), ops.clone());
+        crate::prom::serve(listener, Arc::new(move || m.prometheus(&o)), rt);
+        tracing::info!(%addr, "serving Prometheus metrics at /metrics");
+    }
     let adapter = Adapter::new(
         vfs.clone(),
         rt.clone(),
         cfg.fuse.attr_ttl,
         cfg.fuse.entry_ttl,
         cfg.fuse.passthrough,
+        ops,
     );
     let mut fc = Config::default();
     fc.mount_options = vec![

@@ -26,6 +26,9 @@ pub struct MetaserverArgs {
     /// File holding the shared token clients must present [default: ALLUXIO_TOKEN].
     #[arg(long)]
     token_file: Option<PathBuf>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (HOST:PORT).
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// Serves until signalled.
@@ -44,7 +47,12 @@ pub fn run(a: MetaserverArgs) -> Result<()> {
     };
     let ns = Namespace::open(store, root, alluxio::types::now_ns())
         .with_context(|| format!("cannot open namespace {}", db.display()))?;
-    let service = Service::new(ns, &token);
+    let ops = std::sync::Arc::new(alluxio::prom::OpHistograms::default());
+    let o = ops.clone();
+    let service =
+        Service::new(ns, &token).with_observer(std::sync::Arc::new(move |op, took, failed| {
+            o.observe(op, took, failed)
+        }));
     let namespace = service.namespace();
     crate::mount_cmd::init_tracing();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -52,6 +60,30 @@ pub fn run(a: MetaserverArgs) -> Result<()> {
         .enable_all()
         .build()
         .context("start runtime")?;
+    if let Some(addr) = a.metrics_listen {
+        let listener = alluxio::prom::bind(addr, rt.handle())
+            .with_context(|| format!("cannot serve metrics on {addr}"))?;
+        let ns = namespace.clone();
+        let render = move || {
+            let mut out = String::new();
+            let inodes = ns.inodes_allocated().unwrap_or(0);
+            alluxio::prom::sample(
+                &mut out,
+                "alluxio_meta_inodes_allocated",
+                "gauge",
+                "Inode numbers handed out so far.",
+                "",
+                inodes as f64,
+            );
+            ops.render(
+                "alluxio_meta_rpc",
+                "Latency of metaserver calls, by namespace operation.",
+                &mut out,
+            );
+            out
+        };
+        alluxio::prom::serve(listener, std::sync::Arc::new(render), rt.handle());
+    }
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(a.listen)
             .await

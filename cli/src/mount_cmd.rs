@@ -43,6 +43,9 @@ pub struct MountArgs {
     /// Pages (1 MiB) fetched ahead of a sequential reader.
     #[arg(long, default_value_t = 8)]
     prefetch_pages: u64,
+    /// Serve Prometheus metrics at http://ADDR/metrics (HOST:PORT).
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<std::net::SocketAddr>,
     /// Check the arguments and the mountpoint, then exit without mounting.
     #[arg(long)]
     check: bool,
@@ -123,6 +126,7 @@ fn config(a: MountArgs) -> Result<MountConfig> {
         upload_delay: opts.upload_delay,
         cache_io: opts.cache_io,
         metadata_sync: opts.metadata_sync,
+        metrics_listen: a.metrics_listen,
         upload: alluxio::config::UploadShape {
             slots: plan.upload_slots,
             ..opts.upload

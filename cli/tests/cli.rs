@@ -543,6 +543,10 @@ struct Metaserver {
 
 impl Metaserver {
     fn start(token: &str) -> Self {
+        Self::start_with(token, &[])
+    }
+
+    fn start_with(token: &str, extra: &[&str]) -> Self {
         use std::io::BufRead;
         let dir = tempfile::tempdir().unwrap();
         let token_file = dir.path().join("token");
@@ -552,6 +556,7 @@ impl Metaserver {
             .arg(dir.path().join("data"))
             .arg("--token-file")
             .arg(&token_file)
+            .args(extra)
             .env_remove("ALLUXIO_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -983,4 +988,78 @@ fn cli_metaserver_mount_table_two_stores() {
     );
     let o = fs(&a, &["unmount", "/"]);
     assert_eq!(o.status.code(), Some(1), "the root store stays");
+}
+
+/// A free port on 127.0.0.1 (bound and released; good enough for a test).
+fn free_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
+}
+
+/// GET http://addr/path: (status line, body).
+fn http_get(addr: &str, path: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut r = String::new();
+    s.read_to_string(&mut r).unwrap();
+    let (head, body) = r.split_once("\r\n\r\n").unwrap();
+    (head.lines().next().unwrap().to_string(), body.to_string())
+}
+
+/// The value of the first sample line that starts with `series ` (name and labels).
+fn metric(body: &str, series: &str) -> f64 {
+    body.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {series} in:\n{body}"))
+        .parse()
+        .unwrap()
+}
+
+/// `--metrics-listen` serves Prometheus text on the daemon (hit ratio, bytes by source,
+/// UFS errors, FUSE op latency histograms) and on the metaserver (per-operation latency).
+#[test]
+fn cli_prometheus_metrics_on_daemon_and_metaserver() {
+    let maddr = free_addr();
+    let ms = Metaserver::start_with("metrics-token", &["--metrics-listen", &maddr]);
+    let daddr = free_addr();
+    let mut env = Env::new();
+    let data = pattern(3 << 20, 11);
+    std::fs::write(env.ufs().join("f.bin"), &data).unwrap();
+    let mut args = ms.args();
+    args.extend(["--metrics-listen".to_string(), daddr.clone()]);
+    env.mount(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(std::fs::read(env.mnt().join("f.bin")).unwrap(), data);
+
+    let (status, body) = http_get(&daddr, "/metrics");
+    assert!(status.contains("200"), "{status}");
+    let ratio = metric(&body, "alluxio_cache_hit_ratio");
+    assert!((0.0..=1.0).contains(&ratio), "{ratio}");
+    assert!(metric(&body, "alluxio_bytes_served_total{source=\"ufs\"}") >= data.len() as f64);
+    assert_eq!(metric(&body, "alluxio_ufs_errors_total"), 0.0);
+    assert!(metric(&body, "alluxio_fuse_op_duration_seconds_count{op=\"read\"}") >= 1.0);
+    assert!(
+        metric(
+            &body,
+            "alluxio_fuse_op_duration_seconds_count{op=\"lookup\"}"
+        ) >= 1.0
+    );
+    assert!(body.contains("alluxio_fuse_op_duration_seconds_bucket{op=\"read\",le=\"+Inf\"}"));
+    let (status, _) = http_get(&daddr, "/other");
+    assert!(status.contains("404"), "{status}");
+
+    let (status, body) = http_get(&maddr, "/metrics");
+    assert!(status.contains("200"), "{status}");
+    assert!(
+        metric(
+            &body,
+            "alluxio_meta_rpc_duration_seconds_count{op=\"Lookup\"}"
+        ) >= 1.0
+    );
+    assert!(metric(&body, "alluxio_meta_inodes_allocated") >= 2.0);
 }

@@ -152,6 +152,42 @@ pub enum Op {
     },
 }
 
+impl Op {
+    /// The operation's name (its variant), for metrics and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Get { .. } => "Get",
+            Op::Lookup { .. } => "Lookup",
+            Op::NeedsLoad { .. } => "NeedsLoad",
+            Op::LoadDir { .. } => "LoadDir",
+            Op::ResyncDir { .. } => "ResyncDir",
+            Op::List { .. } => "List",
+            Op::Create { .. } => "Create",
+            Op::Link { .. } => "Link",
+            Op::Unlink { .. } => "Unlink",
+            Op::RemoveOrphan { .. } => "RemoveOrphan",
+            Op::Rmdir { .. } => "Rmdir",
+            Op::Rename { .. } => "Rename",
+            Op::Exchange { .. } => "Exchange",
+            Op::SetAttr { .. } => "SetAttr",
+            Op::Path { .. } => "Path",
+            Op::GetXattr { .. } => "GetXattr",
+            Op::SetXattr { .. } => "SetXattr",
+            Op::ListXattr { .. } => "ListXattr",
+            Op::RemoveXattr { .. } => "RemoveXattr",
+            Op::InodesAllocated => "InodesAllocated",
+            Op::Sync => "Sync",
+            Op::Mounts => "Mounts",
+            Op::AddMount { .. } => "AddMount",
+            Op::RemoveMount { .. } => "RemoveMount",
+        }
+    }
+}
+
+/// Called after each call with the operation's name, how long it took and whether it
+/// failed (metrics).
+pub type Observer = Arc<dyn Fn(&'static str, std::time::Duration, bool) + Send + Sync>;
+
 /// The value of a successful operation.
 #[derive(Debug, Serialize, Deserialize)]
 #[allow(missing_docs)]
@@ -287,6 +323,7 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
 pub struct Service<S> {
     ns: Arc<Namespace<S>>,
     auth: TokenCheck,
+    observer: Option<Observer>,
 }
 
 /// Refuses calls without the token. It runs on the request's headers, before the message
@@ -324,7 +361,14 @@ impl<S: NamespaceStore + Send + Sync + 'static> Service<S> {
             auth: TokenCheck {
                 expected: Arc::from(bearer(token)),
             },
+            observer: None,
         }
+    }
+
+    /// Reports every call to `observer`.
+    pub fn with_observer(mut self, observer: Observer) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     /// The tonic service: the token check, then the message bounds, then the namespace.
@@ -361,9 +405,14 @@ impl<S: NamespaceStore + Send + Sync + 'static> Meta for Service<S> {
             )));
         }
         let ns = self.ns.clone();
+        let name = call.op.name();
+        let t0 = std::time::Instant::now();
         let reply = tokio::task::spawn_blocking(move || dispatch(&ns, call.op, now_ns()))
             .await
             .map_err(|e| Status::internal(format!("namespace task failed: {e}")))?;
+        if let Some(o) = &self.observer {
+            o(name, t0.elapsed(), reply.is_err());
+        }
         Ok(Response::new(match reply {
             Ok(v) => Reply::Ok(v),
             Err(e) => Reply::Err(e),

@@ -260,6 +260,7 @@ impl Mount {
             upload_delay: Default::default(),
             upload: Default::default(),
             metadata_sync: Default::default(),
+            metrics_listen: None,
             cache_io: Default::default(),
         };
         tweak(&mut cfg);
