@@ -53,6 +53,75 @@ pub enum FsCmd {
         /// The mount path.
         path: String,
     },
+    /// List a directory of the namespace (or show one file).
+    Ls {
+        /// Absolute namespace path.
+        path: String,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a node's attributes.
+    Stat {
+        /// Absolute namespace path.
+        path: String,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a file's bytes to stdout.
+    Cat {
+        /// Absolute namespace path.
+        path: String,
+    },
+    /// Copy one file: into the namespace (`cp file:///local /path`), out of it
+    /// (`cp /path file:///local`), or within it.
+    Cp {
+        /// Source: a namespace path, or file:///local/path.
+        src: String,
+        /// Target: a namespace path, or file:///local/path.
+        dst: String,
+    },
+    /// Make a directory.
+    Mkdir {
+        /// Absolute namespace path.
+        path: String,
+        /// Also make missing parents; no error if it exists.
+        #[arg(short = 'p', long)]
+        parents: bool,
+    },
+    /// Remove a file (or with -R a directory tree).
+    Rm {
+        /// Absolute namespace path.
+        path: String,
+        /// Remove directories and their contents.
+        #[arg(short = 'R', short_alias = 'r', long)]
+        recursive: bool,
+    },
+    /// Rename (EXDEV between mounted stores).
+    Mv {
+        /// From.
+        src: String,
+        /// To.
+        dst: String,
+    },
+    /// Read files under PATH (a path in a local alluxio mount) through it, so the daemon
+    /// caches them; shows progress. Idempotent, and resumable: pages cached already are
+    /// served from the cache.
+    Load {
+        /// A file or directory inside an alluxio mount.
+        path: PathBuf,
+        /// JSON summary.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Capacity, usage and hit rate of this host's alluxio mounts, and the mount table
+    /// (with --metaserver).
+    Report {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
     /// List PATH's directory (or the directory of the file at PATH) from the store again,
     /// so objects changed or added by other tools show up with their new size and content.
     LoadMetadata {
@@ -150,9 +219,259 @@ fn print_mounts(entries: &[MountEntry], json: bool) {
     }
 }
 
+fn client(a: &FsArgs) -> Result<crate::fs_client::Client> {
+    let Some(addr) = a.metaserver.as_deref() else {
+        bail!("namespace commands need a metaserver: give --metaserver HOST:PORT");
+    };
+    crate::fs_client::Client::connect(&MetaserverConfig::new(addr, a.token_file.as_deref())?)
+}
+
+fn kind_char(k: alluxio::types::FileKind) -> char {
+    use alluxio::types::FileKind as K;
+    match k {
+        K::Dir => 'd',
+        K::File => '-',
+        K::Symlink => 'l',
+        K::Fifo => 'p',
+        K::CharDevice => 'c',
+        K::BlockDevice => 'b',
+        K::Socket => 's',
+    }
+}
+
+fn rec_json(name: &str, r: &alluxio::types::InodeRecord) -> serde_json::Value {
+    serde_json::json!({
+        "name": name, "ino": r.ino.0, "kind": format!("{:?}", r.kind), "size": r.size,
+        "mode": format!("{:o}", r.mode), "uid": r.uid, "gid": r.gid, "nlink": r.nlink,
+        "mtime_ns": r.mtime_ns, "version": r.version,
+    })
+}
+
+fn rec_line(name: &str, r: &alluxio::types::InodeRecord) -> String {
+    let secs = r.mtime_ns.div_euclid(1_000_000_000);
+    format!(
+        "{}{:o} {:>5} {:>5} {:>12} {:>12} {name}",
+        kind_char(r.kind),
+        r.mode,
+        r.uid,
+        r.gid,
+        r.size,
+        secs
+    )
+}
+
+/// A `file://` path, or `None` for a namespace path.
+fn local(p: &str) -> Option<&Path> {
+    p.strip_prefix("file://").map(Path::new)
+}
+
+/// Reads every file under `root` (in a local alluxio mount) through the mount.
+fn load(root: &Path, json: bool) -> Result<()> {
+    use std::io::{IsTerminal, Read};
+    mount_of(root)?; // inside an alluxio mount, or a clear error
+    let mut files = Vec::new();
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(p) = todo.pop() {
+        let md = std::fs::symlink_metadata(&p).with_context(|| format!("{}", p.display()))?;
+        if md.is_dir() {
+            for e in std::fs::read_dir(&p)? {
+                todo.push(e?.path());
+            }
+        } else if md.is_file() {
+            files.push((p, md.len()));
+        }
+    }
+    let total: u64 = files.iter().map(|f| f.1).sum();
+    let tty = std::io::stderr().is_terminal();
+    let (mut done, mut last) = (0u64, std::time::Instant::now());
+    let mut buf = vec![0u8; 1 << 20];
+    for (i, (p, _)) in files.iter().enumerate() {
+        let mut f = std::fs::File::open(p).with_context(|| format!("{}", p.display()))?;
+        loop {
+            let n = f
+                .read(&mut buf)
+                .with_context(|| format!("{}", p.display()))?;
+            if n == 0 {
+                break;
+            }
+            done += n as u64;
+            if last.elapsed() >= Duration::from_millis(if tty { 200 } else { 2000 }) {
+                last = std::time::Instant::now();
+                let pct = (done * 100).checked_div(total).unwrap_or(100);
+                let end = if tty { "\r" } else { "\n" };
+                eprint!(
+                    "loading: {pct:>3}%  {}/{} files  {} of {} MiB{end}",
+                    i,
+                    files.len(),
+                    done >> 20,
+                    total >> 20
+                );
+            }
+        }
+    }
+    if tty {
+        eprintln!();
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"files": files.len(), "bytes": done})
+        );
+    } else {
+        println!("loaded {} files, {} bytes", files.len(), done);
+    }
+    Ok(())
+}
+
+/// This host's alluxio mounts with their daemons' counters, and the mount table.
+fn report(a: &FsArgs, json: bool) -> Result<()> {
+    let mounts = std::fs::read_to_string("/proc/mounts").context("read /proc/mounts")?;
+    let mut rows = Vec::new();
+    for l in mounts.lines() {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        if f.get(2) != Some(&"fuse.alluxio") {
+            continue;
+        }
+        let mp = PathBuf::from(f[1].replace("\\040", " "));
+        let sock = alluxio::config::control_socket(&alluxio::config::default_run_dir(), &mp);
+        let Ok(out) = alluxio::control::query(&sock, "stats", Duration::from_secs(5)) else {
+            continue; // another user's daemon, or one that does not answer
+        };
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(out.trim()) else {
+            continue;
+        };
+        let c = &v["counters"];
+        let n = |k: &str| c[k].as_u64().unwrap_or(0);
+        let hits = n("cache_hits_mem") + n("cache_hits_disk");
+        let asked = hits + n("cache_misses");
+        rows.push(serde_json::json!({
+            "mountpoint": mp, "ufs": v["ufs"], "pid": v["pid"],
+            "disk_cache_bytes": n("disk_cache_bytes"), "mem_cache_bytes": n("mem_cache_bytes"),
+            "hit_ratio": if asked == 0 { 0.0 } else { hits as f64 / asked as f64 },
+            "bytes_from_cache": n("bytes_from_cache"), "bytes_from_ufs": n("bytes_from_ufs"),
+            "ufs_errors": n("ufs_errors"),
+        }));
+    }
+    let table = match a.metaserver {
+        Some(_) => match remote(a, Op::Mounts)? {
+            Value::Mounts(m) => Some(m),
+            other => bail!("unexpected answer {other:?}"),
+        },
+        None => None,
+    };
+    if json {
+        let t: Option<Vec<_>> = table.as_ref().map(|t| {
+            t.iter()
+                .map(|e| serde_json::json!({"path": e.path, "uri": e.uri, "readonly": e.readonly}))
+                .collect()
+        });
+        println!("{}", serde_json::json!({"mounts": rows, "mount_table": t}));
+        return Ok(());
+    }
+    println!("alluxio mounts on this host: {}", rows.len());
+    for r in &rows {
+        println!(
+            "  {}  ({})  cache: {} MiB disk, {} MiB memory  hit ratio {:.3}  from cache {} MiB, from store {} MiB, store errors {}",
+            r["mountpoint"].as_str().unwrap_or("?"),
+            r["ufs"].as_str().unwrap_or("?"),
+            r["disk_cache_bytes"].as_u64().unwrap_or(0) >> 20,
+            r["mem_cache_bytes"].as_u64().unwrap_or(0) >> 20,
+            r["hit_ratio"].as_f64().unwrap_or(0.0),
+            r["bytes_from_cache"].as_u64().unwrap_or(0) >> 20,
+            r["bytes_from_ufs"].as_u64().unwrap_or(0) >> 20,
+            r["ufs_errors"].as_u64().unwrap_or(0),
+        );
+    }
+    if let Some(t) = &table {
+        println!("mount table:");
+        print_mounts(t, false);
+    }
+    Ok(())
+}
+
 /// Runs one `alluxio fs` command.
 pub fn run(a: FsArgs) -> Result<()> {
     match &a.cmd {
+        FsCmd::Ls { path, json } => {
+            let c = client(&a)?;
+            let rec = c.resolve(path).with_context(|| path.clone())?;
+            let entries = if rec.kind == alluxio::types::FileKind::Dir {
+                c.list(&rec).with_context(|| path.clone())?
+            } else {
+                vec![(path.rsplit('/').next().unwrap_or(path).to_string(), rec)]
+            };
+            if *json {
+                let v: Vec<_> = entries.iter().map(|(n, r)| rec_json(n, r)).collect();
+                println!("{}", serde_json::Value::Array(v));
+            } else {
+                for (n, r) in &entries {
+                    println!("{}", rec_line(n, r));
+                }
+            }
+            Ok(())
+        }
+        FsCmd::Stat { path, json } => {
+            let c = client(&a)?;
+            let rec = c.resolve(path).with_context(|| path.clone())?;
+            if *json {
+                println!("{}", rec_json(path, &rec));
+            } else {
+                println!("{}", rec_line(path, &rec));
+                println!(
+                    "inode {}  links {}  version {}",
+                    rec.ino.0,
+                    rec.nlink,
+                    rec.version.as_deref().unwrap_or("-")
+                );
+            }
+            Ok(())
+        }
+        FsCmd::Cat { path } => {
+            let c = client(&a)?;
+            let mut out = std::io::stdout().lock();
+            c.read_to(path, &mut out).with_context(|| path.clone())?;
+            Ok(())
+        }
+        FsCmd::Cp { src, dst } => {
+            let c = client(&a)?;
+            let n = match (local(src), local(dst)) {
+                (Some(_), Some(_)) => bail!("one side of cp must be a namespace path"),
+                (Some(from), None) => c.write_from(from, dst).with_context(|| dst.clone())?,
+                (None, Some(to)) => {
+                    let mut f =
+                        std::fs::File::create(to).with_context(|| format!("{}", to.display()))?;
+                    c.read_to(src, &mut f).with_context(|| src.clone())?
+                }
+                (None, None) => {
+                    let tmp = tempfile::NamedTempFile::new()?;
+                    c.read_to(src, &mut tmp.as_file())
+                        .with_context(|| src.clone())?;
+                    c.write_from(tmp.path(), dst).with_context(|| dst.clone())?
+                }
+            };
+            println!("copied {n} bytes");
+            Ok(())
+        }
+        FsCmd::Mkdir { path, parents } => {
+            client(&a)?
+                .mkdir(path, *parents)
+                .with_context(|| path.clone())?;
+            Ok(())
+        }
+        FsCmd::Rm { path, recursive } => {
+            client(&a)?
+                .remove(path, *recursive)
+                .with_context(|| path.clone())?;
+            Ok(())
+        }
+        FsCmd::Mv { src, dst } => {
+            client(&a)?
+                .rename(src, dst)
+                .with_context(|| format!("{src} -> {dst}"))?;
+            Ok(())
+        }
+        FsCmd::Load { path, json } => load(path, *json),
+        FsCmd::Report { json } => report(&a, *json),
         FsCmd::Mount {
             path: None, json, ..
         } => match remote(&a, Op::Mounts)? {

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
+mod fs_client;
 mod fs_cmd;
 mod metaserver_cmd;
 mod mount_cmd;
@@ -32,7 +33,8 @@ enum Cmd {
         #[command(subcommand)]
         cmd: FuseCmd,
     },
-    /// Work with a namespace: mount table (mount, unmount), load-metadata.
+    /// Work with a namespace: ls, stat, cat, cp, mkdir, rm, mv, mount, unmount,
+    /// load-metadata, load, report.
     Fs(fs_cmd::FsArgs),
     /// Serve a namespace to FUSE daemons over the network.
     Metaserver(metaserver_cmd::MetaserverArgs),

@@ -1063,3 +1063,111 @@ fn cli_prometheus_metrics_on_daemon_and_metaserver() {
     );
     assert!(metric(&body, "alluxio_meta_inodes_allocated") >= 2.0);
 }
+
+/// `alluxio fs` namespace commands run the daemon's own vfs in the CLI process against a
+/// metaserver: ls/stat (human and --json), cp in and out, cat, mkdir -p, mv, rm -R, with
+/// exit code 1 and the errno on failure; `load` caches a tree through a local mount
+/// (idempotent), and `report` shows the host's mounts and the mount table.
+#[test]
+fn cli_fs_namespace_commands() {
+    let ms = Metaserver::start("fs-cmd-token");
+    let msargs = ms.args();
+    let msargs: Vec<&str> = msargs.iter().map(String::as_str).collect();
+    let mut env = Env::new();
+    let fs = |env: &Env, args: &[&str]| {
+        let mut all = vec!["fs"];
+        all.extend_from_slice(&msargs);
+        all.extend_from_slice(args);
+        let o = env.run(&all);
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    std::fs::write(env.ufs().join("seed.txt"), b"seed").unwrap();
+    let u = env.ufs();
+    assert_eq!(fs(&env, &["mount", "/", u.to_str().unwrap()]).0, Some(0));
+
+    let local = env.base.path().join("local.bin");
+    let data = pattern((2 << 20) + 3, 5);
+    std::fs::write(&local, &data).unwrap();
+    assert_eq!(fs(&env, &["mkdir", "-p", "/a/b"]).0, Some(0));
+    let (code, _, err) = fs(
+        &env,
+        &["cp", &format!("file://{}", local.display()), "/a/b/f.bin"],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        std::fs::read(u.join("a/b/f.bin")).unwrap(),
+        data,
+        "1:1 in the store"
+    );
+
+    let (_, out, _) = fs(&env, &["ls", "/a/b", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v[0]["name"], "f.bin");
+    assert_eq!(v[0]["size"], data.len() as u64);
+    let (_, out, _) = fs(&env, &["stat", "/seed.txt", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (v["kind"].as_str(), v["size"].as_u64()),
+        (Some("File"), Some(4))
+    );
+
+    let back = env.base.path().join("back.bin");
+    assert_eq!(
+        fs(
+            &env,
+            &["cp", "/a/b/f.bin", &format!("file://{}", back.display())]
+        )
+        .0,
+        Some(0)
+    );
+    assert_eq!(std::fs::read(&back).unwrap(), data);
+    let (_, out, _) = fs(&env, &["cat", "/seed.txt"]);
+    assert_eq!(out, "seed");
+    assert_eq!(fs(&env, &["mv", "/a/b/f.bin", "/a/g.bin"]).0, Some(0));
+    assert!(u.join("a/g.bin").exists() && !u.join("a/b/f.bin").exists());
+
+    let (code, _, err) = fs(&env, &["cat", "/missing"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("errno 2"), "{err}");
+    let (code, _, err) = fs(&env, &["rm", "/a"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("use -R"), "{err}");
+    assert_eq!(fs(&env, &["rm", "-R", "/a"]).0, Some(0));
+    assert!(!u.join("a").exists());
+
+    // load and report through a daemon of the same namespace.
+    let mut d = Env::new();
+    d.mount_on(None, &msargs);
+    std::fs::create_dir_all(d.mnt().join("t")).unwrap();
+    std::fs::write(d.mnt().join("t/x.bin"), &data).unwrap();
+    let (code, out, err) = fs(&d, &["load", d.mnt().join("t").to_str().unwrap(), "--json"]);
+    assert_eq!(code, Some(0), "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (v["files"].as_u64(), v["bytes"].as_u64()),
+        (Some(1), Some(data.len() as u64))
+    );
+    assert_eq!(
+        fs(&d, &["load", d.mnt().join("t").to_str().unwrap()]).0,
+        Some(0),
+        "idempotent"
+    );
+    let (code, out, err) = fs(&d, &["report", "--json"]);
+    assert_eq!(code, Some(0), "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let mine = v["mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["mountpoint"].as_str() == d.mnt().to_str())
+        .expect("this mount in the report");
+    assert!(mine["hit_ratio"].as_f64().is_some());
+    assert_eq!(v["mount_table"][0]["path"], "/");
+    let (code, _, err) = fs(&d, &["load", env.ufs().to_str().unwrap()]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("not inside an alluxio mount"), "{err}");
+}
