@@ -1073,7 +1073,7 @@ fn cli_fs_namespace_commands() {
     let ms = Metaserver::start("fs-cmd-token");
     let msargs = ms.args();
     let msargs: Vec<&str> = msargs.iter().map(String::as_str).collect();
-    let mut env = Env::new();
+    let env = Env::new();
     let fs = |env: &Env, args: &[&str]| {
         let mut all = vec!["fs"];
         all.extend_from_slice(&msargs);
