@@ -29,7 +29,9 @@ pub const REFRESH: Duration = Duration::from_secs(1);
 struct Store {
     /// Mount path components (empty for the root).
     parts: Vec<Vec<u8>>,
-    ufs: Arc<Ufs>,
+    /// The store, or why it cannot be used: paths under a mount whose store cannot be
+    /// configured fail with EIO rather than fall through to the parent's store.
+    ufs: Result<Arc<Ufs>, String>,
     readonly: bool,
     /// The table entry it was built from (`None` for the daemon's own root store).
     entry: Option<MountEntry>,
@@ -92,7 +94,7 @@ impl MountTable {
         Self {
             stores: vec![Store {
                 parts: Vec::new(),
-                ufs,
+                ufs: Ok(ufs),
                 readonly: false,
                 entry: None,
             }],
@@ -117,7 +119,14 @@ impl MountTable {
 
     /// The multipart part size (every store gets the root store's upload shape).
     pub(super) fn part_bytes(&self) -> u64 {
-        self.root().ufs.part_bytes()
+        self.root_ufs().part_bytes()
+    }
+
+    fn root_ufs(&self) -> &Arc<Ufs> {
+        self.root()
+            .ufs
+            .as_ref()
+            .expect("the root store is always configured")
     }
 
     fn any_readonly(&self) -> bool {
@@ -125,9 +134,12 @@ impl MountTable {
     }
 
     /// The table for `entries` (the root entry is ignored: the root store is the
-    /// daemon's), reusing the stores of `self` whose entry is unchanged. Entries whose
-    /// store cannot be configured are left out, with an error logged.
-    fn rebuilt(&self, entries: Vec<MountEntry>, make: impl Fn(&MountEntry) -> Option<Ufs>) -> Self {
+    /// daemon's), reusing the stores of `self` whose entry is unchanged.
+    fn rebuilt(
+        &self,
+        entries: Vec<MountEntry>,
+        make: impl Fn(&MountEntry) -> Result<Ufs, String>,
+    ) -> Self {
         let mut old: HashMap<&str, &Store> = self
             .stores
             .iter()
@@ -151,20 +163,18 @@ impl MountTable {
                 });
                 continue;
             }
-            if let Some(ufs) = make(&e) {
-                stores.push(Store {
-                    parts,
-                    ufs: Arc::new(ufs),
-                    readonly: e.readonly,
-                    entry: Some(e),
-                });
-            }
+            stores.push(Store {
+                parts,
+                ufs: make(&e).map(Arc::new),
+                readonly: e.readonly,
+                entry: Some(e),
+            });
         }
         stores.sort_by_key(|s| std::cmp::Reverse(s.parts.len()));
         let root = self.root();
         stores.push(Store {
             parts: Vec::new(),
-            ufs: root.ufs.clone(),
+            ufs: Ok(self.root_ufs().clone()),
             readonly: root.readonly,
             entry: None,
         });
@@ -204,9 +214,15 @@ impl Vfs {
                 "name is not valid UTF-8; the UFS cannot store it",
             )
         })?;
-        store.ufs.check_key(&key)?;
+        let ufs = store.ufs.as_ref().map_err(|e| {
+            FsError::new(
+                libc::EIO,
+                format!("the store mounted here cannot be used: {e}"),
+            )
+        })?;
+        ufs.check_key(&key)?;
         Ok(Loc {
-            ufs: store.ufs.clone(),
+            ufs: ufs.clone(),
             key,
             readonly: store.readonly,
         })
@@ -233,7 +249,7 @@ impl Vfs {
         if table.same_entries(&entries) {
             return Ok(());
         }
-        let shape = table.root().ufs.upload_shape();
+        let shape = table.root_ufs().upload_shape();
         let metrics = self.metrics.clone();
         let fresh = table.rebuilt(entries, |e| {
             let made = UfsConfig::parse(&e.uri, &e.options)
@@ -243,11 +259,11 @@ impl Vfs {
                 Ok(mut u) => {
                     u.set_upload_shape(shape);
                     tracing::info!(path = %e.path, uri = %e.uri, "store mounted");
-                    Some(u)
+                    Ok(u)
                 }
                 Err(err) => {
-                    tracing::error!(path = %e.path, uri = %e.uri, error = %err, "cannot mount store");
-                    None
+                    tracing::error!(path = %e.path, uri = %e.uri, error = %err, "cannot mount store; its paths get EIO");
+                    Err(err)
                 }
             }
         });
@@ -272,3 +288,80 @@ impl Vfs {
 
 /// The table type the vfs holds.
 pub(super) type Shared = RwLock<Arc<MountTable>>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn memory() -> Ufs {
+        let cfg = UfsConfig::parse("memory://", &Default::default()).unwrap();
+        Ufs::new(&cfg, Default::default()).unwrap()
+    }
+
+    fn entry(path: &str, uri: &str) -> MountEntry {
+        MountEntry {
+            path: path.into(),
+            uri: uri.into(),
+            options: Default::default(),
+            readonly: path == "/ro",
+        }
+    }
+
+    fn parts(p: &[&str]) -> Vec<Vec<u8>> {
+        p.iter().map(|s| s.as_bytes().to_vec()).collect()
+    }
+
+    #[test]
+    fn longest_prefix_wins_and_a_broken_store_never_falls_through() {
+        let root = Arc::new(memory());
+        let t = MountTable::root_only(root.clone());
+        let entries = vec![
+            entry("/", "ignored://"),
+            entry("/a", "memory://"),
+            entry("/a/b", "memory://"),
+            entry("/bad", "broken://"),
+            entry("/ro", "memory://"),
+        ];
+        let make = |e: &MountEntry| {
+            if e.uri == "broken://" {
+                Err("no such service".to_string())
+            } else {
+                Ok(memory())
+            }
+        };
+        let t = t.rebuilt(entries.clone(), make);
+        let p1 = parts(&["a", "b", "k"]);
+        let (s, rest) = t.resolve(&p1);
+        assert_eq!(
+            (s.parts.clone(), rest.to_vec()),
+            (parts(&["a", "b"]), parts(&["k"]))
+        );
+        let p2 = parts(&["a", "bx"]);
+        let (s, rest) = t.resolve(&p2);
+        assert_eq!(
+            (s.parts.clone(), rest.to_vec()),
+            (parts(&["a"]), parts(&["bx"]))
+        );
+        let (s, _) = t.resolve(&parts(&["z"]));
+        assert!(
+            Arc::ptr_eq(s.ufs.as_ref().unwrap(), &root),
+            "the root store"
+        );
+        let (s, _) = t.resolve(&parts(&["bad", "k"]));
+        assert!(
+            s.ufs.is_err(),
+            "a broken store stays in the table, unusable"
+        );
+        assert!(t.any_readonly());
+        // Unchanged entries keep their stores; the table compares equal to its entries.
+        assert!(t.same_entries(&entries));
+        let again = t.rebuilt(entries[..3].to_vec(), make);
+        let (a1, _) = t.resolve(&parts(&["a", "k"]));
+        let (a2, _) = again.resolve(&parts(&["a", "k"]));
+        assert!(Arc::ptr_eq(
+            a1.ufs.as_ref().unwrap(),
+            a2.ufs.as_ref().unwrap()
+        ));
+        assert!(!again.same_entries(&entries));
+    }
+}
