@@ -390,9 +390,9 @@ impl Ufs {
 
     /// Reads `range` of object `path` at `version`. On ETag-versioned stores the read is
     /// pinned with If-Match, so a changed object fails with ESTALE instead of returning
-    /// bytes of another version. Stores without conditional reads (a local directory)
-    /// are checked after the read instead: if the object's version is not `version` any
-    /// more, the bytes may be another version's, and the read fails with ESTALE.
+    /// bytes of another version. A local directory is checked after the read instead: if
+    /// the file's version is not `version` any more, the bytes may be another version's,
+    /// and the read fails with ESTALE.
     pub async fn read_range(
         &self,
         path: &str,
@@ -407,11 +407,13 @@ impl Ufs {
             req = req.if_match(etag);
         }
         let buf = req.await.map_err(|e| self.fail("read", path, e))?;
-        // A pending (ASYNC_THROUGH) version is not the store's: the caller reads the store
-        // only once that version was uploaded, and then the object holds its bytes.
+        // Only a local directory is checked: there a listing and a stat read the same
+        // metadata, so the version strings agree. (Object stores may list without ETags
+        // and answer HEAD with them, or list mtimes finer than HEAD's; their versions
+        // from the two cannot be compared.) A pending (ASYNC_THROUGH) version is not the
+        // store's: the caller reads the store only once that version was uploaded.
         let pending = version.starts_with(alluxio_metaserver::PENDING_PREFIX);
-        let pinned = self.if_match && version.starts_with("e:");
-        if !(pending || pinned) {
+        if self.local_root.is_some() && !pending {
             // One stat after the read is enough: a change before or during the read moves
             // the version (size, mtime or ETag) seen here.
             let now = self.stat(path).await?;

@@ -274,16 +274,16 @@ impl Vfs {
     /// Lists `dir` from the UFS into the namespace if this mount has not done so yet.
     /// Concurrent callers for one directory wait for a single listing.
     async fn ensure_loaded(&self, dir: InodeNo) -> Result<(), FsError> {
-        if !self.meta.needs_load(dir).await? && !self.sync_due(dir) {
+        if !self.meta.needs_load(dir).await? && !self.sync_due(dir).await {
             return Ok(());
         }
         self.list_into(dir, false).await
     }
 
     /// Whether `metadata_sync` wants `dir` listed again now.
-    fn sync_due(&self, dir: InodeNo) -> bool {
+    async fn sync_due(&self, dir: InodeNo) -> bool {
         use crate::config::MetadataSync;
-        match self.cfg.metadata_sync {
+        match self.sync_policy(dir).await {
             MetadataSync::Never => false,
             MetadataSync::Always => true,
             MetadataSync::Every(d) => lock(&self.synced)
@@ -301,7 +301,7 @@ impl Vfs {
         let _g = gate.lock().await;
         let res = async {
             let unloaded = self.meta.needs_load(dir).await?;
-            if !unloaded && !force && !self.sync_due(dir) {
+            if !unloaded && !force && !self.sync_due(dir).await {
                 return Ok(()); // loaded or synced while we waited
             }
             let key = self.key_of(dir, FileKind::Dir).await?;
@@ -313,7 +313,7 @@ impl Vfs {
                     .resync_dir(dir, listing, self.cfg.ownership)
                     .await?;
             }
-            if self.cfg.metadata_sync != crate::config::MetadataSync::Never {
+            if self.sync_policy(dir).await != crate::config::MetadataSync::Never {
                 let mut m = lock(&self.synced);
                 if m.len() >= 1 << 20 {
                     m.clear();
@@ -381,7 +381,7 @@ impl Vfs {
 
     /// Resolves `name` in `parent`.
     pub async fn lookup(&self, parent: InodeNo, name: &[u8]) -> Result<InodeRecord, FsError> {
-        if self.sync_due(parent) {
+        if self.sync_due(parent).await {
             self.ensure_loaded(parent).await?;
         }
         for _ in 0..2 {

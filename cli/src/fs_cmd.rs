@@ -44,6 +44,10 @@ pub enum FsCmd {
         /// Refuse changes under PATH (EROFS).
         #[arg(long)]
         readonly: bool,
+        /// Metadata sync policy for this store: never, always, or seconds since a daemon
+        /// last listed a directory [default: each daemon's -o metadata_sync].
+        #[arg(long, value_name = "POLICY")]
+        sync: Option<String>,
         /// Print the table as JSON.
         #[arg(long)]
         json: bool,
@@ -206,10 +210,14 @@ fn print_mounts(entries: &[MountEntry], json: bool) {
         // Option values may hold credentials: only their names are shown.
         let keys: Vec<&str> = e.options.keys().map(String::as_str).collect();
         println!(
-            "{:<24} {:<40} {}{}",
+            "{:<24} {:<40} {}{}{}",
             e.path,
             e.uri,
             if e.readonly { "ro" } else { "rw" },
+            e.sync
+                .as_deref()
+                .map(|p| format!(" sync={p}"))
+                .unwrap_or_default(),
             if keys.is_empty() {
                 String::new()
             } else {
@@ -486,8 +494,12 @@ pub fn run(a: FsArgs) -> Result<()> {
             uri,
             options,
             readonly,
+            sync,
             ..
         } => {
+            if let Some(p) = sync {
+                p.parse::<alluxio::config::MetadataSync>()?;
+            }
             let uri = uri.as_deref().context("usage: alluxio fs mount PATH URI")?;
             let opts = parse_mount_options(options)?;
             // Refuse what a daemon could not use, before it is recorded.
@@ -499,6 +511,7 @@ pub fn run(a: FsArgs) -> Result<()> {
                 uri: uri.to_string(),
                 options: opts.ufs,
                 readonly: *readonly,
+                sync: sync.clone(),
             };
             remote(&a, Op::AddMount { entry })?;
             println!("mounted {uri} at {path}");

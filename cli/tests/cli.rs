@@ -917,7 +917,17 @@ fn cli_metaserver_mount_table_two_stores() {
     let ro = a.base.path().join("ro-store");
     std::fs::create_dir_all(&ro).unwrap();
     std::fs::write(ro.join("keep.txt"), b"read me").unwrap();
-    let o = fs(&a, &["mount", "/ro", ro.to_str().unwrap(), "--readonly"]);
+    let o = fs(
+        &a,
+        &[
+            "mount",
+            "/ro",
+            ro.to_str().unwrap(),
+            "--readonly",
+            "--sync",
+            "always",
+        ],
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let o = a.run(&["fs", "mount"]);
     assert_eq!(o.status.code(), Some(1));
@@ -962,6 +972,19 @@ fn cli_metaserver_mount_table_two_stores() {
         1,
         "the read-only store is untouched"
     );
+    // Per-mount sync policy: /ro lists again on lookups (`always`); the root store keeps
+    // the daemon's default (`never`).
+    std::fs::write(ro.join("later.txt"), b"added underneath").unwrap();
+    std::fs::write(ufs.join("dir/later.txt"), b"added underneath").unwrap();
+    assert!(
+        within(Duration::from_secs(4), || m.join("ro/later.txt").exists()),
+        "the always-synced mount did not show a new object"
+    );
+    assert!(!m.join("dir/later.txt").exists(), "root store: listed once");
+    let o = fs(&a, &["mount"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("sync=always"));
+    let o = fs(&a, &["mount", "/x", "memory://", "--sync", "sometimes"]);
+    assert_eq!(o.status.code(), Some(1), "a bad policy is refused");
     let err = std::fs::rename(m.join("dir/local.txt"), m.join("s3/moved.txt")).unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EXDEV));
     let err = std::fs::rename(m.join("s3"), m.join("s4")).unwrap_err();

@@ -66,6 +66,10 @@ pub struct MountEntry {
     pub options: std::collections::BTreeMap<String, String>,
     /// Refuse changes under this path (EROFS).
     pub readonly: bool,
+    /// Metadata sync policy for this store's directories (`never`, `always` or seconds);
+    /// `None` leaves it to each daemon's `-o metadata_sync`.
+    #[serde(default)]
+    pub sync: Option<String>,
 }
 
 impl MountEntry {
@@ -1125,6 +1129,7 @@ impl<S: NamespaceStore> Namespace<S> {
             uri: String::new(),
             options: Default::default(),
             readonly: false,
+            sync: None,
         };
         let parts = probe.components()?;
         let Some((last, dirs)) = parts.split_last() else {

@@ -460,6 +460,7 @@ fn entry(path: &str, uri: &str) -> alluxio_metaserver::MountEntry {
         uri: uri.into(),
         options: Default::default(),
         readonly: false,
+        sync: None,
     }
 }
 

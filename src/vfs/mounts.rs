@@ -17,7 +17,7 @@ use std::time::Duration;
 use alluxio_metaserver::MountEntry;
 
 use super::Vfs;
-use crate::config::UfsConfig;
+use crate::config::{MetadataSync, UfsConfig};
 use crate::error::FsError;
 use crate::types::{FileKind, InodeNo};
 use crate::ufs::{Ufs, dir_key, file_key};
@@ -33,8 +33,22 @@ struct Store {
     /// configured fail with EIO rather than fall through to the parent's store.
     ufs: Result<Arc<Ufs>, String>,
     readonly: bool,
+    /// Its metadata sync policy, when the mount table sets one.
+    sync: Option<MetadataSync>,
     /// The table entry it was built from (`None` for the daemon's own root store).
     entry: Option<MountEntry>,
+}
+
+/// A table entry's sync policy (`None` when unset or not understood, with a warning).
+fn policy(e: &MountEntry) -> Option<MetadataSync> {
+    let s = e.sync.as_deref()?;
+    match s.parse() {
+        Ok(p) => Some(p),
+        Err(err) => {
+            tracing::warn!(path = %e.path, sync = s, error = %err, "ignoring the mount's sync policy");
+            None
+        }
+    }
 }
 
 /// The stores of the namespace, longest mount path first, the root last.
@@ -96,6 +110,7 @@ impl MountTable {
                 parts: Vec::new(),
                 ufs: Ok(ufs),
                 readonly: false,
+                sync: None,
                 entry: None,
             }],
         }
@@ -146,9 +161,12 @@ impl MountTable {
             .filter_map(|s| s.entry.as_ref().map(|e| (e.path.as_str(), s)))
             .collect();
         let mut stores = Vec::new();
+        let mut root_sync = None;
         for e in entries {
             let Ok(parts) = e.components() else { continue };
             if parts.is_empty() {
+                // The root store is the daemon's own; the table may set its policy.
+                root_sync = policy(&e);
                 continue;
             }
             if let Some(s) = old
@@ -159,6 +177,7 @@ impl MountTable {
                     parts,
                     ufs: s.ufs.clone(),
                     readonly: s.readonly,
+                    sync: s.sync,
                     entry: s.entry.clone(),
                 });
                 continue;
@@ -167,6 +186,7 @@ impl MountTable {
                 parts,
                 ufs: make(&e).map(Arc::new),
                 readonly: e.readonly,
+                sync: policy(&e),
                 entry: Some(e),
             });
         }
@@ -176,6 +196,7 @@ impl MountTable {
             parts: Vec::new(),
             ufs: Ok(self.root_ufs().clone()),
             readonly: root.readonly,
+            sync: root_sync,
             entry: None,
         });
         Self { stores }
@@ -188,7 +209,15 @@ impl MountTable {
             .filter_map(|s| s.entry.as_ref())
             .collect();
         let theirs: Vec<&MountEntry> = entries.iter().filter(|e| e.path != "/").collect();
-        mine.len() == theirs.len() && theirs.iter().all(|e| mine.contains(e))
+        let root_sync = entries.iter().find(|e| e.path == "/").and_then(policy);
+        mine.len() == theirs.len()
+            && theirs.iter().all(|e| mine.contains(e))
+            && self.root().sync == root_sync
+    }
+
+    /// Whether any store sets its own sync policy.
+    fn any_sync_policy(&self) -> bool {
+        self.stores.iter().any(|s| s.sync.is_some())
     }
 }
 
@@ -226,6 +255,22 @@ impl Vfs {
             key,
             readonly: store.readonly,
         })
+    }
+
+    /// The metadata sync policy for directory `dir`: its store's, else the daemon's.
+    pub(super) async fn sync_policy(&self, dir: InodeNo) -> MetadataSync {
+        let table = self.mount_table();
+        if !table.any_sync_policy() {
+            return self.cfg.metadata_sync;
+        }
+        match self.meta.path(dir).await {
+            Ok(parts) => table
+                .resolve(&parts)
+                .0
+                .sync
+                .unwrap_or(self.cfg.metadata_sync),
+            Err(_) => self.cfg.metadata_sync,
+        }
     }
 
     /// EROFS for a read-only daemon, or when `at` is under a read-only mount.
@@ -304,6 +349,7 @@ mod tests {
             uri: uri.into(),
             options: Default::default(),
             readonly: path == "/ro",
+            sync: (path == "/a").then(|| "always".to_string()),
         }
     }
 
@@ -353,6 +399,9 @@ mod tests {
             "a broken store stays in the table, unusable"
         );
         assert!(t.any_readonly());
+        assert!(t.any_sync_policy());
+        let p3 = parts(&["a", "k"]);
+        assert_eq!(t.resolve(&p3).0.sync, Some(MetadataSync::Always));
         // Unchanged entries keep their stores; the table compares equal to its entries.
         assert!(t.same_entries(&entries));
         let again = t.rebuilt(entries[..3].to_vec(), make);
