@@ -1,6 +1,6 @@
 //! The control socket: a Unix socket per mount that answers `stats` with the daemon's
 //! counters as JSON (`alluxio fuse stats MOUNTPOINT`), and runs `load-metadata`
-//! (`alluxio fs load-metadata PATH`).
+//! (`alluxio fs load-metadata PATH`) and `free` (`alluxio fs free PATH`).
 //!
 //! Protocol: the client sends one line, `stats` or a JSON object
 //! `{"op":"load-metadata","path":"a/b","recursive":false}`; the server answers one JSON
@@ -65,6 +65,9 @@ enum Request {
         #[serde(default)]
         recursive: bool,
     },
+    Free {
+        path: String,
+    },
 }
 
 async fn answer(line: &str, metrics: &Metrics, info: &MountInfo, vfs: Option<&Vfs>) -> String {
@@ -79,7 +82,14 @@ async fn answer(line: &str, metrics: &Metrics, info: &MountInfo, vfs: Option<&Vf
                     .to_string(),
             }
         }
-        _ => serde_json::json!({"error": "unknown request; send \"stats\" or a load-metadata object"})
+        (Ok(Request::Free { path }), Some(vfs)) => match vfs.free(&path).await {
+            Ok((files, bytes, busy)) => {
+                serde_json::json!({ "files": files, "bytes_freed": bytes, "busy": busy })
+                    .to_string()
+            }
+            Err(e) => serde_json::json!({ "error": e.to_string(), "errno": e.errno() }).to_string(),
+        },
+        _ => serde_json::json!({"error": "unknown request; send \"stats\" or a load-metadata or free object"})
             .to_string(),
     }
 }

@@ -122,6 +122,28 @@ impl PageCache {
             || self.disk.as_ref().is_some_and(|d| d.contains(key))
     }
 
+    /// Drops the cached pages of `ino`: in memory those of `version` (`pages` of them),
+    /// on disk every version. Returns (disk bytes freed, disk files kept because the
+    /// kernel is reading them by passthrough).
+    pub fn free(&self, ino: InodeNo, version: Option<&Arc<str>>, pages: u64) -> (u64, usize) {
+        if let (Some(mem), Some(v)) = (&self.mem, version) {
+            for idx in 0..pages {
+                mem.remove(&PageKey {
+                    ino,
+                    version: v.clone(),
+                    idx: crate::types::PageIdx(idx),
+                });
+            }
+            self.metrics
+                .mem_cache_bytes
+                .store(mem.usage() as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+        match &self.disk {
+            Some(d) => d.free_inode(ino),
+            None => (0, 0),
+        }
+    }
+
     /// The disk tier's I/O engine, if there is a disk tier.
     pub fn disk_engine(&self) -> Option<&'static str> {
         self.disk.as_ref().map(|d| d.engine())

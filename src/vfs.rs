@@ -327,6 +327,39 @@ impl Vfs {
         res
     }
 
+    /// `alluxio fs free`: drops the cached pages of the file at `path` (relative to the
+    /// mount root), or of every file below the directory there. Returns (files, disk
+    /// bytes freed, files kept because the kernel is reading them by passthrough).
+    pub async fn free(&self, path: &str) -> Result<(u64, u64, usize), FsError> {
+        let mut ino = alluxio_metaserver::ROOT_INO;
+        for part in path.split('/').filter(|p| !p.is_empty() && *p != ".") {
+            ino = self.lookup(ino, part.as_bytes()).await?.ino;
+        }
+        let (mut files, mut bytes, mut busy) = (0u64, 0u64, 0usize);
+        let mut todo = vec![ino];
+        while let Some(i) = todo.pop() {
+            let rec = self.meta.get(i).await?;
+            match rec.kind {
+                FileKind::Dir => {
+                    if self.meta.needs_load(i).await? {
+                        continue; // never listed here: nothing below it is cached
+                    }
+                    todo.extend(self.meta.list(i).await?.into_iter().map(|e| e.ino));
+                }
+                FileKind::File => {
+                    let version = rec.version.as_deref().map(Arc::from);
+                    let pages = rec.size.div_ceil(crate::types::PAGE_SIZE);
+                    let (b, k) = self.cache.free(i, version.as_ref(), pages);
+                    files += 1;
+                    bytes += b;
+                    busy += k;
+                }
+                _ => {}
+            }
+        }
+        Ok((files, bytes, busy))
+    }
+
     /// `alluxio fs load-metadata`: lists the directory at `path` (relative to the mount
     /// root), or the parent of the file there, from the UFS again, and with `recursive`
     /// every loaded directory below it. Returns how many directories were listed.

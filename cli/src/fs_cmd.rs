@@ -119,6 +119,16 @@ pub enum FsCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Drop the cached pages of the file at PATH, or of every file below the directory
+    /// there (a path in a local alluxio mount). Files the kernel is reading by
+    /// passthrough right now are kept and counted as busy.
+    Free {
+        /// A file or directory inside an alluxio mount.
+        path: PathBuf,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Capacity, usage and hit rate of this host's alluxio mounts, and the mount table
     /// (with --metaserver).
     Report {
@@ -397,6 +407,23 @@ fn report(a: &FsArgs, json: bool) -> Result<()> {
     Ok(())
 }
 
+/// Sends the request `make(path relative to its mount)` to the daemon serving the mount
+/// that holds `path`, and returns its answer (an error answer becomes an error).
+fn daemon_request(
+    path: &Path,
+    make: impl FnOnce(&str) -> serde_json::Value,
+) -> Result<serde_json::Value> {
+    let (mp, rel) = mount_of(path)?;
+    let sock = alluxio::config::control_socket(&alluxio::config::default_run_dir(), &mp);
+    let out = alluxio::control::query(&sock, &make(&rel).to_string(), Duration::from_secs(600))
+        .with_context(|| format!("no alluxio daemon answers for {}", mp.display()))?;
+    let v: serde_json::Value = serde_json::from_str(out.trim()).context("parse daemon answer")?;
+    if let Some(e) = v.get("error") {
+        bail!("{}: {}", path.display(), e.as_str().unwrap_or("failed"));
+    }
+    Ok(v)
+}
+
 /// Runs one `alluxio fs` command.
 pub fn run(a: FsArgs) -> Result<()> {
     match &a.cmd {
@@ -479,6 +506,24 @@ pub fn run(a: FsArgs) -> Result<()> {
             Ok(())
         }
         FsCmd::Load { path, json } => load(path, *json),
+        FsCmd::Free { path, json } => {
+            let v = daemon_request(path, |rel| serde_json::json!({"op": "free", "path": rel}))?;
+            if *json {
+                println!("{v}");
+            } else {
+                println!(
+                    "freed {} bytes of {} files under {}{}",
+                    v["bytes_freed"],
+                    v["files"],
+                    path.display(),
+                    match v["busy"].as_u64() {
+                        Some(n) if n > 0 => format!(" ({n} kept: in use by passthrough readers)"),
+                        _ => String::new(),
+                    }
+                );
+            }
+            Ok(())
+        }
         FsCmd::Report { json } => report(&a, *json),
         FsCmd::Mount {
             path: None, json, ..
@@ -528,19 +573,12 @@ pub fn run(a: FsArgs) -> Result<()> {
             json,
         } => {
             let (path, recursive, json) = (path.clone(), *recursive, *json);
-            let (mp, rel) = mount_of(&path)?;
-            let sock = alluxio::config::control_socket(&alluxio::config::default_run_dir(), &mp);
-            let req =
-                serde_json::json!({"op": "load-metadata", "path": rel, "recursive": recursive});
-            let out = alluxio::control::query(&sock, &req.to_string(), Duration::from_secs(600))
-                .with_context(|| format!("no alluxio daemon answers for {}", mp.display()))?;
-            let v: serde_json::Value =
-                serde_json::from_str(out.trim()).context("parse daemon answer")?;
-            if let Some(e) = v.get("error") {
-                bail!("{}: {}", path.display(), e.as_str().unwrap_or("failed"));
-            }
+            let v = daemon_request(
+                &path,
+                |rel| serde_json::json!({"op": "load-metadata", "path": rel, "recursive": recursive}),
+            )?;
             if json {
-                println!("{}", out.trim());
+                println!("{v}");
             } else {
                 println!(
                     "loaded metadata of {} ({} director{} listed)",

@@ -1194,3 +1194,54 @@ fn cli_fs_namespace_commands() {
     assert_eq!(code, Some(1));
     assert!(err.contains("not inside an alluxio mount"), "{err}");
 }
+
+/// `alluxio fs free PATH` drops a file's (or a tree's) cached pages from the daemon's
+/// tiers: the disk tier shrinks by them, and the next read of the file is served from
+/// the store again.
+#[test]
+fn cli_fs_free_drops_cached_pages() {
+    let mut env = Env::new();
+    let data = pattern(3 << 20, 17);
+    std::fs::create_dir_all(env.ufs().join("d")).unwrap();
+    std::fs::write(env.ufs().join("d/f.bin"), &data).unwrap();
+    env.mount(&["-o", "nopassthrough"]);
+    let f = env.mnt().join("d/f.bin");
+    assert_eq!(std::fs::read(&f).unwrap(), data);
+    let counter = |env: &Env, k: &str| env.stats()["counters"][k].as_u64().unwrap();
+    assert!(
+        within(Duration::from_secs(5), || counter(&env, "disk_cache_bytes")
+            >= data.len() as u64),
+        "the read was not cached on disk"
+    );
+    let o = env.run(&[
+        "fs",
+        "free",
+        env.mnt().join("d").to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["files"], 1, "{v}");
+    assert!(
+        v["bytes_freed"].as_u64().unwrap() >= data.len() as u64,
+        "{v}"
+    );
+    assert_eq!(counter(&env, "disk_cache_bytes"), 0);
+    let misses = counter(&env, "cache_misses");
+    // Past the kernel's own page cache (O_DIRECT), the pages come from the store again.
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut h = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(&f)
+        .unwrap();
+    let mut back = Vec::new();
+    std::io::Read::read_to_end(&mut h, &mut back).unwrap();
+    assert_eq!(back, data);
+    assert!(
+        counter(&env, "cache_misses") > misses,
+        "read after free hit a cache"
+    );
+    let o = env.run(&["fs", "free", env.ufs().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+}

@@ -461,6 +461,46 @@ impl DiskTier {
         let _ = std::fs::remove_file(data_path(&self.dir, fid));
     }
 
+    /// Drops every cached page of `ino` (all versions), except files the kernel is
+    /// reading by passthrough right now. Returns (bytes freed, files kept because busy).
+    pub fn free_inode(&self, ino: InodeNo) -> (u64, usize) {
+        let (freed, busy, gone) = {
+            let mut idx = lock(&self.index);
+            let fids: Vec<(u64, bool)> = idx
+                .files
+                .iter()
+                .filter(|(_, e)| e.ino == ino.0)
+                .map(|(fid, e)| (*fid, e.pins > 0))
+                .collect();
+            let before = idx.used;
+            let (mut busy, mut gone) = (0, Vec::new());
+            for (fid, pinned) in fids {
+                if pinned {
+                    busy += 1;
+                    continue;
+                }
+                let pages: Vec<u64> = idx
+                    .files
+                    .get(&fid)
+                    .map(|e| e.pages.keys().copied().collect())
+                    .unwrap_or_default();
+                for p in pages {
+                    idx.remove_page(fid, p);
+                }
+                idx.files.remove(&fid);
+                gone.push(fid);
+            }
+            self.metrics
+                .disk_cache_bytes
+                .store(idx.used, Ordering::Relaxed);
+            (before - idx.used, busy, gone)
+        };
+        for fid in gone {
+            self.remove_files(fid);
+        }
+        (freed, busy)
+    }
+
     /// Whether the index holds the page (no I/O).
     pub fn contains(&self, key: &PageKey) -> bool {
         let fid = file_id(key.ino, &key.version);

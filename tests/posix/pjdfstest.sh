@@ -153,6 +153,8 @@ for name in mount-local-dir mount-local-dir-async mount-metaserver mount-s3; do
     echo "pjdfstest on $name: NEW failures (not in pjdfstest.expected):"
     echo "$new" | sed 's/^/  /'
     for t in $new; do grep -A4 "^$t " "$results/$name.log" | head -5 | sed 's/^/    /'; done
+    echo "  the daemon's warnings and errors during $name (last 40):"
+    grep -E ' (WARN|ERROR) ' "$results/$name.daemon.log" | tail -40 | sed 's/^/    /' || true
     status=1
   fi
   if [ -n "$gone" ]; then
