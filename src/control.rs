@@ -68,6 +68,10 @@ enum Request {
     Free {
         path: String,
     },
+    Pin {
+        path: String,
+        pinned: bool,
+    },
 }
 
 async fn answer(line: &str, metrics: &Metrics, info: &MountInfo, vfs: Option<&Vfs>) -> String {
@@ -82,6 +86,10 @@ async fn answer(line: &str, metrics: &Metrics, info: &MountInfo, vfs: Option<&Vf
                     .to_string(),
             }
         }
+        (Ok(Request::Pin { path, pinned }), Some(vfs)) => match vfs.pin(&path, pinned).await {
+            Ok(n) => serde_json::json!({ "pinned_files": n }).to_string(),
+            Err(e) => serde_json::json!({ "error": e.to_string(), "errno": e.errno() }).to_string(),
+        },
         (Ok(Request::Free { path }), Some(vfs)) => match vfs.free(&path).await {
             Ok((files, bytes, busy)) => {
                 serde_json::json!({ "files": files, "bytes_freed": bytes, "busy": busy })

@@ -108,6 +108,10 @@ pub trait MetaClient: Send + Sync + 'static {
     async fn sync(&self) -> Result<(), MetaError>;
     /// The mount table.
     async fn mounts(&self) -> Result<Vec<MountEntry>, MetaError>;
+    /// Pinned paths.
+    async fn pins(&self) -> Result<Vec<String>, MetaError>;
+    /// Pin or unpin an absolute path.
+    async fn set_pin(&self, path: String, pinned: bool) -> Result<(), MetaError>;
 }
 
 /// How a client runs one namespace operation: in process ([`embedded`]) or over the wire
@@ -292,5 +296,11 @@ impl<T: RunOp> MetaClient for T {
     }
     async fn mounts(&self) -> Result<Vec<MountEntry>, MetaError> {
         expect!(self.run(Op::Mounts).await?, Mounts)
+    }
+    async fn pins(&self) -> Result<Vec<String>, MetaError> {
+        expect!(self.run(Op::Pins).await?, Paths)
+    }
+    async fn set_pin(&self, path: String, pinned: bool) -> Result<(), MetaError> {
+        expect!(self.run(Op::SetPin { path, pinned }).await?)
     }
 }

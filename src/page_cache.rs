@@ -144,6 +144,13 @@ impl PageCache {
         }
     }
 
+    /// Sets the inodes the disk tier never evicts (files under pinned paths).
+    pub fn set_pinned(&self, inodes: std::collections::HashSet<u64>) {
+        if let Some(d) = &self.disk {
+            d.set_pinned(inodes);
+        }
+    }
+
     /// The disk tier's I/O engine, if there is a disk tier.
     pub fn disk_engine(&self) -> Option<&'static str> {
         self.disk.as_ref().map(|d| d.engine())

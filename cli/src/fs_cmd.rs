@@ -129,6 +129,17 @@ pub enum FsCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Pin PATH: every file at or below it keeps its cached pages (never evicted). PATH is
+    /// a namespace path with --metaserver, else a path in a local alluxio mount.
+    Pin {
+        /// The path to pin.
+        path: String,
+    },
+    /// Unpin PATH (as given to `pin`).
+    Unpin {
+        /// The path to unpin.
+        path: String,
+    },
     /// Capacity, usage and hit rate of this host's alluxio mounts, and the mount table
     /// (with --metaserver).
     Report {
@@ -503,6 +514,25 @@ pub fn run(a: FsArgs) -> Result<()> {
             client(&a)?
                 .rename(src, dst)
                 .with_context(|| format!("{src} -> {dst}"))?;
+            Ok(())
+        }
+        FsCmd::Pin { path } | FsCmd::Unpin { path } => {
+            let pinned = matches!(a.cmd, FsCmd::Pin { .. });
+            if a.metaserver.is_some() {
+                remote(
+                    &a,
+                    Op::SetPin {
+                        path: path.clone(),
+                        pinned,
+                    },
+                )?;
+            } else {
+                daemon_request(
+                    Path::new(path),
+                    |rel| serde_json::json!({"op": "pin", "path": rel, "pinned": pinned}),
+                )?;
+            }
+            println!("{} {path}", if pinned { "pinned" } else { "unpinned" });
             Ok(())
         }
         FsCmd::Load { path, json } => load(path, *json),

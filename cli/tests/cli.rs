@@ -1245,3 +1245,71 @@ fn cli_fs_free_drops_cached_pages() {
     let o = env.run(&["fs", "free", env.ufs().to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
 }
+
+/// Reads a whole file with O_DIRECT (past the kernel's page cache, so every page is asked
+/// of the daemon).
+fn read_direct(p: &Path) -> Vec<u8> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut h = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(p)
+        .unwrap();
+    let mut out = Vec::new();
+    std::io::Read::read_to_end(&mut h, &mut out).unwrap();
+    out
+}
+
+/// `alluxio fs pin PATH` keeps a file's pages in the disk tier when other reads need the
+/// room; after `unpin` they are evicted like any others. (What stays on disk is measured
+/// with `alluxio fs free`, which reports the bytes it dropped.)
+#[test]
+fn cli_fs_pin_keeps_pages_under_eviction_pressure() {
+    let mut env = Env::new();
+    let (a, b, c) = (
+        pattern(3 << 20, 21),
+        pattern(3 << 20, 22),
+        pattern(3 << 20, 23),
+    );
+    for (n, d) in [("a.bin", &a), ("b.bin", &b), ("c.bin", &c)] {
+        std::fs::write(env.ufs().join(n), d).unwrap();
+    }
+    env.mount(&["--cache-size", "5MiB", "-o", "nopassthrough"]);
+    let p = |n: &str| env.mnt().join(n);
+    let counter = |env: &Env, k: &str| env.stats()["counters"][k].as_u64().unwrap();
+    let on_disk_after_free = |env: &Env, n: &str| {
+        let o = env.run(&["fs", "free", env.mnt().join(n).to_str().unwrap(), "--json"]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        v["bytes_freed"].as_u64().unwrap()
+    };
+    let o = env.run(&["fs", "pin", p("a.bin").to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(std::fs::read(p("a.bin")).unwrap(), a);
+    assert_eq!(std::fs::read(p("b.bin")).unwrap(), b);
+    assert_eq!(std::fs::read(p("c.bin")).unwrap(), c);
+    assert!(
+        counter(&env, "disk_cache_evictions") > 0,
+        "no pressure on the disk tier"
+    );
+    assert_eq!(
+        on_disk_after_free(&env, "a.bin"),
+        3 << 20,
+        "a pinned page was evicted"
+    );
+
+    let o = env.run(&["fs", "unpin", p("a.bin").to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // b and c leave both tiers, so reading them again needs disk room.
+    on_disk_after_free(&env, "b.bin");
+    on_disk_after_free(&env, "c.bin");
+    read_direct(&p("a.bin"));
+    read_direct(&p("b.bin"));
+    read_direct(&p("c.bin"));
+    assert!(
+        on_disk_after_free(&env, "a.bin") < 3 << 20,
+        "unpinned pages should give way"
+    );
+    let o = env.run(&["fs", "unpin", p("a.bin").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "not pinned any more");
+}

@@ -55,6 +55,9 @@ pub const MOUNT_PREFIX: &str = "mount:";
 /// entry as JSON. So it shares the store's transactions without a table of its own.
 const MOUNT_TABLE: InodeNo = InodeNo(0);
 
+/// Name prefix of the pin table's entries (beside the mount table's, under inode 0).
+const PIN_PREFIX: &str = "pin:";
+
 /// One entry of the mount table: a store mounted at a path of the namespace.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MountEntry {
@@ -76,24 +79,27 @@ impl MountEntry {
     /// The path's components (none for `/`), after checking that it is absolute and
     /// normalized and that each component is a valid name.
     pub fn components(&self) -> Result<Vec<Vec<u8>>, MetaError> {
-        let rest = self.path.strip_prefix('/').ok_or_else(|| {
-            MetaError::InvalidArgument(format!("mount path {:?} is not absolute", self.path))
-        })?;
-        if rest.is_empty() {
-            return Ok(Vec::new());
-        }
-        rest.split('/')
-            .map(|c| {
-                validate_name(c.as_bytes()).map_err(|_| {
-                    MetaError::InvalidArgument(format!(
-                        "mount path {:?}: bad component {c:?}",
-                        self.path
-                    ))
-                })?;
-                Ok(c.as_bytes().to_vec())
-            })
-            .collect()
+        path_components(&self.path)
     }
+}
+
+/// The components of an absolute, normalized namespace path (none for `/`), each a valid
+/// name.
+fn path_components(path: &str) -> Result<Vec<Vec<u8>>, MetaError> {
+    let rest = path
+        .strip_prefix('/')
+        .ok_or_else(|| MetaError::InvalidArgument(format!("path {path:?} is not absolute")))?;
+    if rest.is_empty() {
+        return Ok(Vec::new());
+    }
+    rest.split('/')
+        .map(|c| {
+            validate_name(c.as_bytes()).map_err(|_| {
+                MetaError::InvalidArgument(format!("path {path:?}: bad component {c:?}"))
+            })?;
+            Ok(c.as_bytes().to_vec())
+        })
+        .collect()
 }
 
 /// Whether `rec` is a mount point's directory.
@@ -1046,7 +1052,12 @@ impl<S: NamespaceStore> Namespace<S> {
     pub fn mounts(&self) -> Result<Vec<MountEntry>, MetaError> {
         self.store.read(|t| {
             let mut out = Vec::new();
+            // Mount entries are named by their path (`/...`); other names hold other
+            // tables (pins).
             for name in t.xattr_names(MOUNT_TABLE)? {
+                if !name.starts_with(b"/") {
+                    continue;
+                }
                 let Some(v) = t.xattr(MOUNT_TABLE, &name)? else {
                     continue;
                 };
@@ -1056,6 +1067,40 @@ impl<S: NamespaceStore> Namespace<S> {
                 );
             }
             Ok(out)
+        })
+    }
+
+    /// Pinned paths: every file at or below one keeps its cached pages in every daemon.
+    pub fn pins(&self) -> Result<Vec<String>, MetaError> {
+        self.store.read(|t| {
+            Ok(t.xattr_names(MOUNT_TABLE)?
+                .into_iter()
+                .filter_map(|n| {
+                    n.strip_prefix(PIN_PREFIX.as_bytes())
+                        .map(|p| String::from_utf8_lossy(p).into_owned())
+                })
+                .collect())
+        })
+    }
+
+    /// Pins or unpins an absolute path (which must exist).
+    pub fn set_pin(&self, path: &str, pinned: bool) -> Result<(), MetaError> {
+        let parts = path_components(path)?;
+        let name = format!("{PIN_PREFIX}{path}");
+        self.store.write(|t| {
+            let mut ino = ROOT_INO;
+            for c in &parts {
+                ino = t
+                    .dentry(ino, c)?
+                    .ok_or_else(|| MetaError::NotFound(path.to_string()))?;
+            }
+            if pinned {
+                t.put_xattr(MOUNT_TABLE, name.as_bytes(), b"")
+            } else if t.xattr(MOUNT_TABLE, name.as_bytes())?.is_some() {
+                t.remove_xattr(MOUNT_TABLE, name.as_bytes())
+            } else {
+                Err(MetaError::NotFound(format!("{path} is not pinned")))
+            }
         })
     }
 
@@ -1124,14 +1169,7 @@ impl<S: NamespaceStore> Namespace<S> {
     /// Removes a store from the mount table, with its mount point and everything the
     /// namespace knew below it. The root store and a mount with mounts below it stay.
     pub fn remove_mount(&self, path: &str, now_ns: i64) -> Result<(), MetaError> {
-        let probe = MountEntry {
-            path: path.to_string(),
-            uri: String::new(),
-            options: Default::default(),
-            readonly: false,
-            sync: None,
-        };
-        let parts = probe.components()?;
+        let parts = path_components(path)?;
         let Some((last, dirs)) = parts.split_last() else {
             return Err(MetaError::Busy("/ (the root store)".into()));
         };

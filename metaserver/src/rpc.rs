@@ -150,6 +150,11 @@ pub enum Op {
     RemoveMount {
         path: String,
     },
+    Pins,
+    SetPin {
+        path: String,
+        pinned: bool,
+    },
 }
 
 impl Op {
@@ -180,6 +185,8 @@ impl Op {
             Op::Mounts => "Mounts",
             Op::AddMount { .. } => "AddMount",
             Op::RemoveMount { .. } => "RemoveMount",
+            Op::Pins => "Pins",
+            Op::SetPin { .. } => "SetPin",
         }
     }
 }
@@ -202,6 +209,7 @@ pub enum Value {
     Names(Vec<Vec<u8>>),
     Bytes(Vec<u8>),
     Mounts(Vec<MountEntry>),
+    Paths(Vec<String>),
 }
 
 /// The reply: the operation's value, or the namespace's error. Transport and
@@ -304,6 +312,11 @@ pub fn dispatch<S: NamespaceStore>(
         }
         Op::RemoveMount { path } => {
             ns.remove_mount(&path, now_ns)?;
+            Value::Unit
+        }
+        Op::Pins => Value::Paths(ns.pins()?),
+        Op::SetPin { path, pinned } => {
+            ns.set_pin(&path, pinned)?;
             Value::Unit
         }
     })

@@ -72,6 +72,8 @@ struct Entry {
 #[derive(Default)]
 struct Index {
     files: HashMap<u64, Entry>,
+    /// Inodes under a pinned path (`alluxio fs pin`): their pages are never evicted.
+    pinned_inodes: std::collections::HashSet<u64>,
     /// LRU tick → (file id, page index)
     lru: BTreeMap<u64, (u64, u64)>,
     used: u64,
@@ -414,7 +416,7 @@ impl DiskTier {
             let Some(e) = idx.files.get(&fid) else {
                 continue;
             };
-            if e.pins > 0 {
+            if e.pins > 0 || idx.pinned_inodes.contains(&e.ino) {
                 continue;
             }
             freed += e.pages.get(&page).map_or(0, |m| u64::from(m.len));
@@ -459,6 +461,11 @@ impl DiskTier {
     fn remove_files(&self, fid: u64) {
         let _ = std::fs::remove_file(log_path(&self.dir, fid));
         let _ = std::fs::remove_file(data_path(&self.dir, fid));
+    }
+
+    /// Sets the inodes whose pages are never evicted (files under pinned paths).
+    pub fn set_pinned(&self, inodes: std::collections::HashSet<u64>) {
+        lock(&self.index).pinned_inodes = inodes;
     }
 
     /// Drops every cached page of `ino` (all versions), except files the kernel is

@@ -2,6 +2,7 @@
 //! key there. The daemon's own store (`--ufs`) is the root; the namespace's mount table
 //! (`alluxio fs mount /PATH URI`) adds stores at deeper paths, and is fetched again every
 //! [`REFRESH`], so every daemon of a metaserver follows `alluxio fs mount` and `unmount`.
+//! The pin table (`alluxio fs pin`) is followed the same way.
 //!
 //! Invariants:
 //! - a path belongs to the store mounted at its longest mounted prefix; the key is the rest
@@ -316,6 +317,49 @@ impl Vfs {
         Ok(())
     }
 
+    /// Fetches the pin table and gives the disk tier the inodes of every file at or below
+    /// a pinned path (the loaded part of the namespace: what was never listed here is
+    /// not cached here either). Returns how many inodes are pinned.
+    pub async fn refresh_pins(&self) -> Result<usize, FsError> {
+        let paths = self.meta.pins().await?;
+        let mut pinned = std::collections::HashSet::new();
+        for p in paths {
+            let mut ino = alluxio_metaserver::ROOT_INO;
+            let mut found = true;
+            for c in p.split('/').filter(|c| !c.is_empty()) {
+                match self.meta.lookup(ino, c.as_bytes().to_vec()).await? {
+                    alluxio_metaserver::Lookup::Found(r) => ino = r.ino,
+                    _ => {
+                        found = false;
+                        break;
+                    }
+                }
+            }
+            let mut todo = if found { vec![ino] } else { Vec::new() };
+            while let Some(i) = todo.pop() {
+                let rec = self.meta.get(i).await?;
+                if rec.kind == FileKind::Dir {
+                    if !self.meta.needs_load(i).await? {
+                        todo.extend(self.meta.list(i).await?.into_iter().map(|e| e.ino));
+                    }
+                } else {
+                    pinned.insert(i.0);
+                }
+            }
+        }
+        let n = pinned.len();
+        self.cache.set_pinned(pinned);
+        Ok(n)
+    }
+
+    /// `alluxio fs pin` / `unpin` of `path` (relative to the mount root), applied to the
+    /// disk tier at once.
+    pub async fn pin(&self, path: &str, pinned: bool) -> Result<usize, FsError> {
+        let abs = format!("/{}", path.trim_matches('/'));
+        self.meta.set_pin(abs, pinned).await?;
+        self.refresh_pins().await
+    }
+
     /// Follows the mount table in the background (see [`REFRESH`]).
     pub(super) fn start_mount_refresh(self: &Arc<Self>) {
         let weak = Arc::downgrade(self);
@@ -325,6 +369,9 @@ impl Vfs {
                 let Some(vfs) = weak.upgrade() else { return };
                 if let Err(e) = vfs.refresh_mounts().await {
                     tracing::warn!(error = %e, "cannot fetch the mount table");
+                }
+                if let Err(e) = vfs.refresh_pins().await {
+                    tracing::warn!(error = %e, "cannot fetch the pin table");
                 }
             }
         });
