@@ -72,6 +72,11 @@ enum Request {
         path: String,
         pinned: bool,
     },
+    SetTtl {
+        path: String,
+        after_ms: Option<u64>,
+        action: alluxio_metaserver::TtlAction,
+    },
 }
 
 async fn answer(line: &str, metrics: &Metrics, info: &MountInfo, vfs: Option<&Vfs>) -> String {
@@ -86,6 +91,17 @@ async fn answer(line: &str, metrics: &Metrics, info: &MountInfo, vfs: Option<&Vf
                     .to_string(),
             }
         }
+        (
+            Ok(Request::SetTtl {
+                path,
+                after_ms,
+                action,
+            }),
+            Some(vfs),
+        ) => match vfs.set_ttl(&path, after_ms, action).await {
+            Ok(()) => serde_json::json!({ "ok": true }).to_string(),
+            Err(e) => serde_json::json!({ "error": e.to_string(), "errno": e.errno() }).to_string(),
+        },
         (Ok(Request::Pin { path, pinned }), Some(vfs)) => match vfs.pin(&path, pinned).await {
             Ok(n) => serde_json::json!({ "pinned_files": n }).to_string(),
             Err(e) => serde_json::json!({ "error": e.to_string(), "errno": e.errno() }).to_string(),

@@ -7,7 +7,9 @@
 use async_trait::async_trait;
 
 use alluxio_metaserver::rpc::{Op, Value};
-use alluxio_metaserver::{Lookup, MetaError, MountEntry, NewNode, SetAttr, UfsChild, XattrMode};
+use alluxio_metaserver::{
+    Lookup, MetaError, MountEntry, NewNode, SetAttr, Ttl, TtlAction, UfsChild, XattrMode,
+};
 
 use crate::types::{DirEntry, InodeNo, InodeRecord, Ownership};
 
@@ -112,6 +114,17 @@ pub trait MetaClient: Send + Sync + 'static {
     async fn pins(&self) -> Result<Vec<String>, MetaError>;
     /// Pin or unpin an absolute path.
     async fn set_pin(&self, path: String, pinned: bool) -> Result<(), MetaError>;
+    /// The TTL table.
+    async fn ttls(&self) -> Result<Vec<(String, Ttl)>, MetaError>;
+    /// Set (`after_ms` from now) or clear a path's TTL.
+    async fn set_ttl(
+        &self,
+        path: String,
+        after_ms: Option<u64>,
+        action: TtlAction,
+    ) -> Result<(), MetaError>;
+    /// Claim an expired TTL (see `Namespace::take_ttl`).
+    async fn take_ttl(&self, path: String, ttl: Ttl) -> Result<bool, MetaError>;
 }
 
 /// How a client runs one namespace operation: in process ([`embedded`]) or over the wire
@@ -302,5 +315,24 @@ impl<T: RunOp> MetaClient for T {
     }
     async fn set_pin(&self, path: String, pinned: bool) -> Result<(), MetaError> {
         expect!(self.run(Op::SetPin { path, pinned }).await?)
+    }
+    async fn ttls(&self) -> Result<Vec<(String, Ttl)>, MetaError> {
+        expect!(self.run(Op::Ttls).await?, Ttls)
+    }
+    async fn set_ttl(
+        &self,
+        path: String,
+        after_ms: Option<u64>,
+        action: TtlAction,
+    ) -> Result<(), MetaError> {
+        let op = Op::SetTtl {
+            path,
+            after_ms,
+            action,
+        };
+        expect!(self.run(op).await?)
+    }
+    async fn take_ttl(&self, path: String, ttl: Ttl) -> Result<bool, MetaError> {
+        expect!(self.run(Op::TakeTtl { path, ttl }).await?, Bool)
     }
 }

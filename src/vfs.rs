@@ -29,6 +29,7 @@ use crate::ufs::Ufs;
 mod journal;
 mod mounts;
 mod read;
+mod ttl;
 mod upload;
 mod write;
 

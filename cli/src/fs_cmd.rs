@@ -140,6 +140,24 @@ pub enum FsCmd {
         /// The path to unpin.
         path: String,
     },
+    /// When DURATION (e.g. 90, 30s, 10m, 2h, 7d) has passed, free PATH's cached pages (in
+    /// every daemon) or delete it (from the namespace and the store). PATH as for `pin`.
+    #[command(name = "setTtl")]
+    SetTtl {
+        /// The path.
+        path: String,
+        /// Time from now.
+        duration: String,
+        /// What expiry does.
+        #[arg(long, value_enum, default_value = "delete")]
+        action: TtlActionArg,
+    },
+    /// Clear PATH's TTL.
+    #[command(name = "unsetTtl")]
+    UnsetTtl {
+        /// The path.
+        path: String,
+    },
     /// Capacity, usage and hit rate of this host's alluxio mounts, and the mount table
     /// (with --metaserver).
     Report {
@@ -435,6 +453,61 @@ fn daemon_request(
     Ok(v)
 }
 
+/// `--action` of `setTtl`.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum TtlActionArg {
+    /// Drop cached pages.
+    Free,
+    /// Delete the path.
+    Delete,
+}
+
+/// Milliseconds of a duration like `90`, `30s`, `10m`, `2h` or `7d`.
+fn parse_duration_ms(s: &str) -> Result<u64> {
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: f64 = num
+        .parse()
+        .with_context(|| format!("duration {s:?}: expected a number with s, m, h or d"))?;
+    let secs = match unit {
+        "s" | "" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        "d" => n * 86400.0,
+        _ => bail!("duration {s:?}: unit must be s, m, h or d"),
+    };
+    if !(0.0..=1e12).contains(&secs) {
+        bail!("duration {s:?} is out of range");
+    }
+    Ok((secs * 1000.0) as u64)
+}
+
+/// Sends a TTL change to the metaserver (`--metaserver`) or the local daemon of PATH.
+fn ttl_request(a: &FsArgs, path: &str, after_ms: Option<u64>, action: TtlActionArg) -> Result<()> {
+    let action = match action {
+        TtlActionArg::Free => alluxio_metaserver::TtlAction::Free,
+        TtlActionArg::Delete => alluxio_metaserver::TtlAction::Delete,
+    };
+    if a.metaserver.is_some() {
+        remote(
+            a,
+            Op::SetTtl {
+                path: path.to_string(),
+                after_ms,
+                action,
+            },
+        )?;
+    } else {
+        daemon_request(
+            Path::new(path),
+            |rel| serde_json::json!({"op": "set-ttl", "path": rel, "after_ms": after_ms, "action": action}),
+        )?;
+    }
+    Ok(())
+}
+
 /// Runs one `alluxio fs` command.
 pub fn run(a: FsArgs) -> Result<()> {
     match &a.cmd {
@@ -533,6 +606,21 @@ pub fn run(a: FsArgs) -> Result<()> {
                 )?;
             }
             println!("{} {path}", if pinned { "pinned" } else { "unpinned" });
+            Ok(())
+        }
+        FsCmd::SetTtl {
+            path,
+            duration,
+            action,
+        } => {
+            let ms = parse_duration_ms(duration)?;
+            ttl_request(&a, path, Some(ms), *action)?;
+            println!("{path} expires in {duration}");
+            Ok(())
+        }
+        FsCmd::UnsetTtl { path } => {
+            ttl_request(&a, path, None, TtlActionArg::Delete)?;
+            println!("{path} has no TTL now");
             Ok(())
         }
         FsCmd::Load { path, json } => load(path, *json),

@@ -1313,3 +1313,77 @@ fn cli_fs_pin_keeps_pages_under_eviction_pressure() {
     let o = env.run(&["fs", "unpin", p("a.bin").to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1), "not pinned any more");
 }
+
+/// `alluxio fs setTtl PATH DURATION --action delete|free`: when the TTL expires a daemon
+/// deletes the path from the namespace and the store, or drops its cached pages (the
+/// file stays). `unsetTtl` cancels one; bad durations are refused.
+#[test]
+fn cli_fs_set_ttl_deletes_or_frees_on_expiry() {
+    let mut env = Env::new();
+    let data = pattern(2 << 20, 31);
+    std::fs::create_dir_all(env.ufs().join("gone/sub")).unwrap();
+    std::fs::write(env.ufs().join("gone/sub/x"), b"x").unwrap();
+    std::fs::write(env.ufs().join("keep.bin"), &data).unwrap();
+    std::fs::write(env.ufs().join("stays"), b"s").unwrap();
+    env.mount(&["-o", "nopassthrough"]);
+    let m = env.mnt();
+    assert_eq!(std::fs::read(m.join("keep.bin")).unwrap(), data);
+    assert_eq!(std::fs::read(m.join("gone/sub/x")).unwrap(), b"x");
+    let disk = |env: &Env| {
+        env.stats()["counters"]["disk_cache_bytes"]
+            .as_u64()
+            .unwrap()
+    };
+    assert!(within(Duration::from_secs(5), || disk(&env) >= data.len() as u64));
+
+    let ttl = |args: &[&str]| env.run(&[&["fs"], args].concat());
+    assert_eq!(
+        ttl(&["setTtl", m.join("gone").to_str().unwrap(), "1s"])
+            .status
+            .code(),
+        Some(0)
+    );
+    let o = ttl(&[
+        "setTtl",
+        m.join("keep.bin").to_str().unwrap(),
+        "1",
+        "--action",
+        "free",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        ttl(&["setTtl", m.join("stays").to_str().unwrap(), "1h"])
+            .status
+            .code(),
+        Some(0)
+    );
+    assert_eq!(
+        ttl(&["unsetTtl", m.join("stays").to_str().unwrap()])
+            .status
+            .code(),
+        Some(0)
+    );
+    assert_eq!(
+        ttl(&["setTtl", m.join("stays").to_str().unwrap(), "soon"])
+            .status
+            .code(),
+        Some(1)
+    );
+
+    assert!(
+        within(Duration::from_secs(6), || !env.ufs().join("gone").exists()),
+        "the expired tree is still in the store"
+    );
+    assert!(within(Duration::from_secs(3), || !m.join("gone").exists()));
+    // (The deleted tree's own page may stay cached until evicted: it is unreachable.)
+    assert!(
+        within(Duration::from_secs(6), || disk(&env) < data.len() as u64),
+        "pages not freed"
+    );
+    assert_eq!(
+        std::fs::read(m.join("keep.bin")).unwrap(),
+        data,
+        "free keeps the file"
+    );
+    assert!(m.join("stays").exists() && env.ufs().join("stays").exists());
+}

@@ -17,8 +17,8 @@ pub mod store;
 
 pub use error::MetaError;
 pub use namespace::{
-    Lookup, MOUNT_PREFIX, MountEntry, Namespace, NewNode, PENDING_PREFIX, SetAttr, UfsChild,
-    XattrMode, is_mount_point, is_primary,
+    Lookup, MOUNT_PREFIX, MountEntry, Namespace, NewNode, PENDING_PREFIX, SetAttr, Ttl, TtlAction,
+    UfsChild, XattrMode, is_mount_point, is_primary,
 };
 pub use record::{DirEntry, FileKind, InodeNo, InodeRecord, Ownership, ROOT_INO};
 pub use store::{NamespaceStore, memory::MemoryStore, redb::RedbStore};

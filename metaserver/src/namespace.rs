@@ -58,6 +58,27 @@ const MOUNT_TABLE: InodeNo = InodeNo(0);
 /// Name prefix of the pin table's entries (beside the mount table's, under inode 0).
 const PIN_PREFIX: &str = "pin:";
 
+/// Name prefix of the TTL table's entries.
+const TTL_PREFIX: &str = "ttl:";
+
+/// What happens to a path when its TTL expires (`alluxio fs setTtl`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum TtlAction {
+    /// Drop its cached pages (every daemon, from then on).
+    Free,
+    /// Delete it, from the namespace and the store (one daemon does it).
+    Delete,
+}
+
+/// A TTL: when it expires and what to do then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Ttl {
+    /// Expiry, ns since the epoch (the metaserver's clock).
+    pub expires_ns: i64,
+    /// The action.
+    pub action: TtlAction,
+}
+
 /// One entry of the mount table: a store mounted at a path of the namespace.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MountEntry {
@@ -1067,6 +1088,64 @@ impl<S: NamespaceStore> Namespace<S> {
                 );
             }
             Ok(out)
+        })
+    }
+
+    /// The TTL table: (absolute path, TTL).
+    pub fn ttls(&self) -> Result<Vec<(String, Ttl)>, MetaError> {
+        self.store.read(|t| {
+            let mut out = Vec::new();
+            for n in t.xattr_names(MOUNT_TABLE)? {
+                let Some(p) = n.strip_prefix(TTL_PREFIX.as_bytes()) else {
+                    continue;
+                };
+                let Some(v) = t.xattr(MOUNT_TABLE, &n)? else {
+                    continue;
+                };
+                let ttl = serde_json::from_slice(&v)
+                    .map_err(|e| MetaError::Corrupt(format!("ttl entry: {e}")))?;
+                out.push((String::from_utf8_lossy(p).into_owned(), ttl));
+            }
+            Ok(out)
+        })
+    }
+
+    /// Sets (the path must exist) or clears the TTL of an absolute path.
+    pub fn set_ttl(&self, path: &str, ttl: Option<Ttl>) -> Result<(), MetaError> {
+        let parts = path_components(path)?;
+        let name = format!("{TTL_PREFIX}{path}");
+        self.store.write(|t| match ttl {
+            Some(ttl) => {
+                let mut ino = ROOT_INO;
+                for c in &parts {
+                    ino = t
+                        .dentry(ino, c)?
+                        .ok_or_else(|| MetaError::NotFound(path.to_string()))?;
+                }
+                let v = serde_json::to_vec(&ttl)
+                    .map_err(|e| MetaError::InvalidArgument(e.to_string()))?;
+                t.put_xattr(MOUNT_TABLE, name.as_bytes(), &v)
+            }
+            None if t.xattr(MOUNT_TABLE, name.as_bytes())?.is_some() => {
+                t.remove_xattr(MOUNT_TABLE, name.as_bytes())
+            }
+            None => Err(MetaError::NotFound(format!("{path} has no TTL"))),
+        })
+    }
+
+    /// Removes the TTL entry of `path` if it is still `ttl`; true when this call removed
+    /// it. The daemon that gets true carries out the expiry, so exactly one does.
+    pub fn take_ttl(&self, path: &str, ttl: Ttl) -> Result<bool, MetaError> {
+        let name = format!("{TTL_PREFIX}{path}");
+        self.store.write(|t| {
+            let Some(v) = t.xattr(MOUNT_TABLE, name.as_bytes())? else {
+                return Ok(false);
+            };
+            if serde_json::from_slice::<Ttl>(&v).ok() != Some(ttl) {
+                return Ok(false);
+            }
+            t.remove_xattr(MOUNT_TABLE, name.as_bytes())?;
+            Ok(true)
         })
     }
 

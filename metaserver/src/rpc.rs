@@ -24,7 +24,9 @@ use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::{Request, Response, Status};
 
 use crate::error::MetaError;
-use crate::namespace::{Lookup, MountEntry, Namespace, NewNode, SetAttr, UfsChild, XattrMode};
+use crate::namespace::{
+    Lookup, MountEntry, Namespace, NewNode, SetAttr, Ttl, TtlAction, UfsChild, XattrMode,
+};
 use crate::record::{DirEntry, InodeNo, InodeRecord, Ownership};
 use crate::store::NamespaceStore;
 
@@ -155,6 +157,17 @@ pub enum Op {
         path: String,
         pinned: bool,
     },
+    Ttls,
+    /// Expires `after_ms` from now by the server's clock; `None` clears the TTL.
+    SetTtl {
+        path: String,
+        after_ms: Option<u64>,
+        action: TtlAction,
+    },
+    TakeTtl {
+        path: String,
+        ttl: Ttl,
+    },
 }
 
 impl Op {
@@ -187,6 +200,9 @@ impl Op {
             Op::RemoveMount { .. } => "RemoveMount",
             Op::Pins => "Pins",
             Op::SetPin { .. } => "SetPin",
+            Op::Ttls => "Ttls",
+            Op::SetTtl { .. } => "SetTtl",
+            Op::TakeTtl { .. } => "TakeTtl",
         }
     }
 }
@@ -210,6 +226,7 @@ pub enum Value {
     Bytes(Vec<u8>),
     Mounts(Vec<MountEntry>),
     Paths(Vec<String>),
+    Ttls(Vec<(String, Ttl)>),
 }
 
 /// The reply: the operation's value, or the namespace's error. Transport and
@@ -319,6 +336,24 @@ pub fn dispatch<S: NamespaceStore>(
             ns.set_pin(&path, pinned)?;
             Value::Unit
         }
+        Op::Ttls => Value::Ttls(ns.ttls()?),
+        Op::SetTtl {
+            path,
+            after_ms,
+            action,
+        } => {
+            let ttl = after_ms.map(|ms| Ttl {
+                expires_ns: now_ns.saturating_add(
+                    i64::try_from(ms)
+                        .unwrap_or(i64::MAX / 1_000_000)
+                        .saturating_mul(1_000_000),
+                ),
+                action,
+            });
+            ns.set_ttl(&path, ttl)?;
+            Value::Unit
+        }
+        Op::TakeTtl { path, ttl } => Value::Bool(ns.take_ttl(&path, ttl)?),
     })
 }
 

@@ -2,7 +2,8 @@
 //! key there. The daemon's own store (`--ufs`) is the root; the namespace's mount table
 //! (`alluxio fs mount /PATH URI`) adds stores at deeper paths, and is fetched again every
 //! [`REFRESH`], so every daemon of a metaserver follows `alluxio fs mount` and `unmount`.
-//! The pin table (`alluxio fs pin`) is followed the same way.
+//! The pin table (`alluxio fs pin`) is followed the same way, and the TTL table
+//! (`alluxio fs setTtl`, see `ttl.rs`) checked.
 //!
 //! Invariants:
 //! - a path belongs to the store mounted at its longest mounted prefix; the key is the rest
@@ -372,6 +373,9 @@ impl Vfs {
                 }
                 if let Err(e) = vfs.refresh_pins().await {
                     tracing::warn!(error = %e, "cannot fetch the pin table");
+                }
+                if let Err(e) = vfs.apply_ttls().await {
+                    tracing::warn!(error = %e, "cannot fetch the TTL table");
                 }
             }
         });
