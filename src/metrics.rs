@@ -70,6 +70,10 @@ counters! {
     disk_cache_bytes,
     /// Bytes currently held by the memory tier.
     mem_cache_bytes,
+    /// Capacity of the disk tier (0 without one).
+    disk_cache_capacity,
+    /// Capacity of the memory tier (0 without one).
+    mem_cache_capacity,
     /// Pages fetched ahead of the reader.
     prefetch_pages,
     /// Prefetches not started because the fetch budget was in use.
@@ -129,7 +133,11 @@ impl Metrics {
         );
         for (name, v) in &c {
             let kind = match *name {
-                "disk_cache_bytes" | "mem_cache_bytes" | "disk_io_uring" => "gauge",
+                "disk_cache_bytes"
+                | "mem_cache_bytes"
+                | "disk_cache_capacity"
+                | "mem_cache_capacity"
+                | "disk_io_uring" => "gauge",
                 _ => "counter",
             };
             sample(

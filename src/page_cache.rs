@@ -94,6 +94,11 @@ impl PageCache {
         } else {
             None
         };
+        use std::sync::atomic::Ordering::Relaxed;
+        metrics
+            .disk_cache_capacity
+            .store(if disk.is_some() { cfg.disk_bytes } else { 0 }, Relaxed);
+        metrics.mem_cache_capacity.store(cfg.mem_bytes, Relaxed);
         Ok(Self { mem, disk, metrics })
     }
 

@@ -394,6 +394,8 @@ fn report(a: &FsArgs, json: bool) -> Result<()> {
         rows.push(serde_json::json!({
             "mountpoint": mp, "ufs": v["ufs"], "pid": v["pid"],
             "disk_cache_bytes": n("disk_cache_bytes"), "mem_cache_bytes": n("mem_cache_bytes"),
+            "disk_cache_capacity": n("disk_cache_capacity"),
+            "mem_cache_capacity": n("mem_cache_capacity"),
             "hit_ratio": if asked == 0 { 0.0 } else { hits as f64 / asked as f64 },
             "bytes_from_cache": n("bytes_from_cache"), "bytes_from_ufs": n("bytes_from_ufs"),
             "ufs_errors": n("ufs_errors"),
@@ -418,11 +420,13 @@ fn report(a: &FsArgs, json: bool) -> Result<()> {
     println!("alluxio mounts on this host: {}", rows.len());
     for r in &rows {
         println!(
-            "  {}  ({})  cache: {} MiB disk, {} MiB memory  hit ratio {:.3}  from cache {} MiB, from store {} MiB, store errors {}",
+            "  {}  ({})  cache: disk {} of {} MiB, memory {} of {} MiB  hit ratio {:.3}  from cache {} MiB, from store {} MiB, store errors {}",
             r["mountpoint"].as_str().unwrap_or("?"),
             r["ufs"].as_str().unwrap_or("?"),
             r["disk_cache_bytes"].as_u64().unwrap_or(0) >> 20,
+            r["disk_cache_capacity"].as_u64().unwrap_or(0) >> 20,
             r["mem_cache_bytes"].as_u64().unwrap_or(0) >> 20,
+            r["mem_cache_capacity"].as_u64().unwrap_or(0) >> 20,
             r["hit_ratio"].as_f64().unwrap_or(0.0),
             r["bytes_from_cache"].as_u64().unwrap_or(0) >> 20,
             r["bytes_from_ufs"].as_u64().unwrap_or(0) >> 20,

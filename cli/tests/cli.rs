@@ -1189,6 +1189,12 @@ fn cli_fs_namespace_commands() {
         .find(|m| m["mountpoint"].as_str() == d.mnt().to_str())
         .expect("this mount in the report");
     assert!(mine["hit_ratio"].as_f64().is_some());
+    assert_eq!(
+        mine["disk_cache_capacity"],
+        4u64 << 30,
+        "the default --cache-size"
+    );
+    assert!(mine["mem_cache_capacity"].as_u64().unwrap() > 0);
     assert_eq!(v["mount_table"][0]["path"], "/");
     let (code, _, err) = fs(&d, &["load", env.ufs().to_str().unwrap()]);
     assert_eq!(code, Some(1));
