@@ -389,15 +389,36 @@ pub fn is_fuse_mount(path: &Path) -> bool {
     mount_type(path).is_some_and(|t| t.starts_with("fuse"))
 }
 
+/// The entries of `/proc/mounts` as (mountpoint, filesystem type), in mount order, with
+/// the mountpoint's escapes (`\040` for a space) undone.
+fn proc_mounts() -> Vec<(PathBuf, String)> {
+    let Ok(mounts) = std::fs::read_to_string("/proc/mounts") else {
+        return Vec::new();
+    };
+    mounts
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let _src = f.next()?;
+            let mp = f.next()?.replace("\\040", " ");
+            Some((PathBuf::from(mp), f.next()?.to_string()))
+        })
+        .collect()
+}
+
 /// The filesystem type `/proc/mounts` shows for `path` (last matching entry).
 pub fn mount_type(path: &Path) -> Option<String> {
-    let mounts = std::fs::read_to_string("/proc/mounts").ok()?;
-    let want = path.to_string_lossy().replace(' ', "\\040");
-    mounts.lines().rev().find_map(|l| {
-        let mut f = l.split_whitespace();
-        let _src = f.next()?;
-        let mp = f.next()?;
-        let ty = f.next()?;
-        (mp == want).then(|| ty.to_string())
-    })
+    proc_mounts()
+        .into_iter()
+        .rev()
+        .find_map(|(mp, ty)| (mp == path).then_some(ty))
+}
+
+/// The mountpoints of every `fuse.alluxio` mount on this host.
+pub fn alluxio_mounts() -> Vec<PathBuf> {
+    proc_mounts()
+        .into_iter()
+        .filter(|(_, ty)| ty == "fuse.alluxio")
+        .map(|(mp, _)| mp)
+        .collect()
 }

@@ -272,19 +272,21 @@ impl Vfs {
         self.loc_of(&parts, kind)
     }
 
-    /// Lists `dir` from the UFS into the namespace if this mount has not done so yet.
-    /// Concurrent callers for one directory wait for a single listing.
+    /// Lists `dir` from the UFS into the namespace if this mount has not done so yet, or
+    /// if its metadata sync policy wants it listed again now. Concurrent callers for one
+    /// directory wait for a single listing.
     async fn ensure_loaded(&self, dir: InodeNo) -> Result<(), FsError> {
-        if !self.meta.needs_load(dir).await? && !self.sync_due(dir).await {
+        let policy = self.sync_policy(dir).await;
+        if !self.meta.needs_load(dir).await? && !self.sync_due(dir, policy) {
             return Ok(());
         }
-        self.list_into(dir, false).await
+        self.list_into(dir, false, policy).await
     }
 
-    /// Whether `metadata_sync` wants `dir` listed again now.
-    async fn sync_due(&self, dir: InodeNo) -> bool {
+    /// Whether `policy` wants the loaded directory `dir` listed again now.
+    fn sync_due(&self, dir: InodeNo, policy: crate::config::MetadataSync) -> bool {
         use crate::config::MetadataSync;
-        match self.sync_policy(dir).await {
+        match policy {
             MetadataSync::Never => false,
             MetadataSync::Always => true,
             MetadataSync::Every(d) => lock(&self.synced)
@@ -294,15 +296,20 @@ impl Vfs {
     }
 
     /// Lists `dir` from the UFS into the namespace: a first load, or a resync when it is
-    /// loaded already (due by `metadata_sync`, or `force`d by `load-metadata`). One
+    /// loaded already (due by its sync `policy`, or `force`d by `load-metadata`). One
     /// listing at a time per directory; a caller that waited for another's listing uses
     /// it unless `force`.
-    async fn list_into(&self, dir: InodeNo, force: bool) -> Result<(), FsError> {
+    async fn list_into(
+        &self,
+        dir: InodeNo,
+        force: bool,
+        policy: crate::config::MetadataSync,
+    ) -> Result<(), FsError> {
         let gate = lock(&self.loading).entry(dir).or_default().clone();
         let _g = gate.lock().await;
         let res = async {
             let unloaded = self.meta.needs_load(dir).await?;
-            if !unloaded && !force && !self.sync_due(dir).await {
+            if !unloaded && !force && !self.sync_due(dir, policy) {
                 return Ok(()); // loaded or synced while we waited
             }
             let key = self.key_of(dir, FileKind::Dir).await?;
@@ -314,7 +321,7 @@ impl Vfs {
                     .resync_dir(dir, listing, self.cfg.ownership)
                     .await?;
             }
-            if self.sync_policy(dir).await != crate::config::MetadataSync::Never {
+            if policy != crate::config::MetadataSync::Never {
                 let mut m = lock(&self.synced);
                 if m.len() >= 1 << 20 {
                     m.clear();
@@ -372,7 +379,8 @@ impl Vfs {
             // The name may be new in the UFS: resync its directory when it is not found.
             let rec = match self.lookup(ino, part.as_bytes()).await {
                 Err(e) if e.errno() == libc::ENOENT => {
-                    self.list_into(ino, true).await?;
+                    self.list_into(ino, true, self.sync_policy(ino).await)
+                        .await?;
                     self.lookup(ino, part.as_bytes()).await?
                 }
                 r => r?,
@@ -381,13 +389,15 @@ impl Vfs {
         }
         let rec = self.meta.get(ino).await?;
         if rec.kind != FileKind::Dir {
-            self.list_into(parent, true).await?;
+            self.list_into(parent, true, self.sync_policy(parent).await)
+                .await?;
             return Ok(1);
         }
         let mut todo = vec![ino];
         let mut listed = 0u64;
         while let Some(dir) = todo.pop() {
-            self.list_into(dir, true).await?;
+            self.list_into(dir, true, self.sync_policy(dir).await)
+                .await?;
             listed += 1;
             if recursive {
                 for e in self.meta.list(dir).await? {
@@ -415,8 +425,9 @@ impl Vfs {
 
     /// Resolves `name` in `parent`.
     pub async fn lookup(&self, parent: InodeNo, name: &[u8]) -> Result<InodeRecord, FsError> {
-        if self.sync_due(parent).await {
-            self.ensure_loaded(parent).await?;
+        let policy = self.sync_policy(parent).await;
+        if self.sync_due(parent, policy) {
+            self.list_into(parent, false, policy).await?;
         }
         for _ in 0..2 {
             match self.meta.lookup(parent, name.to_vec()).await? {

@@ -195,13 +195,8 @@ fn mount_of(path: &Path) -> Result<(PathBuf, String)> {
                 .join(name)
         }
     };
-    let mounts = std::fs::read_to_string("/proc/mounts").context("read /proc/mounts")?;
-    let best = mounts
-        .lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f.get(2) == Some(&"fuse.alluxio")).then(|| PathBuf::from(f[1].replace("\\040", " ")))
-        })
+    let best = alluxio::mount::alluxio_mounts()
+        .into_iter()
         .filter(|mp| abs.starts_with(mp))
         .max_by_key(|mp| mp.components().count());
     let Some(mp) = best else {
@@ -372,14 +367,8 @@ fn load(root: &Path, json: bool) -> Result<()> {
 
 /// This host's alluxio mounts with their daemons' counters, and the mount table.
 fn report(a: &FsArgs, json: bool) -> Result<()> {
-    let mounts = std::fs::read_to_string("/proc/mounts").context("read /proc/mounts")?;
     let mut rows = Vec::new();
-    for l in mounts.lines() {
-        let f: Vec<&str> = l.split_whitespace().collect();
-        if f.get(2) != Some(&"fuse.alluxio") {
-            continue;
-        }
-        let mp = PathBuf::from(f[1].replace("\\040", " "));
+    for mp in alluxio::mount::alluxio_mounts() {
         let sock = alluxio::config::control_socket(&alluxio::config::default_run_dir(), &mp);
         let Ok(out) = alluxio::control::query(&sock, "stats", Duration::from_secs(5)) else {
             continue; // another user's daemon, or one that does not answer

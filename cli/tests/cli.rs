@@ -1055,14 +1055,23 @@ fn cli_prometheus_metrics_on_daemon_and_metaserver() {
     let data = pattern(3 << 20, 11);
     std::fs::write(env.ufs().join("f.bin"), &data).unwrap();
     let mut args = ms.args();
-    args.extend(["--metrics-listen".to_string(), daddr.clone()]);
+    // No passthrough: the second read must reach the daemon to count as its cache hits.
+    args.extend([
+        "--metrics-listen".to_string(),
+        daddr.clone(),
+        "-o".to_string(),
+        "nopassthrough".to_string(),
+    ]);
     env.mount(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(std::fs::read(env.mnt().join("f.bin")).unwrap(), data);
+    // Again past the kernel's page cache: every page is a hit of the daemon's cache.
+    assert_eq!(read_direct(&env.mnt().join("f.bin")), data);
 
     let (status, body) = http_get(&daddr, "/metrics");
     assert!(status.contains("200"), "{status}");
     let ratio = metric(&body, "alluxio_cache_hit_ratio");
-    assert!((0.0..=1.0).contains(&ratio), "{ratio}");
+    assert!(ratio > 0.0 && ratio <= 1.0, "{ratio}");
+    assert!(metric(&body, "alluxio_bytes_served_total{source=\"cache\"}") >= data.len() as f64);
     assert!(metric(&body, "alluxio_bytes_served_total{source=\"ufs\"}") >= data.len() as f64);
     assert_eq!(metric(&body, "alluxio_ufs_errors_total"), 0.0);
     assert!(metric(&body, "alluxio_fuse_op_duration_seconds_count{op=\"read\"}") >= 1.0);
