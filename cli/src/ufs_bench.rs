@@ -4,7 +4,9 @@
 //! with `--put FILE` uploads a local file as the object (multipart, `--chunk` parts,
 //! `--parallel` in flight), and prints one JSON object: bytes, seconds, MB/s and this
 //! process's CPU seconds per GiB. `scripts/bench.sh --ufs s3` reports cold reads and
-//! writes through the mount against it.
+//! writes through the mount against it. With `--ops N` it measures the store's floor for
+//! metadata instead: N empty PUTs then N DELETEs under the prefix KEY, one at a time, as a
+//! create+close and an unlink through the mount must make them under CACHE_THROUGH.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -36,6 +38,9 @@ pub struct UfsBenchArgs {
     /// Upload this local file as KEY instead of reading KEY.
     #[arg(long, value_name = "FILE")]
     put: Option<std::path::PathBuf>,
+    /// Time N empty PUTs, then N DELETEs, one at a time, of keys under the prefix KEY.
+    #[arg(long, value_name = "N", conflicts_with = "put")]
+    ops: Option<usize>,
 }
 
 fn cpu_seconds() -> f64 {
@@ -58,6 +63,9 @@ pub fn run(a: UfsBenchArgs) -> Result<()> {
         .build()?;
     rt.block_on(async move {
         let mut ufs = Ufs::new(&cfg, Arc::new(Metrics::default()))?;
+        if let Some(n) = a.ops {
+            return metadata_ops(&ufs, &a.key, n.max(1)).await;
+        }
         if let Some(file) = &a.put {
             ufs.set_upload_shape(alluxio::config::UploadShape {
                 part_bytes: chunk,
@@ -102,6 +110,44 @@ pub fn run(a: UfsBenchArgs) -> Result<()> {
         print_result(&a.key, bytes, t0, cpu0, parallel, chunk);
         Ok(())
     })
+}
+
+/// One op at a time, as a single-threaded create or unlink loop through the mount makes
+/// them: the rate and median latency of empty PUTs, then of DELETEs of the same keys.
+async fn metadata_ops(ufs: &Ufs, prefix: &str, n: usize) -> Result<()> {
+    let keys: Vec<String> = (0..n)
+        .map(|i| format!("{}/op{i:06}", prefix.trim_end_matches('/')))
+        .collect();
+    let mut put = Vec::with_capacity(n);
+    let t0 = Instant::now();
+    for k in &keys {
+        let t = Instant::now();
+        ufs.upload_file(k, None, 0).await?;
+        put.push(t.elapsed().as_secs_f64());
+    }
+    let put_secs = t0.elapsed().as_secs_f64();
+    let mut del = Vec::with_capacity(n);
+    let t0 = Instant::now();
+    for k in &keys {
+        let t = Instant::now();
+        ufs.delete(k).await?;
+        del.push(t.elapsed().as_secs_f64());
+    }
+    let del_secs = t0.elapsed().as_secs_f64();
+    let p50_us = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2] * 1e6
+    };
+    let out = serde_json::json!({
+        "prefix": prefix,
+        "ops": n,
+        "put_empty_per_s": n as f64 / put_secs,
+        "put_empty_p50_us": p50_us(&mut put),
+        "delete_per_s": n as f64 / del_secs,
+        "delete_p50_us": p50_us(&mut del),
+    });
+    println!("{out}");
+    Ok(())
 }
 
 fn print_result(key: &str, bytes: u64, t0: Instant, cpu0: f64, parallel: usize, chunk: u64) {

@@ -1402,3 +1402,53 @@ fn cli_fs_set_ttl_deletes_or_frees_on_expiry() {
     );
     assert!(m.join("stays").exists() && env.ufs().join("stays").exists());
 }
+
+/// `alluxio ufs-bench` measures the store the benchmark compares against: `--put` uploads a
+/// file, a plain run reads it back whole with parallel ranged GETs, and `--ops` times empty
+/// PUTs and DELETEs one at a time (the floor for create and unlink under CACHE_THROUGH)
+/// and leaves none of its keys behind.
+#[test]
+fn cli_ufs_bench_measures_ceiling_and_metadata_floor() {
+    let bucket = format!("ub{}", std::process::id());
+    let endpoint = s3_bucket(&bucket);
+    let opts =
+        format!("endpoint={endpoint},region=us-east-1,access_key_id=test,secret_access_key=s3cret");
+    let uri = format!("s3://{bucket}");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("data");
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(&file, &data).unwrap();
+    let bench = |args: &[&str]| -> serde_json::Value {
+        let mut all = vec!["ufs-bench", "--ufs", &uri, "-o", &opts];
+        all.extend_from_slice(args);
+        let o = Command::new(BIN).args(&all).output().unwrap();
+        assert!(
+            o.status.success(),
+            "ufs-bench {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let put = bench(&["obj", "--put", file.to_str().unwrap(), "--chunk", "1MiB"]);
+    assert_eq!(put["bytes"], 3_000_000, "{put}");
+    let get = bench(&["obj", "--chunk", "1MiB", "--parallel", "4"]);
+    assert_eq!(get["bytes"], 3_000_000, "{get}");
+    assert!(get["mb_per_s"].as_f64().unwrap() > 0.0, "{get}");
+
+    let ops = bench(&["floor", "--ops", "20"]);
+    assert_eq!(ops["ops"], 20, "{ops}");
+    for k in [
+        "put_empty_per_s",
+        "put_empty_p50_us",
+        "delete_per_s",
+        "delete_p50_us",
+    ] {
+        assert!(ops[k].as_f64().unwrap() > 0.0, "{k}: {ops}");
+    }
+    // Every key it made is gone: reading one fails.
+    let o = Command::new(BIN)
+        .args(["ufs-bench", "--ufs", &uri, "-o", &opts, "floor/op000000"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "the floor's keys must be deleted");
+}
