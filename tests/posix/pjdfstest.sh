@@ -50,6 +50,25 @@ run_suite() { # NAME DIR
   chmod 755 "$dir"
   (cd "$dir" && timeout 1200 pjdfstest -c "$config" -p "$dir") >"$results/$name.log" 2>&1 || true
   grep -E '^[a-z_]+(::[A-Za-z0-9_]+)+ +FAILED' "$results/$name.log" | awk '{print $1}' | sort >"$results/$name.failed" || true
+  # A case that fails in the suite is run again alone, up to twice, on the same mount. One
+  # that then passes is a flake: it is listed as such in the output (and the log kept),
+  # but does not fail the run; one that fails again stays a failure. (open::etxtbsy has
+  # failed about once in ten suite runs on the ASYNC_THROUGH mount and never alone.)
+  : >"$results/$name.flaky"
+  local t
+  for t in $(cat "$results/$name.failed"); do
+    for _ in 1 2; do
+      if (cd "$dir" && timeout 120 pjdfstest -c "$config" -p "$dir" "$t") >"$results/$name.rerun.log" 2>&1 &&
+        grep -q '^Summary: 0 failed' "$results/$name.rerun.log"; then
+        echo "$t" >>"$results/$name.flaky"
+        break
+      fi
+    done
+  done
+  if [ -s "$results/$name.flaky" ]; then
+    comm -23 "$results/$name.failed" "$results/$name.flaky" >"$results/$name.failed.tmp"
+    mv "$results/$name.failed.tmp" "$results/$name.failed"
+  fi
   local summary
   summary=$(grep '^Summary:' "$results/$name.log" || echo "Summary: suite did not finish")
   printf '%-28s %s\n' "$name" "$summary" | tee -a "$results/summary.txt"
@@ -161,6 +180,13 @@ for name in mount-local-dir mount-local-dir-async mount-metaserver mount-s3; do
     echo "pjdfstest on $name: listed in pjdfstest.expected but passed (remove them):"
     echo "$gone" | sed 's/^/  /'
     status=1
+  fi
+  if [ -s "$results/$name.flaky" ]; then
+    echo "pjdfstest on $name: FLAKY (failed in the suite, passed when run again alone):"
+    for t in $(cat "$results/$name.flaky"); do
+      echo "  $t"
+      grep -A4 "^$t " "$results/$name.log" | head -5 | sed 's/^/    /'
+    done
   fi
   if ! grep -q '^Summary:' "$results/$name.log"; then
     echo "pjdfstest on $name did not finish"
