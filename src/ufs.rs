@@ -183,19 +183,20 @@ fn version_of(m: &Metadata) -> String {
 /// in such a buffer with O_DIRECT (see `page_cache::disk`).
 pub const DIRECT_ALIGN: usize = 4096;
 
-/// The bytes of `buf` (the body's chunks as they came off the socket) in one contiguous
-/// buffer that starts at a [`DIRECT_ALIGN`] boundary. Gathering the chunks is one copy
-/// either way; placing it on an aligned address lets the disk tier write the page with
-/// O_DIRECT, which skips a second copy into the kernel's page cache (about a fifth of the
-/// daemon's CPU in a cold read, measured with perf). The buffer is a `Vec` with room for
-/// the offset, sliced, so nothing here is unsafe and no byte is zeroed needlessly.
+/// The bytes of `buf` in one contiguous buffer, starting at a [`DIRECT_ALIGN`] boundary
+/// when its length lets the disk tier write it with O_DIRECT, which skips a copy into the
+/// kernel's page cache (about a fifth of the daemon's CPU in a cold read, measured with
+/// perf). A body of several chunks (an HTTP response) is gathered once either way, so
+/// aligning it is free; a single chunk (a local file's read) is copied only when that
+/// makes an O_DIRECT write possible. The buffer is a `Vec` with room for the offset,
+/// sliced, so nothing here is unsafe and no byte is zeroed needlessly.
 pub(crate) fn aligned_bytes(buf: opendal::Buffer) -> Bytes {
     let len = buf.len();
-    if len < DIRECT_ALIGN
-        || opendal::Buffer::count(&buf) == 1
-            && buf.current().as_ptr().align_offset(DIRECT_ALIGN) == 0
+    let direct_sized = len >= DIRECT_ALIGN && len.is_multiple_of(DIRECT_ALIGN);
+    if opendal::Buffer::count(&buf) == 1
+        && (!direct_sized || buf.current().as_ptr().align_offset(DIRECT_ALIGN) == 0)
     {
-        return buf.to_bytes(); // no copy: one chunk (already aligned, or too small to matter)
+        return buf.to_bytes(); // one chunk, used as it is
     }
     let mut v: Vec<u8> = Vec::with_capacity(len + DIRECT_ALIGN);
     let off = v.as_ptr().align_offset(DIRECT_ALIGN).min(DIRECT_ALIGN);

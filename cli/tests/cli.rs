@@ -854,25 +854,21 @@ fn cli_fs_load_metadata_shows_changes_made_underneath() {
 /// Creates a bucket on the test S3 server (started by scripts/ci.sh) and returns the
 /// endpoint.
 fn s3_bucket(bucket: &str) -> String {
-    use std::io::{Read, Write};
     let endpoint = std::env::var("ALLUXIO_TEST_S3_ENDPOINT").expect(
         "ALLUXIO_TEST_S3_ENDPOINT is not set: run the tests through scripts/ci.sh, which starts a local S3 server",
     );
     let hostport = endpoint.trim_start_matches("http://").trim_end_matches('/');
-    let mut s = std::net::TcpStream::connect(hostport).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "PUT /{bucket} HTTP/1.1\r\nHost: {hostport}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut resp = String::new();
-    let _ = s.read_to_string(&mut resp);
+    let (status, body) = http(hostport, "PUT", &format!("/{bucket}"));
     assert!(
-        resp.starts_with("HTTP/1.1 200"),
-        "create bucket {bucket}: {resp}"
+        status.starts_with("HTTP/1.1 200"),
+        "create bucket {bucket}: {status} {body}"
     );
     endpoint
+}
+
+/// `-o` options for a store on the test S3 server at `endpoint`.
+fn s3_opts(endpoint: &str) -> String {
+    format!("endpoint={endpoint},region=us-east-1,access_key_id=test,secret_access_key=s3cret")
 }
 
 /// One namespace over two stores: a metaserver's mount table holds a local directory at
@@ -900,8 +896,7 @@ fn cli_metaserver_mount_table_two_stores() {
 
     let o = fs(&a, &["mount", "/", ufs.to_str().unwrap()]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let s3_opts =
-        format!("endpoint={endpoint},region=us-east-1,access_key_id=test,secret_access_key=s3cret");
+    let s3_opts = s3_opts(&endpoint);
     let uri = format!("s3://{bucket}/pre");
     let o = fs(&a, &["mount", "/s3", &uri, "-o", &s3_opts]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -1021,18 +1016,26 @@ fn free_addr() -> String {
 
 /// GET http://addr/path: (status line, body).
 fn http_get(addr: &str, path: &str) -> (String, String) {
+    http(addr, "GET", path)
+}
+
+/// One bodiless HTTP/1.1 request: (status line, body).
+fn http(addr: &str, method: &str, path: &str) -> (String, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     )
     .unwrap();
     let mut r = String::new();
     s.read_to_string(&mut r).unwrap();
-    let (head, body) = r.split_once("\r\n\r\n").unwrap();
-    (head.lines().next().unwrap().to_string(), body.to_string())
+    let (head, body) = r.split_once("\r\n\r\n").unwrap_or((&r, ""));
+    (
+        head.lines().next().unwrap_or("").to_string(),
+        body.to_string(),
+    )
 }
 
 /// The value of the first sample line that starts with `series ` (name and labels).
@@ -1411,8 +1414,7 @@ fn cli_fs_set_ttl_deletes_or_frees_on_expiry() {
 fn cli_ufs_bench_measures_ceiling_and_metadata_floor() {
     let bucket = format!("ub{}", std::process::id());
     let endpoint = s3_bucket(&bucket);
-    let opts =
-        format!("endpoint={endpoint},region=us-east-1,access_key_id=test,secret_access_key=s3cret");
+    let opts = s3_opts(&endpoint);
     let uri = format!("s3://{bucket}");
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("data");

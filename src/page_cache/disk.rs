@@ -858,9 +858,10 @@ mod tests {
 
     /// Whole pages in aligned buffers go to disk with O_DIRECT, other pages buffered, and
     /// the data file holds every byte where it belongs either way, on a disk filesystem and
-    /// on tmpfs (which refuses O_DIRECT on older kernels: the tier then falls back).
+    /// on tmpfs. Where the filesystem takes O_DIRECT, the tier must still be using it
+    /// afterwards (a broken direct path would silently fall back to buffered writes).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn direct_and_buffered_pages_land_alike_with_fallback() {
+    async fn direct_and_buffered_pages_land_alike() {
         let disk = tempfile::tempdir().unwrap();
         let shm = std::path::Path::new("/dev/shm")
             .is_dir()
@@ -896,6 +897,18 @@ mod tests {
             let file = std::fs::read(data_path(&t.dir, file_id(InodeNo(9), v))).unwrap();
             assert_eq!(file, [&p0[..], &p1[..], &p2[..]].concat());
             assert_eq!(m.snapshot()["disk_cache_errors"], 0);
+            let probe = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .custom_flags(libc::O_DIRECT)
+                .open(dir.join("probe"));
+            assert_eq!(
+                t.direct.load(Ordering::Relaxed),
+                probe.is_ok(),
+                "O_DIRECT in use exactly where {} takes it",
+                dir.display()
+            );
         }
     }
 
