@@ -149,6 +149,21 @@ impl PageCache {
         }
     }
 
+    /// Drops one page from the memory tier if the disk tier also holds it (so nothing is
+    /// lost but a copy in memory). Returns whether it did.
+    pub fn release_mem(&self, key: &PageKey) -> bool {
+        let (Some(mem), Some(disk)) = (&self.mem, &self.disk) else {
+            return false;
+        };
+        if !disk.contains(key) || mem.remove(key).is_none() {
+            return false;
+        }
+        self.metrics
+            .mem_cache_bytes
+            .store(mem.usage() as u64, std::sync::atomic::Ordering::Relaxed);
+        true
+    }
+
     /// Sets the inodes the disk tier never evicts (files under pinned paths).
     pub fn set_pinned(&self, inodes: std::collections::HashSet<u64>) {
         if let Some(d) = &self.disk {

@@ -104,9 +104,22 @@ mod tests {
     }
 }
 
-/// Page fetches in flight, for coalescing.
+/// Page fetches in flight, for coalescing, and read-ahead pages not read yet.
 #[derive(Default)]
-pub(super) struct Inflight(Mutex<HashMap<PageKey, Fetch>>);
+pub(super) struct Inflight {
+    fetches: Mutex<HashMap<PageKey, Fetch>>,
+    /// Pages that read-ahead put in the cache and no read has used yet. A read that uses
+    /// such a page whole drops it from the memory tier (it stays on disk, and the kernel
+    /// keeps the bytes it was just given): a sequential scan is read once, and keeping it
+    /// in memory would only push out pages that are used again, and cost a fresh (faulted,
+    /// zeroed) buffer for every page read. A page read in part stays in memory, since the
+    /// rest of it is read next. Bounded: cleared when it reaches [`FRESH_MAX`] (forgetting
+    /// only means a scan page stays in memory, as any other page).
+    fresh: Mutex<std::collections::HashSet<PageKey>>,
+}
+
+/// Bound on [`Inflight::fresh`].
+const FRESH_MAX: usize = 1 << 16;
 
 impl Vfs {
     /// Reads up to `size` bytes at `offset` through an open handle.
@@ -195,6 +208,7 @@ impl Vfs {
             if hit {
                 Metrics::add(&self.metrics.bytes_from_cache, part.len() as u64);
             }
+            self.used_page(ino, version, idx, from == 0 && to == page.len());
             if first == last {
                 single = Some(part);
             } else {
@@ -209,6 +223,23 @@ impl Vfs {
         }
         drop(st);
         Ok(single.unwrap_or_else(|| out.map(BytesMut::freeze).unwrap_or_default()))
+    }
+
+    /// Notes a read of page `idx`: a read-ahead page read whole for the first time leaves
+    /// the memory tier (see [`Inflight::fresh`]).
+    fn used_page(&self, ino: InodeNo, version: &Arc<str>, idx: u64, whole: bool) {
+        let key = PageKey {
+            ino,
+            version: version.clone(),
+            idx: PageIdx(idx),
+        };
+        let was_fresh = {
+            let mut f = lock(&self.inflight.fresh);
+            !f.is_empty() && f.remove(&key)
+        };
+        if was_fresh && whole && self.cache.release_mem(&key) {
+            Metrics::inc(&self.metrics.readahead_released);
+        }
     }
 
     /// Returns a page and whether it came from the cache.
@@ -239,7 +270,8 @@ impl Vfs {
         snap: &ReadSnapshot,
         permit: Option<OwnedSemaphorePermit>,
     ) -> Result<Bytes, FsError> {
-        let cell = lock(&self.inflight.0)
+        let read_ahead = permit.is_some();
+        let cell = lock(&self.inflight.fetches)
             .entry(key.clone())
             .or_default()
             .clone();
@@ -280,12 +312,20 @@ impl Vfs {
                     ));
                 }
                 Metrics::add(&self.metrics.bytes_from_ufs, b.len() as u64);
+                if read_ahead {
+                    // Before the page is visible, so no read can use it unmarked.
+                    let mut f = lock(&self.inflight.fresh);
+                    if f.len() >= FRESH_MAX {
+                        f.clear();
+                    }
+                    f.insert(key.clone());
+                }
                 self.cache.put(key.clone(), b.clone()).await;
                 Ok(b)
             })
             .await
             .clone();
-        let mut m = lock(&self.inflight.0);
+        let mut m = lock(&self.inflight.fetches);
         if m.get(&key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
             m.remove(&key);
         }
@@ -345,7 +385,7 @@ impl Vfs {
                 version: version.clone(),
                 idx: PageIdx(idx),
             };
-            if lock(&self.inflight.0).contains_key(&key) || self.cache.contains(&key) {
+            if lock(&self.inflight.fetches).contains_key(&key) || self.cache.contains(&key) {
                 continue;
             }
             // Prefetch only within the memory budget: readers' own misses come first.

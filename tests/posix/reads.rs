@@ -284,28 +284,86 @@ fn fuse_passthrough_serves_fully_cached_files() {
     assert_eq!(std::fs::read(m.p("f")).unwrap(), b"new content");
 }
 
+/// Reads `f` to its end with `read` calls of `chunk` bytes.
+fn read_in_chunks(mut f: std::fs::File, chunk: usize) -> Vec<u8> {
+    use std::io::Read;
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; chunk];
+    loop {
+        let n = f.read(&mut buf).unwrap();
+        if n == 0 {
+            return got;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
 /// A cold sequential reader keeps a growing read-ahead window in flight: nearly every page
 /// is fetched ahead of it, each exactly once, and the bytes are right.
 #[test]
 fn fuse_sequential_read_ahead_window() {
-    use std::io::Read;
     let ufs = TestUfs::new(Backend::Fs);
     let d = data(64 * MIB, 21);
     ufs.put("big", &d);
     let dirs = MountDirs::new();
     let m = mount_without_passthrough(&ufs, &dirs, 256 << 20);
-    let mut f = std::fs::File::open(m.p("big")).unwrap();
-    let mut got = Vec::with_capacity(d.len());
-    let mut buf = vec![0u8; MIB];
-    loop {
-        let n = f.read(&mut buf).unwrap();
-        if n == 0 {
-            break;
-        }
-        got.extend_from_slice(&buf[..n]);
-    }
+    let got = read_in_chunks(std::fs::File::open(m.p("big")).unwrap(), MIB);
     assert!(got == d, "sequential read differs");
     let c = m.counters();
     assert_eq!(c["ufs_reads"], 64, "each page fetched once: {c:?}");
     assert!(c["prefetch_pages"] >= 48, "the window ran ahead: {c:?}");
+}
+
+/// A sequential scan does not fill the memory tier: a read-ahead page read whole once
+/// leaves memory (it stays on disk, and a second pass is served from there, right and
+/// without the UFS). Pages read in parts stay in memory, since their rest is read next.
+#[test]
+fn fuse_sequential_scan_bypasses_memory_tier() {
+    use std::os::unix::fs::OpenOptionsExt;
+    let ufs = TestUfs::new(Backend::Fs);
+    let d = data(64 * MIB, 22);
+    ufs.put("scan", &d);
+    ufs.put("parts", &d);
+    let dirs = MountDirs::new();
+    let m = mount_without_passthrough(&ufs, &dirs, 256 << 20);
+    let read = |name: &str, chunk: usize, direct: bool| {
+        let mut o = std::fs::OpenOptions::new();
+        o.read(true);
+        if direct {
+            // Straight to the daemon, in requests of at most half a page here.
+            o.custom_flags(libc::O_DIRECT);
+        }
+        let got = read_in_chunks(o.open(m.p(name)).unwrap(), chunk);
+        assert!(got == d, "{name}: bytes differ");
+    };
+    read("scan", MIB, false);
+    let c = m.counters();
+    assert!(
+        c["readahead_released"] >= 48,
+        "scan pages left memory: {c:?}"
+    );
+    assert!(
+        c["mem_cache_bytes"] <= 16 * MIB as u64,
+        "memory tier holds little of a 64 MiB scan: {c:?}"
+    );
+    // Second pass, kernel cache dropped: every byte from the disk tier.
+    drop_kernel_cache(&m.p("scan"));
+    read("scan", MIB, false);
+    let c2 = m.counters();
+    assert_eq!(c2["ufs_reads"], 64, "no page fetched twice: {c2:?}");
+    assert!(
+        c2["cache_hits_disk"] >= 48,
+        "second pass served from disk: {c2:?}"
+    );
+    // Half-page reads: each read-ahead page is first read in part, so it stays in memory.
+    read("parts", MIB / 2, true);
+    let c3 = m.counters();
+    assert!(
+        c3["readahead_released"] <= c2["readahead_released"] + 2,
+        "pages read in parts stay: {c3:?}"
+    );
+    assert!(
+        c3["mem_cache_bytes"] >= c2["mem_cache_bytes"] + 48 * MIB as u64,
+        "pages read in parts are in memory: {c3:?}"
+    );
 }
