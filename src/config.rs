@@ -224,6 +224,8 @@ pub struct MountConfig {
     pub mem_cache_bytes: u64,
     /// Pages fetched ahead of a reader that misses.
     pub prefetch_pages: u64,
+    /// Read-ahead GETs in flight at once.
+    pub prefetch_gets: u64,
     /// Pages fetched and not yet cached at once (see [`MemoryPlan`]).
     pub inflight_pages: u64,
     /// Owner and modes for objects written by other tools.

@@ -149,6 +149,7 @@ pub fn mount(cfg: &MountConfig, rt: &RtHandle) -> Result<Mounted, MountError> {
         VfsConfig {
             ownership: cfg.ownership,
             prefetch_pages: cfg.prefetch_pages,
+            prefetch_gets: cfg.prefetch_gets,
             inflight_pages: cfg.inflight_pages,
             staging_dir,
             read_only: cfg.fuse.read_only,

@@ -44,6 +44,11 @@ pub struct VfsConfig {
     pub ownership: Ownership,
     /// Pages fetched ahead of a reader that misses.
     pub prefetch_pages: u64,
+    /// Read-ahead GETs in flight at once, across the mount. More than the store can serve
+    /// in parallel only adds contention: four cold sequential readers over the local S3
+    /// server got 124-156 MB/s at 5 CPU-s/GiB of the daemon unbounded (up to 256 GETs),
+    /// 136-188 MB/s at 3-4 CPU-s/GiB with 8-32.
+    pub prefetch_gets: u64,
     /// Pages that may be fetched and not yet cached at once (the in-flight share of the
     /// memory budget).
     pub inflight_pages: u64,
@@ -149,6 +154,8 @@ pub struct Vfs {
     inflight: read::Inflight,
     /// One permit per page buffer fetched from the UFS and not yet in the cache.
     fetch_budget: Arc<tokio::sync::Semaphore>,
+    /// Read-ahead GETs in flight (`VfsConfig::prefetch_gets`).
+    prefetch_gets: Arc<tokio::sync::Semaphore>,
     /// Serializes UFS-visible changes per inode (uploads, renames, unlinks). Striped so
     /// memory stays bounded; acquired in stripe order, and before a staging lock.
     inode_locks: Vec<tokio::sync::Mutex<()>>,
@@ -190,6 +197,9 @@ impl Vfs {
             _ => None,
         };
         let cfg_inflight = cfg.inflight_pages;
+        let cfg_prefetch_gets = usize::try_from(cfg.prefetch_gets)
+            .unwrap_or(usize::MAX)
+            .max(1);
         Ok(Arc::new(Self {
             meta,
             mounts: std::sync::RwLock::new(Arc::new(mounts::MountTable::root_only(ufs))),
@@ -210,6 +220,7 @@ impl Vfs {
             fetch_budget: Arc::new(tokio::sync::Semaphore::new(
                 usize::try_from(cfg_inflight).unwrap_or(usize::MAX).max(1),
             )),
+            prefetch_gets: Arc::new(tokio::sync::Semaphore::new(cfg_prefetch_gets)),
             journal,
             uploads: upload::Queue::new(),
             inode_locks: (0..INODE_LOCK_STRIPES)

@@ -91,6 +91,7 @@ impl Client {
                     dir_mode: 0o755,
                 },
                 prefetch_pages: 8,
+                prefetch_gets: 16,
                 inflight_pages: 16,
                 staging_dir: staging,
                 read_only: false,

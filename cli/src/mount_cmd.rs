@@ -43,6 +43,9 @@ pub struct MountArgs {
     /// Pages (1 MiB) fetched ahead of a sequential reader.
     #[arg(long, default_value_t = 8)]
     prefetch_pages: u64,
+    /// Read-ahead GETs in flight at once (a reader's own misses are not held back).
+    #[arg(long, default_value_t = 16)]
+    prefetch_gets: u64,
     /// Serve Prometheus metrics at http://ADDR/metrics (HOST:PORT).
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<std::net::SocketAddr>,
@@ -113,6 +116,7 @@ fn config(a: MountArgs) -> Result<MountConfig> {
         disk_cache_bytes: disk,
         mem_cache_bytes: plan.tier_bytes,
         prefetch_pages: a.prefetch_pages.min(256),
+        prefetch_gets: a.prefetch_gets.clamp(1, 1024),
         inflight_pages: plan.inflight_pages,
         ownership: Ownership {
             uid: opts.uid.unwrap_or(euid),

@@ -73,6 +73,7 @@ fn flag_of(key: &str) -> Option<&'static str> {
         "cache_size" => "--cache-size",
         "mem_budget" => "--mem-budget",
         "prefetch_pages" => "--prefetch-pages",
+        "prefetch_gets" => "--prefetch-gets",
         "token_file" => "--token-file",
         _ => return None,
     })

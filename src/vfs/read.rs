@@ -302,6 +302,13 @@ impl Vfs {
                         let loc = snap.key.as_ref().ok_or_else(|| {
                             FsError::new(libc::EIO, "read of a file that has no object")
                         })?;
+                        // Read-ahead waits for a GET slot; a reader's own miss does not
+                        // (it is what the reader is blocked on).
+                        let _slot = if read_ahead {
+                            self.prefetch_gets.clone().acquire_owned().await.ok()
+                        } else {
+                            None
+                        };
                         loc.ufs.read_range(loc, start..end, &key.version).await?
                     }
                 };

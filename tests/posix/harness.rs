@@ -247,6 +247,7 @@ impl Mount {
             disk_cache_bytes: 1 << 30,
             mem_cache_bytes,
             prefetch_pages: 4,
+            prefetch_gets: 16,
             inflight_pages: 16,
             ownership: Ownership {
                 uid: 0,
