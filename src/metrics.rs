@@ -81,6 +81,8 @@ counters! {
     /// Read-ahead pages dropped from the memory tier after one whole read (they stay on
     /// disk): a sequential scan does not displace what the memory tier holds.
     readahead_released,
+    /// Read-ahead GETs that waited for a slot (`--prefetch-gets` was binding).
+    prefetch_waits,
     /// Opens served by FUSE passthrough from a fully cached data file.
     passthrough_opens,
     /// 1 when the disk tier does its I/O through io_uring, 0 for psync or no disk tier.

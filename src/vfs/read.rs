@@ -228,16 +228,22 @@ impl Vfs {
     /// Notes a read of page `idx`: a read-ahead page read whole for the first time leaves
     /// the memory tier (see [`Inflight::fresh`]).
     fn used_page(&self, ino: InodeNo, version: &Arc<str>, idx: u64, whole: bool) {
-        let key = PageKey {
-            ino,
-            version: version.clone(),
-            idx: PageIdx(idx),
-        };
-        let was_fresh = {
+        let key = {
             let mut f = lock(&self.inflight.fresh);
-            !f.is_empty() && f.remove(&key)
+            if f.is_empty() {
+                return; // the common case of a warm read: no key built, no hashing
+            }
+            let key = PageKey {
+                ino,
+                version: version.clone(),
+                idx: PageIdx(idx),
+            };
+            if !f.remove(&key) {
+                return;
+            }
+            key
         };
-        if was_fresh && whole && self.cache.release_mem(&key) {
+        if whole && self.cache.release_mem(&key) {
             Metrics::inc(&self.metrics.readahead_released);
         }
     }
@@ -304,10 +310,14 @@ impl Vfs {
                         })?;
                         // Read-ahead waits for a GET slot; a reader's own miss does not
                         // (it is what the reader is blocked on).
-                        let _slot = if read_ahead {
-                            self.prefetch_gets.clone().acquire_owned().await.ok()
-                        } else {
+                        let slots = &self.prefetch_gets;
+                        let _slot = if !read_ahead {
                             None
+                        } else if let Ok(p) = slots.clone().try_acquire_owned() {
+                            Some(p)
+                        } else {
+                            Metrics::inc(&self.metrics.prefetch_waits);
+                            slots.clone().acquire_owned().await.ok()
                         };
                         loc.ufs.read_range(loc, start..end, &key.version).await?
                     }

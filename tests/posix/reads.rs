@@ -314,6 +314,35 @@ fn fuse_sequential_read_ahead_window() {
     assert!(c["prefetch_pages"] >= 48, "the window ran ahead: {c:?}");
 }
 
+/// `prefetch_gets` bounds read-ahead GETs: with one slot, read-ahead queues for it (and
+/// the reader still gets every byte, each page fetched once); with plenty, none waits.
+#[test]
+fn fuse_prefetch_gets_bounds_read_ahead() {
+    let ufs = TestUfs::new(Backend::Fs);
+    let d = data(32 * MIB, 23);
+    ufs.put("f", &d);
+    for (gets, waits) in [(1, true), (1024, false)] {
+        let dirs = MountDirs::new();
+        let fuse = alluxio::config::FuseConfig {
+            passthrough: false,
+            ..Default::default()
+        };
+        let m = Mount::with_config(ufs.config(), &dirs, 256 << 20, fuse, |c| {
+            c.prefetch_gets = gets;
+        });
+        let got = read_in_chunks(std::fs::File::open(m.p("f")).unwrap(), MIB);
+        assert!(got == d, "prefetch_gets={gets}: bytes differ");
+        let c = m.counters();
+        assert_eq!(c["ufs_reads"], 32, "each page once: {c:?}");
+        assert!(c["prefetch_pages"] >= 16, "read-ahead ran: {c:?}");
+        assert_eq!(
+            c["prefetch_waits"] > 0,
+            waits,
+            "prefetch_gets={gets}: {c:?}"
+        );
+    }
+}
+
 /// A sequential scan does not fill the memory tier: a read-ahead page read whole once
 /// leaves memory (it stays on disk, and a second pass is served from there, right and
 /// without the UFS). Pages read in parts stay in memory, since their rest is read next.
