@@ -443,8 +443,21 @@ impl Vfs {
 
     /// Uploads the staged content of `ino` if it changed, then commits it.
     async fn commit(self: &Arc<Self>, ino: InodeNo, of: &Arc<OpenFile>) -> Result<(), FsError> {
-        // Inode lock before the staging lock (the order every path uses).
-        let _lock = self.lock_inodes(&[ino]).await;
+        // A clean file has nothing to commit: say so without waiting for the inode lock,
+        // which a rename or a background upload of any inode in its stripe may hold for as
+        // long as the store takes. (A write racing this check through another descriptor
+        // is committed by that descriptor's own flush.)
+        if !of.st.lock().await.as_ref().is_some_and(|st| st.dirty) {
+            return Ok(());
+        }
+        // Inode lock before the staging lock (the order every path uses). An ASYNC_THROUGH
+        // commit changes only the local journal and the namespace, never a UFS key, so
+        // invariant 9 does not apply and it takes no inode lock: otherwise close would
+        // wait for the uploader, which holds this inode's lock for a whole upload.
+        let _lock = match self.cfg.write_type {
+            WriteType::AsyncThrough => None,
+            WriteType::CacheThrough | WriteType::Through => Some(self.lock_inodes(&[ino]).await),
+        };
         let mut g = of.st.lock().await;
         let Some(st) = g.as_mut() else { return Ok(()) };
         if !st.dirty {

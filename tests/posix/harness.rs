@@ -116,9 +116,20 @@ impl TestUfs {
     }
 
     pub fn config(&self) -> UfsConfig {
+        self.config_via(&self.endpoint)
+    }
+
+    /// The S3 server's endpoint (S3 only).
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// The mount's configuration, reaching the S3 server through `endpoint` (a
+    /// [`StallProxy`] in front of it, say).
+    pub fn config_via(&self, endpoint: &str) -> UfsConfig {
         let mut o = BTreeMap::new();
         if self.backend == Backend::S3 {
-            o.insert("endpoint".to_string(), self.endpoint.clone());
+            o.insert("endpoint".to_string(), endpoint.to_string());
             o.insert("access_key_id".to_string(), "test".to_string());
             o.insert("secret_access_key".to_string(), "test".to_string());
             o.insert("region".to_string(), "us-east-1".to_string());
@@ -393,4 +404,104 @@ macro_rules! backend_tests {
             $( #[test] fn $name() { super::$name($crate::harness::Backend::S3) } )*
         }
     };
+}
+
+/// A TCP proxy in front of a real server that can hold every byte in flight, in both
+/// directions, until resumed: a store that stalls mid-request, for tests of what must not
+/// wait on the store. Connections end when either side closes.
+pub struct StallProxy {
+    addr: String,
+    state: std::sync::Arc<ProxyState>,
+}
+
+#[derive(Default)]
+struct ProxyState {
+    paused: std::sync::Mutex<bool>,
+    resumed: std::sync::Condvar,
+    /// Chunks of bytes that arrived while paused (and were held).
+    held: AtomicU64,
+    stop: std::sync::atomic::AtomicBool,
+}
+
+impl StallProxy {
+    /// Listens on 127.0.0.1 and forwards each connection to `upstream` (`http://host:port`).
+    pub fn new(upstream: &str) -> Self {
+        let upstream = upstream
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_string();
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let state = std::sync::Arc::new(ProxyState::default());
+        let st = state.clone();
+        std::thread::spawn(move || {
+            for conn in l.incoming() {
+                if st.stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(client) = conn else { continue };
+                let Ok(server) = std::net::TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let (st1, st2) = (st.clone(), st.clone());
+                std::thread::spawn(move || pump(client, server, &st1));
+                std::thread::spawn(move || pump(s2, c2, &st2));
+            }
+        });
+        Self { addr, state }
+    }
+
+    /// The endpoint to give the mount.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Holds every byte from now on.
+    pub fn pause(&self) {
+        *self.state.paused.lock().unwrap() = true;
+    }
+
+    /// Lets held and new bytes through.
+    pub fn resume(&self) {
+        *self.state.paused.lock().unwrap() = false;
+        self.state.resumed.notify_all();
+    }
+
+    /// Chunks held so far because they arrived while paused.
+    pub fn held(&self) -> u64 {
+        self.state.held.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for StallProxy {
+    fn drop(&mut self) {
+        self.state.stop.store(true, Ordering::SeqCst);
+        self.resume();
+        let _ = std::net::TcpStream::connect(&self.addr); // wakes the accept loop
+    }
+}
+
+/// Copies `from` to `to` until either ends, holding each chunk while the proxy is paused.
+fn pump(mut from: std::net::TcpStream, mut to: std::net::TcpStream, st: &ProxyState) {
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        {
+            let mut paused = st.paused.lock().unwrap();
+            if *paused {
+                st.held.fetch_add(1, Ordering::SeqCst);
+            }
+            while *paused {
+                paused = st.resumed.wait(paused).unwrap();
+            }
+        }
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown(std::net::Shutdown::Write);
 }

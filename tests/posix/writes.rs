@@ -235,3 +235,85 @@ fn fuse_s3_sequential_writes_stream_parts_before_close() {
     assert_eq!(ufs.get("a").as_deref(), Some(&a[..]));
     assert_eq!(ufs.get("b").as_deref(), Some(&b[..]));
 }
+
+/// Polls `ok` until it holds; a minute without it fails the test with `what`.
+fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
+    let t0 = std::time::Instant::now();
+    while !ok() {
+        assert!(t0.elapsed() < std::time::Duration::from_secs(60), "{what}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// ASYNC_THROUGH: close returns once the bytes are in the local journal, without waiting
+/// for the background uploader, even while the store stalls in the middle of an upload of
+/// the same file (the uploader holds that file's inode lock for the whole upload). Once
+/// the store answers again, the last version written is the object.
+#[test]
+fn fuse_async_through_close_does_not_wait_for_a_stalled_upload() {
+    use crate::harness::StallProxy;
+    use alluxio::config::{FuseConfig, WriteType};
+    let ufs = TestUfs::new(Backend::S3);
+    let proxy = StallProxy::new(ufs.endpoint());
+    let dirs = MountDirs::new();
+    let m = Mount::with_config(
+        ufs.config_via(&proxy.endpoint()),
+        &dirs,
+        64 << 20,
+        FuseConfig::default(),
+        |c| c.write_type = WriteType::AsyncThrough,
+    );
+    let v1 = data(3 << 20, 1);
+    std::fs::write(m.p("f"), &v1).unwrap();
+    wait_for("the first version was never uploaded", || {
+        ufs.get("f").as_deref() == Some(&v1[..])
+    });
+
+    // The store stalls; the next version's upload starts and hangs there.
+    proxy.pause();
+    let v2 = data(3 << 20, 2);
+    std::fs::write(m.p("f"), &v2).unwrap();
+    wait_for("the second upload never reached the store", || {
+        proxy.held() > 0
+    });
+    // Meanwhile: a clean close, a rewrite and its close, and a read, all of the same file.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (p, v3) = (m.p("f"), data(3 << 20, 3));
+    let v3c = v3.clone();
+    std::thread::spawn(move || {
+        drop(std::fs::OpenOptions::new().write(true).open(&p).unwrap());
+        std::fs::write(&p, &v3c).unwrap();
+        let _ = tx.send(std::fs::read(&p).unwrap() == v3c);
+    });
+    let res = rx.recv_timeout(std::time::Duration::from_secs(15));
+    proxy.resume();
+    assert_eq!(
+        res,
+        Ok(true),
+        "close waited for the stalled upload (or read back wrong bytes)"
+    );
+    wait_for("the last version never replaced the object", || {
+        ufs.get("f").as_deref() == Some(&v3[..])
+    });
+    assert_eq!(std::fs::read(m.p("f")).unwrap(), v3);
+
+    // A rename during a stalled upload of the file: the object ends up at the new name
+    // only, never left behind at the old one.
+    let held = proxy.held();
+    proxy.pause();
+    let v4 = data(3 << 20, 4);
+    std::fs::write(m.p("f"), &v4).unwrap();
+    wait_for("the fourth upload never reached the store", || {
+        proxy.held() > held
+    });
+    let (from, to) = (m.p("f"), m.p("g"));
+    let renamer = std::thread::spawn(move || std::fs::rename(from, to));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    proxy.resume();
+    renamer.join().unwrap().unwrap();
+    wait_for("the renamed file's object is not at its new name", || {
+        ufs.get("g").as_deref() == Some(&v4[..])
+    });
+    assert_eq!(ufs.get("f"), None, "an object was left at the old name");
+    assert_eq!(std::fs::read(m.p("g")).unwrap(), v4);
+}
