@@ -108,14 +108,16 @@ mod tests {
 #[derive(Default)]
 pub(super) struct Inflight {
     fetches: Mutex<HashMap<PageKey, Fetch>>,
-    /// Pages that read-ahead put in the cache and no read has used yet. A read that uses
-    /// such a page whole drops it from the memory tier (it stays on disk, and the kernel
-    /// keeps the bytes it was just given): a sequential scan is read once, and keeping it
-    /// in memory would only push out pages that are used again, and cost a fresh (faulted,
-    /// zeroed) buffer for every page read. A page read in part stays in memory, since the
-    /// rest of it is read next. Bounded: cleared when it reaches [`FRESH_MAX`] (forgetting
-    /// only means a scan page stays in memory, as any other page).
-    fresh: Mutex<std::collections::HashSet<PageKey>>,
+    /// Pages that read-ahead put in the cache, with how many of their bytes no read has
+    /// asked for yet. Once reads have asked for as many bytes as the page holds, it leaves
+    /// the memory tier (it stays on disk, and the kernel keeps the bytes it was given): a
+    /// sequential scan is read once, and keeping it in memory would only push out pages
+    /// that are used again, and cost a fresh (faulted, zeroed) buffer for every page read.
+    /// Counting bytes rather than requiring one read of the whole page makes this hold for
+    /// any request size and alignment the kernel picks; a page only partly read (a random
+    /// reader's) stays in memory. Bounded: cleared when it reaches [`FRESH_MAX`]
+    /// (forgetting only means a scan page stays in memory, as any other page).
+    fresh: Mutex<HashMap<PageKey, u64>>,
 }
 
 /// Bound on [`Inflight::fresh`].
@@ -208,7 +210,7 @@ impl Vfs {
             if hit {
                 Metrics::add(&self.metrics.bytes_from_cache, part.len() as u64);
             }
-            self.used_page(ino, version, idx, from == 0 && to == page.len());
+            self.used_page(ino, version, idx, (to - from) as u64);
             if first == last {
                 single = Some(part);
             } else {
@@ -225,9 +227,9 @@ impl Vfs {
         Ok(single.unwrap_or_else(|| out.map(BytesMut::freeze).unwrap_or_default()))
     }
 
-    /// Notes a read of page `idx`: a read-ahead page read whole for the first time leaves
-    /// the memory tier (see [`Inflight::fresh`]).
-    fn used_page(&self, ino: InodeNo, version: &Arc<str>, idx: u64, whole: bool) {
+    /// Notes a read of `len` bytes of page `idx`: a read-ahead page whose bytes have all
+    /// been asked for leaves the memory tier (see [`Inflight::fresh`]).
+    fn used_page(&self, ino: InodeNo, version: &Arc<str>, idx: u64, len: u64) {
         let key = {
             let mut f = lock(&self.inflight.fresh);
             if f.is_empty() {
@@ -238,12 +240,15 @@ impl Vfs {
                 version: version.clone(),
                 idx: PageIdx(idx),
             };
-            if !f.remove(&key) {
-                return;
+            let Some(left) = f.get_mut(&key) else { return };
+            *left = left.saturating_sub(len);
+            if *left > 0 {
+                return; // more of it is still to be read
             }
+            f.remove(&key);
             key
         };
-        if whole && self.cache.release_mem(&key) {
+        if self.cache.release_mem(&key) {
             Metrics::inc(&self.metrics.readahead_released);
         }
     }
@@ -335,7 +340,7 @@ impl Vfs {
                     if f.len() >= FRESH_MAX {
                         f.clear();
                     }
-                    f.insert(key.clone());
+                    f.insert(key.clone(), b.len() as u64);
                 }
                 self.cache.put(key.clone(), b.clone()).await;
                 Ok(b)
