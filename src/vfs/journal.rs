@@ -1,8 +1,9 @@
 //! The ASYNC_THROUGH journal: a file's bytes are made durable on the local cache disk
 //! before close/fsync returns, and uploaded in the background.
 //!
-//! Layout: `<cache-dir>/journal/<ino>.<seq>.data`, one file per flushed version. A file is
-//! written under a temporary name, fsynced, renamed into place and the directory fsynced,
+//! Layout: `<cache-dir>/journal/<ino>.<seq>.data`, one file per flushed version: the
+//! staging file itself, fsynced and then linked under that name, or else a copy written
+//! under a temporary name, fsynced and renamed into place; then the directory is fsynced,
 //! so an entry is either whole or absent. An entry's presence means "upload pending"; it is
 //! removed once the object is in the UFS (or the data was superseded or unlinked). The
 //! namespace records the version `pending:<ino>.<seq>` for such a file, so readers find the
@@ -39,15 +40,41 @@ impl Journal {
         self.dir.join(format!("{}.{}.data", ino.0, seq))
     }
 
-    /// Durably stores `len` bytes of `src` as entry `(ino, seq)` (blocking).
+    /// Durably stores `len` bytes of `src` as entry `(ino, seq)` (blocking). Returns
+    /// whether the entry *is* `src` (linked, not copied): the caller must then never
+    /// change `src` again, because that would change the journaled bytes (see
+    /// `Staging::frozen`).
+    ///
+    /// Linking is tried first: an unnamed (O_TMPFILE) staging file of exactly `len` bytes
+    /// on the journal's filesystem gets the entry's name after its bytes are fsynced, so
+    /// a commit costs one fsync instead of a copy of the whole file and a second write of
+    /// it to disk. Anything else (a named-then-unlinked staging file, another filesystem)
+    /// is copied under a temporary name, fsynced and renamed. Either way an entry is whole
+    /// or absent.
     pub(super) fn persist(
         &self,
         ino: InodeNo,
         seq: u64,
         src: &std::fs::File,
         len: u64,
-    ) -> std::io::Result<()> {
+    ) -> std::io::Result<bool> {
         let path = self.data_path(ino, seq);
+        if src.metadata()?.len() == len {
+            // The bytes and the size must be durable before any name points at them.
+            src.sync_all()?;
+            let fd = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(src));
+            let linked = nix::unistd::linkat(
+                nix::fcntl::AT_FDCWD,
+                fd.as_str(),
+                nix::fcntl::AT_FDCWD,
+                &path,
+                nix::fcntl::AtFlags::AT_SYMLINK_FOLLOW,
+            );
+            if linked.is_ok() {
+                std::fs::File::open(&self.dir)?.sync_all()?;
+                return Ok(true);
+            }
+        }
         let tmp = path.with_extension("data.tmp");
         let mut out = std::fs::File::create(&tmp)?;
         let mut buf = vec![0u8; 1 << 20];
@@ -61,7 +88,8 @@ impl Journal {
         out.sync_all()?;
         drop(out);
         std::fs::rename(&tmp, &path)?;
-        std::fs::File::open(&self.dir)?.sync_all()
+        std::fs::File::open(&self.dir)?.sync_all()?;
+        Ok(false)
     }
 
     /// Pending entries, oldest first.
@@ -121,20 +149,55 @@ mod tests {
 
     #[test]
     fn persist_scan_remove() {
+        use std::os::unix::fs::OpenOptionsExt;
         let d = tempfile::tempdir().unwrap();
         let j = Journal::open(d.path().join("j")).unwrap();
-        let src = tempfile::tempfile().unwrap();
+        // An unnamed staging file of exactly the entry's length: linked, not copied.
+        let src = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_TMPFILE)
+            .mode(0o600)
+            .open(d.path())
+            .unwrap();
         src.write_all_at(&vec![9u8; 3 << 20], 0).unwrap();
-        j.persist(InodeNo(5), 7, &src, 3 << 20).unwrap();
-        j.persist(InodeNo(6), 3, &src, 10).unwrap();
+        assert!(j.persist(InodeNo(5), 7, &src, 3 << 20).unwrap(), "linked");
+        use std::os::unix::fs::MetadataExt;
+        let entry = std::fs::metadata(j.data_path(InodeNo(5), 7)).unwrap();
+        assert_eq!(entry.ino(), src.metadata().unwrap().ino(), "the same inode");
+        // Only part of it: copied (the entry holds just that part).
+        assert!(
+            !j.persist(InodeNo(6), 3, &src, 10).unwrap(),
+            "a prefix is copied"
+        );
+        // A named file unlinked after creation cannot be linked back: copied.
+        let named = d.path().join("named");
+        let gone = std::fs::File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&named)
+            .unwrap();
+        std::fs::remove_file(&named).unwrap();
+        gone.write_all_at(b"abc", 0).unwrap();
+        assert!(!j.persist(InodeNo(7), 1, &gone, 3).unwrap(), "copied");
+        assert_eq!(std::fs::read(j.data_path(InodeNo(7), 1)).unwrap(), b"abc");
         std::fs::write(d.path().join("j/8.1.data.tmp"), b"half").unwrap();
         let j = Journal::open(d.path().join("j")).unwrap();
-        assert_eq!(j.scan().unwrap(), vec![(InodeNo(6), 3), (InodeNo(5), 7)]);
+        assert_eq!(
+            j.scan().unwrap(),
+            vec![(InodeNo(7), 1), (InodeNo(6), 3), (InodeNo(5), 7)]
+        );
         assert_eq!(
             std::fs::read(j.data_path(InodeNo(5), 7)).unwrap().len(),
             3 << 20
         );
+        assert_eq!(
+            std::fs::read(j.data_path(InodeNo(6), 3)).unwrap(),
+            [9u8; 10]
+        );
         j.remove(InodeNo(5), 7);
+        j.remove(InodeNo(7), 1);
         assert_eq!(j.scan().unwrap(), vec![(InodeNo(6), 3)]);
         assert_eq!(
             parse_tag(&pending_tag(InodeNo(6), 3)),

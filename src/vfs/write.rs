@@ -42,10 +42,15 @@ struct Staging {
     /// Set when a change broke a stream: this file is not written sequentially, so no
     /// new stream starts for as long as the staging lives.
     stream_broken: bool,
+    /// The staging file is also an ASYNC_THROUGH journal entry (the journal linked it
+    /// instead of copying it), so its bytes must never change: the next change works on
+    /// a copy ([`Staging::file_to_change`]). Invariant: while set, nothing writes to,
+    /// truncates or extends `file`.
+    frozen: bool,
 }
 
 impl Staging {
-    /// The staging file, created now if there is none yet.
+    /// The staging file, to read, created now if there is none yet.
     fn file(&mut self, dir: &Path, ino: InodeNo) -> std::io::Result<Arc<std::fs::File>> {
         if let Some(f) = &self.file {
             return Ok(f.clone());
@@ -53,6 +58,21 @@ impl Staging {
         let f = Arc::new(new_staging_file(dir, ino)?);
         self.file = Some(f.clone());
         Ok(f)
+    }
+
+    /// The staging file, to change: a frozen one (a journal entry) is first replaced by a
+    /// copy of its `size` bytes, so the journaled bytes stay as they were. Blocking; runs
+    /// on the FUSE thread of the change, like the write itself.
+    fn file_to_change(&mut self, dir: &Path, ino: InodeNo) -> std::io::Result<Arc<std::fs::File>> {
+        if self.frozen
+            && let Some(old) = self.file.take()
+        {
+            let new = new_staging_file(dir, ino)?;
+            copy_prefix(&old, &new, self.size)?;
+            self.file = Some(Arc::new(new));
+        }
+        self.frozen = false;
+        self.file(dir, ino)
     }
 
     /// Before bytes from `offset` on change: a change below what a stream already sent
@@ -138,6 +158,37 @@ pub struct OpenMode {
     pub truncate: bool,
 }
 
+/// Copies the first `len` bytes of `from` into `to` (in the kernel where it can).
+fn copy_prefix(from: &std::fs::File, to: &std::fs::File, len: u64) -> std::io::Result<()> {
+    use std::os::fd::AsFd;
+    let mut off = 0u64;
+    while off < len {
+        let want = (len - off).min(1 << 30) as usize;
+        let (mut a, mut b) = (off as i64, off as i64);
+        match nix::fcntl::copy_file_range(
+            from.as_fd(),
+            Some(&mut a),
+            to.as_fd(),
+            Some(&mut b),
+            want,
+        ) {
+            Ok(0) => break, // the source is shorter: the rest stays a hole
+            Ok(n) => off += n as u64,
+            Err(_) => {
+                // No in-kernel copy here (another filesystem, an old kernel): by hand.
+                let mut buf = vec![0u8; 1 << 20];
+                while off < len {
+                    let n = (len - off).min(buf.len() as u64) as usize;
+                    from.read_exact_at(&mut buf[..n], off)?;
+                    to.write_all_at(&buf[..n], off)?;
+                    off += n as u64;
+                }
+            }
+        }
+    }
+    to.set_len(len)
+}
+
 fn new_staging_file(dir: &Path, ino: InodeNo) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
     // An unnamed file in the staging directory; where O_TMPFILE is unsupported, a named
@@ -204,7 +255,11 @@ impl Vfs {
         if let Some(s) = g.as_mut() {
             if truncate {
                 s.changing_from(0, &self.metrics);
-                if let Some(f) = s.file.clone() {
+                if s.frozen {
+                    // Nothing of the journaled bytes is needed: start over empty.
+                    s.file = None;
+                    s.frozen = false;
+                } else if let Some(f) = s.file.clone() {
                     tokio::task::spawn_blocking(move || f.set_len(0))
                         .await
                         .map_err(|e| FsError::new(libc::EIO, e.to_string()))??;
@@ -247,6 +302,7 @@ impl Vfs {
             generation: 0,
             stream: None,
             stream_broken: false,
+            frozen: false,
         };
         if truncate && rec.size > 0 {
             st.touch();
@@ -418,7 +474,7 @@ impl Vfs {
             .ok_or_else(|| FsError::new(libc::EIO, "staging not initialised"))?;
         let n = data.len();
         st.changing_from(offset, &self.metrics);
-        st.file(&self.cfg.staging_dir, ino)?
+        st.file_to_change(&self.cfg.staging_dir, ino)?
             .write_all_at(data, offset)?;
         st.size = st.size.max(end);
         st.touch();
@@ -478,9 +534,11 @@ impl Vfs {
                 let journal = self.journal.clone().expect("ASYNC_THROUGH has a journal");
                 let seq = super::journal::next_seq();
                 let (file, size) = (st.file(&self.cfg.staging_dir, ino)?, st.size);
-                tokio::task::spawn_blocking(move || journal.persist(ino, seq, &file, size))
-                    .await
-                    .map_err(|e| FsError::new(libc::EIO, e.to_string()))??;
+                let linked =
+                    tokio::task::spawn_blocking(move || journal.persist(ino, seq, &file, size))
+                        .await
+                        .map_err(|e| FsError::new(libc::EIO, e.to_string()))??;
+                st.frozen |= linked;
                 self.uploads.push(ino, seq, self.cfg.upload_delay);
                 super::journal::pending_tag(ino, seq)
             }
@@ -689,7 +747,7 @@ impl Vfs {
             .as_mut()
             .ok_or_else(|| FsError::new(libc::EIO, "staging not initialised"))?;
         if end > st.size {
-            let f = st.file(&self.cfg.staging_dir, ino)?;
+            let f = st.file_to_change(&self.cfg.staging_dir, ino)?;
             tokio::task::spawn_blocking(move || f.set_len(end))
                 .await
                 .map_err(|e| FsError::new(libc::EIO, e.to_string()))??;
@@ -716,7 +774,7 @@ impl Vfs {
                     .as_mut()
                     .ok_or_else(|| FsError::new(libc::EIO, "staging missing"))?;
                 st.changing_from(size, &self.metrics);
-                let f = st.file(&self.cfg.staging_dir, ino)?;
+                let f = st.file_to_change(&self.cfg.staging_dir, ino)?;
                 tokio::task::spawn_blocking(move || f.set_len(size))
                     .await
                     .map_err(|e| FsError::new(libc::EIO, e.to_string()))??;
