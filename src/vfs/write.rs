@@ -529,6 +529,7 @@ impl Vfs {
             }
             Err(e) => return Err(e),
         };
+        let mut queued = None;
         let version = match self.cfg.write_type {
             WriteType::AsyncThrough => {
                 let journal = self.journal.clone().expect("ASYNC_THROUGH has a journal");
@@ -539,7 +540,7 @@ impl Vfs {
                         .await
                         .map_err(|e| FsError::new(libc::EIO, e.to_string()))??;
                 st.frozen |= linked;
-                self.uploads.push(ino, seq, self.cfg.upload_delay);
+                queued = Some(seq);
                 super::journal::pending_tag(ino, seq)
             }
             WriteType::CacheThrough | WriteType::Through => {
@@ -581,6 +582,12 @@ impl Vfs {
                 },
             )
             .await?;
+        // Queued only once the namespace names the entry: the uploader drops an entry
+        // whose version the namespace does not hold as superseded, and this commit holds
+        // no inode lock that would keep the uploader from looking in between.
+        if let Some(seq) = queued {
+            self.uploads.push(ino, seq, self.cfg.upload_delay);
+        }
         st.dirty = false;
         if self.cfg.write_type == WriteType::Through {
             return Ok(());

@@ -303,9 +303,18 @@ fn fuse_async_through_close_does_not_wait_for_a_stalled_upload() {
     proxy.pause();
     let v4 = data(3 << 20, 4);
     std::fs::write(m.p("f"), &v4).unwrap();
-    wait_for("the fourth upload never reached the store", || {
-        proxy.held() > held
-    });
+    let t0 = std::time::Instant::now();
+    while proxy.held() <= held {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(60),
+            "the fourth upload never reached the store: held {} (was {held}), journal {:?}, {:?}",
+            proxy.held(),
+            std::fs::read_dir(dirs.cache_dir().join("journal"))
+                .map(|d| d.flatten().map(|e| e.file_name()).collect::<Vec<_>>()),
+            m.counters()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     let (from, to) = (m.p("f"), m.p("g"));
     let renamer = std::thread::spawn(move || std::fs::rename(from, to));
     std::thread::sleep(std::time::Duration::from_millis(300));
