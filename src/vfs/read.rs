@@ -230,25 +230,35 @@ impl Vfs {
     /// Notes a read of `len` bytes of page `idx`: a read-ahead page whose bytes have all
     /// been asked for leaves the memory tier (see [`Inflight::fresh`]).
     fn used_page(&self, ino: InodeNo, version: &Arc<str>, idx: u64, len: u64) {
-        let key = {
-            let mut f = lock(&self.inflight.fresh);
-            if f.is_empty() {
-                return; // the common case of a warm read: no key built, no hashing
-            }
-            let key = PageKey {
-                ino,
-                version: version.clone(),
-                idx: PageIdx(idx),
-            };
-            let Some(left) = f.get_mut(&key) else { return };
-            *left = left.saturating_sub(len);
-            if *left > 0 {
-                return; // more of it is still to be read
-            }
-            f.remove(&key);
-            key
+        let mut f = lock(&self.inflight.fresh);
+        if f.is_empty() {
+            return; // the common case of a warm read: no key built, no hashing
+        }
+        let key = PageKey {
+            ino,
+            version: version.clone(),
+            idx: PageIdx(idx),
         };
-        if self.cache.release_mem(&key) {
+        let Some(left) = f.get_mut(&key) else { return };
+        *left = left.saturating_sub(len);
+        // Released now if the disk tier holds it. If not, its disk write is still under
+        // way (a reader may use a page as soon as it is in memory): the entry stays, used
+        // up, and the fetch releases the page once that write is done (`release_read`).
+        if *left == 0 && self.cache.release_mem(&key) {
+            f.remove(&key);
+            Metrics::inc(&self.metrics.readahead_released);
+        }
+    }
+
+    /// After a read-ahead page's cache write: if reads have used all of it meanwhile, it
+    /// leaves memory now (see [`Vfs::used_page`]); either way a used-up entry is dropped.
+    fn release_read(&self, key: &PageKey) {
+        let mut f = lock(&self.inflight.fresh);
+        if f.get(key) != Some(&0) {
+            return;
+        }
+        f.remove(key);
+        if self.cache.release_mem(key) {
             Metrics::inc(&self.metrics.readahead_released);
         }
     }
@@ -343,6 +353,9 @@ impl Vfs {
                     f.insert(key.clone(), b.len() as u64);
                 }
                 self.cache.put(key.clone(), b.clone()).await;
+                if read_ahead {
+                    self.release_read(&key);
+                }
                 Ok(b)
             })
             .await
