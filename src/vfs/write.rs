@@ -32,6 +32,13 @@ struct Staging {
     /// inodes dominated create throughput). Invariant: `None` implies `size == 0`.
     file: Option<Arc<std::fs::File>>,
     size: u64,
+    /// Bytes `[0, filled)` are the written prefix; beyond it the staging may hold a hole
+    /// made by fallocate or an extending truncate, or bytes copied in from the previous
+    /// version, which the application will often write next (fio and many writers
+    /// preallocate, then write from 0). A stream sends only this prefix, so it does not
+    /// send bytes that the writes then overwrite, which would break it. Invariant:
+    /// `filled <= size`.
+    filled: u64,
     dirty: bool,
     mtime_ns: i64,
     ctime_ns: i64,
@@ -265,6 +272,7 @@ impl Vfs {
                         .map_err(|e| FsError::new(libc::EIO, e.to_string()))??;
                 }
                 s.size = 0;
+                s.filled = 0;
                 s.touch();
             }
             return Ok(());
@@ -289,12 +297,18 @@ impl Vfs {
                     .map_err(|e| FsError::new(libc::EIO, e.to_string()))??;
             }
         }
+        let size = if truncate || file.is_none() {
+            0
+        } else {
+            rec.size
+        };
         let mut st = Staging {
-            size: if truncate || file.is_none() {
-                0
-            } else {
-                rec.size
-            },
+            size,
+            // Copied-in bytes count as written only once a write appends right after
+            // them (see `write`): an open of an existing file followed by a rewrite from
+            // the start (fio lays out a file with fallocate, closes, then reopens and
+            // writes it) must not stream the old bytes first.
+            filled: 0,
             file,
             dirty: rec.version.is_none(),
             mtime_ns: rec.mtime_ns,
@@ -476,17 +490,23 @@ impl Vfs {
         st.changing_from(offset, &self.metrics);
         st.file_to_change(&self.cfg.staging_dir, ino)?
             .write_all_at(data, offset)?;
+        // The written prefix grows with a write that starts inside or right at its end,
+        // or one that appends at the end of the file (then all before it counts as
+        // final: an append to an existing file streams it whole).
+        if offset <= st.filled || offset == st.size {
+            st.filled = st.filled.max(end);
+        }
         st.size = st.size.max(end);
         st.touch();
         let part = self.mount_table().part_bytes();
         match &st.stream {
-            Some(w) => w.staged(st.size, part),
-            // A file that grows past one part, and has not been rewritten below what a
-            // stream sent, starts streaming.
-            None if !st.stream_broken && st.size >= part && self.streams_writes() => {
+            Some(w) => w.staged(st.filled, part),
+            // A file whose written prefix grows past one part, and has not been rewritten
+            // below what a stream sent, starts streaming.
+            None if !st.stream_broken && st.filled >= part && self.streams_writes() => {
                 st.stream = self.start_stream(ino, &of).await;
                 match &st.stream {
-                    Some(w) => w.staged(st.size, part),
+                    Some(w) => w.staged(st.filled, part),
                     // Not streamable (a local store, no free upload slot): the commit
                     // uploads this staging whole; do not ask again on every write.
                     None => st.stream_broken = true,
@@ -786,6 +806,7 @@ impl Vfs {
                     .await
                     .map_err(|e| FsError::new(libc::EIO, e.to_string()))??;
                 st.size = size;
+                st.filled = st.filled.min(size);
                 st.touch();
             }
             self.commit(ino, &of).await

@@ -222,6 +222,58 @@ fn fuse_s3_sequential_writes_stream_parts_before_close() {
     assert_eq!(m.counter("streamed_aborts"), 3);
     assert_eq!(std::fs::read(m.p("after")).unwrap(), d4);
 
+    // Preallocated first (posix_fallocate, as fio and many writers do), then written from
+    // the start: the parts still stream, and no byte is sent twice.
+    let d5 = data(20 * MIB + 7, 5);
+    let (base, aborts) = (m.counter("bytes_to_ufs"), m.counter("streamed_aborts"));
+    let mut f = std::fs::File::create(m.p("prealloc")).unwrap();
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a plain syscall on an open descriptor.
+        let r = unsafe { libc::posix_fallocate(f.as_raw_fd(), 0, d5.len() as libc::off_t) };
+        assert_eq!(r, 0, "posix_fallocate");
+    }
+    f.write_all(&d5[..17 * MIB]).unwrap();
+    wait_counter(&m, "bytes_to_ufs", base + 2 * part);
+    assert_eq!(ufs.get("prealloc"), None, "not visible before close");
+    f.write_all(&d5[17 * MIB..]).unwrap();
+    drop(f);
+    assert_eq!(ufs.get("prealloc").as_deref(), Some(&d5[..]));
+    assert_eq!(m.counter("streamed_aborts"), aborts, "the stream held");
+    assert_eq!(
+        m.counter("bytes_to_ufs"),
+        base + d5.len() as u64,
+        "each byte sent once"
+    );
+
+    // As fio lays out a file: preallocated and closed (an object of zeros), then reopened
+    // and rewritten from the start. The old bytes are not streamed ahead of the writes.
+    let d6 = data(20 * MIB + 3, 6);
+    {
+        use std::os::fd::AsRawFd;
+        let f = std::fs::File::create(m.p("laid-out")).unwrap();
+        // SAFETY: a plain syscall on an open descriptor.
+        let r = unsafe { libc::posix_fallocate(f.as_raw_fd(), 0, d6.len() as libc::off_t) };
+        assert_eq!(r, 0, "posix_fallocate");
+    }
+    assert_eq!(ufs.get("laid-out"), Some(vec![0u8; d6.len()]));
+    let (base, aborts) = (m.counter("bytes_to_ufs"), m.counter("streamed_aborts"));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(m.p("laid-out"))
+        .unwrap();
+    f.write_all(&d6[..17 * MIB]).unwrap();
+    wait_counter(&m, "bytes_to_ufs", base + 2 * part);
+    f.write_all(&d6[17 * MIB..]).unwrap();
+    drop(f);
+    assert_eq!(ufs.get("laid-out").as_deref(), Some(&d6[..]));
+    assert_eq!(m.counter("streamed_aborts"), aborts, "the stream held");
+    assert_eq!(
+        m.counter("bytes_to_ufs"),
+        base + d6.len() as u64,
+        "each byte sent once"
+    );
+
     // Streams never starve a commit: with two files streaming (or trying to) and open,
     // a third, large file still closes.
     let (a, b, c) = (data(10 * MIB, 5), data(10 * MIB, 6), data(17 * MIB, 7));

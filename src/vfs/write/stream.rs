@@ -171,7 +171,8 @@ impl Pump {
         }
     }
 
-    /// Reads the next whole part past `sent`, under the staging lock, and advances `sent`.
+    /// Reads the next whole part of the written prefix past `sent`, under the staging lock,
+    /// and advances `sent`.
     async fn take_part(
         &self,
         mut g: tokio::sync::MutexGuard<'_, Option<Staging>>,
@@ -179,7 +180,7 @@ impl Pump {
     ) -> Option<Bytes> {
         let st = g.as_mut()?;
         let file = st.file.clone()?;
-        let size = st.size;
+        let size = st.filled;
         let ws = st
             .stream
             .as_mut()
