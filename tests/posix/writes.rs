@@ -139,6 +139,14 @@ fn fuse_local_ufs_writes_are_atomic_renames() {
     assert_eq!(e.raw_os_error(), Some(libc::EPERM));
 }
 
+/// posix_fallocate(0, len): the size grows, with no data written.
+fn preallocate(f: &std::fs::File, len: usize) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a plain syscall on an open descriptor.
+    let r = unsafe { libc::posix_fallocate(f.as_raw_fd(), 0, len as libc::off_t) };
+    assert_eq!(r, 0, "posix_fallocate");
+}
+
 /// Waits until `counter` reaches `at_least` (bounded: a stuck upload fails the test).
 fn wait_counter(m: &Mount, counter: &str, at_least: u64) {
     let t0 = std::time::Instant::now();
@@ -227,12 +235,7 @@ fn fuse_s3_sequential_writes_stream_parts_before_close() {
     let d5 = data(20 * MIB + 7, 5);
     let (base, aborts) = (m.counter("bytes_to_ufs"), m.counter("streamed_aborts"));
     let mut f = std::fs::File::create(m.p("prealloc")).unwrap();
-    {
-        use std::os::fd::AsRawFd;
-        // SAFETY: a plain syscall on an open descriptor.
-        let r = unsafe { libc::posix_fallocate(f.as_raw_fd(), 0, d5.len() as libc::off_t) };
-        assert_eq!(r, 0, "posix_fallocate");
-    }
+    preallocate(&f, d5.len());
     f.write_all(&d5[..17 * MIB]).unwrap();
     wait_counter(&m, "bytes_to_ufs", base + 2 * part);
     assert_eq!(ufs.get("prealloc"), None, "not visible before close");
@@ -249,13 +252,7 @@ fn fuse_s3_sequential_writes_stream_parts_before_close() {
     // As fio lays out a file: preallocated and closed (an object of zeros), then reopened
     // and rewritten from the start. The old bytes are not streamed ahead of the writes.
     let d6 = data(20 * MIB + 3, 6);
-    {
-        use std::os::fd::AsRawFd;
-        let f = std::fs::File::create(m.p("laid-out")).unwrap();
-        // SAFETY: a plain syscall on an open descriptor.
-        let r = unsafe { libc::posix_fallocate(f.as_raw_fd(), 0, d6.len() as libc::off_t) };
-        assert_eq!(r, 0, "posix_fallocate");
-    }
+    preallocate(&std::fs::File::create(m.p("laid-out")).unwrap(), d6.len());
     assert_eq!(ufs.get("laid-out"), Some(vec![0u8; d6.len()]));
     let (base, aborts) = (m.counter("bytes_to_ufs"), m.counter("streamed_aborts"));
     let mut f = std::fs::OpenOptions::new()

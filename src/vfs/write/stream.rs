@@ -8,6 +8,8 @@
 //!   a change below `sent` (a rewrite, a truncate) can only come after the read; it breaks
 //!   the stream: the upload is aborted and the commit uploads the whole file, as without
 //!   streaming.
+//! - only the written prefix (`Staging::filled`) is streamed, never a preallocated hole
+//!   or bytes copied in from the previous version, which writes usually replace next.
 //! - only a commit completes the upload. It holds the inode and staging locks and passes
 //!   the final size, so the object is whole and holds exactly the committed content, or
 //!   the commit falls back to a whole-file upload.
