@@ -92,7 +92,7 @@ static TMP_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new
 
 /// Copies `len` bytes of `src` to the new file `dst` inside the kernel where it can
 /// (copy_file_range), else through a buffer.
-fn copy_file(src: &std::fs::File, dst: &std::fs::File, len: u64) -> std::io::Result<()> {
+pub(crate) fn copy_file(src: &std::fs::File, dst: &std::fs::File, len: u64) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
     use std::os::unix::fs::FileExt;
     let mut off: u64 = 0;

@@ -75,7 +75,9 @@ impl Staging {
             && let Some(old) = self.file.take()
         {
             let new = new_staging_file(dir, ino)?;
-            copy_prefix(&old, &new, self.size)?;
+            // The frozen file holds exactly `size` bytes (the journal links only then,
+            // and nothing has changed it since).
+            crate::ufs::copy_file(&old, &new, self.size)?;
             self.file = Some(Arc::new(new));
         }
         self.frozen = false;
@@ -163,37 +165,6 @@ pub struct OpenMode {
     pub write: bool,
     /// O_TRUNC.
     pub truncate: bool,
-}
-
-/// Copies the first `len` bytes of `from` into `to` (in the kernel where it can).
-fn copy_prefix(from: &std::fs::File, to: &std::fs::File, len: u64) -> std::io::Result<()> {
-    use std::os::fd::AsFd;
-    let mut off = 0u64;
-    while off < len {
-        let want = (len - off).min(1 << 30) as usize;
-        let (mut a, mut b) = (off as i64, off as i64);
-        match nix::fcntl::copy_file_range(
-            from.as_fd(),
-            Some(&mut a),
-            to.as_fd(),
-            Some(&mut b),
-            want,
-        ) {
-            Ok(0) => break, // the source is shorter: the rest stays a hole
-            Ok(n) => off += n as u64,
-            Err(_) => {
-                // No in-kernel copy here (another filesystem, an old kernel): by hand.
-                let mut buf = vec![0u8; 1 << 20];
-                while off < len {
-                    let n = (len - off).min(buf.len() as u64) as usize;
-                    from.read_exact_at(&mut buf[..n], off)?;
-                    to.write_all_at(&buf[..n], off)?;
-                    off += n as u64;
-                }
-            }
-        }
-    }
-    to.set_len(len)
 }
 
 fn new_staging_file(dir: &Path, ino: InodeNo) -> std::io::Result<std::fs::File> {

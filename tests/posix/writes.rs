@@ -233,43 +233,41 @@ fn fuse_s3_sequential_writes_stream_parts_before_close() {
     // Preallocated first (posix_fallocate, as fio and many writers do), then written from
     // the start: the parts still stream, and no byte is sent twice.
     let d5 = data(20 * MIB + 7, 5);
-    let (base, aborts) = (m.counter("bytes_to_ufs"), m.counter("streamed_aborts"));
-    let mut f = std::fs::File::create(m.p("prealloc")).unwrap();
+    // Writes `d` through `f` from offset 0: two parts must leave before close, the stream
+    // must hold, and every byte is sent once.
+    let stream_over = |mut f: std::fs::File, name: &str, d: &[u8]| {
+        let (base, aborts) = (m.counter("bytes_to_ufs"), m.counter("streamed_aborts"));
+        f.write_all(&d[..17 * MIB]).unwrap();
+        wait_counter(&m, "bytes_to_ufs", base + 2 * part);
+        assert_ne!(
+            ufs.get(name).as_deref(),
+            Some(d),
+            "{name}: visible before close"
+        );
+        f.write_all(&d[17 * MIB..]).unwrap();
+        drop(f);
+        assert_eq!(ufs.get(name).as_deref(), Some(d), "{name}");
+        assert_eq!(
+            m.counter("streamed_aborts"),
+            aborts,
+            "{name}: the stream held"
+        );
+        let sent = m.counter("bytes_to_ufs") - base;
+        assert_eq!(sent, d.len() as u64, "{name}: each byte sent once");
+    };
+    let f = std::fs::File::create(m.p("prealloc")).unwrap();
     preallocate(&f, d5.len());
-    f.write_all(&d5[..17 * MIB]).unwrap();
-    wait_counter(&m, "bytes_to_ufs", base + 2 * part);
-    assert_eq!(ufs.get("prealloc"), None, "not visible before close");
-    f.write_all(&d5[17 * MIB..]).unwrap();
-    drop(f);
-    assert_eq!(ufs.get("prealloc").as_deref(), Some(&d5[..]));
-    assert_eq!(m.counter("streamed_aborts"), aborts, "the stream held");
-    assert_eq!(
-        m.counter("bytes_to_ufs"),
-        base + d5.len() as u64,
-        "each byte sent once"
-    );
+    stream_over(f, "prealloc", &d5);
 
     // As fio lays out a file: preallocated and closed (an object of zeros), then reopened
     // and rewritten from the start. The old bytes are not streamed ahead of the writes.
     let d6 = data(20 * MIB + 3, 6);
     preallocate(&std::fs::File::create(m.p("laid-out")).unwrap(), d6.len());
     assert_eq!(ufs.get("laid-out"), Some(vec![0u8; d6.len()]));
-    let (base, aborts) = (m.counter("bytes_to_ufs"), m.counter("streamed_aborts"));
-    let mut f = std::fs::OpenOptions::new()
+    let f = std::fs::OpenOptions::new()
         .write(true)
-        .open(m.p("laid-out"))
-        .unwrap();
-    f.write_all(&d6[..17 * MIB]).unwrap();
-    wait_counter(&m, "bytes_to_ufs", base + 2 * part);
-    f.write_all(&d6[17 * MIB..]).unwrap();
-    drop(f);
-    assert_eq!(ufs.get("laid-out").as_deref(), Some(&d6[..]));
-    assert_eq!(m.counter("streamed_aborts"), aborts, "the stream held");
-    assert_eq!(
-        m.counter("bytes_to_ufs"),
-        base + d6.len() as u64,
-        "each byte sent once"
-    );
+        .open(m.p("laid-out"));
+    stream_over(f.unwrap(), "laid-out", &d6);
 
     // Streams never starve a commit: with two files streaming (or trying to) and open,
     // a third, large file still closes.
