@@ -92,6 +92,10 @@ counters! {
     /// Streamed uploads abandoned (a change below the bytes sent, a rename, a store
     /// error); the whole file is then uploaded at commit.
     streamed_aborts,
+    /// Pages of a file's previous content copied into its staging because a change, a
+    /// read or a commit needed their old bytes (pages that writes replace whole are never
+    /// copied).
+    staging_copied_pages,
 }
 
 impl Metrics {

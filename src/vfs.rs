@@ -657,6 +657,7 @@ impl Vfs {
         }
         if self.is_open(rec.ino) {
             self.pin_staging(rec.ino).await?;
+            self.materialize_staging(rec.ino).await?;
         }
         key.ufs.delete(&key).await?;
         Ok(None)
@@ -683,12 +684,15 @@ impl Vfs {
     /// (ASYNC_THROUGH) may have no object yet, or an older one: both are fine, the
     /// uploader writes the journaled bytes to whatever path the file has then.
     async fn move_object(
-        &self,
+        self: &Arc<Self>,
         rec: &InodeRecord,
         from: &mounts::Loc,
         to: &mounts::Loc,
     ) -> Result<Option<crate::ufs::ObjectInfo>, FsError> {
         from.check_same_store(to)?;
+        // An open staging's old bytes are read from the object under its current version,
+        // which a copy-based move may change.
+        self.materialize_staging(rec.ino).await?;
         match from.ufs.rename_file(from, to).await {
             Ok(i) => Ok(Some(i)),
             Err(e) if e.kind() == opendal::ErrorKind::NotFound && is_pending(rec) => Ok(None),
@@ -888,7 +892,7 @@ impl Vfs {
     /// a directory's whole prefix, a file's object if this is its primary name, nothing for
     /// namespace-only nodes and secondary links.
     async fn move_name_data(
-        &self,
+        self: &Arc<Self>,
         rec: &InodeRecord,
         name_of: (InodeNo, &[u8]),
         from: &mounts::Loc,

@@ -143,7 +143,7 @@ impl Vfs {
         };
         let of = lock(&self.open_files).get(ino).cloned();
         if let Some(of) = of
-            && let Some(b) = of.read_staged(offset, size).await?
+            && let Some(b) = self.read_staged(*ino, &of, offset, size).await?
         {
             return Ok(b);
         }

@@ -26,6 +26,93 @@ use crate::types::{FileHandle, FileKind, InodeNo, InodeRecord, PAGE_SIZE, PageId
 
 static STAGING_SEQ: AtomicU64 = AtomicU64::new(0);
 
+/// The previous version's bytes that a staging file does not hold yet.
+///
+/// A write to a file opened without O_TRUNC starts from its current content, but copying
+/// all of it in at the first write reads and writes the whole file, mostly for nothing:
+/// writers that preallocate and then write from the start (fio), or rewrite the file, replace
+/// it. So a page is copied in only when something needs its old bytes: a write covering
+/// only part of it, a read of it, an append (which makes everything before it final), and
+/// whatever needs the whole content (a commit, moving the object, deleting it while open).
+///
+/// Invariants: the staging file holds the file's bytes everywhere except, in a page that
+/// starts below `len` and is in `missing`, from the written prefix's end
+/// (`Staging::filled`) or the page's start, whichever is later, to `len`: those old bytes
+/// are still only in the previous version. `len` never exceeds the staged size. A frozen
+/// staging has no base (a commit copies everything in first).
+struct Base {
+    /// The previous version (its key is looked up again at each copy: the file may have
+    /// been moved with its directory since).
+    snap: ReadSnapshot,
+    version: Arc<str>,
+    /// Bytes `[0, len)` of the previous version are still part of the file; a truncate
+    /// lowers it (what lies past it is gone, or zeros from an extension).
+    len: u64,
+    /// One bit per page: set while the page's old bytes are still only in the previous
+    /// version.
+    missing: Vec<u64>,
+    /// Set bits in `missing`.
+    left: u64,
+}
+
+impl Base {
+    fn new(snap: ReadSnapshot, version: Arc<str>, len: u64) -> Self {
+        let pages = len.div_ceil(PAGE_SIZE);
+        let mut missing = vec![u64::MAX; pages.div_ceil(64) as usize];
+        if !pages.is_multiple_of(64)
+            && let Some(last) = missing.last_mut()
+        {
+            *last = (1u64 << (pages % 64)) - 1;
+        }
+        Self {
+            snap,
+            version,
+            len,
+            missing,
+            left: pages,
+        }
+    }
+
+    fn is_missing(&self, idx: u64) -> bool {
+        self.missing
+            .get((idx / 64) as usize)
+            .is_some_and(|w| w & (1 << (idx % 64)) != 0)
+    }
+
+    fn clear(&mut self, idx: u64) {
+        if let Some(w) = self.missing.get_mut((idx / 64) as usize)
+            && *w & (1 << (idx % 64)) != 0
+        {
+            *w &= !(1 << (idx % 64));
+            self.left -= 1;
+        }
+    }
+
+    /// The written prefix grew from `filled` to `end`: pages wholly below `end` hold no
+    /// old byte any more.
+    fn written_up_to(&mut self, filled: u64, end: u64) {
+        let last = if end >= self.len {
+            self.len.div_ceil(PAGE_SIZE)
+        } else {
+            end / PAGE_SIZE
+        };
+        for idx in filled / PAGE_SIZE..last {
+            self.clear(idx);
+        }
+    }
+
+    /// The file was cut to `size`: old bytes past it are no longer needed.
+    fn truncate(&mut self, size: u64) {
+        if size >= self.len {
+            return;
+        }
+        for idx in size.div_ceil(PAGE_SIZE)..self.len.div_ceil(PAGE_SIZE) {
+            self.clear(idx);
+        }
+        self.len = size;
+    }
+}
+
 struct Staging {
     /// The staged bytes. Created on the first change that needs it, so creating and
     /// closing an empty file allocates no staging inode (on ext4, churning anonymous
@@ -54,6 +141,8 @@ struct Staging {
     /// a copy ([`Staging::file_to_change`]). Invariant: while set, nothing writes to,
     /// truncates or extends `file`.
     frozen: bool,
+    /// Old bytes not copied in yet ([`Base`]); `None` once there are none.
+    base: Option<Base>,
 }
 
 impl Staging {
@@ -131,30 +220,6 @@ impl OpenFile {
             }
             s.ctime_ns = now;
         }
-    }
-
-    /// Reads from the staged content; `None` when there is no staging yet.
-    pub(super) async fn read_staged(
-        &self,
-        offset: u64,
-        size: u32,
-    ) -> Result<Option<Bytes>, FsError> {
-        let g = self.st.lock().await;
-        let Some(s) = g.as_ref() else { return Ok(None) };
-        if offset >= s.size {
-            return Ok(Some(Bytes::new()));
-        }
-        let n = (s.size - offset).min(u64::from(size)) as usize;
-        let Some(f) = s.file.clone() else {
-            return Ok(Some(Bytes::new())); // no file means no bytes
-        };
-        let buf = tokio::task::spawn_blocking(move || {
-            let mut buf = vec![0u8; n];
-            f.read_exact_at(&mut buf, offset).map(|_| buf)
-        })
-        .await
-        .map_err(|e| FsError::new(libc::EIO, e.to_string()))??;
-        Ok(Some(Bytes::from(buf)))
     }
 }
 
@@ -244,30 +309,26 @@ impl Vfs {
                 }
                 s.size = 0;
                 s.filled = 0;
+                s.base = None;
                 s.touch();
             }
             return Ok(());
         }
         let ino = rec.ino;
         let copy = !truncate && rec.size > 0 && rec.version.is_some();
-        // One syscall (O_TMPFILE): cheaper here than a hop to the blocking pool (this runs
-        // on the FUSE session thread of an open, create, truncate or unlink).
-        let file = if copy {
-            Some(Arc::new(new_staging_file(&self.cfg.staging_dir, ino)?))
-        } else {
-            None
-        };
-        if let Some(file) = file.as_ref().filter(|_| copy) {
+        // One syscall (O_TMPFILE), plus a sparse extension to the old size when the old
+        // bytes are kept: cheaper here than a hop to the blocking pool (this runs on the
+        // FUSE session thread of an open, create, truncate or unlink).
+        let (file, base) = if copy {
+            let f = new_staging_file(&self.cfg.staging_dir, ino)?;
+            f.set_len(rec.size)?;
             let snap = self.snapshot_of(rec).await?;
             let version = snap.version.clone().expect("copy implies a version");
-            for idx in 0..rec.size.div_ceil(PAGE_SIZE) {
-                let (page, _) = self.page(ino, &snap, &version, PageIdx(idx)).await?;
-                let f = file.clone();
-                tokio::task::spawn_blocking(move || f.write_all_at(&page, idx * PAGE_SIZE))
-                    .await
-                    .map_err(|e| FsError::new(libc::EIO, e.to_string()))??;
-            }
-        }
+            let base = Base::new(snap, version, rec.size);
+            (Some(Arc::new(f)), Some(base))
+        } else {
+            (None, None)
+        };
         let size = if truncate || file.is_none() {
             0
         } else {
@@ -288,7 +349,13 @@ impl Vfs {
             stream: None,
             stream_broken: false,
             frozen: false,
+            base,
         };
+        // A version still pending upload (ASYNC_THROUGH) lives in a journal entry that goes
+        // once it is uploaded: its bytes are copied in now, while they are there.
+        if super::is_pending(rec) {
+            self.copy_in(ino, &mut st, 0, u64::MAX, None).await?;
+        }
         if truncate && rec.size > 0 {
             st.touch();
         } else if truncate {
@@ -296,6 +363,102 @@ impl Vfs {
         }
         *g = Some(st);
         Ok(())
+    }
+
+    /// Copies into the staging file the old bytes of every missing page that overlaps
+    /// `[start, end)` ([`Base`]); only those at or past the written prefix, which holds the
+    /// file's bytes already. A page whose old bytes all lie inside `overwritten` (what a
+    /// write is about to replace) is only marked present. Runs under the staging lock, so nothing sees a page half copied.
+    async fn copy_in(
+        self: &Arc<Self>,
+        ino: InodeNo,
+        st: &mut Staging,
+        start: u64,
+        end: u64,
+        overwritten: Option<(u64, u64)>,
+    ) -> Result<(), FsError> {
+        let filled = st.filled;
+        let Some(base) = st.base.as_mut() else {
+            return Ok(());
+        };
+        let last = end.min(base.len).div_ceil(PAGE_SIZE);
+        let mut key_fresh = false;
+        for idx in start / PAGE_SIZE..last {
+            if !base.is_missing(idx) {
+                continue;
+            }
+            let from = idx * PAGE_SIZE;
+            let to = (from + PAGE_SIZE).min(base.len);
+            let lo = from.max(filled);
+            if lo >= to || overwritten.is_some_and(|(a, b)| a <= from && to <= b) {
+                base.clear(idx);
+                continue;
+            }
+            if !key_fresh {
+                // The file may have moved (with its directory) since the base was taken.
+                base.snap.key = Some(self.key_of(ino, FileKind::File).await?);
+                key_fresh = true;
+            }
+            let (page, _) = self
+                .page(ino, &base.snap, &base.version, PageIdx(idx))
+                .await?;
+            let (a, b) = ((lo - from) as usize, ((to - from) as usize).min(page.len()));
+            let f = st
+                .file
+                .clone()
+                .ok_or_else(|| FsError::new(libc::EIO, "staging with a base has no file"))?;
+            if a < b {
+                tokio::task::spawn_blocking(move || f.write_all_at(&page[a..b], lo))
+                    .await
+                    .map_err(|e| FsError::new(libc::EIO, e.to_string()))??;
+            }
+            base.clear(idx);
+            crate::metrics::Metrics::inc(&self.metrics.staging_copied_pages);
+        }
+        if base.left == 0 {
+            st.base = None;
+        }
+        Ok(())
+    }
+
+    /// Copies in every old byte of `ino`'s open staging, if it has one: before its object
+    /// moves or goes, its old bytes must be read while they are where the base says.
+    pub(super) async fn materialize_staging(self: &Arc<Self>, ino: InodeNo) -> Result<(), FsError> {
+        let of = lock(&self.open_files).get(&ino).cloned();
+        let Some(of) = of else { return Ok(()) };
+        let mut g = of.st.lock().await;
+        match g.as_mut() {
+            Some(st) => self.copy_in(ino, st, 0, u64::MAX, None).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Reads from `ino`'s staged content; `None` when there is no staging yet.
+    pub(super) async fn read_staged(
+        self: &Arc<Self>,
+        ino: InodeNo,
+        of: &OpenFile,
+        offset: u64,
+        size: u32,
+    ) -> Result<Option<Bytes>, FsError> {
+        let mut g = of.st.lock().await;
+        let Some(s) = g.as_mut() else { return Ok(None) };
+        if offset >= s.size {
+            return Ok(Some(Bytes::new()));
+        }
+        let n = (s.size - offset).min(u64::from(size)) as usize;
+        self.copy_in(ino, s, offset, offset + n as u64, None)
+            .await?;
+        let Some(f) = s.file.clone() else {
+            return Ok(Some(Bytes::new())); // no file means no bytes
+        };
+        let buf = tokio::task::spawn_blocking(move || {
+            let mut buf = vec![0u8; n];
+            f.read_exact_at(&mut buf, offset).map(|_| buf)
+        })
+        .await
+        .map_err(|e| FsError::new(libc::EIO, e.to_string()))??;
+        Ok(Some(Bytes::from(buf)))
     }
 
     async fn snapshot_of(&self, rec: &InodeRecord) -> Result<ReadSnapshot, FsError> {
@@ -459,12 +622,31 @@ impl Vfs {
             .ok_or_else(|| FsError::new(libc::EIO, "staging not initialised"))?;
         let n = data.len();
         st.changing_from(offset, &self.metrics);
-        st.file_to_change(&self.cfg.staging_dir, ino)?
-            .write_all_at(data, offset)?;
         // The written prefix grows with a write that starts inside or right at its end,
         // or one that appends at the end of the file (then all before it counts as
-        // final: an append to an existing file streams it whole).
-        if offset <= st.filled || offset == st.size {
+        // final: an append to an existing file streams it whole, so its old bytes are
+        // copied in first).
+        let grows = offset <= st.filled || offset == st.size;
+        if offset <= st.filled {
+            // The written prefix grows to `end`: old bytes below it are no longer needed,
+            // and a page only partly below it keeps needing just those past it.
+            if let Some(b) = st.base.as_mut() {
+                b.written_up_to(st.filled, end);
+                if b.left == 0 {
+                    st.base = None;
+                }
+            }
+        } else if grows {
+            // An append past the written prefix: everything between becomes final.
+            let filled = st.filled;
+            self.copy_in(ino, st, filled, offset, None).await?;
+        } else {
+            self.copy_in(ino, st, offset, end, Some((offset, end)))
+                .await?;
+        }
+        st.file_to_change(&self.cfg.staging_dir, ino)?
+            .write_all_at(data, offset)?;
+        if grows {
             st.filled = st.filled.max(end);
         }
         st.size = st.size.max(end);
@@ -520,6 +702,8 @@ impl Vfs {
             }
             Err(e) => return Err(e),
         };
+        // What is uploaded or journaled is the whole content.
+        self.copy_in(ino, st, 0, u64::MAX, None).await?;
         let mut queued = None;
         let version = match self.cfg.write_type {
             WriteType::AsyncThrough => {
@@ -619,6 +803,14 @@ impl Vfs {
             .await;
             let Ok(Ok(b)) = page else { return };
             if of.st.lock().await.as_ref().map(|s| s.generation) != Some(generation) {
+                return;
+            }
+            // Reopened for writing since (a new staging): this version is about to be
+            // replaced, and caching it would only compete with the new writes.
+            if lock(&self.open_files)
+                .get(&ino)
+                .is_some_and(|o| !Arc::ptr_eq(o, &of))
+            {
                 return;
             }
             let key = PageKey {
@@ -778,6 +970,12 @@ impl Vfs {
                     .map_err(|e| FsError::new(libc::EIO, e.to_string()))??;
                 st.size = size;
                 st.filled = st.filled.min(size);
+                if let Some(b) = st.base.as_mut() {
+                    b.truncate(size);
+                    if b.left == 0 {
+                        st.base = None;
+                    }
+                }
                 st.touch();
             }
             self.commit(ino, &of).await
@@ -785,5 +983,56 @@ impl Vfs {
         .await;
         self.release_open_file(ino, &of);
         res
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base(len: u64) -> Base {
+        let snap = ReadSnapshot {
+            key: None,
+            version: Some(Arc::from("v")),
+            size: len,
+        };
+        Base::new(snap, Arc::from("v"), len)
+    }
+
+    fn missing(b: &Base) -> Vec<u64> {
+        (0..b.len.div_ceil(PAGE_SIZE) + 2)
+            .filter(|i| b.is_missing(*i))
+            .collect()
+    }
+
+    #[test]
+    fn base_tracks_the_pages_still_to_copy() {
+        // 130 pages and a bit: three bitmap words, the last one partial.
+        let len = 130 * PAGE_SIZE + 7;
+        let mut b = base(len);
+        assert_eq!(b.left, 131);
+        assert_eq!(missing(&b), (0..131).collect::<Vec<_>>());
+
+        // The written prefix reaching into page 2 frees pages 0 and 1 only.
+        b.written_up_to(0, 2 * PAGE_SIZE + 1);
+        assert_eq!(b.left, 129);
+        assert!(!b.is_missing(1) && b.is_missing(2));
+        // Clearing twice counts once.
+        b.clear(1);
+        assert_eq!(b.left, 129);
+
+        // A cut inside page 100 drops pages 101..; page 100 still has old bytes.
+        b.truncate(100 * PAGE_SIZE + 5);
+        assert_eq!(b.len, 100 * PAGE_SIZE + 5);
+        assert_eq!(b.left, 99);
+        assert!(b.is_missing(100) && !b.is_missing(101) && !b.is_missing(130));
+        // Growing never brings old bytes back.
+        b.truncate(len);
+        assert_eq!(b.len, 100 * PAGE_SIZE + 5);
+
+        // A prefix reaching the old length frees its last, short page too.
+        b.written_up_to(2 * PAGE_SIZE, 100 * PAGE_SIZE + 5);
+        assert_eq!(b.left, 0);
+        assert!(missing(&b).is_empty());
     }
 }

@@ -103,7 +103,144 @@ fn fuse_namespace_ops_reach_the_ufs(b: Backend) {
     assert_eq!(std::fs::read_dir(&m.path).unwrap().count(), 0);
 }
 
-backend_tests!(fuse_write_then_read_back, fuse_namespace_ops_reach_the_ufs);
+/// A write to a file opened without O_TRUNC starts from its old content, but old pages
+/// are copied into staging only when their bytes are still needed: a rewrite from the
+/// start (fio's preallocate-close-reopen-write) copies nothing, a small patch copies one
+/// page, and reads, truncates, renames, unlinks and appends of a partly rewritten file
+/// still see every old byte where it belongs.
+fn fuse_rewrites_copy_in_only_the_old_pages_they_need(b: Backend) {
+    use std::os::unix::fs::FileExt;
+    const MIB: usize = 1 << 20;
+    let ufs = TestUfs::new(b);
+    let old = data(5 * MIB + 1234, 1);
+    ufs.put("f", &old);
+    ufs.put("q", &data(2 * MIB, 5));
+    let dirs = MountDirs::new();
+    let m = Mount::new(&ufs, &dirs);
+    let copied = || m.counter("staging_copied_pages");
+    let rw = |name: &str| {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(m.p(name))
+            .unwrap()
+    };
+
+    // A whole rewrite in page-sized writes, the last one short like the old tail.
+    let new = data(old.len(), 2);
+    let c0 = copied();
+    {
+        let f = rw("f");
+        for (i, c) in new.chunks(MIB).enumerate() {
+            f.write_all_at(c, (i * MIB) as u64).unwrap();
+        }
+    }
+    assert_eq!(copied() - c0, 0, "a whole rewrite copies no old page");
+    assert_eq!(ufs.get("f").as_deref(), Some(&new[..]));
+
+    // A patch inside one page copies that page only; the commit at close then needs
+    // all the others (it uploads the staging file whole).
+    let mut want = new.clone();
+    let c0 = copied();
+    {
+        let f = rw("f");
+        f.write_all_at(b"patch", (3 * MIB + 100) as u64).unwrap();
+        assert_eq!(copied() - c0, 1, "a patch copies the page it lands in");
+    }
+    want[3 * MIB + 100..3 * MIB + 105].copy_from_slice(b"patch");
+    assert_eq!(copied() - c0, 6, "the commit copies in the rest");
+    assert_eq!(ufs.get("f").as_deref(), Some(&want[..]));
+    assert_eq!(std::fs::read(m.p("f")).unwrap(), want);
+
+    // Through one descriptor: a whole page written, old bytes read back from a page not
+    // copied yet, a cut inside a page, an extension (zeros), then the commit.
+    {
+        let f = rw("f");
+        let page1 = data(MIB, 3);
+        f.write_all_at(&page1, MIB as u64).unwrap();
+        want[MIB..2 * MIB].copy_from_slice(&page1);
+        let mut got = vec![0u8; 300];
+        f.read_exact_at(&mut got, (4 * MIB + 5) as u64).unwrap();
+        assert_eq!(got, want[4 * MIB + 5..4 * MIB + 305], "old bytes read back");
+        f.set_len((4 * MIB + 10) as u64).unwrap();
+        f.set_len((6 * MIB) as u64).unwrap();
+        want.truncate(4 * MIB + 10);
+        want.resize(6 * MIB, 0);
+    }
+    assert_eq!(ufs.get("f").as_deref(), Some(&want[..]));
+
+    // Renamed while partly rewritten: the old bytes follow the file.
+    {
+        let f = rw("f");
+        f.write_all_at(b"R", (2 * MIB) as u64).unwrap();
+        want[2 * MIB] = b'R';
+        std::fs::rename(m.p("f"), m.p("g")).unwrap();
+        f.write_all_at(b"S", 5).unwrap();
+        want[5] = b'S';
+    }
+    assert_eq!(ufs.get("f"), None);
+    assert_eq!(ufs.get("g").as_deref(), Some(&want[..]));
+
+    // Unlinked while partly rewritten: the open descriptor keeps every old byte.
+    {
+        let f = rw("g");
+        f.write_all_at(b"U", 0).unwrap();
+        std::fs::remove_file(m.p("g")).unwrap();
+        let mut got = vec![0u8; 1000];
+        f.read_exact_at(&mut got, (3 * MIB) as u64).unwrap();
+        assert_eq!(got, want[3 * MIB..3 * MIB + 1000]);
+    }
+    assert_eq!(ufs.get("g"), None);
+
+    // Preallocated, closed, reopened and written from the start (fio's layout): the
+    // zeros are never copied in.
+    {
+        let f = std::fs::File::create(m.p("p")).unwrap();
+        preallocate(&f, 3 * MIB);
+    }
+    let c0 = copied();
+    let fresh = data(3 * MIB, 4);
+    {
+        let f = rw("p");
+        for (i, c) in fresh.chunks(MIB / 2).enumerate() {
+            f.write_all_at(c, (i * MIB / 2) as u64).unwrap();
+        }
+        f.sync_all().unwrap();
+    }
+    assert_eq!(copied() - c0, 0, "the preallocated zeros are not copied in");
+    assert_eq!(ufs.get("p").as_deref(), Some(&fresh[..]));
+
+    // An append makes everything before it final: the old bytes are in the object.
+    {
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(m.p("p"))
+            .unwrap();
+        f.write_all(b"tail").unwrap();
+    }
+    let mut appended = fresh.clone();
+    appended.extend_from_slice(b"tail");
+    assert_eq!(ufs.get("p").as_deref(), Some(&appended[..]));
+    assert_eq!(std::fs::read(m.p("p")).unwrap(), appended);
+
+    // Replaced by another tool while old bytes not cached are still needed: the commit
+    // fails with ESTALE rather than mix two versions, and the other tool's object stays.
+    {
+        let f = rw("q");
+        f.write_all_at(b"Q", 10).unwrap(); // copies in page 0 only
+        let other = data(2 * MIB, 6);
+        ufs.put("q", &other);
+        let e = f.sync_all().unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ESTALE));
+        assert_eq!(ufs.get("q").as_deref(), Some(&other[..]));
+    }
+}
+
+backend_tests!(
+    fuse_write_then_read_back,
+    fuse_namespace_ops_reach_the_ufs,
+    fuse_rewrites_copy_in_only_the_old_pages_they_need
+);
 
 /// On a local-directory UFS an object is written beside its key and renamed into place,
 /// so it is never seen half-written. The staging area under the root is invisible through
