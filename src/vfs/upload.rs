@@ -111,7 +111,11 @@ impl Vfs {
         });
     }
 
-    async fn upload_journaled(&self, ino: InodeNo, seq: u64) -> Result<Outcome, FsError> {
+    async fn upload_journaled(
+        self: &Arc<Self>,
+        ino: InodeNo,
+        seq: u64,
+    ) -> Result<Outcome, FsError> {
         let journal = self
             .journal
             .as_ref()
@@ -152,7 +156,7 @@ impl Vfs {
             Err(_) => return Ok(Outcome::Retry),
         };
         let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-        let mut info = match key.ufs.upload_file(&key, Some(file), len).await {
+        let mut info = match key.ufs.upload_file(&key, Some(file.clone()), len).await {
             Ok(i) => i,
             Err(e) => {
                 tracing::warn!(ino = ino.0, error = %e, "background upload failed; will retry with backoff");
@@ -170,12 +174,20 @@ impl Vfs {
             key = now;
         }
         let cas = SetAttr {
-            version: Some(Some(info.version)),
+            version: Some(Some(info.version.clone())),
             if_version: Some(Some(tag)),
             ..Default::default()
         };
         match self.meta.set_attr(ino, cas).await {
-            Ok(_) | Err(MetaError::VersionMismatch(_)) | Err(MetaError::NotFound(_)) => {}
+            Ok(_) => {
+                // The journaled bytes are the store's version now: cache them under it, so
+                // reads after the upload stay local. The open entry outlives its removal.
+                let (this, version) = (self.clone(), Arc::from(info.version.as_str()));
+                self.rt.spawn(async move {
+                    this.fill_pages(ino, version, file, len, None).await;
+                });
+            }
+            Err(MetaError::VersionMismatch(_)) | Err(MetaError::NotFound(_)) => {}
             Err(e) => return Err(e.into()),
         }
         journal.remove(ino, seq);

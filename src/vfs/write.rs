@@ -767,30 +767,42 @@ impl Vfs {
         if self.cfg.write_type == WriteType::Through {
             return Ok(());
         }
-        // CACHE_THROUGH (and ASYNC_THROUGH) keep the written pages cached under the new
-        // version. That is best effort and off the caller's path: the data is durable
-        // already, so fsync and close do not wait for the copy.
+        // CACHE_THROUGH keeps the written pages cached under the new version. That is best
+        // effort and off the caller's path: the data is durable already, so fsync and close
+        // do not wait for the copy. (ASYNC_THROUGH caches them once uploaded, under the
+        // store's version: a pending version is read from its journal entry, and pages
+        // under it would be useless once the upload lands.)
+        if self.cfg.write_type == WriteType::AsyncThrough {
+            return Ok(());
+        }
         let Some(file) = st.file.clone() else {
             return Ok(()); // empty: nothing to cache
         };
-        let fill = (file, st.size, st.generation);
+        let (size, generation) = (st.size, st.generation);
         let (this, of) = (self.clone(), of.clone());
         let version: Arc<str> = Arc::from(version.as_str());
-        self.rt
-            .spawn(async move { this.fill_from_staging(ino, version, of, fill).await });
+        self.rt.spawn(async move {
+            this.fill_pages(ino, version, file, size, Some((&of, generation)))
+                .await
+        });
         Ok(())
     }
 
-    /// Copies the pages of a committed version from its staging file into the disk tier.
-    /// Only bytes of that version may be cached under its key, so the copy stops as soon
-    /// as the staging generation moves: a page read before that check cannot include a
-    /// later write, because writes bump the generation under the staging lock.
-    async fn fill_from_staging(
+    /// Copies the pages of a committed version from `file` (its staging file, or its
+    /// journal entry once uploaded) into the disk tier. Only bytes of that version may be
+    /// cached under its key: with `staging`, the copy stops as soon as the staging
+    /// generation moves (a page read before that check cannot include a later write,
+    /// because writes bump the generation under the staging lock); a journal entry never
+    /// changes. The copy also stops once the file is opened for writing with another
+    /// staging: this version is about to be replaced, and caching it would only compete
+    /// with the new writes.
+    pub(super) async fn fill_pages(
         &self,
         ino: InodeNo,
         version: Arc<str>,
-        of: Arc<OpenFile>,
-        (file, size, generation): (Arc<std::fs::File>, u64, u64),
+        file: Arc<std::fs::File>,
+        size: u64,
+        staging: Option<(&Arc<OpenFile>, u64)>,
     ) {
         for idx in 0..size.div_ceil(PAGE_SIZE) {
             let start = idx * PAGE_SIZE;
@@ -802,14 +814,14 @@ impl Vfs {
             })
             .await;
             let Ok(Ok(b)) = page else { return };
-            if of.st.lock().await.as_ref().map(|s| s.generation) != Some(generation) {
+            if let Some((of, generation)) = staging
+                && of.st.lock().await.as_ref().map(|s| s.generation) != Some(generation)
+            {
                 return;
             }
-            // Reopened for writing since (a new staging): this version is about to be
-            // replaced, and caching it would only compete with the new writes.
             if lock(&self.open_files)
                 .get(&ino)
-                .is_some_and(|o| !Arc::ptr_eq(o, &of))
+                .is_some_and(|o| staging.is_none_or(|(of, _)| !Arc::ptr_eq(o, of)))
             {
                 return;
             }

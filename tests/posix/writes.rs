@@ -236,7 +236,32 @@ fn fuse_rewrites_copy_in_only_the_old_pages_they_need(b: Backend) {
     }
 }
 
+/// ASYNC_THROUGH: once a file's upload lands, its pages are cached under the store's
+/// version (copied from the journal entry), so reading it afterwards costs no UFS read.
+fn fuse_async_through_files_stay_cached_after_upload(b: Backend) {
+    use alluxio::config::{FuseConfig, WriteType};
+    let ufs = TestUfs::new(b);
+    let dirs = MountDirs::new();
+    let m = Mount::with_config(ufs.config(), &dirs, 64 << 20, FuseConfig::default(), |c| {
+        c.write_type = WriteType::AsyncThrough
+    });
+    let d = data((3 << 20) + 5, 7);
+    let writes = m.counter("disk_cache_writes");
+    std::fs::write(m.p("f"), &d).unwrap();
+    wait_for("the upload never landed", || {
+        ufs.get("f").as_deref() == Some(&d[..])
+    });
+    // Four pages, copied in the background after the upload.
+    wait_for("the uploaded pages were never cached", || {
+        m.counter("disk_cache_writes") >= writes + 4
+    });
+    let reads = m.counter("ufs_reads");
+    assert_eq!(std::fs::read(m.p("f")).unwrap(), d);
+    assert_eq!(m.counter("ufs_reads"), reads, "read from the cache");
+}
+
 backend_tests!(
+    fuse_async_through_files_stay_cached_after_upload,
     fuse_write_then_read_back,
     fuse_namespace_ops_reach_the_ufs,
     fuse_rewrites_copy_in_only_the_old_pages_they_need
