@@ -789,6 +789,12 @@ fn local_upload(
         Some(src) => copy_file(src, &dst, len),
         None => Ok(()),
     };
+    // The version of a local object is its size and mtime. A new file's mtime comes from
+    // the kernel's coarse clock (a tick of up to 4 ms, on kernels without multigrain
+    // timestamps), so two commits of the same size in one tick would share a version and
+    // the second would be served the first's cached pages. The clock read here is
+    // nanosecond-grained.
+    let copied = copied.and_then(|()| dst.set_modified(std::time::SystemTime::now()));
     let res = copied.and_then(|()| std::fs::rename(&tmp, &target));
     if let Err(e) = res {
         let _ = std::fs::remove_file(&tmp);
@@ -866,5 +872,28 @@ mod tests {
         ufs.delete("d/g").await.unwrap();
         ufs.delete("d/g").await.unwrap();
         assert!(m.ufs_requests.load(std::sync::atomic::Ordering::Relaxed) >= 8);
+    }
+
+    /// Local objects are versioned by size and mtime: back-to-back uploads of the same size
+    /// must still get distinct versions, or cached pages of one would serve the other.
+    #[tokio::test]
+    async fn local_uploads_of_one_size_get_distinct_versions() {
+        let root = tempfile::tempdir().unwrap();
+        let cfg = UfsConfig::parse(root.path().to_str().unwrap(), &Default::default()).unwrap();
+        let ufs = Ufs::new(&cfg, Arc::new(Metrics::default())).unwrap();
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..50u8 {
+            let tmp = tempfile::tempfile().unwrap();
+            std::io::Write::write_all(&mut &tmp, &[i; 100]).unwrap();
+            let info = ufs
+                .upload_file("f", Some(Arc::new(tmp)), 100)
+                .await
+                .unwrap();
+            assert!(
+                seen.insert(info.version.clone()),
+                "version {} reused",
+                info.version
+            );
+        }
     }
 }
