@@ -31,9 +31,10 @@ static STAGING_SEQ: AtomicU64 = AtomicU64::new(0);
 /// A write to a file opened without O_TRUNC starts from its current content, but copying
 /// all of it in at the first write reads and writes the whole file, mostly for nothing:
 /// writers that preallocate and then write from the start (fio), or rewrite the file, replace
-/// it. So a page is copied in only when something needs its old bytes: a write covering
-/// only part of it, a read of it, an append (which makes everything before it final), and
-/// whatever needs the whole content (a commit, moving the object, deleting it while open).
+/// it. So a page is copied in only when something needs its old bytes in the staging file:
+/// a write covering only part of it, an append (which makes everything before it final),
+/// and whatever needs the whole content (a commit, moving the object, deleting it while
+/// open). A read takes old bytes from the previous version without copying them.
 ///
 /// Invariants: the staging file holds the file's bytes everywhere except, in a page that
 /// starts below `len` and is in `missing`, from the written prefix's end
@@ -394,14 +395,7 @@ impl Vfs {
                 base.clear(idx);
                 continue;
             }
-            if !key_fresh {
-                // The file may have moved (with its directory) since the base was taken.
-                base.snap.key = Some(self.key_of(ino, FileKind::File).await?);
-                key_fresh = true;
-            }
-            let (page, _) = self
-                .page(ino, &base.snap, &base.version, PageIdx(idx))
-                .await?;
+            let page = self.base_page(ino, base, &mut key_fresh, idx).await?;
             let (a, b) = ((lo - from) as usize, ((to - from) as usize).min(page.len()));
             let f = st
                 .file
@@ -419,6 +413,25 @@ impl Vfs {
             st.base = None;
         }
         Ok(())
+    }
+
+    /// Page `idx` of the previous version. The first call for one operation looks the
+    /// key up again: the file may have moved (with its directory) since the base was taken.
+    async fn base_page(
+        self: &Arc<Self>,
+        ino: InodeNo,
+        base: &mut Base,
+        key_fresh: &mut bool,
+        idx: u64,
+    ) -> Result<Bytes, FsError> {
+        if !*key_fresh {
+            base.snap.key = Some(self.key_of(ino, FileKind::File).await?);
+            *key_fresh = true;
+        }
+        let (page, _) = self
+            .page(ino, &base.snap, &base.version, PageIdx(idx))
+            .await?;
+        Ok(page)
     }
 
     /// Copies in every old byte of `ino`'s open staging, if it has one: before its object
@@ -447,17 +460,34 @@ impl Vfs {
             return Ok(Some(Bytes::new()));
         }
         let n = (s.size - offset).min(u64::from(size)) as usize;
-        self.copy_in(ino, s, offset, offset + n as u64, None)
-            .await?;
         let Some(f) = s.file.clone() else {
             return Ok(Some(Bytes::new())); // no file means no bytes
         };
-        let buf = tokio::task::spawn_blocking(move || {
+        let mut buf = tokio::task::spawn_blocking(move || {
             let mut buf = vec![0u8; n];
             f.read_exact_at(&mut buf, offset).map(|_| buf)
         })
         .await
         .map_err(|e| FsError::new(libc::EIO, e.to_string()))??;
+        // Old bytes not copied in yet are read from the previous version over the staged
+        // hole, not copied in: a read need not write (see `Base` for where they are).
+        let (end, filled) = (offset + n as u64, s.filled);
+        if let Some(base) = s.base.as_mut() {
+            let mut key_fresh = false;
+            for idx in offset / PAGE_SIZE..end.min(base.len).div_ceil(PAGE_SIZE) {
+                let from = idx * PAGE_SIZE;
+                let lo = from.max(filled).max(offset);
+                let hi = (from + PAGE_SIZE).min(base.len).min(end);
+                if !base.is_missing(idx) || lo >= hi {
+                    continue;
+                }
+                let page = self.base_page(ino, base, &mut key_fresh, idx).await?;
+                let old = page
+                    .get((lo - from) as usize..(hi - from) as usize)
+                    .ok_or_else(|| FsError::new(libc::ESTALE, "previous version is short"))?;
+                buf[(lo - offset) as usize..(hi - offset) as usize].copy_from_slice(old);
+            }
+        }
         Ok(Some(Bytes::from(buf)))
     }
 

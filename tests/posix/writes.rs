@@ -159,9 +159,22 @@ fn fuse_rewrites_copy_in_only_the_old_pages_they_need(b: Backend) {
         let page1 = data(MIB, 3);
         f.write_all_at(&page1, MIB as u64).unwrap();
         want[MIB..2 * MIB].copy_from_slice(&page1);
-        let mut got = vec![0u8; 300];
+        let (mut got, c0) = (vec![0u8; 300], copied());
         f.read_exact_at(&mut got, (4 * MIB + 5) as u64).unwrap();
         assert_eq!(got, want[4 * MIB + 5..4 * MIB + 305], "old bytes read back");
+        // Read from the previous version, not copied in: a read does not write.
+        assert_eq!(copied(), c0);
+        // The written prefix grown from the start to the middle of page 2 (not at a
+        // kernel page boundary, so the kernel asks for the bytes on both sides): a read
+        // across its end gets new bytes, then old ones, and still nothing is copied in.
+        let head = data(2 * MIB + MIB / 2 + 100, 8);
+        f.write_all_at(&head, 0).unwrap();
+        want[..head.len()].copy_from_slice(&head);
+        let mut got = vec![0u8; 1000];
+        f.read_exact_at(&mut got, (2 * MIB + MIB / 2 - 400) as u64)
+            .unwrap();
+        assert_eq!(got, want[2 * MIB + MIB / 2 - 400..2 * MIB + MIB / 2 + 600]);
+        assert_eq!(copied(), c0);
         f.set_len((4 * MIB + 10) as u64).unwrap();
         f.set_len((6 * MIB) as u64).unwrap();
         want.truncate(4 * MIB + 10);
