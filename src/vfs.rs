@@ -848,6 +848,7 @@ impl Vfs {
                 }
                 let from = self.key_of(src.ino, FileKind::Dir).await?;
                 let to = self.child_key(newparent, newname, FileKind::Dir).await?;
+                self.materialize_under(src.ino).await?;
                 from.ufs.rename_dir(&from, &to).await?;
             }
             _ => {
@@ -901,6 +902,7 @@ impl Vfs {
         from.check_same_store(to)?;
         match rec.kind {
             FileKind::Dir => {
+                self.materialize_under(rec.ino).await?;
                 from.ufs.rename_dir(from, to).await?;
                 Ok(None)
             }

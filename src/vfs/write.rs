@@ -33,8 +33,8 @@ static STAGING_SEQ: AtomicU64 = AtomicU64::new(0);
 /// writers that preallocate and then write from the start (fio), or rewrite the file, replace
 /// it. So a page is copied in only when something needs its old bytes in the staging file:
 /// a write covering only part of it, an append (which makes everything before it final),
-/// and whatever needs the whole content (a commit, moving the object, deleting it while
-/// open). A read takes old bytes from the previous version without copying them.
+/// and whatever needs the whole content (a commit, moving the object or its directory,
+/// deleting it while open). A read takes old bytes from the previous version without copying them.
 ///
 /// Invariants: the staging file holds the file's bytes everywhere except, in a page that
 /// starts below `len` and is in `missing`, from the written prefix's end
@@ -369,7 +369,8 @@ impl Vfs {
     /// Copies into the staging file the old bytes of every missing page that overlaps
     /// `[start, end)` ([`Base`]); only those at or past the written prefix, which holds the
     /// file's bytes already. A page whose old bytes all lie inside `overwritten` (what a
-    /// write is about to replace) is only marked present. Runs under the staging lock, so nothing sees a page half copied.
+    /// write is about to replace) is only marked present. Runs under the staging lock, so
+    /// nothing sees a page half copied.
     async fn copy_in(
         self: &Arc<Self>,
         ino: InodeNo,
@@ -444,6 +445,20 @@ impl Vfs {
             Some(st) => self.copy_in(ino, st, 0, u64::MAX, None).await,
             None => Ok(()),
         }
+    }
+
+    /// Copies in the old bytes of every open staging under directory `dir`, before the
+    /// directory moves: a copy-based move may give its objects new versions (ETags), and
+    /// the bases name the old ones.
+    pub(super) async fn materialize_under(self: &Arc<Self>, dir: InodeNo) -> Result<(), FsError> {
+        let open: Vec<InodeNo> = lock(&self.open_files).keys().copied().collect();
+        for ino in open {
+            // An inode that left the tree (unlinked while open) moves with nothing.
+            if self.is_within(ino, dir).await.unwrap_or(false) {
+                self.materialize_staging(ino).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Reads from `ino`'s staged content; `None` when there is no staging yet.

@@ -106,8 +106,8 @@ fn fuse_namespace_ops_reach_the_ufs(b: Backend) {
 /// A write to a file opened without O_TRUNC starts from its old content, but old pages
 /// are copied into staging only when their bytes are still needed: a rewrite from the
 /// start (fio's preallocate-close-reopen-write) copies nothing, a small patch copies one
-/// page, and reads, truncates, renames, unlinks and appends of a partly rewritten file
-/// still see every old byte where it belongs.
+/// page, and reads, truncates, renames (of the file or its directory), unlinks and appends
+/// of a partly rewritten file still see every old byte where it belongs.
 fn fuse_rewrites_copy_in_only_the_old_pages_they_need(b: Backend) {
     use std::os::unix::fs::FileExt;
     const MIB: usize = 1 << 20;
@@ -115,6 +115,8 @@ fn fuse_rewrites_copy_in_only_the_old_pages_they_need(b: Backend) {
     let old = data(5 * MIB + 1234, 1);
     ufs.put("f", &old);
     ufs.put("q", &data(2 * MIB, 5));
+    let under = data(3 * MIB, 9);
+    ufs.put("d/h", &under);
     let dirs = MountDirs::new();
     let m = Mount::new(&ufs, &dirs);
     let copied = || m.counter("staging_copied_pages");
@@ -193,6 +195,21 @@ fn fuse_rewrites_copy_in_only_the_old_pages_they_need(b: Backend) {
     }
     assert_eq!(ufs.get("f"), None);
     assert_eq!(ufs.get("g").as_deref(), Some(&want[..]));
+
+    // Its directory renamed while partly rewritten: the old bytes are copied in before
+    // the directory moves (a copy-based move may give the objects new versions), and
+    // follow the file.
+    {
+        let f = rw("d/h");
+        f.write_all_at(b"D", 7).unwrap(); // copies in page 0
+        let c0 = copied();
+        std::fs::rename(m.p("d"), m.p("d2")).unwrap();
+        assert_eq!(copied() - c0, 2, "pages 1 and 2 copied in before the move");
+    }
+    let mut moved = under.clone();
+    moved[7] = b'D';
+    assert_eq!(ufs.get("d/h"), None);
+    assert_eq!(ufs.get("d2/h").as_deref(), Some(&moved[..]));
 
     // Unlinked while partly rewritten: the open descriptor keeps every old byte.
     {
