@@ -657,7 +657,6 @@ impl Vfs {
         }
         if self.is_open(rec.ino) {
             self.pin_staging(rec.ino).await?;
-            self.materialize_staging(rec.ino).await?;
         }
         key.ufs.delete(&key).await?;
         Ok(None)
@@ -670,7 +669,13 @@ impl Vfs {
         }
         let rec = self.meta.get(ino).await?;
         let of = self.acquire_open_file(ino);
-        if let Err(e) = self.init_staging(&of, &rec, false).await {
+        // A local copy of every byte: the old ones are copied in now, before the object
+        // they would be read from goes.
+        let staged = match self.init_staging(&of, &rec, false).await {
+            Ok(()) => self.materialize_staging(ino).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = staged {
             self.release_open_file(ino, &of);
             return Err(e);
         }

@@ -89,6 +89,18 @@ impl Base {
         }
     }
 
+    /// Where page `idx` still has old bytes, given the written prefix `[0, filled)`: from
+    /// the later of the page's start and `filled`, to the earlier of its end and `len`.
+    /// `None` when it has none (see the invariants above).
+    fn old_range(&self, idx: u64, filled: u64) -> Option<(u64, u64)> {
+        if !self.is_missing(idx) {
+            return None;
+        }
+        let from = idx * PAGE_SIZE;
+        let (lo, to) = (from.max(filled), (from + PAGE_SIZE).min(self.len));
+        (lo < to).then_some((lo, to))
+    }
+
     /// The written prefix grew from `filled` to `end`: pages wholly below `end` hold no
     /// old byte any more.
     fn written_up_to(&mut self, filled: u64, end: u64) {
@@ -185,6 +197,13 @@ impl Staging {
             self.stream = None;
             self.stream_broken = true;
             crate::metrics::Metrics::inc(&metrics.streamed_aborts);
+        }
+    }
+
+    /// Forgets the base once no page needs old bytes from it.
+    fn drop_spent_base(&mut self) {
+        if self.base.as_ref().is_some_and(|b| b.left == 0) {
+            self.base = None;
         }
     }
 
@@ -389,14 +408,15 @@ impl Vfs {
             if !base.is_missing(idx) {
                 continue;
             }
-            let from = idx * PAGE_SIZE;
-            let to = (from + PAGE_SIZE).min(base.len);
-            let lo = from.max(filled);
-            if lo >= to || overwritten.is_some_and(|(a, b)| a <= from && to <= b) {
+            let Some((lo, to)) = base
+                .old_range(idx, filled)
+                .filter(|&(lo, to)| !overwritten.is_some_and(|(a, b)| a <= lo && to <= b))
+            else {
                 base.clear(idx);
                 continue;
-            }
+            };
             let page = self.base_page(ino, base, &mut key_fresh, idx).await?;
+            let from = idx * PAGE_SIZE;
             let (a, b) = ((lo - from) as usize, ((to - from) as usize).min(page.len()));
             let f = st
                 .file
@@ -410,9 +430,7 @@ impl Vfs {
             base.clear(idx);
             crate::metrics::Metrics::inc(&self.metrics.staging_copied_pages);
         }
-        if base.left == 0 {
-            st.base = None;
-        }
+        st.drop_spent_base();
         Ok(())
     }
 
@@ -490,13 +508,15 @@ impl Vfs {
         if let Some(base) = s.base.as_mut() {
             let mut key_fresh = false;
             for idx in offset / PAGE_SIZE..end.min(base.len).div_ceil(PAGE_SIZE) {
-                let from = idx * PAGE_SIZE;
-                let lo = from.max(filled).max(offset);
-                let hi = (from + PAGE_SIZE).min(base.len).min(end);
-                if !base.is_missing(idx) || lo >= hi {
+                let Some((lo, hi)) = base
+                    .old_range(idx, filled)
+                    .map(|(lo, to)| (lo.max(offset), to.min(end)))
+                    .filter(|(lo, hi)| lo < hi)
+                else {
                     continue;
-                }
+                };
                 let page = self.base_page(ino, base, &mut key_fresh, idx).await?;
+                let from = idx * PAGE_SIZE;
                 let old = page
                     .get((lo - from) as usize..(hi - from) as usize)
                     .ok_or_else(|| FsError::new(libc::ESTALE, "previous version is short"))?;
@@ -677,10 +697,8 @@ impl Vfs {
             // and a page only partly below it keeps needing just those past it.
             if let Some(b) = st.base.as_mut() {
                 b.written_up_to(st.filled, end);
-                if b.left == 0 {
-                    st.base = None;
-                }
             }
+            st.drop_spent_base();
         } else if grows {
             // An append past the written prefix: everything between becomes final.
             let filled = st.filled;
@@ -1029,10 +1047,8 @@ impl Vfs {
                 st.filled = st.filled.min(size);
                 if let Some(b) = st.base.as_mut() {
                     b.truncate(size);
-                    if b.left == 0 {
-                        st.base = None;
-                    }
                 }
+                st.drop_spent_base();
                 st.touch();
             }
             self.commit(ino, &of).await
@@ -1077,6 +1093,15 @@ mod tests {
         // Clearing twice counts once.
         b.clear(1);
         assert_eq!(b.left, 129);
+        // Old bytes: none in a cleared page; in page 2 only past the prefix; in the last
+        // page only up to the old length.
+        assert_eq!(b.old_range(1, 2 * PAGE_SIZE + 1), None);
+        assert_eq!(
+            b.old_range(2, 2 * PAGE_SIZE + 1),
+            Some((2 * PAGE_SIZE + 1, 3 * PAGE_SIZE))
+        );
+        assert_eq!(b.old_range(130, 0), Some((130 * PAGE_SIZE, len)));
+        assert_eq!(b.old_range(3, 4 * PAGE_SIZE), None, "all below the prefix");
 
         // A cut inside page 100 drops pages 101..; page 100 still has old bytes.
         b.truncate(100 * PAGE_SIZE + 5);
