@@ -40,6 +40,10 @@ counters! {
     bytes_from_cache,
     /// Bytes fetched from the UFS for reads.
     bytes_from_ufs,
+    /// Bytes read for cache misses from a local file holding the version instead of the
+    /// UFS: a pending version's journal entry, or the file a written version is being
+    /// cached from.
+    bytes_from_local,
     /// Bytes uploaded to the UFS.
     bytes_to_ufs,
     /// All UFS requests (reads, lists, stats, writes, deletes, renames).
@@ -126,6 +130,7 @@ impl Metrics {
         for (source, v) in [
             ("cache", c["bytes_from_cache"]),
             ("ufs", c["bytes_from_ufs"]),
+            ("local", c["bytes_from_local"]),
             ("peer", 0),
         ] {
             out.push_str(&format!(

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use bytes::{Bytes, BytesMut};
 use tokio::sync::{OnceCell, OwnedSemaphorePermit};
 
+use super::write::LocalCopy;
 use super::{Handle, ReadSnapshot, Vfs, lock};
 use crate::error::FsError;
 use crate::metrics::Metrics;
@@ -118,6 +119,28 @@ pub(super) struct Inflight {
     /// reader's) stays in memory. Bounded: cleared when it reaches [`FRESH_MAX`]
     /// (forgetting only means a scan page stays in memory, as any other page).
     fresh: Mutex<HashMap<PageKey, u64>>,
+    /// Committed versions whose bytes are in a local file while `fill_pages` copies them
+    /// into the disk tier (see [`Vfs::read_local`]).
+    local: Mutex<HashMap<Version, Arc<LocalCopy>>>,
+}
+
+/// One version of one file.
+type Version = (InodeNo, Arc<str>);
+
+/// Keeps a [`LocalCopy`] offered to readers until dropped.
+pub(super) struct Offered<'a> {
+    vfs: &'a Vfs,
+    key: Version,
+    src: Arc<LocalCopy>,
+}
+
+impl Drop for Offered<'_> {
+    fn drop(&mut self) {
+        let mut m = lock(&self.vfs.inflight.local);
+        if m.get(&self.key).is_some_and(|s| Arc::ptr_eq(s, &self.src)) {
+            m.remove(&self.key);
+        }
+    }
 }
 
 /// Bound on [`Inflight::fresh`].
@@ -316,7 +339,7 @@ impl Vfs {
                 };
                 let start = key.idx.0 * PAGE_SIZE;
                 let end = snap.size.min(start + PAGE_SIZE);
-                let b = match self.read_journaled(&key.version, start, end).await {
+                let b = match self.read_local(&key, start, end).await {
                     Some(b) => b,
                     None => {
                         self.check_not_pending_elsewhere(&key).await?;
@@ -334,7 +357,9 @@ impl Vfs {
                             Metrics::inc(&self.metrics.prefetch_waits);
                             slots.clone().acquire_owned().await.ok()
                         };
-                        loc.ufs.read_range(loc, start..end, &key.version).await?
+                        let b = loc.ufs.read_range(loc, start..end, &key.version).await?;
+                        Metrics::add(&self.metrics.bytes_from_ufs, b.len() as u64);
+                        b
                     }
                 };
                 if b.len() as u64 != end - start {
@@ -343,7 +368,6 @@ impl Vfs {
                         format!("{:?} changed in the UFS: short read", snap.key),
                     ));
                 }
-                Metrics::add(&self.metrics.bytes_from_ufs, b.len() as u64);
                 if read_ahead {
                     // Before the page is visible, so no read can use it unmarked.
                     let mut f = lock(&self.inflight.fresh);
@@ -386,22 +410,48 @@ impl Vfs {
         Ok(())
     }
 
-    /// Reads a range of a pending (ASYNC_THROUGH) version from the journal. `None` when the
-    /// version is not pending or its entry is gone (then it has been uploaded, and the UFS
-    /// object holds the same bytes).
-    async fn read_journaled(&self, version: &str, start: u64, end: u64) -> Option<Bytes> {
-        let (ino, seq) = super::journal::parse_tag(version)?;
-        let path = self.journal.as_ref()?.data_path(ino, seq);
-        tokio::task::spawn_blocking(move || {
-            use std::os::unix::fs::FileExt;
-            let f = std::fs::File::open(path).ok()?;
-            let mut buf = vec![0u8; (end - start) as usize];
-            f.read_exact_at(&mut buf, start).ok()?;
-            Some(Bytes::from(buf))
-        })
-        .await
-        .ok()
-        .flatten()
+    /// Reads a range of a version from a local file, if one holds it: the journal entry
+    /// of a pending (ASYNC_THROUGH) version, or the file a committed version is being
+    /// copied into the disk tier from (its staging file, or its uploaded journal entry).
+    /// `None` sends the read to the UFS: the version is in no local file (a pending one
+    /// whose entry is gone was uploaded, and the UFS object holds the same bytes).
+    async fn read_local(&self, key: &PageKey, start: u64, end: u64) -> Option<Bytes> {
+        let b = match super::journal::parse_tag(&key.version) {
+            Some((ino, seq)) => {
+                let path = self.journal.as_ref()?.data_path(ino, seq);
+                let file = tokio::task::spawn_blocking(move || std::fs::File::open(path))
+                    .await
+                    .ok()?
+                    .ok()?;
+                LocalCopy::immutable(Arc::new(file))
+                    .read(start, end, false)
+                    .await?
+            }
+            None => {
+                let src = lock(&self.inflight.local)
+                    .get(&(key.ino, key.version.clone()))
+                    .cloned()?;
+                src.read(start, end, false).await?
+            }
+        };
+        Metrics::add(&self.metrics.bytes_from_local, b.len() as u64);
+        Some(Bytes::from(b))
+    }
+
+    /// Offers `src` to readers of `(ino, version)` until the guard drops.
+    pub(super) fn offer_local_copy<'a>(
+        &'a self,
+        ino: InodeNo,
+        version: &Arc<str>,
+        src: &Arc<LocalCopy>,
+    ) -> Offered<'a> {
+        let key = (ino, version.clone());
+        lock(&self.inflight.local).insert(key.clone(), src.clone());
+        Offered {
+            vfs: self,
+            key,
+            src: src.clone(),
+        }
     }
 
     /// Starts background fetches of pages `from..to` that are neither cached nor in

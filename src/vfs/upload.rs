@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 
 use super::Vfs;
 use super::journal::pending_tag;
+use super::write::LocalCopy;
 use crate::error::FsError;
 use crate::types::{FileKind, InodeNo};
 
@@ -184,7 +185,8 @@ impl Vfs {
                 // reads after the upload stay local. The open entry outlives its removal.
                 let (this, version) = (self.clone(), Arc::from(info.version.as_str()));
                 self.rt.spawn(async move {
-                    this.fill_pages(ino, version, file, len, None).await;
+                    this.fill_pages(ino, version, LocalCopy::immutable(file), len)
+                        .await;
                 });
             }
             Err(MetaError::VersionMismatch(_)) | Err(MetaError::NotFound(_)) => {}

@@ -216,6 +216,67 @@ impl Staging {
     }
 }
 
+/// A committed version's bytes in a local file: the staging file it was written from
+/// (while its generation is unchanged), or its journal entry (which never changes).
+/// Offered to readers while `fill_pages` copies it into the disk tier.
+pub(super) struct LocalCopy {
+    file: Arc<std::fs::File>,
+    staging: Option<(Arc<OpenFile>, u64)>,
+}
+
+impl LocalCopy {
+    /// An immutable file (an uploaded journal entry).
+    pub(super) fn immutable(file: Arc<std::fs::File>) -> Self {
+        Self {
+            file,
+            staging: None,
+        }
+    }
+
+    /// `of`'s staging file, holding the version committed at `generation`.
+    pub(super) fn staged(file: Arc<std::fs::File>, of: Arc<OpenFile>, generation: u64) -> Self {
+        Self {
+            file,
+            staging: Some((of, generation)),
+        }
+    }
+
+    /// Whether this is `of`'s staging.
+    fn staged_in(&self, of: &Arc<OpenFile>) -> bool {
+        self.staging
+            .as_ref()
+            .is_some_and(|(s, _)| Arc::ptr_eq(s, of))
+    }
+
+    /// Bytes `start..end` of the version, or `None` when the file no longer holds it (or
+    /// cannot be read). A staging file holds it only while its generation is the
+    /// committed one; the check comes after the read, and writes bump the generation under
+    /// the staging lock, so bytes read before a successful check include no later write.
+    /// With `wait` false, a staging locked right now counts as changed: a reader never
+    /// queues behind a writer, it goes to the UFS instead.
+    pub(super) async fn read(&self, start: u64, end: u64, wait: bool) -> Option<Vec<u8>> {
+        let f = self.file.clone();
+        let b = tokio::task::spawn_blocking(move || {
+            let mut b = vec![0u8; end.saturating_sub(start) as usize];
+            f.read_exact_at(&mut b, start).map(|_| b)
+        })
+        .await
+        .ok()?
+        .ok()?;
+        if let Some((of, generation)) = &self.staging {
+            let g = if wait {
+                Some(of.st.lock().await)
+            } else {
+                of.st.try_lock().ok()
+            };
+            if g.as_ref().and_then(|g| g.as_ref()).map(|s| s.generation) != Some(*generation) {
+                return None;
+            }
+        }
+        Some(b)
+    }
+}
+
 /// Per-inode write state shared by every open handle of the inode.
 pub(super) struct OpenFile {
     refs: AtomicUsize,
@@ -845,54 +906,47 @@ impl Vfs {
         let (this, of) = (self.clone(), of.clone());
         let version: Arc<str> = Arc::from(version.as_str());
         self.rt.spawn(async move {
-            this.fill_pages(ino, version, file, size, Some((&of, generation)))
-                .await
+            let src = LocalCopy::staged(file, of, generation);
+            this.fill_pages(ino, version, src, size).await
         });
         Ok(())
     }
 
-    /// Copies the pages of a committed version from `file` (its staging file, or its
+    /// Copies the pages of a committed version from `src` (its staging file, or its
     /// journal entry once uploaded) into the disk tier. Only bytes of that version may be
-    /// cached under its key: with `staging`, the copy stops as soon as the staging
-    /// generation moves (a page read before that check cannot include a later write,
-    /// because writes bump the generation under the staging lock); a journal entry never
-    /// changes. The copy also stops once the file is opened for writing with another
-    /// staging: this version is about to be replaced, and caching it would only compete
-    /// with the new writes.
+    /// cached under its key (see [`LocalCopy::read`]). The copy also stops once the file
+    /// is opened for writing with another staging: this version is about to be replaced,
+    /// and caching it would only compete with the writer. While it runs, the version's
+    /// misses read `src` instead of the UFS ([`Vfs::read_local`]), so a file read right
+    /// after it was written never waits on the store, whatever page the copy has reached.
     pub(super) async fn fill_pages(
         &self,
         ino: InodeNo,
         version: Arc<str>,
-        file: Arc<std::fs::File>,
+        src: LocalCopy,
         size: u64,
-        staging: Option<(&Arc<OpenFile>, u64)>,
     ) {
+        let src = Arc::new(src);
+        let _offered = self.offer_local_copy(ino, &version, &src);
         for idx in 0..size.div_ceil(PAGE_SIZE) {
-            let start = idx * PAGE_SIZE;
-            let n = (size - start).min(PAGE_SIZE) as usize;
-            let f = file.clone();
-            let page = tokio::task::spawn_blocking(move || {
-                let mut b = vec![0u8; n];
-                f.read_exact_at(&mut b, start).map(|_| b)
-            })
-            .await;
-            let Ok(Ok(b)) = page else { return };
-            if let Some((of, generation)) = staging
-                && of.st.lock().await.as_ref().map(|s| s.generation) != Some(generation)
-            {
-                return;
-            }
-            if lock(&self.open_files)
-                .get(&ino)
-                .is_some_and(|o| staging.is_none_or(|(of, _)| !Arc::ptr_eq(o, of)))
-            {
-                return;
-            }
             let key = PageKey {
                 ino,
                 version: version.clone(),
                 idx: PageIdx(idx),
             };
+            if self.cache.contains(&key) {
+                continue; // a reader's miss cached it already (from `src`)
+            }
+            let start = idx * PAGE_SIZE;
+            let Some(b) = src.read(start, size.min(start + PAGE_SIZE), true).await else {
+                return;
+            };
+            if lock(&self.open_files)
+                .get(&ino)
+                .is_some_and(|o| !src.staged_in(o))
+            {
+                return;
+            }
             self.cache.put_disk(key, Bytes::from(b)).await;
         }
     }

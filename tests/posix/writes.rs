@@ -66,6 +66,38 @@ fn fuse_write_then_read_back(b: Backend) {
     assert_eq!(m.counter("ufs_reads"), reads);
 }
 
+/// A file read right after it was written never waits on the store: while its pages are
+/// being copied into the disk tier after close, a miss reads them from the file it was
+/// written from. Read back to front, past the kernel's page cache, so the first reads are
+/// of pages the copy (which goes front to back) cannot have reached yet.
+fn fuse_files_read_right_after_writing_come_from_the_local_copy(b: Backend) {
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    const MIB: usize = 1 << 20;
+    let ufs = TestUfs::new(b);
+    let dirs = MountDirs::new();
+    let m = Mount::new(&ufs, &dirs);
+    let d = data(64 * MIB + 123, 9);
+    std::fs::write(m.p("ckpt"), &d).unwrap();
+    let (reads, local) = (m.counter("ufs_reads"), m.counter("bytes_from_local"));
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(m.p("ckpt"))
+        .unwrap();
+    let mut back = vec![0u8; d.len()];
+    for off in (0..d.len()).step_by(MIB).rev() {
+        let end = d.len().min(off + MIB);
+        f.read_exact_at(&mut back[off..end], off as u64).unwrap();
+    }
+    assert!(back == d, "bytes differ");
+    assert_eq!(m.counter("ufs_reads"), reads, "no read reached the store");
+    assert!(
+        m.counter("bytes_from_local") > local,
+        "the reads raced the copy into the disk tier and took the local file"
+    );
+    assert_eq!(ufs.get("ckpt").as_deref(), Some(&d[..]));
+}
+
 fn fuse_namespace_ops_reach_the_ufs(b: Backend) {
     let ufs = TestUfs::new(b);
     let dirs = MountDirs::new();
@@ -293,6 +325,7 @@ fn fuse_async_through_files_stay_cached_after_upload(b: Backend) {
 backend_tests!(
     fuse_async_through_files_stay_cached_after_upload,
     fuse_write_then_read_back,
+    fuse_files_read_right_after_writing_come_from_the_local_copy,
     fuse_namespace_ops_reach_the_ufs,
     fuse_rewrites_copy_in_only_the_old_pages_they_need
 );
