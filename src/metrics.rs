@@ -64,6 +64,9 @@ counters! {
     ufs_errors,
     /// Pages written to the disk tier.
     disk_cache_writes,
+    /// Pages a written file brought into the disk tier by adoption: its local file linked
+    /// in as the data file, not copied.
+    disk_cache_adopted,
     /// Disk tier I/O errors (each becomes a miss).
     disk_cache_errors,
     /// Disk tier pages whose header or checksum did not match (each becomes a miss).

@@ -197,6 +197,24 @@ impl PageCache {
         }
     }
 
+    /// Caches `file`, all `size` bytes of `(ino, version)`, by taking it as the disk
+    /// tier's data file (see [`DiskTier::adopt`]). On the blocking pool.
+    pub async fn adopt(
+        &self,
+        ino: InodeNo,
+        version: &Arc<str>,
+        file: &Arc<std::fs::File>,
+        size: u64,
+    ) -> bool {
+        let Some(disk) = self.disk.clone() else {
+            return false;
+        };
+        let (version, file) = (version.clone(), file.clone());
+        tokio::task::spawn_blocking(move || disk.adopt(ino, &version, &file, size))
+            .await
+            .unwrap_or(false)
+    }
+
     /// Stores a page in the disk tier only (pages of written files: they need not
     /// displace what readers keep in memory).
     pub async fn put_disk(&self, key: PageKey, data: Bytes) {

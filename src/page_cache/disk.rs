@@ -94,6 +94,38 @@ impl Index {
         self.tick
     }
 
+    /// Indexes a verified page whose bytes (and room) are in place, as the newest in the
+    /// LRU. Another put of the same page may have raced this one: one reservation is kept.
+    fn add_page(
+        &mut self,
+        fid: u64,
+        ino: InodeNo,
+        version: &Arc<str>,
+        page: u64,
+        len: u32,
+        crc: u32,
+    ) {
+        let tick = self.next_tick();
+        let meta = PageMeta {
+            len,
+            crc,
+            tick,
+            verified: true,
+        };
+        let e = self.files.entry(fid).or_insert_with(|| Entry {
+            ino: ino.0,
+            version: version.clone(),
+            pages: HashMap::new(),
+            pins: 0,
+            verifying: false,
+        });
+        if let Some(old) = e.pages.insert(page, meta) {
+            self.lru.remove(&old.tick);
+            self.used -= u64::from(old.len);
+        }
+        self.lru.insert(tick, (fid, page));
+    }
+
     /// Removes a page from the index; returns whether its entry is now empty.
     fn remove_page(&mut self, fid: u64, idx: u64) -> Option<bool> {
         let e = self.files.get_mut(&fid)?;
@@ -268,10 +300,15 @@ fn create_log(dir: &Path, fid: u64, ino: u64, version: &str) -> std::io::Result<
     res
 }
 
-fn tempfile_in(dir: &Path) -> std::io::Result<(PathBuf, File)> {
+/// A fresh temporary name in `dir` (deleted at the next start if left behind).
+fn temp_name(dir: &Path) -> PathBuf {
     static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = SEQ.fetch_add(1, Ordering::Relaxed);
-    let p = dir.join(format!("tmp.{}.{n}", std::process::id()));
+    dir.join(format!("tmp.{}.{n}", std::process::id()))
+}
+
+fn tempfile_in(dir: &Path) -> std::io::Result<(PathBuf, File)> {
+    let p = temp_name(dir);
     let f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -654,27 +691,7 @@ impl DiskTier {
         match self.write_page(fid, &key, data, crc).await {
             Ok(()) => {
                 Metrics::inc(&self.metrics.disk_cache_writes);
-                let mut idx = lock(&self.index);
-                let tick = idx.next_tick();
-                let meta = PageMeta {
-                    len,
-                    crc,
-                    tick,
-                    verified: true,
-                };
-                let e = idx.files.entry(fid).or_insert_with(|| Entry {
-                    ino: key.ino.0,
-                    version: key.version.clone(),
-                    pages: HashMap::new(),
-                    pins: 0,
-                    verifying: false,
-                });
-                // Raced with another put of the same page: keep one reservation.
-                if let Some(old) = e.pages.insert(key.idx.0, meta) {
-                    idx.lru.remove(&old.tick);
-                    idx.used -= u64::from(old.len);
-                }
-                idx.lru.insert(tick, (fid, key.idx.0));
+                lock(&self.index).add_page(fid, key.ino, &key.version, key.idx.0, len, crc);
             }
             Err(e) => {
                 {
@@ -725,6 +742,106 @@ impl DiskTier {
         // The record goes after the data: a record without its data is caught by the
         // checksum, data without a record is merely unindexed.
         append(&self.dir, fid, &record(REC_PAGE, key.idx.0, len, crc))
+    }
+
+    /// Takes `file`, which holds all `size` bytes of `(ino, version)` and is never written
+    /// again (a written file's staging, or an uploaded journal entry), as the version's
+    /// data file: hard-linked into place instead of copied page by page, so a written file
+    /// is cached whole, ready for passthrough, without writing its bytes a second time.
+    /// Every page is indexed as verified: its checksum is computed here from the bytes the
+    /// file holds. Pages of the version cached already give way. `false` (nothing cached)
+    /// when it cannot: a file of that version is pinned by passthrough, no room, or the
+    /// file cannot be linked here (not an unnamed file on this filesystem); the caller then
+    /// caches pages one by one. Blocking: it reads the whole file.
+    pub fn adopt(&self, ino: InodeNo, version: &Arc<str>, file: &File, size: u64) -> bool {
+        use std::os::unix::fs::FileExt;
+        // The data file must be exactly the object: passthrough reads it to its own end.
+        if self.failed.load(Ordering::Relaxed)
+            || size == 0
+            || file.metadata().map(|m| m.len()).ok() != Some(size)
+        {
+            return false;
+        }
+        let fid = file_id(ino, version);
+        if lock(&self.index)
+            .files
+            .get(&fid)
+            .is_some_and(|e| e.pins > 0)
+        {
+            return false;
+        }
+        let mut pages = Vec::with_capacity(size.div_ceil(PAGE_SIZE) as usize);
+        let mut buf = vec![0u8; PAGE_SIZE as usize];
+        for i in 0..size.div_ceil(PAGE_SIZE) {
+            let n = (size - i * PAGE_SIZE).min(PAGE_SIZE) as usize;
+            if file.read_exact_at(&mut buf[..n], i * PAGE_SIZE).is_err() {
+                return false;
+            }
+            pages.push((n as u32, crc32c::crc32c(&buf[..n])));
+        }
+        self.drop_file(fid);
+        let Some(victims) = self.make_room(size) else {
+            return false;
+        };
+        self.apply(victims);
+        if let Err(e) = self.link_in(fid, ino, version, file, &pages) {
+            tracing::debug!(error = %e, "cannot adopt a file into the disk cache; copying its pages");
+            let mut idx = lock(&self.index);
+            idx.used -= size;
+            self.metrics
+                .disk_cache_bytes
+                .store(idx.used, Ordering::Relaxed);
+            return false;
+        }
+        let mut idx = lock(&self.index);
+        for (i, (len, crc)) in pages.into_iter().enumerate() {
+            idx.add_page(fid, ino, version, i as u64, len, crc);
+        }
+        self.metrics
+            .disk_cache_bytes
+            .store(idx.used, Ordering::Relaxed);
+        Metrics::add(&self.metrics.disk_cache_adopted, size.div_ceil(PAGE_SIZE));
+        true
+    }
+
+    /// Puts `file` in place as `fid`'s data file, with a log listing `pages` (length and
+    /// checksum of each). Both are made under temporary names and renamed into place, the
+    /// data first: a data file without its log is deleted at the next start.
+    fn link_in(
+        &self,
+        fid: u64,
+        ino: InodeNo,
+        version: &str,
+        file: &File,
+        pages: &[(u32, u32)],
+    ) -> std::io::Result<()> {
+        let data = data_path(&self.dir, fid);
+        let parent = data.parent().unwrap_or(&self.dir).to_path_buf();
+        std::fs::create_dir_all(&parent)?;
+        let (tmp_log, mut log) = tempfile_in(&parent)?;
+        let tmp_data = temp_name(&parent);
+        let res = (|| {
+            let mut buf = header(ino.0, version);
+            for (i, &(len, crc)) in pages.iter().enumerate() {
+                buf.extend_from_slice(&record(REC_PAGE, i as u64, len, crc));
+            }
+            log.write_all(&buf)?;
+            let fd = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(file));
+            nix::unistd::linkat(
+                nix::fcntl::AT_FDCWD,
+                fd.as_str(),
+                nix::fcntl::AT_FDCWD,
+                &tmp_data,
+                nix::fcntl::AtFlags::AT_SYMLINK_FOLLOW,
+            )?;
+            std::fs::rename(&tmp_data, &data)?;
+            std::fs::rename(&tmp_log, log_path(&self.dir, fid))
+        })();
+        if res.is_err() {
+            let _ = std::fs::remove_file(&tmp_log);
+            let _ = std::fs::remove_file(&tmp_data);
+        }
+        res
     }
 
     /// The data file of `fid` for writing, created if absent; `direct` opens it O_DIRECT.
@@ -1023,5 +1140,81 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         panic!("background verification never completed");
+    }
+
+    /// An unnamed file on the tier's filesystem holding a whole version.
+    fn unnamed(dir: &Path, bytes: &[u8]) -> File {
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_TMPFILE)
+            .mode(0o600)
+            .open(dir)
+            .unwrap();
+        f.write_all(bytes).unwrap();
+        f
+    }
+
+    /// A whole written file is taken as the data file: every page indexed and verified
+    /// (ready for passthrough at once), the bytes the file's own, the pages cached before
+    /// replaced, the capacity charged, and the log good for the next start. A file that
+    /// is not exactly the object, or not linkable, or a version pinned by passthrough, is
+    /// refused with nothing changed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_written_file_is_adopted_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Arc::new(Metrics::default());
+        let t = tier(dir.path(), 64 << 20, &m);
+        let size = 2 * PAGE_SIZE as usize + 5;
+        let bytes: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        let v: Arc<str> = Arc::from("v");
+        // A page cached before (by a reader's miss) gives way to the adopted file.
+        t.put(
+            key("v", 1),
+            Bytes::copy_from_slice(&bytes[PAGE_SIZE as usize..2 * PAGE_SIZE as usize]),
+        )
+        .await;
+        let staged = dir.path().join("staged");
+        std::fs::create_dir(&staged).unwrap();
+        let f = unnamed(&staged, &bytes);
+        assert!(
+            !t.adopt(InodeNo(9), &v, &f, size as u64 + 1),
+            "size differs"
+        );
+        assert!(t.adopt(InodeNo(9), &v, &f, size as u64));
+        assert_eq!(m.disk_cache_adopted.load(Ordering::Relaxed), 3);
+        assert_eq!(lock(&t.index).used, size as u64, "one reservation per page");
+        for i in 0..3 {
+            let got = t.get(&key("v", i)).await.expect("adopted page");
+            let from = i as usize * PAGE_SIZE as usize;
+            assert_eq!(&got[..], &bytes[from..size.min(from + PAGE_SIZE as usize)]);
+        }
+        let b = t
+            .backing(InodeNo(9), &v, size as u64, &rt())
+            .expect("verified at once");
+        let mut all = Vec::new();
+        (&b.file).read_to_end(&mut all).unwrap();
+        assert!(all == bytes, "the data file is the object");
+        // Pinned by passthrough: another adoption of the version is refused.
+        let g = unnamed(&staged, &bytes);
+        assert!(!t.adopt(InodeNo(9), &v, &g, size as u64));
+        drop(b);
+        // A named file that was unlinked cannot be linked in: refused, nothing changed.
+        let w: Arc<str> = Arc::from("w");
+        let p = staged.join("named");
+        std::fs::write(&p, &bytes).unwrap();
+        let named = File::open(&p).unwrap();
+        std::fs::remove_file(&p).unwrap();
+        assert!(!t.adopt(InodeNo(9), &w, &named, size as u64));
+        assert!(t.get(&key("w", 0)).await.is_none());
+        assert_eq!(lock(&t.index).used, size as u64, "reservation given back");
+        // Too big for the tier: refused.
+        let big = tier(&dir.path().join("small"), PAGE_SIZE, &m);
+        assert!(!big.adopt(InodeNo(9), &v, &f, size as u64));
+        // The log lists every page for the next start.
+        drop(t);
+        let t = tier(dir.path(), 64 << 20, &m);
+        let got = t.get(&key("v", 2)).await.expect("after restart");
+        assert_eq!(&got[..], &bytes[2 * PAGE_SIZE as usize..]);
     }
 }

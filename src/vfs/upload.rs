@@ -182,12 +182,19 @@ impl Vfs {
         match self.meta.set_attr(ino, cas).await {
             Ok(_) => {
                 // The journaled bytes are the store's version now: cache them under it, so
-                // reads after the upload stay local. The open entry outlives its removal.
+                // reads after the upload stay local. The entry goes only after that: the
+                // disk tier adopts it by linking it, which its name must still allow (the
+                // open descriptor serves a page-by-page copy either way). A crash before
+                // the removal leaves an entry the next start drops as superseded.
                 let (this, version) = (self.clone(), Arc::from(info.version.as_str()));
                 self.rt.spawn(async move {
                     this.fill_pages(ino, version, LocalCopy::immutable(file), len)
                         .await;
+                    if let Some(j) = &this.journal {
+                        j.remove(ino, seq);
+                    }
                 });
+                return Ok(Outcome::Done);
             }
             Err(MetaError::VersionMismatch(_)) | Err(MetaError::NotFound(_)) => {}
             Err(e) => return Err(e.into()),

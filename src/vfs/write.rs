@@ -241,6 +241,19 @@ impl LocalCopy {
         }
     }
 
+    /// Whether the file can change no more: a journal entry, or a staging that every
+    /// handle has closed (no handle, truncate or unlink holds it any more, and a later
+    /// open gets a staging of its own), still at the committed generation.
+    async fn settled(&self) -> bool {
+        match &self.staging {
+            None => true,
+            Some((of, generation)) => {
+                of.refs.load(Ordering::Acquire) == 0
+                    && of.st.lock().await.as_ref().map(|s| s.generation) == Some(*generation)
+            }
+        }
+    }
+
     /// Whether this is `of`'s staging.
     fn staged_in(&self, of: &Arc<OpenFile>) -> bool {
         self.staging
@@ -928,7 +941,19 @@ impl Vfs {
     ) {
         let src = Arc::new(src);
         let _offered = self.offer_local_copy(ino, &version, &src);
+        let mut adopt_tried = false;
         for idx in 0..size.div_ceil(PAGE_SIZE) {
+            // Once the file can change no more, the disk tier takes it whole instead of a
+            // copy. Not while this inode is open for writing: a journal entry may then be
+            // that writer's (frozen) staging, which the disk tier would punch holes in on
+            // eviction. A staging still open is copied page by page until it settles
+            // (close sends FLUSH, which commits, and only then RELEASE).
+            if !adopt_tried && src.settled().await && !lock(&self.open_files).contains_key(&ino) {
+                adopt_tried = true;
+                if self.cache.adopt(ino, &version, &src.file, size).await {
+                    return;
+                }
+            }
             let key = PageKey {
                 ino,
                 version: version.clone(),

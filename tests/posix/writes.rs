@@ -313,13 +313,64 @@ fn fuse_async_through_files_stay_cached_after_upload(b: Backend) {
     wait_for("the upload never landed", || {
         ufs.get("f").as_deref() == Some(&d[..])
     });
-    // Four pages, copied in the background after the upload.
+    // Four pages, cached in the background after the upload (the journal entry adopted
+    // whole, or copied page by page).
     wait_for("the uploaded pages were never cached", || {
-        m.counter("disk_cache_writes") >= writes + 4
+        m.counter("disk_cache_writes") + m.counter("disk_cache_adopted") >= writes + 4
     });
     let reads = m.counter("ufs_reads");
     assert_eq!(std::fs::read(m.p("f")).unwrap(), d);
     assert_eq!(m.counter("ufs_reads"), reads, "read from the cache");
+}
+
+/// A written file is cached by taking its staging file into the disk tier once every
+/// descriptor is closed, not by writing its bytes a second time, and reading it then costs
+/// no UFS read. Under ASYNC_THROUGH a file still open when its upload lands is not taken:
+/// its journal entry is then the open file's staging, which eviction must never punch
+/// holes in; it is taken after its last close.
+fn fuse_written_files_are_cached_by_adopting_their_staging(b: Backend) {
+    use alluxio::config::{FuseConfig, WriteType};
+    use std::os::unix::fs::FileExt;
+    let ufs = TestUfs::new(b);
+    let dirs = MountDirs::new();
+    let m = Mount::new(&ufs, &dirs);
+    let d = data((64 << 20) + 5, 3);
+    let adopted = m.counter("disk_cache_adopted");
+    std::fs::write(m.p("f"), &d).unwrap();
+    wait_for("the written file was never adopted", || {
+        m.counter("disk_cache_adopted") == adopted + 65
+    });
+    let reads = m.counter("ufs_reads");
+    assert!(std::fs::read(m.p("f")).unwrap() == d, "bytes differ");
+    assert_eq!(m.counter("ufs_reads"), reads, "read from the adopted file");
+    drop(m);
+
+    let dirs = MountDirs::new();
+    let m = Mount::with_config(ufs.config(), &dirs, 64 << 20, FuseConfig::default(), |c| {
+        c.write_type = WriteType::AsyncThrough
+    });
+    let mut v1 = data((4 << 20) + 3, 4);
+    let f = std::fs::File::create(m.p("g")).unwrap();
+    f.write_all_at(&v1, 0).unwrap();
+    f.sync_all().unwrap();
+    wait_for("the upload never landed", || {
+        ufs.get("g").as_deref() == Some(&v1[..])
+    });
+    // The uploader's caching runs right after the upload; give it time to (wrongly) act.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(m.counter("disk_cache_adopted"), 0, "open: not adopted");
+    f.write_all_at(b"XYZ", 1 << 20).unwrap();
+    v1[1 << 20..(1 << 20) + 3].copy_from_slice(b"XYZ");
+    drop(f);
+    wait_for("the second upload never landed", || {
+        ufs.get("g").as_deref() == Some(&v1[..])
+    });
+    wait_for("the closed file was never adopted", || {
+        m.counter("disk_cache_adopted") == 5
+    });
+    let reads = m.counter("ufs_reads");
+    assert!(std::fs::read(m.p("g")).unwrap() == v1, "bytes differ");
+    assert_eq!(m.counter("ufs_reads"), reads, "read from the adopted entry");
 }
 
 backend_tests!(
@@ -327,7 +378,8 @@ backend_tests!(
     fuse_write_then_read_back,
     fuse_files_read_right_after_writing_come_from_the_local_copy,
     fuse_namespace_ops_reach_the_ufs,
-    fuse_rewrites_copy_in_only_the_old_pages_they_need
+    fuse_rewrites_copy_in_only_the_old_pages_they_need,
+    fuse_written_files_are_cached_by_adopting_their_staging
 );
 
 /// On a local-directory UFS an object is written beside its key and renamed into place,
