@@ -368,7 +368,13 @@ impl Vfs {
                 FileKind::File => {
                     let version = rec.version.as_deref().map(Arc::from);
                     let pages = rec.size.div_ceil(crate::types::PAGE_SIZE);
-                    let (b, k) = self.cache.free(i, version.as_ref(), pages);
+                    // Deleting cached files can wait on the device (see
+                    // `DiskTier::apply_off_runtime`): not on a runtime thread.
+                    let cache = self.cache.clone();
+                    let (b, k) =
+                        tokio::task::spawn_blocking(move || cache.free(i, version.as_ref(), pages))
+                            .await
+                            .map_err(|e| FsError::new(libc::EIO, e.to_string()))?;
                     files += 1;
                     bytes += b;
                     busy += k;
