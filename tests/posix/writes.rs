@@ -373,13 +373,65 @@ fn fuse_written_files_are_cached_by_adopting_their_staging(b: Backend) {
     assert_eq!(m.counter("ufs_reads"), reads, "read from the adopted entry");
 }
 
+/// Adoption under a disk tier smaller than what is written. An adopted file whose pages
+/// are later evicted (holes punched in the very file it was written to) reads back whole,
+/// the evicted pages from the store; a file bigger than the tier is never adopted, and is
+/// cached page by page, evicting as it goes. Every read bypasses the kernel's cache.
+fn fuse_adopted_files_read_back_whole_after_eviction(b: Backend) {
+    use alluxio::config::FuseConfig;
+    use std::os::unix::fs::OpenOptionsExt;
+    let ufs = TestUfs::new(b);
+    let dirs = MountDirs::new();
+    let m = Mount::with_config(ufs.config(), &dirs, 64 << 20, FuseConfig::default(), |c| {
+        c.disk_cache_bytes = 64 << 20
+    });
+    let direct = |name: &str| {
+        use std::io::Read;
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(m.p(name))
+            .unwrap();
+        let mut v = Vec::new();
+        f.read_to_end(&mut v).unwrap();
+        v
+    };
+    let a = data((48 << 20) + 1, 1);
+    std::fs::write(m.p("a"), &a).unwrap();
+    wait_for("a was never adopted", || {
+        m.counter("disk_cache_adopted") == 49
+    });
+    let bb = data(32 << 20, 2);
+    std::fs::write(m.p("b"), &bb).unwrap();
+    wait_for("b was never adopted", || {
+        m.counter("disk_cache_adopted") == 81
+    });
+    assert!(
+        m.counter("disk_cache_evictions") >= 17,
+        "b took room from a"
+    );
+    let reads = m.counter("ufs_reads");
+    assert!(direct("a") == a, "a differs after eviction");
+    assert!(
+        m.counter("ufs_reads") > reads,
+        "a's evicted pages came from the store"
+    );
+    let big = data(80 << 20, 3);
+    std::fs::write(m.p("big"), &big).unwrap();
+    assert!(direct("big") == big, "big differs");
+    assert!(direct("b") == bb, "b differs");
+    assert!(direct("a") == a, "a differs");
+    assert_eq!(m.counter("disk_cache_adopted"), 81, "big was never adopted");
+}
+
 backend_tests!(
     fuse_async_through_files_stay_cached_after_upload,
     fuse_write_then_read_back,
     fuse_files_read_right_after_writing_come_from_the_local_copy,
     fuse_namespace_ops_reach_the_ufs,
     fuse_rewrites_copy_in_only_the_old_pages_they_need,
-    fuse_written_files_are_cached_by_adopting_their_staging
+    fuse_written_files_are_cached_by_adopting_their_staging,
+    fuse_adopted_files_read_back_whole_after_eviction
 );
 
 /// On a local-directory UFS an object is written beside its key and renamed into place,
