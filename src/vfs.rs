@@ -1052,13 +1052,22 @@ impl Vfs {
         Ok(self.add_handle(Handle::Dir { entries }))
     }
 
-    /// Entries of an open directory from `offset` on; each entry's offset is its index + 1.
-    pub fn readdir(&self, fh: FileHandle, offset: u64) -> Result<Vec<(u64, DirEntry)>, FsError> {
+    /// Up to `limit` entries of an open directory from `offset` on; each entry's offset
+    /// is its index + 1. A kernel request takes what fits in one reply buffer, so the
+    /// adapter asks for about that many: copying out every remaining entry on each call
+    /// would make listing a large directory quadratic.
+    pub fn readdir(
+        &self,
+        fh: FileHandle,
+        offset: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, DirEntry)>, FsError> {
         match &*self.handle(fh)? {
             Handle::Dir { entries } => Ok(entries
                 .iter()
                 .enumerate()
                 .skip(usize::try_from(offset).unwrap_or(usize::MAX))
+                .take(limit)
                 .map(|(i, e)| (i as u64 + 1, e.clone()))
                 .collect()),
             Handle::File { .. } => Err(FsError::new(libc::EBADF, "not a directory handle")),

@@ -141,7 +141,7 @@ impl Client {
     /// The entries of a directory, with their attributes, by name.
     pub fn list(&self, dir: &InodeRecord) -> Result<Vec<(String, InodeRecord)>, FsError> {
         let fh = self.run(self.vfs.opendir(dir.ino))?;
-        let entries = self.vfs.readdir(fh, 0);
+        let entries = self.vfs.readdir(fh, 0, usize::MAX);
         self.vfs.releasedir(fh);
         let mut out = Vec::new();
         for (_, e) in entries? {

@@ -83,3 +83,55 @@ fn fuse_nested_tree(b: Backend) {
 }
 
 backend_tests!(fuse_readdir_1000_entries, fuse_nested_tree);
+
+/// A listing hands the kernel each entry's attributes with it (READDIRPLUS), so `ls -l`
+/// of 200 entries the kernel has never seen costs no lookup per entry, and the sizes it
+/// shows are the objects'.
+#[test]
+fn fuse_listing_with_attributes_needs_no_lookup_per_entry() {
+    use alluxio::config::FuseConfig;
+    let ufs = TestUfs::new(Backend::Fs);
+    for i in 0..200 {
+        ufs.put(&format!("d/f{i:03}"), &vec![b'x'; i]);
+    }
+    let dirs = MountDirs::new();
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let m = Mount::with_config(ufs.config(), &dirs, 64 << 20, FuseConfig::default(), |c| {
+        c.metrics_listen = Some(addr)
+    });
+    let lookups = || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        write!(
+            s,
+            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut body = String::new();
+        s.read_to_string(&mut body).unwrap();
+        body.lines()
+            .find_map(|l| l.strip_prefix("alluxio_fuse_op_duration_seconds_count{op=\"lookup\"} "))
+            .map_or(0.0, |v| v.parse::<f64>().unwrap())
+    };
+    let before = lookups();
+    let out = std::process::Command::new("timeout")
+        .args(["30", "ls", "-ln"])
+        .arg(m.p("d"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let sizes: Vec<u64> = text
+        .lines()
+        .skip(1) // "total N"
+        .map(|l| l.split_whitespace().nth(4).unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(sizes, (0..200).collect::<Vec<u64>>());
+    let after = lookups();
+    assert!(after - before <= 2.0, "{} lookups", after - before);
+}
