@@ -940,7 +940,17 @@ impl Vfs {
         size: u64,
     ) {
         let src = Arc::new(src);
-        let _offered = self.offer_local_copy(ino, &version, &src);
+        let offered = self.offer_local_copy(ino, &version, &src);
+        self.fill_from(ino, &version, &src, size).await;
+        drop(offered);
+        // Closing an unnamed staging file frees its blocks, which on a filesystem mounted
+        // with `discard` waits on the device (see `DiskTier::apply_off_runtime`): the last
+        // reference goes on the blocking pool, not on a runtime thread.
+        tokio::task::spawn_blocking(move || drop(src));
+    }
+
+    /// The body of [`Self::fill_pages`].
+    async fn fill_from(&self, ino: InodeNo, version: &Arc<str>, src: &Arc<LocalCopy>, size: u64) {
         let mut adopt_tried = false;
         for idx in 0..size.div_ceil(PAGE_SIZE) {
             // Once the file can change no more, the disk tier takes it whole instead of a
@@ -950,7 +960,7 @@ impl Vfs {
             // (close sends FLUSH, which commits, and only then RELEASE).
             if !adopt_tried && src.settled().await && !lock(&self.open_files).contains_key(&ino) {
                 adopt_tried = true;
-                if self.cache.adopt(ino, &version, &src.file, size).await {
+                if self.cache.adopt(ino, version, &src.file, size).await {
                     return;
                 }
             }
