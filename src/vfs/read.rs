@@ -128,13 +128,20 @@ pub(super) struct Inflight {
 type Version = (InodeNo, Arc<str>);
 
 /// Keeps a [`LocalCopy`] offered to readers until dropped.
-pub(super) struct Offered<'a> {
-    vfs: &'a Vfs,
+pub(super) struct Offered {
+    vfs: Arc<Vfs>,
     key: Version,
     src: Arc<LocalCopy>,
 }
 
-impl Drop for Offered<'_> {
+impl Offered {
+    /// The file, its version, and the copy offered.
+    pub(super) fn parts(&self) -> (InodeNo, &Arc<str>, &Arc<LocalCopy>) {
+        (self.key.0, &self.key.1, &self.src)
+    }
+}
+
+impl Drop for Offered {
     fn drop(&mut self) {
         let mut m = lock(&self.vfs.inflight.local);
         if m.get(&self.key).is_some_and(|s| Arc::ptr_eq(s, &self.src)) {
@@ -438,19 +445,21 @@ impl Vfs {
         Some(Bytes::from(b))
     }
 
-    /// Offers `src` to readers of `(ino, version)` until the guard drops.
-    pub(super) fn offer_local_copy<'a>(
-        &'a self,
+    /// Offers `src` to readers of `(ino, version)` until the guard drops. Made before the
+    /// namespace names the version to readers (or at least before the write's close or
+    /// fsync returns), so no read of it can miss both the cache and the local copy.
+    pub(super) fn offer_local_copy(
+        self: &Arc<Self>,
         ino: InodeNo,
-        version: &Arc<str>,
-        src: &Arc<LocalCopy>,
-    ) -> Offered<'a> {
-        let key = (ino, version.clone());
+        version: Arc<str>,
+        src: LocalCopy,
+    ) -> Offered {
+        let (key, src) = ((ino, version), Arc::new(src));
         lock(&self.inflight.local).insert(key.clone(), src.clone());
         Offered {
-            vfs: self,
+            vfs: self.clone(),
             key,
-            src: src.clone(),
+            src,
         }
     }
 

@@ -179,6 +179,9 @@ impl Vfs {
             if_version: Some(Some(tag)),
             ..Default::default()
         };
+        // Offered before the namespace names the store's version (see `offer_local_copy`).
+        let version: Arc<str> = Arc::from(info.version.as_str());
+        let offered = self.offer_local_copy(ino, version, LocalCopy::immutable(file.clone()));
         match self.meta.set_attr(ino, cas).await {
             Ok(_) => {
                 // The journaled bytes are the store's version now: cache them under it, so
@@ -186,10 +189,9 @@ impl Vfs {
                 // disk tier adopts it by linking it, which its name must still allow (the
                 // open descriptor serves a page-by-page copy either way). A crash before
                 // the removal leaves an entry the next start drops as superseded.
-                let (this, version) = (self.clone(), Arc::from(info.version.as_str()));
+                let this = self.clone();
                 self.rt.spawn(async move {
-                    this.fill_pages(ino, version, LocalCopy::immutable(file), len)
-                        .await;
+                    this.fill_pages(offered, len).await;
                     if let Some(j) = &this.journal {
                         j.remove(ino, seq);
                     }

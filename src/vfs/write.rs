@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use alluxio_metaserver::{NewNode, SetAttr};
 use bytes::Bytes;
 
+use super::read::Offered;
 use super::{Handle, ReadSnapshot, Vfs, lock};
 use crate::config::WriteType;
 use crate::error::FsError;
@@ -265,8 +266,8 @@ impl LocalCopy {
     /// cannot be read). A staging file holds it only while its generation is the
     /// committed one; the check comes after the read, and writes bump the generation under
     /// the staging lock, so bytes read before a successful check include no later write.
-    /// With `wait` false, a staging locked right now counts as changed: a reader never
-    /// queues behind a writer, it goes to the UFS instead.
+    /// With `wait` false, a staging still open and locked right now counts as changed: a
+    /// reader never queues behind a writer, it goes to the UFS instead.
     pub(super) async fn read(&self, start: u64, end: u64, wait: bool) -> Option<Vec<u8>> {
         let f = self.file.clone();
         let b = tokio::task::spawn_blocking(move || {
@@ -277,6 +278,10 @@ impl LocalCopy {
         .ok()?
         .ok()?;
         if let Some((of, generation)) = &self.staging {
+            // Once every handle is closed nobody holds this lock for long (only the copy's
+            // own checks), so a reader may wait for it: failing over to the store on such
+            // brief contention sent reads right after a close to the UFS.
+            let wait = wait || of.refs.load(Ordering::Acquire) == 0;
             let g = if wait {
                 Some(of.st.lock().await)
             } else {
@@ -915,13 +920,14 @@ impl Vfs {
         let Some(file) = st.file.clone() else {
             return Ok(()); // empty: nothing to cache
         };
+        // Offered before close or fsync returns: a read right after must find the bytes
+        // here or in the cache, never only in the store.
         let (size, generation) = (st.size, st.generation);
-        let (this, of) = (self.clone(), of.clone());
-        let version: Arc<str> = Arc::from(version.as_str());
-        self.rt.spawn(async move {
-            let src = LocalCopy::staged(file, of, generation);
-            this.fill_pages(ino, version, src, size).await
-        });
+        let src = LocalCopy::staged(file, of.clone(), generation);
+        let offered = self.offer_local_copy(ino, Arc::from(version.as_str()), src);
+        let this = self.clone();
+        self.rt
+            .spawn(async move { this.fill_pages(offered, size).await });
         Ok(())
     }
 
@@ -932,16 +938,10 @@ impl Vfs {
     /// and caching it would only compete with the writer. While it runs, the version's
     /// misses read `src` instead of the UFS ([`Vfs::read_local`]), so a file read right
     /// after it was written never waits on the store, whatever page the copy has reached.
-    pub(super) async fn fill_pages(
-        &self,
-        ino: InodeNo,
-        version: Arc<str>,
-        src: LocalCopy,
-        size: u64,
-    ) {
-        let src = Arc::new(src);
-        let offered = self.offer_local_copy(ino, &version, &src);
-        self.fill_from(ino, &version, &src, size).await;
+    pub(super) async fn fill_pages(&self, offered: Offered, size: u64) {
+        let (ino, version, src) = offered.parts();
+        let src = src.clone();
+        self.fill_from(ino, version, &src, size).await;
         drop(offered);
         // Closing an unnamed staging file frees its blocks, which on a filesystem mounted
         // with `discard` waits on the device (see `DiskTier::apply_off_runtime`): the last
