@@ -425,14 +425,14 @@ impl Vfs {
     async fn read_local(&self, key: &PageKey, start: u64, end: u64) -> Option<Bytes> {
         let b = match super::journal::parse_tag(&key.version) {
             Some((ino, seq)) => {
+                // An entry never changes: open and read in one trip to the blocking pool.
                 let path = self.journal.as_ref()?.data_path(ino, seq);
-                let file = tokio::task::spawn_blocking(move || std::fs::File::open(path))
-                    .await
-                    .ok()?
-                    .ok()?;
-                LocalCopy::immutable(Arc::new(file))
-                    .read(start, end, false)
-                    .await?
+                tokio::task::spawn_blocking(move || {
+                    super::write::pread(&std::fs::File::open(path)?, start, end)
+                })
+                .await
+                .ok()?
+                .ok()?
             }
             None => {
                 let src = lock(&self.inflight.local)

@@ -181,7 +181,7 @@ impl Vfs {
         };
         // Offered before the namespace names the store's version (see `offer_local_copy`).
         let version: Arc<str> = Arc::from(info.version.as_str());
-        let offered = self.offer_local_copy(ino, version, LocalCopy::immutable(file.clone()));
+        let offered = self.offer_local_copy(ino, version, LocalCopy::immutable(file));
         match self.meta.set_attr(ino, cas).await {
             Ok(_) => {
                 // The journaled bytes are the store's version now: cache them under it, so

@@ -270,13 +270,10 @@ impl LocalCopy {
     /// reader never queues behind a writer, it goes to the UFS instead.
     pub(super) async fn read(&self, start: u64, end: u64, wait: bool) -> Option<Vec<u8>> {
         let f = self.file.clone();
-        let b = tokio::task::spawn_blocking(move || {
-            let mut b = vec![0u8; end.saturating_sub(start) as usize];
-            f.read_exact_at(&mut b, start).map(|_| b)
-        })
-        .await
-        .ok()?
-        .ok()?;
+        let b = tokio::task::spawn_blocking(move || pread(&f, start, end))
+            .await
+            .ok()?
+            .ok()?;
         if let Some((of, generation)) = &self.staging {
             // Once every handle is closed nobody holds this lock for long (only the copy's
             // own checks), so a reader may wait for it: failing over to the store on such
@@ -293,6 +290,12 @@ impl LocalCopy {
         }
         Some(b)
     }
+}
+
+/// Bytes `start..end` of `f` (blocking).
+pub(super) fn pread(f: &std::fs::File, start: u64, end: u64) -> std::io::Result<Vec<u8>> {
+    let mut b = vec![0u8; end.saturating_sub(start) as usize];
+    f.read_exact_at(&mut b, start).map(|_| b)
 }
 
 /// Per-inode write state shared by every open handle of the inode.
@@ -575,12 +578,9 @@ impl Vfs {
         let Some(f) = s.file.clone() else {
             return Ok(Some(Bytes::new())); // no file means no bytes
         };
-        let mut buf = tokio::task::spawn_blocking(move || {
-            let mut buf = vec![0u8; n];
-            f.read_exact_at(&mut buf, offset).map(|_| buf)
-        })
-        .await
-        .map_err(|e| FsError::new(libc::EIO, e.to_string()))??;
+        let mut buf = tokio::task::spawn_blocking(move || pread(&f, offset, offset + n as u64))
+            .await
+            .map_err(|e| FsError::new(libc::EIO, e.to_string()))??;
         // Old bytes not copied in yet are read from the previous version over the staged
         // hole, not copied in: a read need not write (see `Base` for where they are).
         let (end, filled) = (offset + n as u64, s.filled);
