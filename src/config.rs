@@ -205,6 +205,19 @@ impl Default for FuseConfig {
     }
 }
 
+/// Share of the cache directory's filesystem the disk tier leaves free by default, as
+/// JuiceFS's `--free-space-ratio` does: room for staged writes and the journal, which take
+/// precedence over cached pages, and for other users of the disk.
+pub const DEFAULT_CACHE_FREE_RATIO: f64 = 0.1;
+
+impl MountOptions {
+    /// The disk tier's free share of its filesystem.
+    pub fn cache_free_ratio(&self) -> f64 {
+        self.cache_free_permille
+            .map_or(DEFAULT_CACHE_FREE_RATIO, |p| f64::from(p) / 1000.0)
+    }
+}
+
 /// Everything a mount needs.
 #[derive(Debug, Clone)]
 pub struct MountConfig {
@@ -240,6 +253,9 @@ pub struct MountConfig {
     pub upload_delay: Duration,
     /// The disk tier's I/O engine.
     pub cache_io: crate::page_cache::EngineChoice,
+    /// Share of the cache directory's filesystem the disk tier leaves free
+    /// ([`DEFAULT_CACHE_FREE_RATIO`] unless `-o cache_free_ratio=` says otherwise).
+    pub cache_free_ratio: f64,
     /// Multipart upload shape and how many uploads hold buffers at once.
     pub upload: UploadShape,
     /// When loaded directories are listed again.
@@ -373,6 +389,8 @@ pub struct MountOptions {
     pub upload_delay: Duration,
     /// The disk tier's I/O engine.
     pub cache_io: crate::page_cache::EngineChoice,
+    /// `cache_free_ratio=R`, in thousandths (`None`: [`DEFAULT_CACHE_FREE_RATIO`]).
+    pub cache_free_permille: Option<u16>,
     /// Multipart part size and parts in flight (`slots` is set from the memory budget).
     pub upload: UploadShape,
     /// When loaded directories are listed again.
@@ -444,6 +462,16 @@ pub fn parse_mount_options(values: &[String]) -> Result<MountOptions, ConfigErro
                 o.upload_delay = Duration::from_secs_f64(parse_secs(key, v.trim_end_matches('s'))?)
             }
             ("cache_io", Some(v)) => o.cache_io = v.parse().map_err(ConfigError)?,
+            ("cache_free_ratio", Some(v)) => match v.parse::<f64>() {
+                Ok(r) if (0.0..=0.9).contains(&r) => {
+                    o.cache_free_permille = Some((r * 1000.0).round() as u16)
+                }
+                _ => {
+                    return err(format!(
+                        "mount option {key}={v}: expected a share of the disk between 0 and 0.9"
+                    ));
+                }
+            },
             ("metadata_sync", Some(v)) => o.metadata_sync = v.parse()?,
             ("upload_part_size", Some(v)) => {
                 let n =
@@ -721,6 +749,18 @@ mod tests {
         assert!(parse_mount_options(&["file_mode=999".into()]).is_err());
         assert!(parse_mount_options(&["uid=x".into()]).is_err());
         assert!(parse_mount_options(&["threads=0".into()]).is_err());
+        let free = |v: &str| {
+            parse_mount_options(&[format!("cache_free_ratio={v}")]).map(|o| o.cache_free_ratio())
+        };
+        assert_eq!(free("0.25").unwrap(), 0.25);
+        assert_eq!(free("0").unwrap(), 0.0);
+        for bad in ["0.95", "-0.1", "NaN", "x"] {
+            assert!(free(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            parse_mount_options(&[]).unwrap().cache_free_ratio(),
+            DEFAULT_CACHE_FREE_RATIO
+        );
         let o =
             parse_mount_options(&["write_type=async_through,upload_delay=2.5s".into()]).unwrap();
         let u = parse_mount_options(&["upload_part_size=16MiB,upload_concurrency=8".into()])

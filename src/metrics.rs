@@ -73,6 +73,9 @@ counters! {
     disk_cache_corrupt,
     /// Pages evicted from the disk tier.
     disk_cache_evictions,
+    /// Bytes of cached pages the disk tier gave up because a write of staged or journaled
+    /// bytes found the cache filesystem full.
+    disk_cache_released_bytes,
     /// Bytes currently held by the disk tier.
     disk_cache_bytes,
     /// Bytes currently held by the memory tier.

@@ -136,6 +136,7 @@ pub fn mount(cfg: &MountConfig, rt: &RtHandle) -> Result<Mounted, MountError> {
                 disk_bytes: cfg.disk_cache_bytes,
                 disk_dir: cfg.cache_dir.join("pages"),
                 io_engine: cfg.cache_io,
+                disk_free_ratio: cfg.cache_free_ratio,
             },
             metrics.clone(),
         )

@@ -41,6 +41,8 @@ pub struct PageCacheConfig {
     pub disk_dir: PathBuf,
     /// How the disk tier does its I/O.
     pub io_engine: EngineChoice,
+    /// Share of the disk tier's filesystem it leaves free (see [`DiskTier::open`]).
+    pub disk_free_ratio: f64,
 }
 
 /// Memory tier + disk tier.
@@ -81,6 +83,7 @@ impl PageCache {
             let tier = DiskTier::open(
                 cfg.disk_dir.clone(),
                 cfg.disk_bytes,
+                cfg.disk_free_ratio,
                 metrics.clone(),
                 engine,
             )
@@ -171,6 +174,15 @@ impl PageCache {
         }
     }
 
+    /// Evicts disk-tier pages to give at least `need` bytes of the cache filesystem to a
+    /// write that found it full (see [`DiskTier::release`]); blocking. Returns the bytes
+    /// freed, 0 when there was nothing to give.
+    pub fn release_disk(&self, need: u64) -> u64 {
+        let freed = self.disk.as_ref().map_or(0, |d| d.release(need));
+        Metrics::add(&self.metrics.disk_cache_released_bytes, freed);
+        freed
+    }
+
     /// The disk tier's I/O engine, if there is a disk tier.
     pub fn disk_engine(&self) -> Option<&'static str> {
         self.disk.as_ref().map(|d| d.engine())
@@ -253,6 +265,7 @@ mod tests {
             disk_bytes: 8 * 1100,
             disk_dir: dir.path().join("pages"),
             io_engine: EngineChoice::Auto,
+            disk_free_ratio: 0.0,
         };
         let c = PageCache::new(&cfg, m.clone()).unwrap();
         for i in 0..20 {

@@ -68,6 +68,7 @@ impl Client {
                 disk_bytes: 0,
                 disk_dir: scratch.path().join("pages"),
                 io_engine: Default::default(),
+                disk_free_ratio: 0.0,
             },
             metrics.clone(),
         )

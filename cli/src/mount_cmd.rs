@@ -105,6 +105,7 @@ fn config(a: MountArgs) -> Result<MountConfig> {
     let budget = parse_size(&a.mem_budget).context("--mem-budget")?;
     let plan =
         MemoryPlan::from_budget(budget, opts.fuse.threads, &opts.upload).context("--mem-budget")?;
+    let cache_free_ratio = opts.cache_free_ratio();
     let euid = nix::unistd::geteuid().as_raw();
     let egid = nix::unistd::getegid().as_raw();
     Ok(MountConfig {
@@ -129,6 +130,7 @@ fn config(a: MountArgs) -> Result<MountConfig> {
         write_type: opts.write_type,
         upload_delay: opts.upload_delay,
         cache_io: opts.cache_io,
+        cache_free_ratio,
         metadata_sync: opts.metadata_sync,
         metrics_listen: a.metrics_listen,
         upload: alluxio::config::UploadShape {

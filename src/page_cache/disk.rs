@@ -22,8 +22,15 @@
 //! or leave a log record whose data never landed, and the checksum turns that into a miss.
 //!
 //! Invariants:
-//! - `used` is the sum of indexed page lengths and never exceeds `capacity` after `put`
-//!   returns; a page that cannot be given room (every candidate is pinned) is not cached.
+//! - `used` is the sum of indexed page lengths and never exceeds the tier's limit after
+//!   `put` returns; a page that cannot be given room (every candidate is pinned) is not
+//!   cached. The limit is `capacity`, or less where the filesystem cannot hold it: the
+//!   tier leaves `free_ratio` of its filesystem free ([`DiskTier::limit`]), checked with
+//!   `statvfs` on every reservation, so staging files, journal entries and other users of
+//!   the disk find room, and the tier shrinks when they take it.
+//! - Cached pages are clean copies of the store's bytes; staged and journaled bytes exist
+//!   nowhere else. A write of those that finds the disk full takes room from the tier
+//!   ([`DiskTier::release`]), never the other way round.
 //! - A pinned file (one the kernel reads through passthrough) loses no page: eviction
 //!   skips it, because a punched hole would read back as zeros.
 //! - Pages loaded from an earlier run are unverified; a file is offered for passthrough
@@ -85,7 +92,20 @@ struct Index {
     /// LRU tick → (file id, page index)
     lru: BTreeMap<u64, (u64, u64)>,
     used: u64,
+    /// Bytes reserved in `used` whose pages are not written yet: counted against the
+    /// filesystem's free space too, which does not show them yet (see [`DiskTier::limit`]).
+    unwritten: u64,
     tick: u64,
+}
+
+/// A put's reservation not yet written; dropped when the write ends, however it ends.
+struct Unwritten<'a>(&'a Mutex<Index>, u64);
+
+impl Drop for Unwritten<'_> {
+    fn drop(&mut self) {
+        let mut idx = lock(self.0);
+        idx.unwritten = idx.unwritten.saturating_sub(self.1);
+    }
 }
 
 impl Index {
@@ -148,6 +168,10 @@ enum Victim {
 pub struct DiskTier {
     dir: PathBuf,
     capacity: u64,
+    /// Share of the filesystem the tier leaves free (0 ≤ r < 1).
+    free_ratio: f64,
+    /// When "device full" was last logged (seconds since the epoch): once a minute.
+    full_logged: std::sync::atomic::AtomicU64,
     index: Arc<Mutex<Index>>,
     failed: AtomicBool,
     /// Whole aligned pages are written with O_DIRECT (cleared if the filesystem refuses).
@@ -360,9 +384,12 @@ fn punch(dir: &Path, fid: u64, idx: u64, len: u32) -> std::io::Result<()> {
 impl DiskTier {
     /// Opens the tier at `dir` (created 0700), replaying the logs of earlier runs and
     /// deleting temporaries and data files without a valid log.
+    /// `free_ratio` is the share of the filesystem the tier leaves free (clamped to
+    /// `[0, 0.9]`).
     pub fn open(
         dir: PathBuf,
         capacity: u64,
+        free_ratio: f64,
         metrics: Arc<Metrics>,
         engine: IoEngine,
     ) -> std::io::Result<Self> {
@@ -445,18 +472,35 @@ impl DiskTier {
         let tier = Self {
             dir,
             capacity,
+            free_ratio: if free_ratio.is_finite() {
+                free_ratio.clamp(0.0, 0.9)
+            } else {
+                0.0
+            },
+            full_logged: Default::default(),
             index: Arc::new(Mutex::new(index)),
             failed: AtomicBool::new(false),
             direct: AtomicBool::new(true),
             metrics,
             engine,
         };
-        let victims = tier.make_room(0);
+        let victims = tier.make_room(0, 0);
         tier.apply(victims.unwrap_or_default());
+        let used = lock(&tier.index).used;
+        let limit = tier.limit(used, 0, tier.fs_room(), 0);
+        if limit < capacity {
+            tracing::warn!(
+                dir = %tier.dir.display(),
+                capacity,
+                holds = limit,
+                free_ratio = tier.free_ratio,
+                "the disk cache's filesystem cannot hold the configured capacity; the tier keeps free_ratio of it free and holds less"
+            );
+        }
         tracing::info!(
             dir = %tier.dir.display(),
             capacity,
-            used = lock(&tier.index).used,
+            used,
             engine = tier.engine.name(),
             "disk cache tier ready"
         );
@@ -468,17 +512,56 @@ impl DiskTier {
         self.engine.name()
     }
 
+    /// The filesystem's available bytes and the bytes the tier leaves free on it (`None`
+    /// when `statvfs` fails: then only the capacity binds).
+    fn fs_room(&self) -> Option<(u64, u64)> {
+        let s = nix::sys::statvfs::statvfs(&self.dir).ok()?;
+        let frsize = s.fragment_size() as u64;
+        let total = (s.blocks() as u64).saturating_mul(frsize);
+        let avail = (s.blocks_available() as u64).saturating_mul(frsize);
+        Some((avail, (total as f64 * self.free_ratio) as u64))
+    }
+
+    /// What the tier may hold when it holds `used` bytes, `unwritten` of them reserved
+    /// and not yet on the filesystem: the capacity, or what the filesystem has room for
+    /// while `free_ratio` of it stays free. `on_disk` bytes of the coming reservation
+    /// occupy the filesystem already (a file being adopted).
+    fn limit(&self, used: u64, unwritten: u64, room: Option<(u64, u64)>, on_disk: u64) -> u64 {
+        match room {
+            Some((avail, reserve)) => self
+                .capacity
+                .min((used + avail.saturating_sub(unwritten) + on_disk).saturating_sub(reserve)),
+            None => self.capacity,
+        }
+    }
+
     /// Evicts least recently used unpinned pages until `need` more bytes fit, and
-    /// reserves them. `None` (nothing reserved or evicted) when they cannot fit.
-    fn make_room(&self, need: u64) -> Option<Vec<Victim>> {
+    /// reserves them. `None` (nothing reserved or evicted) when they cannot fit. `on_disk`
+    /// of them are on the tier's filesystem already (see [`Self::limit`]).
+    fn make_room(&self, need: u64, on_disk: u64) -> Option<Vec<Victim>> {
+        let room = self.fs_room();
         let mut idx = lock(&self.index);
-        if need > self.capacity {
+        let limit = self.limit(idx.used, idx.unwritten, room, on_disk);
+        if need > limit {
             return None;
         }
+        let victims = self.evict_locked(&mut idx, limit - need, false)?;
+        idx.used += need;
+        idx.unwritten += need - on_disk.min(need);
+        self.metrics
+            .disk_cache_bytes
+            .store(idx.used, Ordering::Relaxed);
+        Some(victims)
+    }
+
+    /// Removes least recently used unpinned pages from the index until it holds at most
+    /// `target` bytes, and returns them for [`Self::apply`]. When the unpinned pages are
+    /// not enough: `None` with nothing removed, or with `best_effort`, all of them.
+    fn evict_locked(&self, idx: &mut Index, target: u64, best_effort: bool) -> Option<Vec<Victim>> {
         let mut chosen = Vec::new();
         let mut freed = 0u64;
         for (_, &(fid, page)) in idx.lru.iter() {
-            if idx.used - freed + need <= self.capacity {
+            if idx.used - freed <= target {
                 break;
             }
             let Some(e) = idx.files.get(&fid) else {
@@ -490,7 +573,7 @@ impl DiskTier {
             freed += e.pages.get(&page).map_or(0, |m| u64::from(m.len));
             chosen.push((fid, page));
         }
-        if idx.used - freed + need > self.capacity {
+        if idx.used - freed > target && !best_effort {
             return None;
         }
         let mut victims = Vec::with_capacity(chosen.len());
@@ -504,11 +587,34 @@ impl DiskTier {
                 None => {}
             }
         }
-        idx.used += need;
         self.metrics
             .disk_cache_bytes
             .store(idx.used, Ordering::Relaxed);
         Some(victims)
+    }
+
+    /// Gives at least `need` bytes of the filesystem back for a write of bytes that exist
+    /// nowhere else (staging, the journal), evicting least recently used unpinned pages:
+    /// cached pages can be fetched again, those bytes cannot. Blocking (it punches the
+    /// holes before returning, so the room is there when the write is retried). Returns
+    /// the bytes freed; 0 when nothing is left to evict.
+    pub fn release(&self, need: u64) -> u64 {
+        let (victims, freed) = {
+            let mut idx = lock(&self.index);
+            let before = idx.used;
+            let victims = self
+                .evict_locked(&mut idx, before.saturating_sub(need), true)
+                .unwrap_or_default();
+            (victims, before - idx.used)
+        };
+        if freed > 0 {
+            tracing::info!(
+                freed,
+                "disk cache gave room to a write on its full filesystem"
+            );
+        }
+        self.apply(victims);
+        freed
     }
 
     /// Carries out evictions decided under the lock (blocking).
@@ -705,12 +811,15 @@ impl DiskTier {
         if clash {
             self.drop_file(fid);
         }
-        let Some(victims) = self.make_room(u64::from(len)) else {
+        let Some(victims) = self.make_room(u64::from(len), 0) else {
             return; // no room without touching pinned files
         };
+        let unwritten = Unwritten(&self.index, u64::from(len));
         self.apply_off_runtime(victims).await;
         let crc = crc32c::crc32c(&data);
-        match self.write_page(fid, &key, data, crc).await {
+        let written = self.write_page(fid, &key, data, crc).await;
+        drop(unwritten);
+        match written {
             Ok(()) => {
                 Metrics::inc(&self.metrics.disk_cache_writes);
                 lock(&self.index).add_page(fid, key.ino, &key.version, key.idx.0, len, crc);
@@ -725,7 +834,18 @@ impl DiskTier {
                 }
                 Metrics::inc(&self.metrics.disk_cache_errors);
                 if e.raw_os_error() == Some(libc::ENOSPC) {
-                    tracing::warn!("disk cache device is full; page not cached");
+                    // Something else filled the filesystem since the reservation; the next
+                    // reservation sees it and evicts. Said once a minute, not per page.
+                    let now = crate::types::now_ns().max(0) as u64 / 1_000_000_000;
+                    let last = self.full_logged.load(Ordering::Relaxed);
+                    if now >= last + 60
+                        && self
+                            .full_logged
+                            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                            .is_ok()
+                    {
+                        tracing::warn!(dir = %self.dir.display(), "disk cache filesystem is full; pages are not cached until the tier has shrunk to fit (disk_cache_errors counts them)");
+                    }
                 } else if !self.failed.swap(true, Ordering::Relaxed) {
                     tracing::error!(error = %e, dir = %self.dir.display(), "disk cache write failed; disabling the disk tier");
                 }
@@ -802,7 +922,8 @@ impl DiskTier {
             pages.push((n as u32, crc32c::crc32c(&buf[..n])));
         }
         self.drop_file(fid);
-        let Some(victims) = self.make_room(size) else {
+        // The file's blocks are on this filesystem already: linking it takes no new room.
+        let Some(victims) = self.make_room(size, size) else {
             return false;
         };
         self.apply(victims);
@@ -992,7 +1113,7 @@ mod tests {
 
     fn tier(dir: &Path, cap: u64, m: &Arc<Metrics>) -> Arc<DiskTier> {
         let e = IoEngine::new(EngineChoice::Auto).unwrap();
-        Arc::new(DiskTier::open(dir.to_path_buf(), cap, m.clone(), e).unwrap())
+        Arc::new(DiskTier::open(dir.to_path_buf(), cap, 0.0, m.clone(), e).unwrap())
     }
 
     /// Whole pages in aligned buffers go to disk with O_DIRECT, other pages buffered, and
@@ -1136,6 +1257,38 @@ mod tests {
         let fid = file_id(InodeNo(9), "b");
         let md = std::fs::metadata(data_path(dir.path(), fid)).unwrap();
         assert!(md.blocks() * 512 <= 4 * PAGE_SIZE + 4096, "{}", md.blocks());
+    }
+
+    /// A write that found the disk full gets room: the oldest unpinned pages go, holes
+    /// punched before `release` returns; pinned pages stay, so less than asked may come
+    /// back, and nothing at all once only pinned pages are left.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn release_gives_room_from_the_oldest_unpinned_pages() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let m = Arc::new(Metrics::default());
+        let t = tier(dir.path(), 16 * PAGE_SIZE, &m);
+        let page = Bytes::from(vec![1u8; PAGE_SIZE as usize]);
+        for i in 0..2 {
+            t.put(key("a", i), page.clone()).await;
+        }
+        let pinned = t
+            .backing(InodeNo(9), &Arc::from("a"), 2 * PAGE_SIZE, &rt())
+            .unwrap();
+        for i in 0..4 {
+            t.put(key("b", i), page.clone()).await;
+        }
+        assert_eq!(t.release(PAGE_SIZE + 1), 2 * PAGE_SIZE, "whole pages");
+        assert!(!t.contains(&key("b", 0)) && !t.contains(&key("b", 1)));
+        assert!(t.contains(&key("b", 2)) && t.contains(&key("a", 0)));
+        let md = std::fs::metadata(data_path(dir.path(), file_id(InodeNo(9), "b"))).unwrap();
+        assert!(md.blocks() * 512 <= 2 * PAGE_SIZE + 4096, "punched at once");
+        assert_eq!(t.release(8 * PAGE_SIZE), 2 * PAGE_SIZE, "what there was");
+        assert_eq!(t.release(PAGE_SIZE), 0, "only pinned pages left");
+        assert!(t.contains(&key("a", 1)));
+        assert_eq!(m.snapshot()["disk_cache_bytes"], 2 * PAGE_SIZE);
+        drop(pinned);
+        assert_eq!(t.release(PAGE_SIZE), PAGE_SIZE);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

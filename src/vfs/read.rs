@@ -448,6 +448,11 @@ impl Vfs {
     /// Offers `src` to readers of `(ino, version)` until the guard drops. Made before the
     /// namespace names the version to readers (or at least before the write's close or
     /// fsync returns), so no read of it can miss both the cache and the local copy.
+    /// Whether a written version is being copied into the disk tier from its local file.
+    pub(super) fn local_copies_in_flight(&self) -> bool {
+        !lock(&self.inflight.local).is_empty()
+    }
+
     pub(super) fn offer_local_copy(
         self: &Arc<Self>,
         ino: InodeNo,

@@ -334,6 +334,61 @@ pub struct OpenMode {
     pub truncate: bool,
 }
 
+/// The least a write that found the cache disk full asks the disk tier to give back:
+/// freeing a few pages per 1 MiB write would put every write of a large file through
+/// another eviction.
+const MIN_RELEASE: u64 = 16 << 20;
+
+/// The longest a write that found the cache disk full waits for copies into the tier to
+/// give their local files back (see [`Vfs::with_disk_room`]).
+const ROOM_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl Vfs {
+    /// Runs `write`, which writes `len` bytes of a file's own data (staging, a journal
+    /// entry) to the cache disk. When the disk is full, cached pages give way: they are
+    /// copies of what the store holds, these bytes are not. The disk tier evicts
+    /// [`MIN_RELEASE`] or `len` bytes, whichever is more, and the write runs again, for as
+    /// long as eviction frees anything; then ENOSPC stands. `write` must be safe to run
+    /// again (a positional write, a rewrite of a temporary file). Blocking: call it on a
+    /// FUSE thread or the blocking pool.
+    ///
+    /// Written versions still being copied into the tier hold their local files (bytes the
+    /// store has now) until the copy ends and the file is closed, on the blocking pool a
+    /// moment later. With nothing left to evict, the write waits for those, polling, at
+    /// most [`ROOM_WAIT`] in all.
+    pub(super) fn with_disk_room<T>(
+        &self,
+        len: u64,
+        mut write: impl FnMut() -> std::io::Result<T>,
+    ) -> std::io::Result<T> {
+        const POLL: std::time::Duration = std::time::Duration::from_millis(10);
+        let deadline = std::time::Instant::now() + ROOM_WAIT;
+        // Polls left after the last copy was seen, while its file closes.
+        let mut settle = 0;
+        loop {
+            match write() {
+                Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
+                    if self.cache.release_disk(len.max(MIN_RELEASE)) > 0 {
+                        continue;
+                    }
+                    if self.local_copies_in_flight() {
+                        settle = 5;
+                    } else if settle == 0 {
+                        return Err(e);
+                    } else {
+                        settle -= 1;
+                    }
+                    if std::time::Instant::now() >= deadline {
+                        return Err(e);
+                    }
+                    std::thread::sleep(POLL);
+                }
+                r => return r,
+            }
+        }
+    }
+}
+
 fn new_staging_file(dir: &Path, ino: InodeNo) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
     // An unnamed file in the staging directory; where O_TMPFILE is unsupported, a named
@@ -505,9 +560,12 @@ impl Vfs {
                 .clone()
                 .ok_or_else(|| FsError::new(libc::EIO, "staging with a base has no file"))?;
             if a < b {
-                tokio::task::spawn_blocking(move || f.write_all_at(&page[a..b], lo))
-                    .await
-                    .map_err(|e| FsError::new(libc::EIO, e.to_string()))??;
+                let this = self.clone();
+                tokio::task::spawn_blocking(move || {
+                    this.with_disk_room((b - a) as u64, || f.write_all_at(&page[a..b], lo))
+                })
+                .await
+                .map_err(|e| FsError::new(libc::EIO, e.to_string()))??;
             }
             base.clear(idx);
             crate::metrics::Metrics::inc(&self.metrics.staging_copied_pages);
@@ -786,8 +844,10 @@ impl Vfs {
             self.copy_in(ino, st, offset, end, Some((offset, end)))
                 .await?;
         }
-        st.file_to_change(&self.cfg.staging_dir, ino)?
-            .write_all_at(data, offset)?;
+        let dir = &self.cfg.staging_dir;
+        self.with_disk_room(n as u64, || {
+            st.file_to_change(dir, ino)?.write_all_at(data, offset)
+        })?;
         if grows {
             st.filled = st.filled.max(end);
         }
@@ -852,10 +912,12 @@ impl Vfs {
                 let journal = self.journal.clone().expect("ASYNC_THROUGH has a journal");
                 let seq = super::journal::next_seq();
                 let (file, size) = (st.file(&self.cfg.staging_dir, ino)?, st.size);
-                let linked =
-                    tokio::task::spawn_blocking(move || journal.persist(ino, seq, &file, size))
-                        .await
-                        .map_err(|e| FsError::new(libc::EIO, e.to_string()))??;
+                let this = self.clone();
+                let linked = tokio::task::spawn_blocking(move || {
+                    this.with_disk_room(size, || journal.persist(ino, seq, &file, size))
+                })
+                .await
+                .map_err(|e| FsError::new(libc::EIO, e.to_string()))??;
                 st.frozen |= linked;
                 queued = Some(seq);
                 super::journal::pending_tag(ino, seq)

@@ -274,6 +274,7 @@ impl Mount {
             metadata_sync: Default::default(),
             metrics_listen: None,
             cache_io: Default::default(),
+            cache_free_ratio: alluxio::config::DEFAULT_CACHE_FREE_RATIO,
         };
         tweak(&mut cfg);
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -504,4 +505,35 @@ fn pump(mut from: std::net::TcpStream, mut to: std::net::TcpStream, st: &ProxySt
         }
     }
     let _ = to.shutdown(std::net::Shutdown::Write);
+}
+
+/// A small tmpfs mounted for one test (a cache disk that fills up), detached on drop so a
+/// busy one can never hang the test. Tests run as root.
+pub struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    pub fn mount(at: &Path, bytes: u64) -> Self {
+        std::fs::create_dir_all(at).unwrap();
+        nix::mount::mount(
+            Some("tmpfs"),
+            at,
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            Some(format!("size={bytes},mode=0700").as_str()),
+        )
+        .expect("mount a tmpfs (the tests run as root)");
+        Self(at.to_path_buf())
+    }
+
+    /// Bytes an unprivileged writer could still write.
+    pub fn avail(&self) -> u64 {
+        let s = nix::sys::statvfs::statvfs(&self.0).unwrap();
+        s.blocks_available() as u64 * s.fragment_size() as u64
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
 }

@@ -4,7 +4,7 @@
 use std::io::Write;
 
 use crate::backend_tests;
-use crate::harness::{Backend, Mount, MountDirs, TestUfs, data};
+use crate::harness::{Backend, Mount, MountDirs, TestUfs, Tmpfs, data};
 
 fn fuse_write_then_read_back(b: Backend) {
     let ufs = TestUfs::new(b);
@@ -383,23 +383,12 @@ fn fuse_written_files_are_cached_by_adopting_their_staging(b: Backend) {
 /// cached page by page, evicting as it goes. Every read bypasses the kernel's cache.
 fn fuse_adopted_files_read_back_whole_after_eviction(b: Backend) {
     use alluxio::config::FuseConfig;
-    use std::os::unix::fs::OpenOptionsExt;
     let ufs = TestUfs::new(b);
     let dirs = MountDirs::new();
     let m = Mount::with_config(ufs.config(), &dirs, 64 << 20, FuseConfig::default(), |c| {
         c.disk_cache_bytes = 64 << 20
     });
-    let direct = |name: &str| {
-        use std::io::Read;
-        let mut f = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_DIRECT)
-            .open(m.p(name))
-            .unwrap();
-        let mut v = Vec::new();
-        f.read_to_end(&mut v).unwrap();
-        v
-    };
+    let direct = |name: &str| read_direct(&m.p(name));
     let a = data((48 << 20) + 1, 1);
     std::fs::write(m.p("a"), &a).unwrap();
     wait_for("a was never adopted", || {
@@ -428,7 +417,76 @@ fn fuse_adopted_files_read_back_whole_after_eviction(b: Backend) {
     assert_eq!(m.counter("disk_cache_adopted"), 81, "big was never adopted");
 }
 
+/// A cache disk the tier has filled still takes writes. The tier is configured larger
+/// than its filesystem and leaves `cache_free_ratio` of it free, so reading a file larger
+/// than the disk never meets ENOSPC. A write larger than that free share takes room from
+/// cached pages (copies of the store's bytes) instead of failing. A write larger than the
+/// whole disk fails with ENOSPC, keeps what was written before, as a full local disk
+/// would, and the mount goes on working.
+fn fuse_a_full_cache_disk_gives_way_to_writes(b: Backend) {
+    use alluxio::config::FuseConfig;
+    let ufs = TestUfs::new(b);
+    let dirs = MountDirs::new();
+    let disk = Tmpfs::mount(&dirs.cache_dir(), 48 << 20);
+    let m = Mount::with_config(ufs.config(), &dirs, 8 << 20, FuseConfig::default(), |c| {
+        assert!(c.disk_cache_bytes >= 1 << 30, "a tier larger than its disk")
+    });
+    let direct = |name: &str| read_direct(&m.p(name));
+    let cold = data(64 << 20, 1);
+    ufs.put("cold", &cold);
+    assert!(direct("cold") == cold, "cold differs");
+    let held = m.counter("disk_cache_bytes");
+    assert!(held >= 24 << 20, "the tier filled the disk: {held}");
+    assert_eq!(
+        m.counter("disk_cache_errors"),
+        0,
+        "no page write met ENOSPC"
+    );
+    assert!(
+        disk.avail() >= 2 << 20,
+        "the tier left its free share: {} bytes free",
+        disk.avail()
+    );
+
+    let w = data(24 << 20, 2);
+    std::fs::write(m.p("w"), &w).expect("cached pages give way to a write");
+    assert!(
+        m.counter("disk_cache_released_bytes") > 0,
+        "the write took room from the tier"
+    );
+    assert!(ufs.get("w").as_deref() == Some(&w[..]), "w in the store");
+
+    let big = data(64 << 20, 3);
+    let mut f = std::fs::File::create(m.p("big")).unwrap();
+    let mut written = 0;
+    let err = loop {
+        match f.write_all(&big[written..written + (1 << 20)]) {
+            Ok(()) => written += 1 << 20,
+            Err(e) => break e,
+        }
+        assert!(written < big.len(), "64 MiB fit on a 48 MiB disk");
+    };
+    assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
+    assert!(written >= 32 << 20, "only {written} bytes fit");
+    f.sync_all().expect("what was written is uploaded");
+    drop(f);
+    assert!(
+        ufs.get("big").as_deref() == Some(&big[..written]),
+        "big holds what was written before ENOSPC"
+    );
+
+    std::fs::write(m.p("after"), b"still works").unwrap();
+    assert_eq!(std::fs::read(m.p("after")).unwrap(), b"still works");
+    assert!(direct("w") == w, "w differs");
+    assert!(direct("cold") == cold, "cold differs at the end");
+    assert!(
+        ufs.get("w").as_deref() == Some(&w[..]),
+        "w kept in the store"
+    );
+}
+
 backend_tests!(
+    fuse_a_full_cache_disk_gives_way_to_writes,
     fuse_async_through_files_stay_cached_after_upload,
     fuse_write_then_read_back,
     fuse_files_read_right_after_writing_come_from_the_local_copy,
@@ -617,6 +675,21 @@ fn fuse_s3_sequential_writes_stream_parts_before_close() {
 }
 
 /// Polls `ok` until it holds; a minute without it fails the test with `what`.
+/// A whole file read with O_DIRECT: every byte is asked of the daemon (or, for a file it
+/// hands to the kernel, of the passthrough backing file), none comes from the page cache.
+fn read_direct(path: &std::path::Path) -> Vec<u8> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)
+        .unwrap();
+    let mut v = Vec::new();
+    f.read_to_end(&mut v).unwrap();
+    v
+}
+
 fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
     let t0 = std::time::Instant::now();
     while !ok() {
