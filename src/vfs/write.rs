@@ -255,6 +255,33 @@ impl LocalCopy {
         }
     }
 
+    /// [`Self::settled`], waiting up to `within` for the staging's last handle to close.
+    /// Close sends FLUSH, which commits the version and starts its copy into the disk
+    /// tier, then RELEASE a moment later: a file written and closed settles right after
+    /// its copy starts, and waiting for that lets the tier adopt it whole instead of
+    /// copying pages that the adoption would then replace (all of a small file's).
+    async fn settle(&self, within: std::time::Duration) -> bool {
+        let Some((of, _)) = &self.staging else {
+            return true;
+        };
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            // Registered before the check, so a close between the two is not missed.
+            let closed = of.closed.notified();
+            tokio::pin!(closed);
+            closed.as_mut().enable();
+            if self.settled().await {
+                return true;
+            }
+            if of.refs.load(Ordering::Acquire) == 0 {
+                return false; // closed, but changed since the commit: never settles
+            }
+            if tokio::time::timeout_at(deadline, closed).await.is_err() {
+                return false;
+            }
+        }
+    }
+
     /// Whether this is `of`'s staging.
     fn staged_in(&self, of: &Arc<OpenFile>) -> bool {
         self.staging
@@ -302,6 +329,8 @@ pub(super) fn pread(f: &std::fs::File, start: u64, end: u64) -> std::io::Result<
 pub(super) struct OpenFile {
     refs: AtomicUsize,
     st: tokio::sync::Mutex<Option<Staging>>,
+    /// Notified when the last reference goes ([`LocalCopy::settle`] waits for it).
+    closed: tokio::sync::Notify,
 }
 
 impl OpenFile {
@@ -333,6 +362,10 @@ pub struct OpenMode {
     /// O_TRUNC.
     pub truncate: bool,
 }
+
+/// How long the copy of a just-committed version into the disk tier waits for its staging
+/// to settle before copying page by page (see [`LocalCopy::settle`]).
+const SETTLE_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The least a write that found the cache disk full asks the disk tier to give back:
 /// freeing a few pages per 1 MiB write would put every write of a large file through
@@ -424,6 +457,7 @@ impl Vfs {
                 Arc::new(OpenFile {
                     refs: AtomicUsize::new(0),
                     st: tokio::sync::Mutex::new(None),
+                    closed: tokio::sync::Notify::new(),
                 })
             })
             .clone();
@@ -434,10 +468,11 @@ impl Vfs {
     /// Drops one reference; returns true when it was the last (the entry is then gone).
     pub(super) fn release_open_file(&self, ino: InodeNo, of: &Arc<OpenFile>) -> bool {
         let mut m = lock(&self.open_files);
-        if of.refs.fetch_sub(1, Ordering::Relaxed) == 1 {
+        if of.refs.fetch_sub(1, Ordering::AcqRel) == 1 {
             if m.get(&ino).is_some_and(|e| Arc::ptr_eq(e, of)) {
                 m.remove(&ino);
             }
+            of.closed.notify_waiters();
             return true;
         }
         false
@@ -1018,9 +1053,16 @@ impl Vfs {
             // Once the file can change no more, the disk tier takes it whole instead of a
             // copy. Not while this inode is open for writing: a journal entry may then be
             // that writer's (frozen) staging, which the disk tier would punch holes in on
-            // eviction. A staging still open is copied page by page until it settles
-            // (close sends FLUSH, which commits, and only then RELEASE).
-            if !adopt_tried && src.settled().await && !lock(&self.open_files).contains_key(&ino) {
+            // eviction. A staging still open is copied page by page until it settles;
+            // before the first page, the copy waits briefly for the RELEASE that follows
+            // a close's FLUSH.
+            let settled = !adopt_tried
+                && if idx == 0 {
+                    src.settle(SETTLE_WAIT).await
+                } else {
+                    src.settled().await
+                };
+            if settled && !lock(&self.open_files).contains_key(&ino) {
                 adopt_tried = true;
                 if self.cache.adopt(ino, version, &src.file, size).await {
                     return;

@@ -262,6 +262,30 @@ fn fuse_passthrough_serves_fully_cached_files() {
         "{:?}",
         m.counters()
     );
+    // O_DIRECT on a passthrough file is a direct read of the cache's data file, under that
+    // filesystem's rules: aligned reads work anywhere; an unaligned one gets EINVAL where
+    // the filesystem demands alignment (ext4, xfs), as on a local disk, not on tmpfs.
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let direct = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(m.p("f"))
+            .unwrap();
+        let mut buf = vec![0u8; 3 * 4096];
+        let at = buf.as_ptr().align_offset(4096);
+        let n = direct.read_at(&mut buf[at..at + 4096], 4096).unwrap();
+        assert!(buf[at..at + n] == d[4096..4096 + n], "aligned direct read");
+        let unaligned = direct.read_at(&mut buf[at + 1..at + 1 + 4096], 4096);
+        let tmpfs = nix::sys::statfs::statfs(&dirs.cache_dir())
+            .unwrap()
+            .filesystem_type()
+            == nix::sys::statfs::TMPFS_MAGIC;
+        match unaligned {
+            Ok(n) => assert!(tmpfs && buf[at + 1..at + 1 + n] == d[4096..4096 + n]),
+            Err(e) => assert!(!tmpfs && e.raw_os_error() == Some(libc::EINVAL), "{e}"),
+        }
+    }
     let busy = std::fs::OpenOptions::new().write(true).open(m.p("f"));
     assert_eq!(busy.unwrap_err().raw_os_error(), Some(libc::ETXTBSY));
     let t = std::fs::File::options()

@@ -347,6 +347,19 @@ fn fuse_written_files_are_cached_by_adopting_their_staging(b: Backend) {
     let reads = m.counter("ufs_reads");
     assert!(std::fs::read(m.p("f")).unwrap() == d, "bytes differ");
     assert_eq!(m.counter("ufs_reads"), reads, "read from the adopted file");
+    // Small files too: the copy into the tier starts at the close's FLUSH and waits for
+    // its RELEASE, so not even a file's first page is copied before the adoption.
+    let small: Vec<Vec<u8>> = (0..20).map(|i| data(100_000 + i, 10 + i as u64)).collect();
+    for (i, s) in small.iter().enumerate() {
+        std::fs::write(m.p(&format!("s{i}")), s).unwrap();
+    }
+    wait_for("the small files were never adopted", || {
+        m.counter("disk_cache_adopted") == adopted + 65 + 20
+    });
+    assert_eq!(m.counter("disk_cache_writes"), 0, "no page was copied");
+    for (i, s) in small.iter().enumerate() {
+        assert!(&read_direct(&m.p(&format!("s{i}"))) == s, "s{i} differs");
+    }
     drop(m);
 
     let dirs = MountDirs::new();
@@ -677,17 +690,27 @@ fn fuse_s3_sequential_writes_stream_parts_before_close() {
 /// Polls `ok` until it holds; a minute without it fails the test with `what`.
 /// A whole file read with O_DIRECT: every byte is asked of the daemon (or, for a file it
 /// hands to the kernel, of the passthrough backing file), none comes from the page cache.
+/// Reads are 1 MiB at aligned offsets into an aligned buffer, as a passthrough read is a
+/// direct read of the cache file, which its filesystem may require.
 fn read_direct(path: &std::path::Path) -> Vec<u8> {
-    use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    const CHUNK: usize = 1 << 20;
+    let f = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_DIRECT)
         .open(path)
         .unwrap();
+    let mut buf = vec![0u8; CHUNK + 4096];
+    let at = buf.as_ptr().align_offset(4096);
+    let buf = &mut buf[at..at + CHUNK];
     let mut v = Vec::new();
-    f.read_to_end(&mut v).unwrap();
-    v
+    loop {
+        let n = f.read_at(buf, v.len() as u64).unwrap();
+        v.extend_from_slice(&buf[..n]);
+        if n < CHUNK {
+            return v;
+        }
+    }
 }
 
 fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
