@@ -130,19 +130,19 @@ impl Vfs {
         let rec = match self.meta.get(ino).await {
             Ok(r) => r,
             Err(MetaError::NotFound(_)) => {
-                journal.remove(ino, seq);
+                self.drop_entry(ino, seq).await;
                 return Ok(Outcome::Done);
             }
             Err(e) => return Err(e.into()),
         };
         if rec.version.as_deref() != Some(tag.as_str()) {
-            journal.remove(ino, seq); // superseded by a newer flush
+            self.drop_entry(ino, seq).await; // superseded by a newer flush
             return Ok(Outcome::Done);
         }
         let mut key = match self.key_of(ino, FileKind::File).await {
             Ok(k) => k,
             Err(e) if e.errno() == libc::ENOENT => {
-                journal.remove(ino, seq); // unlinked before it was uploaded
+                self.drop_entry(ino, seq).await; // unlinked before it was uploaded
                 return Ok(Outcome::Done);
             }
             Err(e) => return Err(e),
@@ -192,16 +192,23 @@ impl Vfs {
                 let this = self.clone();
                 self.rt.spawn(async move {
                     this.fill_pages(offered, len).await;
-                    if let Some(j) = &this.journal {
-                        j.remove(ino, seq);
-                    }
+                    this.drop_entry(ino, seq).await;
                 });
                 return Ok(Outcome::Done);
             }
             Err(MetaError::VersionMismatch(_)) | Err(MetaError::NotFound(_)) => {}
             Err(e) => return Err(e.into()),
         }
-        journal.remove(ino, seq);
+        self.drop_entry(ino, seq).await;
         Ok(Outcome::Done)
+    }
+
+    /// Drops a journal entry, on the blocking pool: deleting a file frees its blocks,
+    /// which waits on the device where the filesystem discards synchronously (see
+    /// `DiskTier::apply_off_runtime`), and must not stall a runtime thread.
+    async fn drop_entry(&self, ino: InodeNo, seq: u64) {
+        if let Some(j) = self.journal.clone() {
+            let _ = tokio::task::spawn_blocking(move || j.remove(ino, seq)).await;
+        }
     }
 }
