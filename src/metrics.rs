@@ -82,6 +82,9 @@ counters! {
     mem_cache_bytes,
     /// Capacity of the disk tier (0 without one).
     disk_cache_capacity,
+    /// What the disk tier may hold as of its last reservation: its capacity, or less where
+    /// its filesystem has no room for that while `cache_free_ratio` of it stays free.
+    disk_cache_limit,
     /// Capacity of the memory tier (0 without one).
     mem_cache_capacity,
     /// Pages fetched ahead of the reader.
@@ -156,6 +159,7 @@ impl Metrics {
                 "disk_cache_bytes"
                 | "mem_cache_bytes"
                 | "disk_cache_capacity"
+                | "disk_cache_limit"
                 | "mem_cache_capacity"
                 | "disk_io_uring" => "gauge",
                 _ => "counter",

@@ -384,6 +384,7 @@ fn report(a: &FsArgs, json: bool) -> Result<()> {
             "mountpoint": mp, "ufs": v["ufs"], "pid": v["pid"],
             "disk_cache_bytes": n("disk_cache_bytes"), "mem_cache_bytes": n("mem_cache_bytes"),
             "disk_cache_capacity": n("disk_cache_capacity"),
+            "disk_cache_limit": n("disk_cache_limit"),
             "mem_cache_capacity": n("mem_cache_capacity"),
             "hit_ratio": if asked == 0 { 0.0 } else { hits as f64 / asked as f64 },
             "bytes_from_cache": n("bytes_from_cache"), "bytes_from_ufs": n("bytes_from_ufs"),
@@ -408,12 +409,29 @@ fn report(a: &FsArgs, json: bool) -> Result<()> {
     }
     println!("alluxio mounts on this host: {}", rows.len());
     for r in &rows {
+        let (cap, limit) = (
+            r["disk_cache_capacity"].as_u64().unwrap_or(0),
+            r["disk_cache_limit"].as_u64().unwrap_or(0),
+        );
+        // The tier's filesystem is short of room for the whole capacity (as of the last
+        // page cached; 0 before the first). Pages in flight then may put the tier a little
+        // over that figure: say the larger.
+        let held = r["disk_cache_bytes"].as_u64().unwrap_or(0);
+        let short = if limit > 0 && limit < cap {
+            format!(
+                " (its disk has room for about {} MiB)",
+                limit.max(held) >> 20
+            )
+        } else {
+            String::new()
+        };
         println!(
-            "  {}  ({})  cache: disk {} of {} MiB, memory {} of {} MiB  hit ratio {:.3}  from cache {} MiB, from store {} MiB, store errors {}",
+            "  {}  ({})  cache: disk {} of {} MiB{}, memory {} of {} MiB  hit ratio {:.3}  from cache {} MiB, from store {} MiB, store errors {}",
             r["mountpoint"].as_str().unwrap_or("?"),
             r["ufs"].as_str().unwrap_or("?"),
-            r["disk_cache_bytes"].as_u64().unwrap_or(0) >> 20,
-            r["disk_cache_capacity"].as_u64().unwrap_or(0) >> 20,
+            held >> 20,
+            cap >> 20,
+            short,
             r["mem_cache_bytes"].as_u64().unwrap_or(0) >> 20,
             r["mem_cache_capacity"].as_u64().unwrap_or(0) >> 20,
             r["hit_ratio"].as_f64().unwrap_or(0.0),

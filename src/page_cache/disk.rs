@@ -542,6 +542,11 @@ impl DiskTier {
         let room = self.fs_room();
         let mut idx = lock(&self.index);
         let limit = self.limit(idx.used, idx.unwritten, room, on_disk);
+        if on_disk == 0 {
+            self.metrics
+                .disk_cache_limit
+                .store(limit, Ordering::Relaxed);
+        }
         if need > limit {
             return None;
         }

@@ -450,6 +450,10 @@ fn fuse_a_full_cache_disk_gives_way_to_writes(b: Backend) {
     assert!(direct("cold") == cold, "cold differs");
     let held = m.counter("disk_cache_bytes");
     assert!(held >= 24 << 20, "the tier filled the disk: {held}");
+    // The disk less its free share (4.8 MiB) and the filesystem's own use.
+    let limit = m.counter("disk_cache_limit");
+    assert!(limit > 0 && limit <= 44 << 20, "limit {limit}");
+    assert!(held <= 44 << 20, "the tier holds {held}");
     assert_eq!(
         m.counter("disk_cache_errors"),
         0,
