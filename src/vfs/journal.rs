@@ -76,18 +76,25 @@ impl Journal {
             }
         }
         let tmp = path.with_extension("data.tmp");
-        let mut out = std::fs::File::create(&tmp)?;
-        let mut buf = vec![0u8; 1 << 20];
-        let mut off = 0u64;
-        while off < len {
-            let n = (len - off).min(buf.len() as u64) as usize;
-            src.read_exact_at(&mut buf[..n], off)?;
-            out.write_all(&buf[..n])?;
-            off += n as u64;
+        let copied = (|| {
+            let mut out = std::fs::File::create(&tmp)?;
+            let mut buf = vec![0u8; 1 << 20];
+            let mut off = 0u64;
+            while off < len {
+                let n = (len - off).min(buf.len() as u64) as usize;
+                src.read_exact_at(&mut buf[..n], off)?;
+                out.write_all(&buf[..n])?;
+                off += n as u64;
+            }
+            out.sync_all()?;
+            drop(out);
+            std::fs::rename(&tmp, &path)
+        })();
+        if let Err(e) = copied {
+            // A failed copy (a full disk) gives its room back at once, not at the next start.
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
         }
-        out.sync_all()?;
-        drop(out);
-        std::fs::rename(&tmp, &path)?;
         std::fs::File::open(&self.dir)?.sync_all()?;
         Ok(false)
     }
@@ -182,6 +189,14 @@ mod tests {
         gone.write_all_at(b"abc", 0).unwrap();
         assert!(!j.persist(InodeNo(7), 1, &gone, 3).unwrap(), "copied");
         assert_eq!(std::fs::read(j.data_path(InodeNo(7), 1)).unwrap(), b"abc");
+        // A copy that fails (here the source is shorter than asked) leaves nothing behind.
+        assert!(j.persist(InodeNo(9), 2, &gone, 1 << 20).is_err());
+        let left: Vec<_> = std::fs::read_dir(d.path().join("j"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.starts_with("9."))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
         std::fs::write(d.path().join("j/8.1.data.tmp"), b"half").unwrap();
         let j = Journal::open(d.path().join("j")).unwrap();
         assert_eq!(
