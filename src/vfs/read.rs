@@ -122,6 +122,10 @@ pub(super) struct Inflight {
     /// Committed versions whose bytes are in a local file while `fill_pages` copies them
     /// into the disk tier (see [`Vfs::read_local`]).
     local: Mutex<HashMap<Version, Arc<LocalCopy>>>,
+    /// Local copies whose copy has ended and whose file is being closed on the blocking
+    /// pool (closing frees its blocks). Together with `local`, what a write that found the
+    /// cache disk full waits for (see `Vfs::with_disk_room`).
+    pub(super) closing: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// One version of one file.
@@ -448,9 +452,14 @@ impl Vfs {
     /// Offers `src` to readers of `(ino, version)` until the guard drops. Made before the
     /// namespace names the version to readers (or at least before the write's close or
     /// fsync returns), so no read of it can miss both the cache and the local copy.
-    /// Whether a written version is being copied into the disk tier from its local file.
+    /// Whether a written version is being copied into the disk tier from its local file,
+    /// or that file is still being closed.
     pub(super) fn local_copies_in_flight(&self) -> bool {
-        !lock(&self.inflight.local).is_empty()
+        self.inflight
+            .closing
+            .load(std::sync::atomic::Ordering::Acquire)
+            > 0
+            || !lock(&self.inflight.local).is_empty()
     }
 
     pub(super) fn offer_local_copy(

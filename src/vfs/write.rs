@@ -387,31 +387,34 @@ impl Vfs {
     ///
     /// Written versions still being copied into the tier hold their local files (bytes the
     /// store has now) until the copy ends and the file is closed, on the blocking pool a
-    /// moment later. With nothing left to evict, the write waits for those, polling, at
-    /// most [`ROOM_WAIT`] in all.
+    /// moment later. With nothing left to evict, the write waits for those, polling, and
+    /// 250 ms more once none is left, at most [`ROOM_WAIT`] in all.
     pub(super) fn with_disk_room<T>(
         &self,
         len: u64,
         mut write: impl FnMut() -> std::io::Result<T>,
     ) -> std::io::Result<T> {
-        const POLL: std::time::Duration = std::time::Duration::from_millis(10);
-        let deadline = std::time::Instant::now() + ROOM_WAIT;
-        // Polls left after the last copy was seen, while its file closes.
-        let mut settle = 0;
+        use std::time::{Duration, Instant};
+        const POLL: Duration = Duration::from_millis(10);
+        // How long to go on polling once no copy is in flight: other brief holders of a
+        // closed file (the commit task a RELEASE spawns, a reader's clone of a local copy)
+        // let go within it.
+        const QUIET: Duration = Duration::from_millis(250);
+        let deadline = Instant::now() + ROOM_WAIT;
+        let mut quiet_since = None;
         loop {
             match write() {
                 Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
                     if self.cache.release_disk(len.max(MIN_RELEASE)) > 0 {
                         continue;
                     }
+                    let now = Instant::now();
                     if self.local_copies_in_flight() {
-                        settle = 5;
-                    } else if settle == 0 {
+                        quiet_since = None;
+                    } else if now - *quiet_since.get_or_insert(now) >= QUIET {
                         return Err(e);
-                    } else {
-                        settle -= 1;
                     }
-                    if std::time::Instant::now() >= deadline {
+                    if now >= deadline {
                         return Err(e);
                     }
                     std::thread::sleep(POLL);
@@ -1039,11 +1042,18 @@ impl Vfs {
         let (ino, version, src) = offered.parts();
         let src = src.clone();
         self.fill_from(ino, version, &src, size).await;
+        // Counted as closing before the offer goes, so a write waiting for room never sees
+        // neither (`local_copies_in_flight`).
+        let closing = self.inflight.closing.clone();
+        closing.fetch_add(1, Ordering::AcqRel);
         drop(offered);
         // Closing an unnamed staging file frees its blocks, which on a filesystem mounted
         // with `discard` waits on the device (see `DiskTier::apply_off_runtime`): the last
         // reference goes on the blocking pool, not on a runtime thread.
-        tokio::task::spawn_blocking(move || drop(src));
+        tokio::task::spawn_blocking(move || {
+            drop(src);
+            closing.fetch_sub(1, Ordering::AcqRel);
+        });
     }
 
     /// The body of [`Self::fill_pages`].
