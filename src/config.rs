@@ -188,6 +188,10 @@ pub struct FuseConfig {
     pub readahead_kb: u32,
     /// Serve fully cached files through FUSE passthrough (kernel ≥ 6.9, root).
     pub passthrough: bool,
+    /// Extended attributes. Without them (`-o noxattr`) the first xattr request gets
+    /// ENOSYS, the kernel asks no more and applications get EOPNOTSUPP: `ls -l` then costs
+    /// no round trip per entry for `security.selinux` and `system.posix_acl_access`.
+    pub xattr: bool,
 }
 
 impl Default for FuseConfig {
@@ -201,6 +205,7 @@ impl Default for FuseConfig {
             entry_ttl: Duration::from_secs(1),
             readahead_kb: 1024,
             passthrough: true,
+            xattr: true,
         }
     }
 }
@@ -490,6 +495,8 @@ pub fn parse_mount_options(values: &[String]) -> Result<MountOptions, ConfigErro
             }
             ("passthrough", None) => o.fuse.passthrough = true,
             ("nopassthrough", None) => o.fuse.passthrough = false,
+            ("xattr", None) => o.fuse.xattr = true,
+            ("noxattr", None) => o.fuse.xattr = false,
             ("allow_other", None) => o.fuse.allow_other = true,
             ("allow_root", None) => o.fuse.allow_root = true,
             ("ro", None) => o.fuse.read_only = true,

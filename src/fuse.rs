@@ -38,6 +38,8 @@ pub struct Adapter {
     entry_ttl: Duration,
     /// Ask the kernel for FUSE passthrough at init.
     passthrough: bool,
+    /// Serve extended attributes (else ENOSYS, see [`crate::config::FuseConfig::xattr`]).
+    xattr: bool,
     io: IoModes,
     /// Latency of each FUSE operation (Prometheus `alluxio_fuse_op_duration_seconds`).
     ops: Arc<crate::prom::OpHistograms>,
@@ -94,25 +96,35 @@ fn to_attr(r: &InodeRecord) -> FileAttr {
 }
 
 impl Adapter {
-    /// An adapter over `vfs`, blocking on `rt`. With `passthrough`, fully cached files
-    /// are handed to the kernel to read directly when it supports that.
+    /// An adapter over `vfs`, blocking on `rt`, with the kernel-facing options of `cfg`
+    /// (TTLs; passthrough, which hands fully cached files to the kernel when it supports
+    /// that; extended attributes).
     pub fn new(
         vfs: Arc<Vfs>,
         rt: RtHandle,
-        attr_ttl: Duration,
-        entry_ttl: Duration,
-        passthrough: bool,
+        cfg: &crate::config::FuseConfig,
         ops: Arc<crate::prom::OpHistograms>,
     ) -> Self {
         Self {
             vfs,
             rt,
-            attr_ttl,
-            entry_ttl,
-            passthrough,
+            attr_ttl: cfg.attr_ttl,
+            entry_ttl: cfg.entry_ttl,
+            passthrough: cfg.passthrough,
+            xattr: cfg.xattr,
             io: IoModes::default(),
             ops,
         }
+    }
+
+    /// ENOSYS for an xattr request on a mount without xattrs: the kernel remembers it per
+    /// operation and sends no more of them (applications get EOPNOTSUPP).
+    fn no_xattr(&self) -> Option<Errno> {
+        if self.xattr {
+            return None;
+        }
+        Metrics::inc(&self.metrics().fuse_requests);
+        Some(Errno::ENOSYS)
     }
 
     fn metrics(&self) -> &Metrics {
@@ -625,6 +637,9 @@ impl Filesystem for Adapter {
         _position: u32,
         reply: ReplyEmpty,
     ) {
+        if let Some(e) = self.no_xattr() {
+            return reply.error(e);
+        }
         match self.block(
             "setxattr",
             self.vfs
@@ -637,6 +652,9 @@ impl Filesystem for Adapter {
 
     #[instrument(level = "debug", skip_all, fields(req = req.unique().0, ino = ino.0, pid = req.pid()))]
     fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        if let Some(e) = self.no_xattr() {
+            return reply.error(e);
+        }
         match self.block(
             "getxattr",
             self.vfs.getxattr(InodeNo(ino.0), name.as_bytes()),
@@ -648,6 +666,9 @@ impl Filesystem for Adapter {
 
     #[instrument(level = "debug", skip_all, fields(req = req.unique().0, ino = ino.0, pid = req.pid()))]
     fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        if let Some(e) = self.no_xattr() {
+            return reply.error(e);
+        }
         match self.block("listxattr", self.vfs.listxattr(InodeNo(ino.0))) {
             Ok(v) => reply_xattr(reply, &v, size, |e| self.err(e)),
             Err(e) => reply.error(self.err(e)),
@@ -656,6 +677,9 @@ impl Filesystem for Adapter {
 
     #[instrument(level = "debug", skip_all, fields(req = req.unique().0, ino = ino.0, pid = req.pid()))]
     fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        if let Some(e) = self.no_xattr() {
+            return reply.error(e);
+        }
         match self.block(
             "removexattr",
             self.vfs.removexattr(InodeNo(ino.0), name.as_bytes()),

@@ -172,14 +172,7 @@ pub fn mount(cfg: &MountConfig, rt: &RtHandle) -> Result<Mounted, MountError> {
         crate::prom::serve(listener, Arc::new(move || m.prometheus(&o)), rt);
         tracing::info!(%addr, "serving Prometheus metrics at /metrics");
     }
-    let adapter = Adapter::new(
-        vfs.clone(),
-        rt.clone(),
-        cfg.fuse.attr_ttl,
-        cfg.fuse.entry_ttl,
-        cfg.fuse.passthrough,
-        ops,
-    );
+    let adapter = Adapter::new(vfs.clone(), rt.clone(), &cfg.fuse, ops);
     let mut fc = Config::default();
     fc.mount_options = vec![
         MountOption::FSName(cfg.ufs.uri.replace(',', "_")),

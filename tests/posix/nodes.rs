@@ -199,13 +199,46 @@ fn fuse_xattrs(b: Backend) {
         assert_eq!(xattr::get(&p, "user.a").unwrap_err(), libc::ENODATA);
         assert_eq!(xattr::get_small(&p, "user.b").unwrap_err(), libc::ERANGE);
     }
+    {
+        let m = Mount::new(&ufs, &dirs);
+        assert_eq!(xattr::get(&m.p("f"), "user.b").unwrap(), vec![7u8; 3000]);
+        assert_eq!(
+            ufs.get("f").as_deref(),
+            Some(&b"x"[..]),
+            "xattrs live in the namespace only"
+        );
+    }
+    // -o noxattr: every xattr call gets EOPNOTSUPP, and after the first the kernel stops
+    // asking (what `ls -l` costs per entry otherwise: security.selinux and
+    // system.posix_acl_access). What is stored stays, for a mount with xattrs.
+    let fuse = alluxio::config::FuseConfig {
+        xattr: false,
+        ..Default::default()
+    };
+    let m = Mount::with_fuse(ufs.config(), &dirs, 64 << 20, fuse);
+    let p = m.p("f");
+    std::fs::metadata(&p).unwrap();
+    let before = m.counter("fuse_requests");
+    for _ in 0..50 {
+        assert_eq!(
+            xattr::get(&p, "security.selinux").unwrap_err(),
+            libc::EOPNOTSUPP
+        );
+    }
+    assert_eq!(xattr::get(&p, "user.b").unwrap_err(), libc::EOPNOTSUPP);
+    assert!(
+        m.counter("fuse_requests") <= before + 1,
+        "the kernel stopped asking: {} requests",
+        m.counter("fuse_requests") - before
+    );
+    assert_eq!(
+        xattr::set(&p, "user.c", b"1", 0).unwrap_err(),
+        libc::EOPNOTSUPP
+    );
+    assert_eq!(xattr::remove(&p, "user.b").unwrap_err(), libc::EOPNOTSUPP);
+    drop(m);
     let m = Mount::new(&ufs, &dirs);
     assert_eq!(xattr::get(&m.p("f"), "user.b").unwrap(), vec![7u8; 3000]);
-    assert_eq!(
-        ufs.get("f").as_deref(),
-        Some(&b"x"[..]),
-        "xattrs live in the namespace only"
-    );
 }
 
 /// Minimal xattr calls through libc.
