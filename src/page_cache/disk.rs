@@ -484,8 +484,8 @@ impl DiskTier {
             metrics,
             engine,
         };
-        let victims = tier.make_room(0, 0);
-        tier.apply(victims.unwrap_or_default());
+        let (victims, _) = tier.make_room(0, 0);
+        tier.apply(victims);
         let used = lock(&tier.index).used;
         let limit = tier.limit(used, 0, tier.fs_room(), 0);
         if limit < capacity {
@@ -536,9 +536,11 @@ impl DiskTier {
     }
 
     /// Evicts least recently used unpinned pages until `need` more bytes fit, and
-    /// reserves them. `None` (nothing reserved or evicted) when they cannot fit. `on_disk`
-    /// of them are on the tier's filesystem already (see [`Self::limit`]).
-    fn make_room(&self, need: u64, on_disk: u64) -> Option<Vec<Victim>> {
+    /// reserves them: `(victims, true)`. When they cannot fit (no room on the filesystem,
+    /// or every candidate is pinned) nothing is reserved, but a tier over its limit (other
+    /// users took the disk) still shrinks to it: `(victims, false)`. `on_disk` of the
+    /// bytes are on the tier's filesystem already (see [`Self::limit`]).
+    fn make_room(&self, need: u64, on_disk: u64) -> (Vec<Victim>, bool) {
         let room = self.fs_room();
         let mut idx = lock(&self.index);
         let limit = self.limit(idx.used, idx.unwritten, room, on_disk);
@@ -547,16 +549,23 @@ impl DiskTier {
                 .disk_cache_limit
                 .store(limit, Ordering::Relaxed);
         }
-        if need > limit {
-            return None;
+        if let Some(victims) = limit
+            .checked_sub(need)
+            .and_then(|target| self.evict_locked(&mut idx, target, false))
+        {
+            idx.used += need;
+            idx.unwritten += need - on_disk.min(need);
+            self.metrics
+                .disk_cache_bytes
+                .store(idx.used, Ordering::Relaxed);
+            return (victims, true);
         }
-        let victims = self.evict_locked(&mut idx, limit - need, false)?;
-        idx.used += need;
-        idx.unwritten += need - on_disk.min(need);
-        self.metrics
-            .disk_cache_bytes
-            .store(idx.used, Ordering::Relaxed);
-        Some(victims)
+        let shrink = if idx.used > limit {
+            self.evict_locked(&mut idx, limit, true).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        (shrink, false)
     }
 
     /// Removes least recently used unpinned pages from the index until it holds at most
@@ -816,9 +825,11 @@ impl DiskTier {
         if clash {
             self.drop_file(fid);
         }
-        let Some(victims) = self.make_room(u64::from(len), 0) else {
-            return; // no room without touching pinned files
-        };
+        let (victims, reserved) = self.make_room(u64::from(len), 0);
+        if !reserved {
+            self.apply_off_runtime(victims).await;
+            return; // no room on the disk, or none without touching pinned files
+        }
         let unwritten = Unwritten(&self.index, u64::from(len));
         self.apply_off_runtime(victims).await;
         let crc = crc32c::crc32c(&data);
@@ -928,10 +939,11 @@ impl DiskTier {
         }
         self.drop_file(fid);
         // The file's blocks are on this filesystem already: linking it takes no new room.
-        let Some(victims) = self.make_room(size, size) else {
-            return false;
-        };
+        let (victims, reserved) = self.make_room(size, size);
         self.apply(victims);
+        if !reserved {
+            return false;
+        }
         if let Err(e) = self.link_in(fid, ino, version, file, &pages) {
             tracing::debug!(error = %e, "cannot adopt a file into the disk cache; copying its pages");
             let mut idx = lock(&self.index);

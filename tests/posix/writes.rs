@@ -502,6 +502,47 @@ fn fuse_a_full_cache_disk_gives_way_to_writes(b: Backend) {
     );
 }
 
+/// Other users of the cache disk come first: once they leave it less than the tier's free
+/// share, the tier gives its pages back at its next reservation, even when it then has no
+/// room for the page it was reserving, and caches again once there is room.
+#[test]
+fn fuse_the_disk_tier_gives_room_back_when_others_fill_its_disk() {
+    use alluxio::config::FuseConfig;
+    let ufs = TestUfs::new(Backend::Fs);
+    let dirs = MountDirs::new();
+    let disk = Tmpfs::mount(&dirs.cache_dir(), 32 << 20);
+    let m = Mount::with_config(ufs.config(), &dirs, 8 << 20, FuseConfig::default(), |_| {});
+    let (a, b, c) = (data(4 << 20, 1), data(2 << 20, 2), data(2 << 20, 3));
+    ufs.put("a", &a);
+    ufs.put("b", &b);
+    ufs.put("c", &c);
+    assert!(read_direct(&m.p("a")) == a, "a differs");
+    assert_eq!(m.counter("disk_cache_bytes"), 4 << 20, "a cached");
+    // Another user takes all but 64 KiB of the disk: less than the free share (3.2 MiB)
+    // less what the tier holds, so the tier has no room for even one more page.
+    let other = dirs.cache_dir().join("other");
+    std::fs::write(&other, vec![1u8; (disk.avail() - (64 << 10)) as usize]).unwrap();
+    assert!(read_direct(&m.p("b")) == b, "b differs");
+    assert_eq!(
+        m.counter("disk_cache_bytes"),
+        0,
+        "the tier gave its pages back"
+    );
+    assert!(disk.avail() >= 4 << 20, "{} bytes free", disk.avail());
+    assert_eq!(
+        m.counter("disk_cache_errors"),
+        0,
+        "no page write met ENOSPC"
+    );
+    std::fs::remove_file(&other).unwrap();
+    assert!(read_direct(&m.p("c")) == c, "c differs");
+    assert_eq!(
+        m.counter("disk_cache_bytes"),
+        2 << 20,
+        "room again: c cached"
+    );
+}
+
 backend_tests!(
     fuse_a_full_cache_disk_gives_way_to_writes,
     fuse_async_through_files_stay_cached_after_upload,
