@@ -452,14 +452,16 @@ impl Vfs {
     /// Offers `src` to readers of `(ino, version)` until the guard drops. Made before the
     /// namespace names the version to readers (or at least before the write's close or
     /// fsync returns), so no read of it can miss both the cache and the local copy.
-    /// Whether a written version is being copied into the disk tier from its local file,
-    /// or that file is still being closed.
-    pub(super) fn local_copies_in_flight(&self) -> bool {
+    /// Whether a written version of a file other than `except` is being copied into the
+    /// disk tier from its local file, or a copied file is still being closed.
+    pub(super) fn local_copies_in_flight(&self, except: InodeNo) -> bool {
         self.inflight
             .closing
             .load(std::sync::atomic::Ordering::Acquire)
             > 0
-            || !lock(&self.inflight.local).is_empty()
+            || lock(&self.inflight.local)
+                .keys()
+                .any(|(ino, _)| *ino != except)
     }
 
     pub(super) fn offer_local_copy(

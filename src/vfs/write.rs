@@ -388,9 +388,12 @@ impl Vfs {
     /// Written versions still being copied into the tier hold their local files (bytes the
     /// store has now) until the copy ends and the file is closed, on the blocking pool a
     /// moment later. With nothing left to evict, the write waits for those, polling, and
-    /// 250 ms more once none is left, at most [`ROOM_WAIT`] in all.
+    /// 250 ms more once none is left, at most [`ROOM_WAIT`] in all. Copies of `ino`
+    /// itself are not waited for: the caller holds `ino`'s staging lock, which such a copy
+    /// may be waiting on.
     pub(super) fn with_disk_room<T>(
         &self,
+        ino: InodeNo,
         len: u64,
         mut write: impl FnMut() -> std::io::Result<T>,
     ) -> std::io::Result<T> {
@@ -409,7 +412,7 @@ impl Vfs {
                         continue;
                     }
                     let now = Instant::now();
-                    if self.local_copies_in_flight() {
+                    if self.local_copies_in_flight(ino) {
                         quiet_since = None;
                     } else if now - *quiet_since.get_or_insert(now) >= QUIET {
                         return Err(e);
@@ -600,7 +603,7 @@ impl Vfs {
             if a < b {
                 let this = self.clone();
                 tokio::task::spawn_blocking(move || {
-                    this.with_disk_room((b - a) as u64, || f.write_all_at(&page[a..b], lo))
+                    this.with_disk_room(ino, (b - a) as u64, || f.write_all_at(&page[a..b], lo))
                 })
                 .await
                 .map_err(|e| FsError::new(libc::EIO, e.to_string()))??;
@@ -883,7 +886,7 @@ impl Vfs {
                 .await?;
         }
         let dir = &self.cfg.staging_dir;
-        self.with_disk_room(n as u64, || {
+        self.with_disk_room(ino, n as u64, || {
             st.file_to_change(dir, ino)?.write_all_at(data, offset)
         })?;
         if grows {
@@ -952,7 +955,7 @@ impl Vfs {
                 let (file, size) = (st.file(&self.cfg.staging_dir, ino)?, st.size);
                 let this = self.clone();
                 let linked = tokio::task::spawn_blocking(move || {
-                    this.with_disk_room(size, || journal.persist(ino, seq, &file, size))
+                    this.with_disk_room(ino, size, || journal.persist(ino, seq, &file, size))
                 })
                 .await
                 .map_err(|e| FsError::new(libc::EIO, e.to_string()))??;
