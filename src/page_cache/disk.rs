@@ -95,7 +95,28 @@ struct Index {
     /// Bytes reserved in `used` whose pages are not written yet: counted against the
     /// filesystem's free space too, which does not show them yet (see [`DiskTier::limit`]).
     unwritten: u64,
+    /// Bytes of pages evicted from the index whose holes are not punched yet: out of
+    /// `used` but still on the filesystem ([`Evicted`]). Without them, puts racing one
+    /// another's evictions each saw less room than there was and evicted more, in a
+    /// cascade that emptied the tier.
+    unpunched: u64,
     tick: u64,
+}
+
+/// Pages taken out of the index by an eviction, to punch or delete outside the lock
+/// ([`DiskTier::apply`]). Their bytes count in `Index::unpunched` until this is dropped,
+/// after the holes are punched (or when the eviction is abandoned).
+struct Evicted {
+    victims: Vec<Victim>,
+    bytes: u64,
+    index: Arc<Mutex<Index>>,
+}
+
+impl Drop for Evicted {
+    fn drop(&mut self) {
+        let mut idx = lock(&self.index);
+        idx.unpunched = idx.unpunched.saturating_sub(self.bytes);
+    }
 }
 
 /// A put's reservation not yet written; dropped when the write ends, however it ends.
@@ -486,8 +507,11 @@ impl DiskTier {
         };
         let (victims, _) = tier.make_room(0, 0);
         tier.apply(victims);
-        let used = lock(&tier.index).used;
-        let limit = tier.limit(used, 0, tier.fs_room(), 0);
+        let (used, limit) = {
+            let room = tier.fs_room();
+            let idx = lock(&tier.index);
+            (idx.used, tier.limit(&idx, room, 0))
+        };
         if limit < capacity {
             tracing::warn!(
                 dir = %tier.dir.display(),
@@ -522,16 +546,27 @@ impl DiskTier {
         Some((avail, (total as f64 * self.free_ratio) as u64))
     }
 
-    /// What the tier may hold when it holds `used` bytes, `unwritten` of them reserved
-    /// and not yet on the filesystem: the capacity, or what the filesystem has room for
-    /// while `free_ratio` of it stays free. `on_disk` bytes of the coming reservation
-    /// occupy the filesystem already (a file being adopted).
-    fn limit(&self, used: u64, unwritten: u64, room: Option<(u64, u64)>, on_disk: u64) -> u64 {
+    /// What the tier may hold: the capacity, or what the filesystem has room for while
+    /// `free_ratio` of it stays free. The tier occupies `used - unwritten + unpunched` of
+    /// the filesystem now (reservations not written yet are not on it, evicted pages not
+    /// punched yet still are); `on_disk` bytes of the coming reservation occupy it
+    /// already (a file being adopted).
+    fn limit(&self, idx: &Index, room: Option<(u64, u64)>, on_disk: u64) -> u64 {
         match room {
-            Some((avail, reserve)) => self
-                .capacity
-                .min((used + avail.saturating_sub(unwritten) + on_disk).saturating_sub(reserve)),
+            Some((avail, reserve)) => self.capacity.min(
+                (idx.used + idx.unpunched + avail + on_disk)
+                    .saturating_sub(idx.unwritten + reserve),
+            ),
             None => self.capacity,
+        }
+    }
+
+    /// An eviction of nothing.
+    fn nothing(&self) -> Evicted {
+        Evicted {
+            victims: Vec::new(),
+            bytes: 0,
+            index: self.index.clone(),
         }
     }
 
@@ -540,10 +575,10 @@ impl DiskTier {
     /// or every candidate is pinned) nothing is reserved, but a tier over its limit (other
     /// users took the disk) still shrinks to it: `(victims, false)`. `on_disk` of the
     /// bytes are on the tier's filesystem already (see [`Self::limit`]).
-    fn make_room(&self, need: u64, on_disk: u64) -> (Vec<Victim>, bool) {
+    fn make_room(&self, need: u64, on_disk: u64) -> (Evicted, bool) {
         let room = self.fs_room();
         let mut idx = lock(&self.index);
-        let limit = self.limit(idx.used, idx.unwritten, room, on_disk);
+        let limit = self.limit(&idx, room, on_disk);
         if on_disk == 0 {
             self.metrics
                 .disk_cache_limit
@@ -561,17 +596,17 @@ impl DiskTier {
             return (victims, true);
         }
         let shrink = if idx.used > limit {
-            self.evict_locked(&mut idx, limit, true).unwrap_or_default()
+            self.evict_locked(&mut idx, limit, true)
         } else {
-            Vec::new()
+            None
         };
-        (shrink, false)
+        (shrink.unwrap_or_else(|| self.nothing()), false)
     }
 
     /// Removes least recently used unpinned pages from the index until it holds at most
     /// `target` bytes, and returns them for [`Self::apply`]. When the unpinned pages are
     /// not enough: `None` with nothing removed, or with `best_effort`, all of them.
-    fn evict_locked(&self, idx: &mut Index, target: u64, best_effort: bool) -> Option<Vec<Victim>> {
+    fn evict_locked(&self, idx: &mut Index, target: u64, best_effort: bool) -> Option<Evicted> {
         let mut chosen = Vec::new();
         let mut freed = 0u64;
         for (_, &(fid, page)) in idx.lru.iter() {
@@ -590,6 +625,7 @@ impl DiskTier {
         if idx.used - freed > target && !best_effort {
             return None;
         }
+        let before = idx.used;
         let mut victims = Vec::with_capacity(chosen.len());
         for (fid, page) in chosen {
             match idx.remove_page(fid, page) {
@@ -601,10 +637,16 @@ impl DiskTier {
                 None => {}
             }
         }
+        let bytes = before - idx.used;
+        idx.unpunched += bytes;
         self.metrics
             .disk_cache_bytes
             .store(idx.used, Ordering::Relaxed);
-        Some(victims)
+        Some(Evicted {
+            victims,
+            bytes,
+            index: self.index.clone(),
+        })
     }
 
     /// Gives at least `need` bytes of the filesystem back for a write of bytes that exist
@@ -616,11 +658,10 @@ impl DiskTier {
         let (victims, freed) = {
             let mut idx = lock(&self.index);
             let before = idx.used;
-            let victims = self
-                .evict_locked(&mut idx, before.saturating_sub(need), true)
-                .unwrap_or_default();
+            let victims = self.evict_locked(&mut idx, before.saturating_sub(need), true);
             (victims, before - idx.used)
         };
+        let victims = victims.unwrap_or_else(|| self.nothing());
         if freed > 0 {
             tracing::info!(
                 freed,
@@ -632,8 +673,8 @@ impl DiskTier {
     }
 
     /// Carries out evictions decided under the lock (blocking).
-    fn apply(&self, victims: Vec<Victim>) {
-        apply_victims(&self.dir, &self.metrics, victims);
+    fn apply(&self, mut e: Evicted) {
+        apply_victims(&self.dir, &self.metrics, std::mem::take(&mut e.victims));
     }
 
     /// [`Self::apply`] on the blocking pool, for async callers. Punching a hole or
@@ -641,11 +682,12 @@ impl DiskTier {
     /// the freed blocks are discarded synchronously (measured here: 0.26 ms per punched
     /// MiB, 46 ms per deleted 256 MiB file), which must not stall a runtime thread.
     /// Awaited, so the space is given back before the page that needed it is written.
-    async fn apply_off_runtime(&self, victims: Vec<Victim>) {
-        if victims.is_empty() {
+    async fn apply_off_runtime(&self, mut e: Evicted) {
+        if e.victims.is_empty() {
             return;
         }
         let (dir, metrics) = (self.dir.clone(), self.metrics.clone());
+        let victims = std::mem::take(&mut e.victims);
         let _ = tokio::task::spawn_blocking(move || apply_victims(&dir, &metrics, victims)).await;
     }
 

@@ -517,6 +517,9 @@ fn fuse_the_disk_tier_gives_room_back_when_others_fill_its_disk() {
     ufs.put("b", &b);
     ufs.put("c", &c);
     assert!(read_direct(&m.p("a")) == a, "a differs");
+    // Pages are written to the tier after they are served: wait for all four, so the
+    // free space measured next is what stays.
+    wait_for("a was never cached", || m.counter("disk_cache_writes") == 4);
     assert_eq!(m.counter("disk_cache_bytes"), 4 << 20, "a cached");
     // Another user takes all but 64 KiB of the disk: less than the free share (3.2 MiB)
     // less what the tier holds, so the tier has no room for even one more page.
