@@ -655,13 +655,13 @@ impl DiskTier {
     /// holes before returning, so the room is there when the write is retried). Returns
     /// the bytes freed; 0 when nothing is left to evict.
     pub fn release(&self, need: u64) -> u64 {
-        let (victims, freed) = {
+        let victims = {
             let mut idx = lock(&self.index);
-            let before = idx.used;
-            let victims = self.evict_locked(&mut idx, before.saturating_sub(need), true);
-            (victims, before - idx.used)
-        };
-        let victims = victims.unwrap_or_else(|| self.nothing());
+            let target = idx.used.saturating_sub(need);
+            self.evict_locked(&mut idx, target, true)
+        }
+        .unwrap_or_else(|| self.nothing());
+        let freed = victims.bytes;
         if freed > 0 {
             tracing::info!(
                 freed,
