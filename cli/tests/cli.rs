@@ -8,131 +8,13 @@
     reason = "test helpers panic on failure by design"
 )]
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_alluxio");
-
-fn mount_type(p: &Path) -> Option<String> {
-    let canon = p.canonicalize().ok()?;
-    let want = canon.to_string_lossy().to_string();
-    std::fs::read_to_string("/proc/mounts")
-        .ok()?
-        .lines()
-        .rev()
-        .find_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f.get(1) == Some(&want.as_str())).then(|| f[2].to_string())
-        })
-}
-
-/// A temp home for one daemon; holds the child and cleans up on every exit path.
-struct Env {
-    base: tempfile::TempDir,
-    child: Option<Child>,
-}
-
-impl Env {
-    fn new() -> Self {
-        let base = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(base.path().join("mnt")).unwrap();
-        std::fs::create_dir_all(base.path().join("ufs")).unwrap();
-        Self { base, child: None }
-    }
-    fn mnt(&self) -> PathBuf {
-        self.base.path().join("mnt")
-    }
-    fn ufs(&self) -> PathBuf {
-        self.base.path().join("ufs")
-    }
-    fn cmd(&self) -> Command {
-        let mut c = Command::new(BIN);
-        c.env("ALLUXIO_HOME", self.base.path().join("home"))
-            .env("ALLUXIO_RUN_DIR", self.base.path().join("run"))
-            .env_remove("ALLUXIO_LOG")
-            .stdin(Stdio::null());
-        c
-    }
-    fn run(&self, args: &[&str]) -> Output {
-        let mut c = self.cmd();
-        c.args(args);
-        with_timeout(c, Duration::from_secs(60))
-    }
-    /// Starts `alluxio fuse mount` in the background and waits until the mount is live.
-    fn mount(&mut self, extra: &[&str]) {
-        self.mount_on(Some(&self.ufs()), extra);
-    }
-    /// The same over another UFS directory, or with none (a metaserver's root store).
-    fn mount_on(&mut self, ufs: Option<&Path>, extra: &[&str]) {
-        let mut c = self.cmd();
-        c.args(["fuse", "mount"]).arg(self.mnt());
-        if let Some(u) = ufs {
-            c.arg("--ufs").arg(u);
-        }
-        c.args(extra);
-        c.stdout(Stdio::null()).stderr(Stdio::piped());
-        self.child = Some(c.spawn().unwrap());
-        let start = Instant::now();
-        while mount_type(&self.mnt()).as_deref() != Some("fuse.alluxio") {
-            if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("daemon exited early: {st}");
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "mount did not appear"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-    fn stats(&self) -> serde_json::Value {
-        let o = self.run(&["fuse", "stats", self.mnt().to_str().unwrap(), "--json"]);
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        serde_json::from_slice(&o.stdout).unwrap()
-    }
-    /// Waits for the daemon to exit; returns its status.
-    fn wait(&mut self) -> std::process::ExitStatus {
-        let child = self.child.as_mut().unwrap();
-        let start = Instant::now();
-        loop {
-            if let Some(st) = child.try_wait().unwrap() {
-                self.child = None;
-                return st;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "daemon did not exit"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        if mount_type(&self.mnt()).is_some() {
-            let _ = nix::mount::umount2(&self.mnt(), nix::mount::MntFlags::MNT_DETACH);
-        }
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn with_timeout(mut c: Command, limit: Duration) -> Output {
-    c.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = c.spawn().unwrap();
-    let start = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            panic!("command timed out: {c:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().unwrap()
-}
+use support::*;
 
 fn sha256sum(root: &Path, files: &[String]) -> String {
     let o = Command::new("sha256sum")
@@ -323,96 +205,6 @@ fn cli_bad_input_is_one_line_and_leaves_no_mount() {
     refused(&env, &["fuse", "stats", m], "no alluxio daemon");
 }
 
-fn kill9(env: &mut Env) {
-    let pid = nix::unistd::Pid::from_raw(env.child.as_ref().unwrap().id() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
-    let _ = env.wait();
-    // The dead mount answers ENOTCONN until unmounted; `alluxio fuse unmount` clears it.
-    let o = env.run(&["fuse", "unmount", env.mnt().to_str().unwrap()]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert_eq!(mount_type(&env.mnt()), None);
-}
-
-fn write_fsync(path: &Path, data: &[u8]) {
-    use std::io::Write;
-    let mut f = std::fs::File::create(path).unwrap();
-    f.write_all(data).unwrap();
-    f.sync_all().unwrap();
-    // Deliberately no close before the caller kills the daemon.
-    std::mem::forget(f);
-}
-
-fn pattern(len: usize, salt: u32) -> Vec<u8> {
-    (0..len as u32)
-        .map(|i| (i.wrapping_mul(31) ^ salt) as u8)
-        .collect()
-}
-
-/// CACHE_THROUGH: what fsync acknowledged is in the store at once, and a daemon killed
-/// with SIGKILL loses none of it.
-#[test]
-fn cli_kill9_after_fsync_loses_nothing_cache_through() {
-    let mut env = Env::new();
-    env.mount(&[]);
-    let data = pattern(5_000_000, 7);
-    write_fsync(&env.mnt().join("f"), &data);
-    assert_eq!(
-        std::fs::read(env.ufs().join("f")).unwrap(),
-        data,
-        "complete in the UFS when fsync returns"
-    );
-    kill9(&mut env);
-    env.mount(&[]);
-    assert_eq!(std::fs::read(env.mnt().join("f")).unwrap(), data);
-    assert_eq!(std::fs::read(env.ufs().join("f")).unwrap(), data);
-}
-
-/// ASYNC_THROUGH: fsync makes the bytes durable in the local journal (the store has
-/// nothing yet); after SIGKILL and a restart the upload resumes and completes.
-#[test]
-fn cli_async_through_uploads_after_restart() {
-    let mut env = Env::new();
-    env.mount(&["-o", "write_type=ASYNC_THROUGH,upload_delay=600"]);
-    let data = pattern(3_000_000, 9);
-    write_fsync(&env.mnt().join("f"), &data);
-    assert!(
-        !env.ufs().join("f").exists(),
-        "the upload must still be pending"
-    );
-    assert_eq!(
-        std::fs::read(env.mnt().join("f")).unwrap(),
-        data,
-        "readable from the journal"
-    );
-    kill9(&mut env);
-    env.mount(&["-o", "write_type=ASYNC_THROUGH"]);
-    // Readable at once (from the journal), and uploaded in the background.
-    assert_eq!(std::fs::read(env.mnt().join("f")).unwrap(), data);
-    let start = Instant::now();
-    while std::fs::read(env.ufs().join("f")).ok().as_deref() != Some(&data[..]) {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "upload did not resume"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    // Once uploaded, the journal is empty.
-    let journal: Vec<_> = std::fs::read_dir(env.base.path().join("home/mounts"))
-        .unwrap()
-        .flat_map(|m| std::fs::read_dir(m.unwrap().path().join("cache/journal")).unwrap())
-        .collect();
-    let start = Instant::now();
-    let mut left = journal.len();
-    while left > 0 && start.elapsed() < Duration::from_secs(10) {
-        std::thread::sleep(Duration::from_millis(100));
-        left = std::fs::read_dir(env.base.path().join("home/mounts"))
-            .unwrap()
-            .flat_map(|m| std::fs::read_dir(m.unwrap().path().join("cache/journal")).unwrap())
-            .count();
-    }
-    assert_eq!(left, 0, "journal entries left after upload");
-}
-
 /// THROUGH: uploaded before close returns, and the written pages are not cached.
 #[test]
 fn cli_through_uploads_without_caching() {
@@ -531,91 +323,6 @@ fn cli_mount_t_fuse_alluxio_and_fstab() {
     assert_eq!(o.status.code(), Some(32), "{err}");
     assert!(err.contains("does not exist"), "{err}");
     assert_eq!(mount_type(&env.mnt()), None);
-}
-
-/// A metaserver child on a free port of 127.0.0.1; stopped, by its PID, on drop.
-struct Metaserver {
-    child: Child,
-    addr: String,
-    token_file: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Metaserver {
-    fn start(token: &str) -> Self {
-        Self::start_with(token, &[])
-    }
-
-    fn start_with(token: &str, extra: &[&str]) -> Self {
-        use std::io::BufRead;
-        let dir = tempfile::tempdir().unwrap();
-        let token_file = dir.path().join("token");
-        std::fs::write(&token_file, format!("{token}\n")).unwrap();
-        let mut child = Command::new(BIN)
-            .args(["metaserver", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(dir.path().join("data"))
-            .arg("--token-file")
-            .arg(&token_file)
-            .args(extra)
-            .env_remove("ALLUXIO_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let out = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = std::io::BufReader::new(out).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
-        let Some(addr) = line.trim().strip_prefix("listening on ") else {
-            let _ = child.kill();
-            panic!("metaserver did not start: {line:?}");
-        };
-        Self {
-            addr: addr.to_string(),
-            child,
-            token_file,
-            _dir: dir,
-        }
-    }
-
-    fn args(&self) -> Vec<String> {
-        vec![
-            "--metaserver".into(),
-            self.addr.clone(),
-            "--token-file".into(),
-            self.token_file.to_str().unwrap().into(),
-        ]
-    }
-
-    fn alive(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
-    }
-}
-
-impl Drop for Metaserver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Polls `ok` until it holds or `limit` passes; returns whether it held.
-fn within(limit: Duration, mut ok: impl FnMut() -> bool) -> bool {
-    let t0 = Instant::now();
-    loop {
-        if ok() {
-            return true;
-        }
-        if t0.elapsed() > limit {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Two FUSE daemons on two mountpoints share one namespace through a metaserver: a file
@@ -851,26 +558,6 @@ fn cli_fs_load_metadata_shows_changes_made_underneath() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("not inside an alluxio mount"));
 }
 
-/// Creates a bucket on the test S3 server (started by scripts/ci.sh) and returns the
-/// endpoint.
-fn s3_bucket(bucket: &str) -> String {
-    let endpoint = std::env::var("ALLUXIO_TEST_S3_ENDPOINT").expect(
-        "ALLUXIO_TEST_S3_ENDPOINT is not set: run the tests through scripts/ci.sh, which starts a local S3 server",
-    );
-    let hostport = endpoint.trim_start_matches("http://").trim_end_matches('/');
-    let (status, body) = http(hostport, "PUT", &format!("/{bucket}"));
-    assert!(
-        status.starts_with("HTTP/1.1 200"),
-        "create bucket {bucket}: {status} {body}"
-    );
-    endpoint
-}
-
-/// `-o` options for a store on the test S3 server at `endpoint`.
-fn s3_opts(endpoint: &str) -> String {
-    format!("endpoint={endpoint},region=us-east-1,access_key_id=test,secret_access_key=s3cret")
-}
-
 /// One namespace over two stores: a metaserver's mount table holds a local directory at
 /// `/` and an S3 bucket at `/s3`. A daemon started without --ufs serves both: `find` lists
 /// both, `cp` works both ways, and the bytes really are in each store (a second daemon
@@ -1006,36 +693,6 @@ fn cli_metaserver_mount_table_two_stores() {
     );
     let o = fs(&a, &["unmount", "/"]);
     assert_eq!(o.status.code(), Some(1), "the root store stays");
-}
-
-/// A free port on 127.0.0.1 (bound and released; good enough for a test).
-fn free_addr() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().to_string()
-}
-
-/// GET http://addr/path: (status line, body).
-fn http_get(addr: &str, path: &str) -> (String, String) {
-    http(addr, "GET", path)
-}
-
-/// One bodiless HTTP/1.1 request: (status line, body).
-fn http(addr: &str, method: &str, path: &str) -> (String, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut r = String::new();
-    s.read_to_string(&mut r).unwrap();
-    let (head, body) = r.split_once("\r\n\r\n").unwrap_or((&r, ""));
-    (
-        head.lines().next().unwrap_or("").to_string(),
-        body.to_string(),
-    )
 }
 
 /// The value of the first sample line that starts with `series ` (name and labels).

@@ -203,10 +203,18 @@ impl Vfs {
         Ok(Outcome::Done)
     }
 
-    /// Drops a journal entry, on the blocking pool: deleting a file frees its blocks,
-    /// which waits on the device where the filesystem discards synchronously (see
-    /// `DiskTier::apply_off_runtime`), and must not stall a runtime thread.
+    /// Drops a journal entry once the namespace state that makes it unneeded (the store's
+    /// version, a newer flush, an unlink) is durable: after a kill, a pending version
+    /// whose entry is gone would read as ESTALE for ever. If that sync fails the entry
+    /// stays, and the next start finds it superseded. The removal runs on the blocking
+    /// pool: deleting a file frees its blocks, which waits on the device where the
+    /// filesystem discards synchronously (see `DiskTier::apply_off_runtime`), and must
+    /// not stall a runtime thread.
     async fn drop_entry(&self, ino: InodeNo, seq: u64) {
+        if let Err(e) = self.meta.sync().await {
+            tracing::warn!(ino = ino.0, seq, error = %e, "namespace sync failed; the journal entry stays until the next start");
+            return;
+        }
         if let Some(j) = self.journal.clone() {
             let _ = tokio::task::spawn_blocking(move || j.remove(ino, seq)).await;
         }

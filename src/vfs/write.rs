@@ -1006,6 +1006,10 @@ impl Vfs {
         // whose version the namespace does not hold as superseded, and this commit holds
         // no inode lock that would keep the uploader from looking in between.
         if let Some(seq) = queued {
+            // Close acknowledges an ASYNC_THROUGH file (SEMANTICS): the name and the
+            // version naming the entry must survive a kill as the entry does, or the next
+            // start finds an entry no inode names and drops it as superseded.
+            self.meta.sync().await?;
             self.uploads.push(ino, seq, self.cfg.upload_delay);
         }
         st.dirty = false;

@@ -10,7 +10,8 @@
 use std::path::Path;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
@@ -28,23 +29,39 @@ pub const FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1
 
 struct Shared {
     db: Database,
-    /// Commits since the last durable one.
-    dirty: AtomicBool,
+    /// Commits made so far (each `write` that committed bumps it).
+    committed: AtomicU64,
+    /// The value of `committed` that the last durable commit covered. Only moved under
+    /// `syncing`.
+    durable: AtomicU64,
+    /// Held while a durable commit runs. A caller of `sync` returns only once a durable
+    /// commit that began after its own commits has finished: a caller that found the
+    /// lock taken waits, then finds its commits covered (group commit) or runs one more.
+    syncing: Mutex<()>,
 }
 
 impl Shared {
     fn sync(&self) -> Result<(), MetaError> {
-        if !self.dirty.swap(false, Ordering::AcqRel) {
+        let want = self.committed.load(Ordering::Acquire);
+        if self.durable.load(Ordering::Acquire) >= want {
             return Ok(());
         }
+        let _g = self
+            .syncing
+            .lock()
+            .map_err(|_| MetaError::Storage("namespace sync lock poisoned".into()))?;
+        if self.durable.load(Ordering::Acquire) >= want {
+            return Ok(()); // a durable commit that began after ours covered it
+        }
+        // Read before the durable commit begins: every write counted so far committed
+        // before it, so it covers them all.
+        let covers = self.committed.load(Ordering::Acquire);
         // An empty Immediate commit persists every earlier None commit.
         let mut txn = self.db.begin_write()?;
         txn.set_durability(Durability::Immediate)
             .map_err(|e| MetaError::Storage(e.to_string()))?;
-        if let Err(e) = txn.commit() {
-            self.dirty.store(true, Ordering::Release);
-            return Err(e.into());
-        }
+        txn.commit()?;
+        self.durable.store(covers, Ordering::Release);
         Ok(())
     }
 }
@@ -76,7 +93,9 @@ impl RedbStore {
         txn.commit()?;
         let shared = Arc::new(Shared {
             db,
-            dirty: AtomicBool::new(false),
+            committed: AtomicU64::new(0),
+            durable: AtomicU64::new(0),
+            syncing: Mutex::new(()),
         });
         let weak = Arc::downgrade(&shared);
         std::thread::Builder::new()
@@ -254,7 +273,7 @@ impl NamespaceStore for RedbStore {
         match r {
             Ok(v) => {
                 txn.commit()?;
-                self.shared.dirty.store(true, Ordering::Release);
+                self.shared.committed.fetch_add(1, Ordering::AcqRel);
                 Ok(v)
             }
             Err(e) => {

@@ -1,0 +1,186 @@
+//! Durability under SIGKILL: what fsync (every write type) or close (ASYNC_THROUGH, as
+//! docs/SEMANTICS.md promises) acknowledged reads back byte for byte after the daemon is
+//! killed and mounted again, through the mount and, once uploaded, in the store. Each
+//! test kills at one of the moments where a daemon holds state that is not yet durable:
+//! right after fsync, right after close while the upload waits, while the upload runs,
+//! and right after the upload landed.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers panic on failure by design"
+)]
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::*;
+
+/// CACHE_THROUGH: what fsync acknowledged is in the store at once, and a daemon killed
+/// with SIGKILL loses none of it.
+#[test]
+fn cli_kill9_after_fsync_loses_nothing_cache_through() {
+    let mut env = Env::new();
+    env.mount(&[]);
+    let data = pattern(5_000_000, 7);
+    write_fsync(&env.mnt().join("f"), &data);
+    assert_eq!(
+        std::fs::read(env.ufs().join("f")).unwrap(),
+        data,
+        "complete in the UFS when fsync returns"
+    );
+    kill9(&mut env);
+    env.mount(&[]);
+    assert_eq!(std::fs::read(env.mnt().join("f")).unwrap(), data);
+    assert_eq!(std::fs::read(env.ufs().join("f")).unwrap(), data);
+}
+
+/// ASYNC_THROUGH: fsync makes the bytes durable in the local journal (the store has
+/// nothing yet); after SIGKILL and a restart the upload resumes and completes.
+#[test]
+fn cli_async_through_uploads_after_restart() {
+    let mut env = Env::new();
+    env.mount(&["-o", "write_type=ASYNC_THROUGH,upload_delay=600"]);
+    let data = pattern(3_000_000, 9);
+    write_fsync(&env.mnt().join("f"), &data);
+    assert!(
+        !env.ufs().join("f").exists(),
+        "the upload must still be pending"
+    );
+    assert_eq!(
+        std::fs::read(env.mnt().join("f")).unwrap(),
+        data,
+        "readable from the journal"
+    );
+    kill9(&mut env);
+    env.mount(&["-o", "write_type=ASYNC_THROUGH"]);
+    // Readable at once (from the journal), and uploaded in the background.
+    assert_eq!(std::fs::read(env.mnt().join("f")).unwrap(), data);
+    let start = Instant::now();
+    while std::fs::read(env.ufs().join("f")).ok().as_deref() != Some(&data[..]) {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "upload did not resume"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Once uploaded, the journal is empty.
+    let journal: Vec<_> = std::fs::read_dir(env.base.path().join("home/mounts"))
+        .unwrap()
+        .flat_map(|m| std::fs::read_dir(m.unwrap().path().join("cache/journal")).unwrap())
+        .collect();
+    let start = Instant::now();
+    let mut left = journal.len();
+    while left > 0 && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(100));
+        left = std::fs::read_dir(env.base.path().join("home/mounts"))
+            .unwrap()
+            .flat_map(|m| std::fs::read_dir(m.unwrap().path().join("cache/journal")).unwrap())
+            .count();
+    }
+    assert_eq!(left, 0, "journal entries left after upload");
+}
+
+/// ASYNC_THROUGH, killed the moment the background upload of an fsynced file has landed
+/// and its journal entry is gone: the namespace's switch to the store's version must be
+/// durable before the entry goes, or the file reads as ESTALE for ever.
+#[test]
+fn cli_kill9_async_through_just_after_the_upload_landed() {
+    let mut env = Env::new();
+    let opts = ["-o", "write_type=ASYNC_THROUGH,upload_delay=0"];
+    env.mount(&opts);
+    for i in 0..3u32 {
+        let name = format!("f{i}");
+        let data = pattern(2 << 20, 40 + i);
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(env.mnt().join(&name)).unwrap();
+            f.write_all(&data).unwrap();
+            f.sync_all().unwrap();
+        }
+        let ufs = env.ufs().join(&name);
+        assert!(
+            within(Duration::from_secs(20), || {
+                journal_entries(&env) == 0 && std::fs::read(&ufs).ok().as_deref() == Some(&data[..])
+            }),
+            "upload of {name} did not land"
+        );
+        kill9(&mut env);
+        env.mount(&opts);
+        assert_eq!(
+            std::fs::read(env.mnt().join(&name)).map_err(|e| e.to_string()),
+            Ok(data),
+            "{name} after the kill"
+        );
+    }
+}
+
+/// ASYNC_THROUGH, killed 0.3 s after close while the upload still waits out its delay:
+/// close acknowledged the file, so the name and its journal entry both survive, and the
+/// upload resumes at the next mount.
+#[test]
+fn cli_kill9_async_through_just_after_close_with_an_upload_delay() {
+    let mut env = Env::new();
+    env.mount(&["-o", "write_type=ASYNC_THROUGH,upload_delay=5"]);
+    let data = pattern(2 << 20, 11);
+    std::fs::create_dir(env.mnt().join("d")).unwrap();
+    std::fs::write(env.mnt().join("d/closed"), &data).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!env.ufs().join("d/closed").exists(), "uploaded too early");
+    kill9(&mut env);
+    env.mount(&["-o", "write_type=ASYNC_THROUGH,upload_delay=0"]);
+    assert_eq!(
+        std::fs::read(env.mnt().join("d/closed")).map_err(|e| e.to_string()),
+        Ok(data.clone()),
+        "through the mount after the kill"
+    );
+    let ufs = env.ufs().join("d/closed");
+    assert!(
+        within(Duration::from_secs(30), || std::fs::read(&ufs)
+            .ok()
+            .as_deref()
+            == Some(&data[..])),
+        "the upload did not resume"
+    );
+}
+
+/// ASYNC_THROUGH on S3, killed while a 48 MiB multipart upload runs: after the restart
+/// the file reads whole from the journal and the upload completes in the store.
+#[test]
+fn cli_kill9_async_through_while_the_upload_runs() {
+    let endpoint = s3_bucket("kill-during-upload");
+    let hostport = endpoint.trim_start_matches("http://").to_string();
+    let opts = format!(
+        "write_type=ASYNC_THROUGH,upload_delay=0,{}",
+        s3_opts(&endpoint)
+    );
+    let mut env = Env::new();
+    let uri = "s3://kill-during-upload/p";
+    env.mount_uri(uri, &["-o", &opts]);
+    let data = pattern(48 << 20, 5);
+    std::fs::write(env.mnt().join("big"), &data).unwrap();
+    let t0 = Instant::now();
+    std::thread::sleep(Duration::from_millis(200));
+    let (status, _) = http_bytes(&hostport, "/kill-during-upload/p/big");
+    assert!(
+        !status.contains(" 200"),
+        "the upload finished within {:?}; the kill must come while it runs",
+        t0.elapsed()
+    );
+    kill9(&mut env);
+    env.mount_uri(uri, &["-o", &opts]);
+    assert_eq!(
+        std::fs::read(env.mnt().join("big"))
+            .map(|b| b == data)
+            .map_err(|e| e.to_string()),
+        Ok(true),
+        "through the mount after the kill"
+    );
+    assert!(
+        within(Duration::from_secs(60), || {
+            let (status, body) = http_bytes(&hostport, "/kill-during-upload/p/big");
+            status.contains(" 200") && body == data
+        }),
+        "the upload did not complete in the store"
+    );
+}
