@@ -48,5 +48,8 @@ tests/posix/pjdfstest.sh target/debug/alluxio "$work/pjd"
 echo "== benchmark smoke run (tiny sizes, crc32c-verified I/O; figures come from full runs)"
 scripts/bench.sh --smoke --out "$work/bench"
 
+echo "== kill -9 campaign, short (the full one: scripts/kill9-campaign.py --points 100)"
+python3 scripts/kill9-campaign.py --points 4 --work "$work/kill9"
+
 echo "== tests"
 cargo nextest run --workspace --locked --no-fail-fast

@@ -26,19 +26,27 @@ pub trait MetaClient: Send + Sync + 'static {
     async fn lookup(&self, parent: InodeNo, name: Vec<u8>) -> Result<Lookup, MetaError>;
     /// Whether `dir` must be loaded from the UFS first.
     async fn needs_load(&self, dir: InodeNo) -> Result<bool, MetaError>;
-    /// Reconcile `dir` with a UFS listing.
+    /// A token for a UFS listing about to be taken: the reconcile leaves alone what the
+    /// namespace changed after it (see `alluxio_metaserver::recent`).
+    async fn begin_listing(&self) -> Result<u64, MetaError>;
+    /// The listing that began with `token` will not be applied.
+    async fn end_listing(&self, token: u64) -> Result<(), MetaError>;
+    /// Reconcile `dir` with a UFS listing taken since `token`.
     async fn load_dir(
         &self,
         dir: InodeNo,
         listing: Vec<UfsChild>,
         defaults: Ownership,
+        token: u64,
     ) -> Result<(), MetaError>;
-    /// Reconcile a loaded `dir` with a fresh UFS listing (metadata sync).
+    /// Reconcile a loaded `dir` with a fresh UFS listing taken since `token` (metadata
+    /// sync).
     async fn resync_dir(
         &self,
         dir: InodeNo,
         listing: Vec<UfsChild>,
         defaults: Ownership,
+        token: u64,
     ) -> Result<(), MetaError>;
     /// List a loaded directory.
     async fn list(&self, dir: InodeNo) -> Result<Vec<DirEntry>, MetaError>;
@@ -168,16 +176,24 @@ impl<T: RunOp> MetaClient for T {
     async fn needs_load(&self, dir: InodeNo) -> Result<bool, MetaError> {
         expect!(self.run(Op::NeedsLoad { dir }).await?, Bool)
     }
+    async fn begin_listing(&self) -> Result<u64, MetaError> {
+        expect!(self.run(Op::BeginListing).await?, Count)
+    }
+    async fn end_listing(&self, token: u64) -> Result<(), MetaError> {
+        expect!(self.run(Op::EndListing { token }).await?)
+    }
     async fn load_dir(
         &self,
         dir: InodeNo,
         listing: Vec<UfsChild>,
         defaults: Ownership,
+        token: u64,
     ) -> Result<(), MetaError> {
         let op = Op::LoadDir {
             dir,
             listing,
             defaults,
+            token: Some(token),
         };
         expect!(self.run(op).await?)
     }
@@ -186,11 +202,13 @@ impl<T: RunOp> MetaClient for T {
         dir: InodeNo,
         listing: Vec<UfsChild>,
         defaults: Ownership,
+        token: u64,
     ) -> Result<(), MetaError> {
         let op = Op::ResyncDir {
             dir,
             listing,
             defaults,
+            token: Some(token),
         };
         expect!(self.run(op).await?)
     }

@@ -324,12 +324,24 @@ impl Vfs {
                 return Ok(()); // loaded or synced while we waited
             }
             let key = self.key_of(dir, FileKind::Dir).await?;
-            let listing = key.ufs.list_dir(&key).await?;
+            // Taken before the listing: what the namespace changes while the store is
+            // being listed (an upload landing, a commit, an unlink) is newer than the
+            // listing, and the reconcile leaves it alone.
+            let token = self.meta.begin_listing().await?;
+            let listing = match key.ufs.list_dir(&key).await {
+                Ok(l) => l,
+                Err(e) => {
+                    let _ = self.meta.end_listing(token).await;
+                    return Err(e.into());
+                }
+            };
             if unloaded {
-                self.meta.load_dir(dir, listing, self.cfg.ownership).await?;
+                self.meta
+                    .load_dir(dir, listing, self.cfg.ownership, token)
+                    .await?;
             } else {
                 self.meta
-                    .resync_dir(dir, listing, self.cfg.ownership)
+                    .resync_dir(dir, listing, self.cfg.ownership, token)
                     .await?;
             }
             if policy != crate::config::MetadataSync::Never {
@@ -453,6 +465,15 @@ impl Vfs {
                     return Err(FsError::expected(libc::ENOENT, "no such entry"));
                 }
                 Lookup::Unloaded => self.ensure_loaded(parent).await?,
+                // Known from an earlier mount: the store is listed first, since it may be
+                // ahead (see `Lookup::Stale`); when it cannot be listed, the name is
+                // answered as that mount left it.
+                Lookup::Stale(rec) => {
+                    if let Err(e) = self.ensure_loaded(parent).await {
+                        tracing::debug!(dir = parent.0, error = %e, "store not listable; answering from the namespace");
+                        return Ok(self.overlay(rec).await);
+                    }
+                }
             }
         }
         Err(FsError::new(libc::EIO, "directory could not be loaded"))

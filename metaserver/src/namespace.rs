@@ -13,9 +13,11 @@
 //!   a directory is listed from the UFS at most once per mount, and a remount sees changes
 //!   other tools made while keeping inode numbers of names that still exist.
 //! - mutations that add names (create, rename's target) require the target directory to be
-//!   loaded, so a later load can never race with them and drop a new name.
+//!   loaded, so a later load can never race with them and drop a new name; and a listing
+//!   applied with a token never undoes a change made after the token (`crate::recent`).
 
 use crate::error::MetaError;
+use crate::recent::Recent;
 use crate::record::{DirEntry, FileKind, InodeNo, InodeRecord, Ownership, ROOT_INO};
 use crate::store::{NamespaceStore, StoreRead, StoreWrite};
 
@@ -36,13 +38,19 @@ const S_ISGID: u32 = 0o2000;
 pub const PENDING_PREFIX: &str = "pending:";
 
 /// Whether a file's content is in the namespace's view only (no object yet, or an upload
-/// still pending), so that a UFS listing must not decide about it.
+/// still pending), so that a listing without its name must not remove it.
 fn local_only(rec: &InodeRecord) -> bool {
-    rec.kind == FileKind::File
-        && rec
-            .version
-            .as_deref()
-            .is_none_or(|v| v.starts_with(PENDING_PREFIX))
+    rec.kind == FileKind::File && rec.version.as_deref().is_none_or(is_pending_version)
+}
+
+/// Whether a file's bytes are in a client's journal, not in the store: a listing that
+/// shows an object at its name must not replace them with the object's.
+fn pending(rec: &InodeRecord) -> bool {
+    rec.kind == FileKind::File && rec.version.as_deref().is_some_and(is_pending_version)
+}
+
+fn is_pending_version(v: &str) -> bool {
+    v.starts_with(PENDING_PREFIX)
 }
 
 /// Version tag of a mount point's directory: it is backed by its own store (the mount
@@ -184,6 +192,12 @@ pub enum Lookup {
     Missing,
     /// The directory must be loaded from the UFS before the answer is known.
     Unloaded,
+    /// The name exists as an earlier load (or this client's changes) left it, but the
+    /// directory is not loaded in this epoch: the store may have changed it since (an
+    /// upload a crash kept from being recorded, another tool), so the caller loads the
+    /// directory first, and falls back to this record only when the store cannot be
+    /// listed.
+    Stale(InodeRecord),
 }
 
 /// Attribute changes; `None` leaves a field alone.
@@ -213,6 +227,8 @@ pub struct SetAttr {
 pub struct Namespace<S> {
     store: S,
     epoch: u64,
+    /// What changed since listings in flight began.
+    recent: Recent,
 }
 
 /// Checks a name coming from the kernel, the network or a UFS listing.
@@ -407,7 +423,13 @@ impl<S: NamespaceStore> Namespace<S> {
             }
             Ok(epoch)
         })?;
-        Ok(Self { store, epoch })
+        tracing::debug!(epoch, "namespace opened");
+        Ok(Self {
+            store,
+            epoch,
+            // Above every token an earlier process handed out (2^40 changes each).
+            recent: Recent::new(epoch << 40),
+        })
     }
 
     /// The current load epoch.
@@ -425,9 +447,11 @@ impl<S: NamespaceStore> Namespace<S> {
         validate_name(name)?;
         self.store.read(|t| {
             let dir = get_dir(t, parent)?;
+            let loaded = dir.loaded_epoch == self.epoch;
             match t.dentry(parent, name)? {
-                Some(child) => Ok(Lookup::Found(get(t, child)?)),
-                None if dir.loaded_epoch == self.epoch => Ok(Lookup::Missing),
+                Some(child) if loaded => Ok(Lookup::Found(get(t, child)?)),
+                Some(child) => Ok(Lookup::Stale(get(t, child)?)),
+                None if loaded => Ok(Lookup::Missing),
                 None => Ok(Lookup::Unloaded),
             }
         })
@@ -471,7 +495,7 @@ impl<S: NamespaceStore> Namespace<S> {
         defaults: Ownership,
         now_ns: i64,
     ) -> Result<(), MetaError> {
-        self.reconcile(dir, listing, defaults, now_ns, false)
+        self.apply_listing(dir, listing, defaults, now_ns, None, false)
     }
 
     /// Reconciles `dir` with a fresh UFS listing even if it is loaded already (a metadata
@@ -484,7 +508,38 @@ impl<S: NamespaceStore> Namespace<S> {
         defaults: Ownership,
         now_ns: i64,
     ) -> Result<(), MetaError> {
-        self.reconcile(dir, listing, defaults, now_ns, true)
+        self.apply_listing(dir, listing, defaults, now_ns, None, true)
+    }
+
+    /// A token for a UFS listing about to be taken, for [`Namespace::apply_listing`]: it
+    /// leaves alone what changes after this (see [`crate::recent`]).
+    pub fn begin_listing(&self) -> u64 {
+        self.recent.begin()
+    }
+
+    /// The listing that began with `token` will not be applied.
+    pub fn end_listing(&self, token: u64) {
+        self.recent.end(token);
+    }
+
+    /// [`Namespace::load_dir`] (or, with `force`, [`Namespace::resync_dir`]) for a listing
+    /// taken since `token` (`None`: taken with nothing else changing the namespace). A node
+    /// changed at or after the token, and a name removed at or after it, are left as the
+    /// namespace has them: the namespace knows better than the listing about those.
+    pub fn apply_listing(
+        &self,
+        dir: InodeNo,
+        listing: Vec<UfsChild>,
+        defaults: Ownership,
+        now_ns: i64,
+        token: Option<u64>,
+        force: bool,
+    ) -> Result<(), MetaError> {
+        let r = self.reconcile(dir, listing, defaults, now_ns, token, force);
+        if let Some(t) = token {
+            self.recent.end(t);
+        }
+        r
     }
 
     fn reconcile(
@@ -493,8 +548,11 @@ impl<S: NamespaceStore> Namespace<S> {
         listing: Vec<UfsChild>,
         defaults: Ownership,
         now_ns: i64,
+        token: Option<u64>,
         force: bool,
     ) -> Result<(), MetaError> {
+        let newer = |ino: InodeNo| token.is_some_and(|t| self.recent.touched_since(ino, t));
+        let gone = |name: &[u8]| token.is_some_and(|t| self.recent.removed_since(dir, name, t));
         self.store.write(|t| {
             let mut d = get_dir(t, dir)?;
             if d.loaded_epoch == self.epoch && !force {
@@ -509,6 +567,9 @@ impl<S: NamespaceStore> Namespace<S> {
                     continue;
                 }
                 if let Some(&ino) = existing.get(&c.name) {
+                    if newer(ino) {
+                        continue; // changed since the listing began
+                    }
                     let mut rec = get(t, ino)?;
                     if !backed_here(&rec, dir, &c.name) {
                         // A namespace-only node or a secondary hard link owns this name;
@@ -516,9 +577,13 @@ impl<S: NamespaceStore> Namespace<S> {
                         tracing::warn!(dir = %dir, name = ?String::from_utf8_lossy(&c.name), "UFS entry shadowed by a namespace-only name");
                         continue;
                     }
-                    if local_only(&rec) {
+                    if pending(&rec) {
                         continue; // written through a mount and not uploaded yet
                     }
+                    // A file with no version that the listing shows was uploaded (the
+                    // store is ahead of the namespace: a commit whose namespace change a
+                    // crash lost), or written by another tool: either way it has the
+                    // object's bytes now, as a file with an older version would.
                     if rec.kind == c.kind {
                         if rec.kind == FileKind::File && rec.version != c.version {
                             rec.size = c.size;
@@ -538,6 +603,8 @@ impl<S: NamespaceStore> Namespace<S> {
                         unlink_name(&mut rec, dir, &c.name);
                         release_if_unlinked(t, &rec, false)?;
                     }
+                } else if gone(&c.name) {
+                    continue; // removed since the listing began; its object is going
                 }
                 let ino = alloc_ino(t)?;
                 let (mode, nlink, loaded_epoch) = match c.kind {
@@ -569,13 +636,14 @@ impl<S: NamespaceStore> Namespace<S> {
                 t.put_dentry(dir, &c.name, ino)?;
             }
             for (name, ino) in existing {
-                if seen.contains(&name) {
+                if seen.contains(&name) || newer(ino) {
                     continue;
                 }
                 let mut rec = get(t, ino)?;
                 if !backed_here(&rec, dir, &name) || local_only(&rec) {
                     continue; // namespace-only, or written through a mount and not uploaded yet
                 }
+                tracing::debug!(dir = %dir, ino = %ino, name = ?String::from_utf8_lossy(&name), version = ?rec.version, "not in the listing: removed");
                 t.remove_dentry(dir, &name)?;
                 match rec.kind {
                     FileKind::Dir => {
@@ -656,6 +724,7 @@ impl<S: NamespaceStore> Namespace<S> {
             t.put_inode(&rec)?;
             t.put_dentry(parent, name, ino)?;
             touch_dir(t, &mut dir, now_ns)?;
+            self.recent.touch(ino);
             Ok(rec)
         })
     }
@@ -695,6 +764,7 @@ impl<S: NamespaceStore> Namespace<S> {
             t.put_inode(&rec)?;
             t.put_dentry(newparent, newname, ino)?;
             touch_dir(t, &mut dir, now_ns)?;
+            self.recent.touch(ino);
             Ok(rec)
         })
     }
@@ -724,6 +794,8 @@ impl<S: NamespaceStore> Namespace<S> {
             rec.ctime_ns = now_ns;
             release_if_unlinked(t, &rec, keep_open)?;
             touch_dir(t, &mut dir, now_ns)?;
+            self.recent.remove(parent, name);
+            self.recent.touch(ino);
             Ok(rec)
         })
     }
@@ -769,6 +841,7 @@ impl<S: NamespaceStore> Namespace<S> {
             drop_inode(t, ino)?;
             dir.nlink -= 1;
             touch_dir(t, &mut dir, now_ns)?;
+            self.recent.remove(parent, name);
             Ok(rec)
         })
     }
@@ -853,10 +926,13 @@ impl<S: NamespaceStore> Namespace<S> {
                     trec.ctime_ns = now_ns;
                     release_if_unlinked(t, &trec, keep_open)?;
                 }
+                self.recent.touch(target);
                 replaced = Some(trec);
             }
             t.remove_dentry(parent, name)?;
             t.put_dentry(newparent, newname, ino)?;
+            self.recent.remove(parent, name);
+            self.recent.touch(ino);
             move_name(&mut rec, (parent, name), (newparent, newname));
             rec.ctime_ns = now_ns;
             t.put_inode(&rec)?;
@@ -908,6 +984,8 @@ impl<S: NamespaceStore> Namespace<S> {
             }
             t.put_dentry(parent, name, b)?;
             t.put_dentry(newparent, newname, a)?;
+            self.recent.touch(a);
+            self.recent.touch(b);
             move_name(&mut ra, (parent, name), (newparent, newname));
             move_name(&mut rb, (newparent, newname), (parent, name));
             ra.ctime_ns = now_ns;
@@ -965,10 +1043,15 @@ impl<S: NamespaceStore> Namespace<S> {
             if let Some(v) = a.ctime_ns {
                 rec.ctime_ns = v;
             }
+            let content = a.size.is_some() || a.version.is_some();
             if let Some(v) = a.version {
                 rec.version = v;
             }
             t.put_inode(&rec)?;
+            if content {
+                // Content a listing in flight may show older (or not at all).
+                self.recent.touch(ino);
+            }
             Ok(rec)
         })
     }

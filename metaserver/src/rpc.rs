@@ -70,15 +70,25 @@ pub enum Op {
     NeedsLoad {
         dir: InodeNo,
     },
+    /// A token for a listing about to be taken (see `recent`).
+    BeginListing,
+    /// A listing that began with `token` will not be applied.
+    EndListing {
+        token: u64,
+    },
     LoadDir {
         dir: InodeNo,
         listing: Vec<UfsChild>,
         defaults: Ownership,
+        #[serde(default)]
+        token: Option<u64>,
     },
     ResyncDir {
         dir: InodeNo,
         listing: Vec<UfsChild>,
         defaults: Ownership,
+        #[serde(default)]
+        token: Option<u64>,
     },
     List {
         dir: InodeNo,
@@ -177,6 +187,8 @@ impl Op {
             Op::Get { .. } => "Get",
             Op::Lookup { .. } => "Lookup",
             Op::NeedsLoad { .. } => "NeedsLoad",
+            Op::BeginListing => "BeginListing",
+            Op::EndListing { .. } => "EndListing",
             Op::LoadDir { .. } => "LoadDir",
             Op::ResyncDir { .. } => "ResyncDir",
             Op::List { .. } => "List",
@@ -248,20 +260,27 @@ pub fn dispatch<S: NamespaceStore>(
         Op::Get { ino } => Value::Record(ns.get(ino)?),
         Op::Lookup { parent, name } => Value::Lookup(ns.lookup(parent, &name)?),
         Op::NeedsLoad { dir } => Value::Bool(ns.needs_load(dir)?),
+        Op::BeginListing => Value::Count(ns.begin_listing()),
+        Op::EndListing { token } => {
+            ns.end_listing(token);
+            Value::Unit
+        }
         Op::LoadDir {
             dir,
             listing,
             defaults,
+            token,
         } => {
-            ns.load_dir(dir, listing, defaults, now_ns)?;
+            ns.apply_listing(dir, listing, defaults, now_ns, token, false)?;
             Value::Unit
         }
         Op::ResyncDir {
             dir,
             listing,
             defaults,
+            token,
         } => {
-            ns.resync_dir(dir, listing, defaults, now_ns)?;
+            ns.apply_listing(dir, listing, defaults, now_ns, token, true)?;
             Value::Unit
         }
         Op::List { dir } => Value::Entries(ns.list(dir)?),

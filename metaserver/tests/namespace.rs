@@ -7,7 +7,7 @@
 
 use alluxio_metaserver::{
     FileKind, InodeNo, Lookup, MemoryStore, MetaError, Namespace, NamespaceStore, NewNode,
-    Ownership, ROOT_INO, RedbStore, SetAttr, UfsChild,
+    Ownership, PENDING_PREFIX, ROOT_INO, RedbStore, SetAttr, UfsChild,
 };
 
 const OWN: Ownership = Ownership {
@@ -43,7 +43,7 @@ fn found<S: NamespaceStore>(
     name: &str,
 ) -> alluxio_metaserver::InodeRecord {
     match ns.lookup(parent, name.as_bytes()).unwrap() {
-        Lookup::Found(r) => r,
+        Lookup::Found(r) | Lookup::Stale(r) => r,
         other => panic!("{name}: {other:?}"),
     }
 }
@@ -301,19 +301,59 @@ fn reopen_keeps_inodes_and_reconciles_with_a_new_listing() {
                 1,
             )
             .unwrap();
+        // Created, then uploaded, but the commit that named the object's version was
+        // lost with the daemon: the store is ahead of the namespace.
+        ns.create(ROOT_INO, b"uploaded", node(FileKind::File), 1)
+            .unwrap();
+        // Written under ASYNC_THROUGH: its bytes are in a journal, not in the store.
+        let p = ns
+            .create(ROOT_INO, b"pending", node(FileKind::File), 1)
+            .unwrap();
+        ns.set_attr(
+            p.ino,
+            SetAttr {
+                size: Some(3),
+                version: Some(Some(format!("{PENDING_PREFIX}9.9"))),
+                ..Default::default()
+            },
+        )
+        .unwrap();
         (found(&ns, ROOT_INO, "a"), found(&ns, ROOT_INO, "d"), local)
     };
     let ns = Namespace::open(RedbStore::open(&path).unwrap(), OWN, 0).unwrap();
     // A new epoch: the root is listed again; existing names keep their inode numbers.
     assert!(ns.needs_load(ROOT_INO).unwrap());
-    assert_eq!(found(&ns, ROOT_INO, "a").ino, a.ino);
+    // A name known from the last epoch is answered as stale until the directory is
+    // listed: the store may be ahead of it.
+    match ns.lookup(ROOT_INO, b"a").unwrap() {
+        Lookup::Stale(r) => assert_eq!(r.ino, a.ino),
+        other => panic!("a before the load: {other:?}"),
+    }
     ns.load_dir(
         ROOT_INO,
-        vec![file("a", 7, "e2"), dir("d"), file("b", 1, "b")],
+        vec![
+            file("a", 7, "e2"),
+            dir("d"),
+            file("b", 1, "b"),
+            file("uploaded", 9, "u1"),
+            file("pending", 5, "older"),
+        ],
         OWN,
         2,
     )
     .unwrap();
+    let up = found(&ns, ROOT_INO, "uploaded");
+    assert_eq!(
+        (up.size, up.version.as_deref()),
+        (9, Some("u1")),
+        "a file with no version takes the object the listing shows"
+    );
+    let p = found(&ns, ROOT_INO, "pending");
+    assert_eq!(
+        (p.size, p.version),
+        (3, Some(format!("{PENDING_PREFIX}9.9"))),
+        "a pending upload is not replaced by the store's older object"
+    );
     let a2 = found(&ns, ROOT_INO, "a");
     assert_eq!(
         (a2.ino, a2.size, a2.version.as_deref()),
@@ -327,7 +367,7 @@ fn reopen_keeps_inodes_and_reconciles_with_a_new_listing() {
     assert!(b.ino.0 > local.ino.0, "inode numbers are never reused");
     // Loading twice in one epoch is a no-op.
     ns.load_dir(ROOT_INO, vec![], OWN, 3).unwrap();
-    assert_eq!(ns.list(ROOT_INO).unwrap().len(), 4);
+    assert_eq!(ns.list(ROOT_INO).unwrap().len(), 6);
 }
 
 #[test]
@@ -520,4 +560,71 @@ fn mount_table_persists_and_guards_its_mount_points() {
     ));
     assert_eq!(ns.lookup(ROOT_INO, b"s3").unwrap(), Lookup::Missing);
     assert_eq!(ns.mounts().unwrap().len(), 1);
+}
+
+/// A listing taken while the namespace changes under it (an upload landing, a commit, an
+/// unlink) never undoes those changes: the reconcile leaves alone every node changed, and
+/// every name removed, after the listing's token.
+#[test]
+fn a_listing_never_undoes_changes_made_while_it_was_taken() {
+    let ns = Namespace::open(MemoryStore::default(), OWN, 0).unwrap();
+    ns.load_dir(
+        ROOT_INO,
+        vec![file("old", 5, "v1"), file("doomed", 1, "d")],
+        OWN,
+        1,
+    )
+    .unwrap();
+    let old = found(&ns, ROOT_INO, "old");
+    let doomed = found(&ns, ROOT_INO, "doomed");
+    let token = ns.begin_listing();
+    // While the store is being listed: a new file is created and its upload lands, an
+    // existing file gets a new version, and another is unlinked.
+    let fresh = ns
+        .create(ROOT_INO, b"fresh", node(FileKind::File), 2)
+        .unwrap();
+    let commit = |_ino: InodeNo, size, v: &str| SetAttr {
+        size: Some(size),
+        version: Some(Some(v.into())),
+        ..Default::default()
+    };
+    ns.set_attr(fresh.ino, commit(fresh.ino, 7, "f1")).unwrap();
+    ns.set_attr(old.ino, commit(old.ino, 9, "v2")).unwrap();
+    ns.unlink(ROOT_INO, b"doomed", false, 2).unwrap();
+    // The listing saw none of that.
+    ns.apply_listing(
+        ROOT_INO,
+        vec![file("old", 5, "v1"), file("doomed", 1, "d")],
+        OWN,
+        3,
+        Some(token),
+        true,
+    )
+    .unwrap();
+    let f = found(&ns, ROOT_INO, "fresh");
+    assert_eq!((f.size, f.version.as_deref()), (7, Some("f1")), "kept");
+    let o = found(&ns, ROOT_INO, "old");
+    assert_eq!(
+        (o.size, o.version.as_deref()),
+        (9, Some("v2")),
+        "not rolled back"
+    );
+    assert_eq!(
+        ns.lookup(ROOT_INO, b"doomed").unwrap(),
+        Lookup::Missing,
+        "not brought back (inode {} was unlinked)",
+        doomed.ino
+    );
+    // A listing taken after those changes applies as usual.
+    ns.apply_listing(
+        ROOT_INO,
+        vec![file("old", 4, "v3")],
+        OWN,
+        4,
+        Some(ns.begin_listing()),
+        true,
+    )
+    .unwrap();
+    assert_eq!(found(&ns, ROOT_INO, "old").version.as_deref(), Some("v3"));
+    assert_eq!(ns.lookup(ROOT_INO, b"fresh").unwrap(), Lookup::Missing);
 }

@@ -329,7 +329,9 @@ impl Vfs {
             let mut found = true;
             for c in p.split('/').filter(|c| !c.is_empty()) {
                 match self.meta.lookup(ino, c.as_bytes().to_vec()).await? {
-                    alluxio_metaserver::Lookup::Found(r) => ino = r.ino,
+                    alluxio_metaserver::Lookup::Found(r) | alluxio_metaserver::Lookup::Stale(r) => {
+                        ino = r.ino
+                    }
                     _ => {
                         found = false;
                         break;

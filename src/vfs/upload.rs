@@ -130,19 +130,30 @@ impl Vfs {
         let rec = match self.meta.get(ino).await {
             Ok(r) => r,
             Err(MetaError::NotFound(_)) => {
+                tracing::debug!(
+                    ino = ino.0,
+                    seq,
+                    "journal entry of an inode that is gone: dropped"
+                );
                 self.drop_entry(ino, seq).await;
                 return Ok(Outcome::Done);
             }
             Err(e) => return Err(e.into()),
         };
         if rec.version.as_deref() != Some(tag.as_str()) {
-            self.drop_entry(ino, seq).await; // superseded by a newer flush
+            tracing::debug!(ino = ino.0, seq, version = ?rec.version, "journal entry superseded: dropped");
+            self.drop_entry(ino, seq).await;
             return Ok(Outcome::Done);
         }
         let mut key = match self.key_of(ino, FileKind::File).await {
             Ok(k) => k,
             Err(e) if e.errno() == libc::ENOENT => {
-                self.drop_entry(ino, seq).await; // unlinked before it was uploaded
+                tracing::debug!(
+                    ino = ino.0,
+                    seq,
+                    "journal entry of an unlinked file: dropped"
+                );
+                self.drop_entry(ino, seq).await;
                 return Ok(Outcome::Done);
             }
             Err(e) => return Err(e),

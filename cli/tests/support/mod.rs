@@ -325,3 +325,21 @@ pub fn http_bytes(addr: &str, path: &str) -> (String, Vec<u8>) {
     let body = r.get(split + 4..).unwrap_or_default().to_vec();
     (head.lines().next().unwrap_or("").to_string(), body)
 }
+
+/// What reading `path` gave, against `want`: `"ok"`, or a short description (the errno, or
+/// the length and first differing offset), so a failed assertion never prints the bytes.
+pub fn read_matches(path: &Path, want: &[u8]) -> String {
+    match std::fs::read(path) {
+        Err(e) => format!("error: {e}"),
+        Ok(got) if got == want => "ok".into(),
+        Ok(got) => {
+            let at = got.iter().zip(want).position(|(a, b)| a != b);
+            format!(
+                "{} bytes where {} were expected, first difference at {:?}",
+                got.len(),
+                want.len(),
+                at
+            )
+        }
+    }
+}
