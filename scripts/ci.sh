@@ -48,6 +48,9 @@ tests/posix/pjdfstest.sh target/debug/alluxio "$work/pjd"
 echo "== benchmark smoke run (tiny sizes, crc32c-verified I/O; figures come from full runs)"
 scripts/bench.sh --smoke --out "$work/bench"
 
+echo "== stress-ng filename stressor, short (the full one: scripts/stress-names.sh --s3 ENDPOINT)"
+scripts/stress-names.sh --timeout 5s --s3 "$ALLUXIO_TEST_S3_ENDPOINT"
+
 echo "== kill -9 campaign, short (the full one: scripts/kill9-campaign.py --points 100)"
 python3 scripts/kill9-campaign.py --points 4 --work "$work/kill9"
 

@@ -100,7 +100,13 @@ impl From<UfsError> for FsError {
                 // it is one a caller can act on (a name too long, a full or read-only disk).
                 let errno = os_errno(&e).unwrap_or(libc::EIO);
                 tracing::debug!(?kind, errno, "UFS error kind mapped to errno");
-                FsError::new(errno, msg)
+                if e.is_refusal() {
+                    // Refused before any request (a key too long, a name the store cannot
+                    // hold): the caller's input, not a fault.
+                    FsError::expected(errno, msg)
+                } else {
+                    FsError::new(errno, msg)
+                }
             }
         }
     }
@@ -113,6 +119,7 @@ fn os_errno(e: &(dyn std::error::Error + 'static)) -> Option<i32> {
         if let Some(io) = err.downcast_ref::<std::io::Error>() {
             return io.raw_os_error().filter(|n| {
                 [
+                    libc::EINVAL,
                     libc::ENAMETOOLONG,
                     libc::ENOSPC,
                     libc::EDQUOT,

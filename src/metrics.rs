@@ -69,6 +69,9 @@ counters! {
     disk_cache_adopted,
     /// Disk tier I/O errors (each becomes a miss).
     disk_cache_errors,
+    /// 1 once a disk error other than a full filesystem made the disk tier stop writing
+    /// (fail-stop; it still serves what it holds), else 0.
+    disk_cache_failed,
     /// Disk tier pages whose header or checksum did not match (each becomes a miss).
     disk_cache_corrupt,
     /// Pages evicted from the disk tier.
@@ -160,6 +163,7 @@ impl Metrics {
                 | "mem_cache_bytes"
                 | "disk_cache_capacity"
                 | "disk_cache_limit"
+                | "disk_cache_failed"
                 | "mem_cache_capacity"
                 | "disk_io_uring" => "gauge",
                 _ => "counter",

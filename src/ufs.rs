@@ -16,8 +16,12 @@ use opendal::layers::{RetryLayer, TimeoutLayer};
 use opendal::{ErrorKind, Metadata, Operator};
 
 use crate::config::{UfsConfig, UploadShape};
+
+mod exact_keys;
+
 use crate::metrics::Metrics;
 use crate::types::FileKind;
+use exact_keys::{ExactKeysLayer, encode};
 
 /// A failed UFS request, with the operation and key it concerned.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +46,12 @@ impl UfsError {
     /// OpenDAL's classification of the failure.
     pub fn kind(&self) -> ErrorKind {
         self.source.kind()
+    }
+
+    /// Whether this is a refusal made before any request ([`Ufs::check_key`],
+    /// [`Ufs::check_new_name`]).
+    pub fn is_refusal(&self) -> bool {
+        self.op == "check"
     }
 }
 
@@ -140,6 +150,8 @@ pub struct Ufs {
     local_root: Option<std::path::PathBuf>,
     /// Longest key the store accepts under our root, when it has a known limit.
     max_key_bytes: Option<usize>,
+    /// Whether the service lists keys in XML (S3), which cannot carry every character.
+    xml_listing: bool,
     /// Whether reads can be pinned to a version with If-Match (ETag-versioned stores).
     if_match: bool,
     /// Multipart part size and parts in flight per upload (`set_upload_shape`).
@@ -214,6 +226,8 @@ impl Ufs {
         opendal::init_default_registry();
         let op = Operator::via_iter(&cfg.scheme, cfg.options.clone())
             .map_err(|e| UfsError::new("configure", cfg.uri.clone(), e))?
+            // Innermost: the paths below are exact keys (see `exact_keys`).
+            .layer(ExactKeysLayer)
             .layer(
                 TimeoutLayer::new()
                     .with_timeout(Duration::from_secs(60))
@@ -228,6 +242,7 @@ impl Ufs {
                 .then(|| cfg.options.get("root").map(std::path::PathBuf::from))
                 .flatten(),
             max_key_bytes: max_key_bytes(cfg),
+            xml_listing: cfg.scheme == "s3",
             if_match: cap.read_with_if_match && cfg.scheme != "fs",
             upload: UploadShape::default(),
             commit_slots: Arc::new(tokio::sync::Semaphore::new(1)),
@@ -291,6 +306,26 @@ impl Ufs {
             )),
             _ => Ok(()),
         }
+    }
+
+    /// Refuses, before it is created, a name this store cannot hold as a key component.
+    /// On S3 that is a name with an ASCII control character (0x01-0x1F, 0x7F): AWS lists
+    /// them among the characters that need special handling (they cannot appear in its
+    /// XML listings as they are), and S3 servers disagree on them (moto answers a PUT of
+    /// a key with a newline with 404). Existing objects with such names stay usable.
+    pub fn check_new_name(&self, name: &[u8]) -> Result<(), UfsError> {
+        if self.xml_listing && name.iter().any(|&b| b < 0x20 || b == 0x7f) {
+            return Err(UfsError::new(
+                "check",
+                String::from_utf8_lossy(name).into_owned(),
+                opendal::Error::new(
+                    ErrorKind::Unexpected,
+                    "this store cannot hold a control character in a name",
+                )
+                .set_source(std::io::Error::from_raw_os_error(libc::EINVAL)),
+            ));
+        }
+        Ok(())
     }
 
     /// Whether the UFS is a local directory.
@@ -358,8 +393,15 @@ impl Ufs {
     /// in `/`).
     pub async fn list_dir(&self, dir: &str) -> Result<Vec<UfsChild>, UfsError> {
         self.count(&self.metrics.ufs_lists);
+        if let Some(root) = &self.local_root {
+            // Natively: OpenDAL's local lister trims whitespace off the names it returns.
+            let (root, key) = (root.clone(), dir.to_string());
+            return blocking(move || local_list(&root, &key))
+                .await
+                .map_err(|e| self.fail("list", dir, e));
+        }
         let path = if dir.is_empty() { "/" } else { dir };
-        let entries = match self.op.list(path).await {
+        let entries = match self.op.list(&encode(path)).await {
             Ok(e) => e,
             // A directory that exists only in the namespace's view (e.g. removed
             // underneath) lists as empty.
@@ -382,9 +424,6 @@ impl Ufs {
             if name.is_empty() || name.contains('/') {
                 continue;
             }
-            if dir.is_empty() && self.local_root.is_some() && name == FS_TMP_DIR {
-                continue; // our own atomic-write area
-            }
             let m = e.metadata();
             let (size, version) = match kind {
                 FileKind::Dir => (0, None),
@@ -401,12 +440,43 @@ impl Ufs {
         Ok(out)
     }
 
+    /// Whether the store holds any object below directory key `dir` (ending in `/`) other
+    /// than its own marker. Called once the namespace shows the directory empty, so what
+    /// it finds are keys no name can show. A local directory answers with its own rmdir.
+    pub async fn holds_hidden_objects(&self, dir: &str) -> Result<bool, UfsError> {
+        use futures::StreamExt;
+        if self.local_root.is_some() {
+            return Ok(false);
+        }
+        self.count(&self.metrics.ufs_lists);
+        let mut l = match self.op.lister_with(&encode(dir)).recursive(true).await {
+            Ok(l) => l,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(self.fail("list", dir, e)),
+        };
+        while let Some(e) = l.next().await {
+            match e {
+                Ok(e) if e.path() == dir => continue, // the marker
+                Ok(_) => return Ok(true),
+                Err(e) => return Err(self.fail("list", dir, e)),
+            }
+        }
+        Ok(false)
+    }
+
     /// Stats a file key.
     pub async fn stat(&self, path: &str) -> Result<ObjectInfo, UfsError> {
         self.count(&self.metrics.ufs_stats);
+        if let Some(root) = &self.local_root {
+            // Natively, as listings are, so the two agree on the version to the nanosecond.
+            let (root, key) = (root.clone(), path.to_string());
+            return blocking(move || local_stat(&root.join(key)))
+                .await
+                .map_err(|e| self.fail("stat", path, e));
+        }
         let m = self
             .op
-            .stat(path)
+            .stat(&encode(path))
             .await
             .map_err(|e| self.fail("stat", path, e))?;
         Ok(ObjectInfo {
@@ -428,7 +498,8 @@ impl Ufs {
         version: &str,
     ) -> Result<Bytes, UfsError> {
         self.count(&self.metrics.ufs_reads);
-        let mut req = self.op.read_with(path).range(range);
+        let encoded = encode(path);
+        let mut req = self.op.read_with(&encoded).range(range);
         if self.if_match
             && let Some(etag) = version.strip_prefix("e:")
         {
@@ -552,7 +623,7 @@ impl Ufs {
     /// A multipart writer of `path` with this store's part size and parts in flight.
     async fn writer(&self, path: &str) -> Result<opendal::Writer, UfsError> {
         self.op
-            .writer_with(path)
+            .writer_with(&encode(path))
             .chunk(self.upload.part_bytes as usize)
             .concurrent(self.upload.concurrency)
             .await
@@ -615,7 +686,7 @@ impl Ufs {
     pub async fn create_dir(&self, dir: &str) -> Result<(), UfsError> {
         self.count(&self.metrics.ufs_writes);
         self.op
-            .create_dir(dir)
+            .create_dir(&encode(dir))
             .await
             .map_err(|e| self.fail("create_dir", dir, e))
     }
@@ -624,7 +695,7 @@ impl Ufs {
     /// does not exist succeeds.
     pub async fn delete(&self, path: &str) -> Result<(), UfsError> {
         self.count(&self.metrics.ufs_deletes);
-        match self.op.delete(path).await {
+        match self.op.delete(&encode(path)).await {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
             Err(e) => Err(self.fail("delete", path, e)),
@@ -637,13 +708,13 @@ impl Ufs {
         self.count(&self.metrics.ufs_renames);
         if self.native_rename {
             self.op
-                .rename(from, to)
+                .rename(&encode(from), &encode(to))
                 .await
                 .map_err(|e| self.fail("rename", from, e))?;
         } else {
             if self.native_copy {
                 self.op
-                    .copy(from, to)
+                    .copy(&encode(from), &encode(to))
                     .await
                     .map_err(|e| self.fail("copy", from, e))?;
             } else {
@@ -676,11 +747,24 @@ impl Ufs {
                 .map_err(|e| self.fail("rename", from, e));
         }
         self.count(&self.metrics.ufs_lists);
-        let entries = match self.op.list_with(from).recursive(true).await {
+        let entries = match self.op.list_with(&encode(from)).recursive(true).await {
             Ok(e) => e,
             Err(e) if e.kind() == ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(self.fail("list", from, e)),
         };
+        // A key with a `.` or `..` component (written by another tool) cannot be named in
+        // a request: the HTTP client resolves such segments in the URL, so the copy would
+        // read or write another key. Refused before anything moves.
+        if let Some(e) = entries.iter().find(|e| has_dot_component(e.path())) {
+            return Err(UfsError::new(
+                "rename",
+                e.path().to_string(),
+                opendal::Error::new(
+                    ErrorKind::Unsupported,
+                    "a key under this directory has a '.' or '..' component, which requests cannot name",
+                ),
+            ));
+        }
         self.create_dir(to).await?;
         let mut sources = Vec::new();
         for e in entries {
@@ -697,7 +781,7 @@ impl Ufs {
             } else if self.native_copy {
                 self.count(&self.metrics.ufs_writes);
                 self.op
-                    .copy(&p, &dst)
+                    .copy(&encode(&p), &encode(&dst))
                     .await
                     .map_err(|e| self.fail("copy", &p, e))?;
             } else {
@@ -718,7 +802,7 @@ impl Ufs {
         let len = self.stat(from).await?.size;
         let mut w = self
             .op
-            .writer_with(to)
+            .writer_with(&encode(to))
             .chunk(UPLOAD_CHUNK)
             .await
             .map_err(|e| self.fail("write", to, e))?;
@@ -726,7 +810,7 @@ impl Ufs {
         while off < len {
             let end = len.min(off + UPLOAD_CHUNK as u64);
             self.count(&self.metrics.ufs_reads);
-            let chunk = match self.op.read_with(from).range(off..end).await {
+            let chunk = match self.op.read_with(&encode(from)).range(off..end).await {
                 Ok(c) => c,
                 Err(e) => {
                     let _ = w.abort().await;
@@ -742,6 +826,11 @@ impl Ufs {
         w.close().await.map_err(|e| self.fail("write", to, e))?;
         Ok(())
     }
+}
+
+/// Whether `key` has a `.` or `..` component.
+fn has_dot_component(key: &str) -> bool {
+    key.split('/').any(|c| c == "." || c == "..")
 }
 
 /// The longest key a store accepts under the configured root: a local path must fit in
@@ -801,6 +890,92 @@ fn local_upload(
         return Err(e);
     }
     Ok(())
+}
+
+/// Runs blocking local-filesystem work on the blocking pool, as an OpenDAL error.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> Result<T, opendal::Error> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => {
+            let kind = match e.kind() {
+                std::io::ErrorKind::NotFound => ErrorKind::NotFound,
+                std::io::ErrorKind::PermissionDenied => ErrorKind::PermissionDenied,
+                _ => ErrorKind::Unexpected,
+            };
+            Err(opendal::Error::new(kind, e.to_string()).set_source(e))
+        }
+        Err(e) => Err(opendal::Error::new(ErrorKind::Unexpected, e.to_string())),
+    }
+}
+
+/// The version of a local file: its size and mtime to the nanosecond (see `version_of`).
+fn local_info(m: &std::fs::Metadata) -> ObjectInfo {
+    use std::os::unix::fs::MetadataExt;
+    let mtime_ns = m
+        .mtime()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(m.mtime_nsec());
+    ObjectInfo {
+        size: m.len(),
+        mtime_ns,
+        version: format!("s:{}-{mtime_ns}", m.len()),
+    }
+}
+
+/// Stats a local file (following symlinks, as reads do).
+fn local_stat(path: &std::path::Path) -> std::io::Result<ObjectInfo> {
+    let m = std::fs::metadata(path)?;
+    if m.is_dir() {
+        return Err(std::io::Error::from_raw_os_error(libc::EISDIR));
+    }
+    Ok(local_info(&m))
+}
+
+/// The children of directory key `dir` under a local root, with their exact names. Names
+/// that are not UTF-8 cannot be keys and are skipped, and so are entries that are neither
+/// files nor directories once symlinks are followed (sockets, FIFOs, dangling links). A
+/// directory that does not exist lists as empty.
+fn local_list(root: &std::path::Path, dir: &str) -> std::io::Result<Vec<UfsChild>> {
+    let rd = match std::fs::read_dir(root.join(dir)) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut out = Vec::new();
+    for e in rd {
+        let e = e?;
+        let name = e.file_name();
+        let Some(name) = name.to_str() else {
+            tracing::warn!(dir, name = ?name, "skipping a local entry whose name is not UTF-8");
+            continue;
+        };
+        if dir.is_empty() && name == FS_TMP_DIR {
+            continue; // our own atomic-write area
+        }
+        let m = match std::fs::metadata(e.path()) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue, // gone, or dangling
+            Err(e) => return Err(e),
+        };
+        let (kind, size, version) = if m.is_dir() {
+            (FileKind::Dir, 0, None)
+        } else if m.is_file() {
+            let info = local_info(&m);
+            (FileKind::File, info.size, Some(info.version))
+        } else {
+            continue;
+        };
+        out.push(UfsChild {
+            name: name.as_bytes().to_vec(),
+            kind,
+            size,
+            mtime_ns: local_info(&m).mtime_ns,
+            version,
+        });
+    }
+    Ok(out)
 }
 
 /// The UFS key of a file from its path components.

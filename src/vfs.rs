@@ -283,6 +283,20 @@ impl Vfs {
         self.loc_of(&parts, kind)
     }
 
+    /// [`Self::child_key`] for a name about to be made (create, mkdir, link, a rename's
+    /// target): also refuses, with EINVAL, a name its store cannot hold, before anything
+    /// changes. Names that exist already (objects other tools wrote) stay usable.
+    async fn new_child_key(
+        &self,
+        parent: InodeNo,
+        name: &[u8],
+        kind: FileKind,
+    ) -> Result<mounts::Loc, FsError> {
+        let loc = self.child_key(parent, name, kind).await?;
+        loc.ufs.check_new_name(name)?;
+        Ok(loc)
+    }
+
     /// Lists `dir` from the UFS into the namespace if this mount has not done so yet, or
     /// if its metadata sync policy wants it listed again now. Concurrent callers for one
     /// directory wait for a single listing.
@@ -527,7 +541,7 @@ impl Vfs {
         if let Lookup::Found(_) = self.meta.lookup(parent, name.to_vec()).await? {
             return Err(FsError::expected(libc::EEXIST, "entry exists"));
         }
-        let key = self.child_key(parent, name, FileKind::Dir).await?;
+        let key = self.new_child_key(parent, name, FileKind::Dir).await?;
         key.ufs.create_dir(&key).await?;
         let node = NewNode {
             kind: FileKind::Dir,
@@ -639,7 +653,8 @@ impl Vfs {
         self.check_writable(newparent).await?;
         self.ensure_loaded(newparent).await?;
         // The name must be storable should it become the primary link later.
-        self.child_key(newparent, newname, FileKind::File).await?;
+        self.new_child_key(newparent, newname, FileKind::File)
+            .await?;
         let rec = self.meta.link(ino, newparent, newname.to_vec()).await?;
         Ok(self.overlay(rec).await)
     }
@@ -789,6 +804,15 @@ impl Vfs {
             return Err(FsError::expected(libc::ENOTEMPTY, "directory not empty"));
         }
         let key = self.key_of(rec.ino, FileKind::Dir).await?;
+        // Objects under the prefix that no name shows (keys with an empty, `.` or `..`
+        // component, written by other tools) keep the directory from being empty, as a
+        // local directory's own rmdir would say.
+        if key.ufs.holds_hidden_objects(&key).await? {
+            return Err(FsError::expected(
+                libc::ENOTEMPTY,
+                "the store holds objects under this directory that the mount cannot show",
+            ));
+        }
         key.ufs.delete(&key).await?;
         self.meta.rmdir(parent, name.to_vec()).await?;
         Ok(())
@@ -818,7 +842,7 @@ impl Vfs {
         // Objects never move between mounted stores (EXDEV, before anything changes).
         self.key_of(src.ino, src.kind)
             .await?
-            .check_same_store(&self.child_key(newparent, newname, src.kind).await?)?;
+            .check_same_store(&self.new_child_key(newparent, newname, src.kind).await?)?;
         self.ensure_loaded(newparent).await?;
         let target = match self.meta.lookup(newparent, newname.to_vec()).await? {
             Lookup::Found(t) => Some(t),

@@ -100,6 +100,11 @@ struct Index {
     /// another's evictions each saw less room than there was and evicted more, in a
     /// cascade that emptied the tier.
     unpunched: u64,
+    /// Puts in progress per file id ([`Writing`]). A file with a put in progress keeps its
+    /// data file and log even when its last indexed page goes: deleting them under the
+    /// writer made its log append fail (ENOENT, which switched the tier off) or left its
+    /// record in a fresh log whose data file lacks the page.
+    writers: HashMap<u64, u32>,
     tick: u64,
 }
 
@@ -116,6 +121,51 @@ impl Drop for Evicted {
     fn drop(&mut self) {
         let mut idx = lock(&self.index);
         idx.unpunched = idx.unpunched.saturating_sub(self.bytes);
+    }
+}
+
+/// A put in progress on a file id (see `Index::writers`). When the last one ends and the
+/// file has no page left in the index, its files are deleted then.
+struct Writing<'a> {
+    tier: &'a DiskTier,
+    fid: u64,
+}
+
+impl<'a> Writing<'a> {
+    fn begin(tier: &'a DiskTier, fid: u64) -> Self {
+        *lock(&tier.index).writers.entry(fid).or_default() += 1;
+        Self { tier, fid }
+    }
+}
+
+impl Drop for Writing<'_> {
+    fn drop(&mut self) {
+        let orphaned = {
+            let mut idx = lock(&self.tier.index);
+            let last = match idx.writers.get_mut(&self.fid) {
+                Some(n) if *n > 1 => {
+                    *n -= 1;
+                    false
+                }
+                _ => {
+                    idx.writers.remove(&self.fid);
+                    true
+                }
+            };
+            let empty = idx
+                .files
+                .get(&self.fid)
+                .is_none_or(|e| e.pages.is_empty() && e.pins == 0);
+            if last && empty {
+                idx.files.remove(&self.fid);
+            }
+            last && empty
+        };
+        if orphaned {
+            // Rare (an eviction emptied the file while this put ran, and the put failed):
+            // its pages were punched already, so the files are small to delete.
+            self.tier.remove_files(self.fid);
+        }
     }
 }
 
@@ -629,11 +679,12 @@ impl DiskTier {
         let mut victims = Vec::with_capacity(chosen.len());
         for (fid, page) in chosen {
             match idx.remove_page(fid, page) {
-                Some(true) => {
+                // A put in progress keeps the files (see `Index::writers`).
+                Some(true) if !idx.writers.contains_key(&fid) => {
                     idx.files.remove(&fid);
                     victims.push(Victim::File(fid));
                 }
-                Some(false) => victims.push(Victim::Page(fid, page)),
+                Some(_) => victims.push(Victim::Page(fid, page)),
                 None => {}
             }
         }
@@ -727,7 +778,10 @@ impl DiskTier {
                     idx.remove_page(fid, p);
                 }
                 idx.files.remove(&fid);
-                gone.push(fid);
+                // A put in progress keeps the files (see `Index::writers`).
+                if !idx.writers.contains_key(&fid) {
+                    gone.push(fid);
+                }
             }
             self.metrics
                 .disk_cache_bytes
@@ -831,7 +885,10 @@ impl DiskTier {
     fn drop_page(&self, fid: u64, page: u64) {
         let emptied = {
             let mut idx = lock(&self.index);
-            let r = idx.remove_page(fid, page);
+            let mut r = idx.remove_page(fid, page);
+            if r == Some(true) && idx.writers.contains_key(&fid) {
+                r = Some(false); // a put in progress keeps the files
+            }
             if r == Some(true) {
                 idx.files.remove(&fid);
             }
@@ -867,6 +924,7 @@ impl DiskTier {
         if clash {
             self.drop_file(fid);
         }
+        let _writing = Writing::begin(self, fid);
         let (victims, reserved) = self.make_room(u64::from(len), 0);
         if !reserved {
             self.apply_off_runtime(victims).await;
@@ -905,6 +963,7 @@ impl DiskTier {
                         tracing::warn!(dir = %self.dir.display(), "disk cache filesystem is full; pages are not cached until the tier has shrunk to fit (disk_cache_errors counts them)");
                     }
                 } else if !self.failed.swap(true, Ordering::Relaxed) {
+                    self.metrics.disk_cache_failed.store(1, Ordering::Relaxed);
                     tracing::error!(error = %e, dir = %self.dir.display(), "disk cache write failed; disabling the disk tier");
                 }
             }
@@ -1068,8 +1127,13 @@ impl DiskTier {
                 idx.lru.remove(&m.tick);
                 idx.used -= u64::from(m.len);
             }
+            // A put in progress keeps the files; the last one to end deletes them if it
+            // added no page.
+            let writing = idx.writers.contains_key(&fid);
             drop(idx);
-            self.remove_files(fid);
+            if !writing {
+                self.remove_files(fid);
+            }
         }
     }
 
@@ -1316,6 +1380,64 @@ mod tests {
         let fid = file_id(InodeNo(9), "b");
         let md = std::fs::metadata(data_path(dir.path(), fid)).unwrap();
         assert!(md.blocks() * 512 <= 4 * PAGE_SIZE + 4096, "{}", md.blocks());
+    }
+
+    /// An eviction that empties a file while a put of that file is in progress keeps the
+    /// file's data and log until the put ends: deleting them under it made the put's log
+    /// append fail with ENOENT, which switched the whole tier off.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_eviction_never_deletes_a_file_under_a_put() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Arc::new(Metrics::default());
+        let t = tier(dir.path(), 2 * PAGE_SIZE, &m);
+        let page = Bytes::from(vec![7u8; PAGE_SIZE as usize]);
+        t.put(key("a", 0), page.clone()).await;
+        let fid = file_id(InodeNo(9), "a");
+        // A put of "a" page 1 is under way while two pages of "b" evict "a" page 0.
+        let writing = Writing::begin(&t, fid);
+        t.put(key("b", 0), page.clone()).await;
+        t.put(key("b", 1), page.clone()).await;
+        assert!(!t.contains(&key("a", 0)), "evicted");
+        assert!(
+            data_path(dir.path(), fid).exists(),
+            "data file kept for the put"
+        );
+        assert!(log_path(dir.path(), fid).exists(), "log kept for the put");
+        // The put in progress lands in the files it found.
+        t.write_page(fid, &key("a", 1), page.clone(), crc32c::crc32c(&page))
+            .await
+            .unwrap();
+        drop(writing);
+        assert!(
+            !data_path(dir.path(), fid).exists(),
+            "the last put deletes a file left with no indexed page"
+        );
+        // Many puts racing evictions in a tier smaller than the files: the tier never
+        // switches itself off, and every page it serves is right.
+        let t = tier(dir.path(), 4 * PAGE_SIZE, &m);
+        let mut tasks = Vec::new();
+        for v in 0..3u8 {
+            let t = t.clone();
+            tasks.push(tokio::spawn(async move {
+                for round in 0..4 {
+                    for i in 0..16u64 {
+                        let b = Bytes::from(vec![v ^ (i as u8); PAGE_SIZE as usize]);
+                        t.put(key(&format!("v{v}"), i), b).await;
+                        if round > 0
+                            && let Some(got) = t.get(&key(&format!("v{v}"), i)).await
+                        {
+                            assert!(got.iter().all(|&x| x == v ^ (i as u8)));
+                        }
+                    }
+                }
+            }));
+        }
+        for h in tasks {
+            h.await.unwrap();
+        }
+        let snap = m.snapshot();
+        assert_eq!(snap["disk_cache_failed"], 0, "{snap:?}");
+        assert_eq!(snap["disk_cache_corrupt"], 0, "{snap:?}");
     }
 
     /// A write that found the disk full gets room: the oldest unpinned pages go, holes

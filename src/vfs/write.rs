@@ -784,7 +784,7 @@ impl Vfs {
         self.check_writable(parent).await?;
         self.ensure_loaded(parent).await?;
         // Refuse names the UFS cannot store before anything is created.
-        self.child_key(parent, name, FileKind::File).await?;
+        self.new_child_key(parent, name, FileKind::File).await?;
         let node = NewNode {
             kind: FileKind::File,
             mode,

@@ -537,3 +537,104 @@ impl Drop for Tmpfs {
         let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
     }
 }
+
+/// Runs `script` under python3 with boto3 (the AWS SDK, installed with moto) against the
+/// test S3 server: an S3 client that sends keys exactly as given.
+fn boto3(endpoint: &str, bucket: &str, script: &str, args: &[&str]) -> std::process::Output {
+    let prelude = format!(
+        "import boto3, sys, json\n\
+         s3 = boto3.client('s3', endpoint_url={endpoint:?}, aws_access_key_id='test', \
+         aws_secret_access_key='test', region_name='us-east-1')\n\
+         bucket = {bucket:?}\n"
+    );
+    std::process::Command::new("python3")
+        .arg("-c")
+        .arg(format!("{prelude}{script}"))
+        .args(args)
+        .output()
+        .expect("python3")
+}
+
+impl TestUfs {
+    /// Reads the object at exactly `key`, byte for byte, with no client normalizing the
+    /// path on the way (a raw GET on S3); `None` if absent.
+    pub fn get_exact(&self, key: &str) -> Option<Vec<u8>> {
+        match self.backend {
+            Backend::Fs => std::fs::read(self.root().join(key)).ok(),
+            Backend::S3 => {
+                let script = "k = 'data/' + sys.argv[1]\n\
+                    try:\n    body = s3.get_object(Bucket=bucket, Key=k)['Body'].read()\n\
+                    except s3.exceptions.ClientError as e:\n    \
+                    sys.exit(3 if e.response['Error']['Code'] in ('404', 'NoSuchKey') else 1)\n\
+                    sys.stdout.buffer.write(body)\n";
+                let out = boto3(&self.endpoint, &self.bucket, script, &[key]);
+                match out.status.code() {
+                    Some(0) => Some(out.stdout),
+                    Some(3) => None,
+                    _ => panic!("GET {key:?}: {}", String::from_utf8_lossy(&out.stderr)),
+                }
+            }
+        }
+    }
+
+    /// Writes an object at exactly `key` (S3: with boto3, no normalization on the way;
+    /// a local directory: `std::fs`, which cannot hold keys that are not paths).
+    pub fn put_exact(&self, key: &str, data: &[u8]) {
+        match self.backend {
+            Backend::Fs => self.put(key, data),
+            Backend::S3 => {
+                let script = "s3.put_object(Bucket=bucket, Key='data/' + sys.argv[1], \
+                    Body=sys.argv[2].encode())\n";
+                let data = std::str::from_utf8(data).expect("put_exact takes text");
+                let out = boto3(&self.endpoint, &self.bucket, script, &[key, data]);
+                assert!(
+                    out.status.success(),
+                    "PUT {key:?}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+    }
+
+    /// Every file key under the root, exactly as the store holds it (directory markers
+    /// and the local store's own atomic-write area left out), sorted.
+    pub fn keys(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        match self.backend {
+            Backend::Fs => {
+                let mut todo = vec![self.root().to_path_buf()];
+                while let Some(d) = todo.pop() {
+                    for e in std::fs::read_dir(&d).unwrap() {
+                        let e = e.unwrap();
+                        let rel = e.path().strip_prefix(self.root()).unwrap().to_path_buf();
+                        let rel = rel.to_str().unwrap().to_string();
+                        if rel == alluxio::ufs::FS_TMP_DIR {
+                            continue;
+                        }
+                        if e.file_type().unwrap().is_dir() {
+                            todo.push(e.path());
+                        } else {
+                            out.push(rel);
+                        }
+                    }
+                }
+            }
+            Backend::S3 => {
+                let script = "keys = []\n\
+                    for page in s3.get_paginator('list_objects_v2').paginate(Bucket=bucket, Prefix='data/'):\n    \
+                    keys += [o['Key'][5:] for o in page.get('Contents', [])]\n\
+                    print(json.dumps(keys))\n";
+                let res = boto3(&self.endpoint, &self.bucket, script, &[]);
+                assert!(
+                    res.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&res.stderr)
+                );
+                let keys: Vec<String> = serde_json::from_slice(&res.stdout).unwrap();
+                out.extend(keys.into_iter().filter(|k| !k.ends_with('/')));
+            }
+        }
+        out.sort();
+        out
+    }
+}

@@ -12,6 +12,7 @@ mod harness;
 
 mod dirs;
 mod errors;
+mod names;
 mod nodes;
 mod reads;
 mod reftest;

@@ -444,3 +444,51 @@ fn fuse_sequential_scan_bypasses_memory_tier() {
     );
     assert_eq!(c4["ufs_reads"], 128, "each page fetched once: {c4:?}");
 }
+
+/// A disk tier much smaller than the files read through it, with several readers at once:
+/// evictions race page writes of the same files all the time. Every read is right, no
+/// page fails its checksum, and the tier never switches itself off (it did: an eviction
+/// deleted a file's log under a page write, whose ENOENT looked like a disk failure).
+#[test]
+fn fuse_a_small_disk_tier_under_parallel_readers() {
+    let ufs = TestUfs::new(Backend::Fs);
+    let files: Vec<(String, Vec<u8>)> = (0..3)
+        .map(|i| (format!("f{i}"), data(16 * MIB, 40 + i as u64)))
+        .collect();
+    for (n, d) in &files {
+        ufs.put(n, d);
+    }
+    let dirs = MountDirs::new();
+    let m = Mount::with_config(
+        ufs.config(),
+        &dirs,
+        4 << 20,
+        alluxio::config::FuseConfig {
+            passthrough: false,
+            ..Default::default()
+        },
+        |c| c.disk_cache_bytes = 4 << 20,
+    );
+    for round in 0..4 {
+        std::thread::scope(|s| {
+            for (n, d) in &files {
+                let p = m.p(n);
+                s.spawn(move || {
+                    drop_kernel_cache(&p);
+                    assert_eq!(
+                        sha256(&std::fs::read(&p).unwrap()),
+                        sha256(d),
+                        "{n} round {round}"
+                    );
+                });
+            }
+        });
+    }
+    let c = m.counters();
+    assert_eq!(c["disk_cache_failed"], 0, "{c:?}");
+    assert_eq!(c["disk_cache_corrupt"], 0, "{c:?}");
+    assert!(
+        c["disk_cache_evictions"] > 0,
+        "the tier was too small not to evict: {c:?}"
+    );
+}
