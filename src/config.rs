@@ -265,6 +265,9 @@ pub struct MountConfig {
     pub upload: UploadShape,
     /// When loaded directories are listed again.
     pub metadata_sync: MetadataSync,
+    /// How long a store call may go without an answer, retries included, before it fails
+    /// with EIO (`-o ufs_timeout=`; [`crate::ufs::DEFAULT_UFS_TIMEOUT`]).
+    pub ufs_timeout: Duration,
     /// Serve Prometheus metrics (`GET /metrics`) on this address.
     pub metrics_listen: Option<std::net::SocketAddr>,
 }
@@ -400,6 +403,8 @@ pub struct MountOptions {
     pub upload: UploadShape,
     /// When loaded directories are listed again.
     pub metadata_sync: MetadataSync,
+    /// `ufs_timeout=SECONDS`: how long a store call may go without an answer.
+    pub ufs_timeout: Option<Duration>,
 }
 
 fn parse_num<T: std::str::FromStr>(key: &str, v: &str) -> Result<T, ConfigError> {
@@ -478,6 +483,13 @@ pub fn parse_mount_options(values: &[String]) -> Result<MountOptions, ConfigErro
                 }
             },
             ("metadata_sync", Some(v)) => o.metadata_sync = v.parse()?,
+            ("ufs_timeout", Some(v)) => {
+                let secs = parse_secs(key, v.trim_end_matches('s'))?;
+                if secs < 1.0 {
+                    return err("mount option ufs_timeout must be at least 1 second");
+                }
+                o.ufs_timeout = Some(Duration::from_secs_f64(secs));
+            }
             ("upload_part_size", Some(v)) => {
                 let n =
                     parse_size(v).map_err(|e| ConfigError(format!("mount option {key}: {e}")))?;

@@ -84,6 +84,7 @@ pub fn mount(cfg: &MountConfig, rt: &RtHandle) -> Result<Mounted, MountError> {
     let mut ufs = Ufs::new(&cfg.ufs, metrics.clone())
         .map_err(|e| MountError::Ufs(format!("cannot configure UFS {}: {e}", cfg.ufs.uri)))?;
     ufs.set_upload_shape(cfg.upload);
+    ufs.set_timeout(cfg.ufs_timeout);
     let ufs = Arc::new(ufs);
     match rt.block_on(async { tokio::time::timeout(UFS_PROBE_TIMEOUT, ufs.check()).await }) {
         Ok(Ok(())) => {}

@@ -141,6 +141,11 @@ pub(crate) fn copy_file(src: &std::fs::File, dst: &std::fs::File, len: u64) -> s
 /// The UFS of one mount.
 pub struct Ufs {
     op: Operator,
+    /// The operator without our layers, to build `op` again with another timeout.
+    base: Operator,
+    /// How long a store call may go without an answer, retries included (`ufs_timeout`):
+    /// then it fails, so a stalled store gives EIO in bounded time.
+    timeout: Duration,
     uri: String,
     metrics: Arc<Metrics>,
     native_rename: bool,
@@ -224,18 +229,13 @@ impl Ufs {
     /// does not touch the network (see [`Ufs::check`]).
     pub fn new(cfg: &UfsConfig, metrics: Arc<Metrics>) -> Result<Self, UfsError> {
         opendal::init_default_registry();
-        let op = Operator::via_iter(&cfg.scheme, cfg.options.clone())
-            .map_err(|e| UfsError::new("configure", cfg.uri.clone(), e))?
-            // Innermost: the paths below are exact keys (see `exact_keys`).
-            .layer(ExactKeysLayer)
-            .layer(
-                TimeoutLayer::new()
-                    .with_timeout(Duration::from_secs(60))
-                    .with_io_timeout(Duration::from_secs(20)),
-            )
-            .layer(RetryLayer::new().with_max_times(3).with_jitter());
+        let base = Operator::via_iter(&cfg.scheme, cfg.options.clone())
+            .map_err(|e| UfsError::new("configure", cfg.uri.clone(), e))?;
+        let op = layered(&base, DEFAULT_UFS_TIMEOUT);
         let cap = op.info().capability();
         Ok(Self {
+            base,
+            timeout: DEFAULT_UFS_TIMEOUT,
             native_rename: cap.rename,
             native_copy: cap.copy,
             local_root: (cfg.scheme == "fs")
@@ -267,6 +267,37 @@ impl Ufs {
         self.stream_slots = Arc::new(tokio::sync::Semaphore::new(
             self.upload.slots.saturating_sub(commits),
         ));
+    }
+
+    /// Sets how long a store call may go without an answer, retries included
+    /// (`-o ufs_timeout=`, at least 1 s).
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout.max(Duration::from_secs(1));
+        self.op = layered(&self.base, self.timeout);
+    }
+
+    /// See [`Self::set_timeout`].
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// `f`, failing once `ufs_timeout` passes with no answer: the retries inside it stop
+    /// there too. The error says so, and maps to EIO.
+    async fn bounded<T>(
+        &self,
+        f: impl std::future::Future<Output = opendal::Result<T>>,
+    ) -> opendal::Result<T> {
+        match tokio::time::timeout(self.timeout, f).await {
+            Ok(r) => r,
+            Err(_) => Err(opendal::Error::new(
+                ErrorKind::Unexpected,
+                format!(
+                    "no answer from the store within {} s (ufs_timeout)",
+                    self.timeout.as_secs_f64()
+                ),
+            )
+            .set_temporary()),
+        }
     }
 
     /// The upload shape in force.
@@ -378,14 +409,13 @@ impl Ufs {
         self.count(&self.metrics.ufs_lists);
         // One page only: `list_with(..).limit(1)` collects the whole listing one key per
         // page, which took over 30 s against a 2,000-object bucket.
-        let mut l = self
-            .op
-            .lister_with("/")
-            .await
-            .map_err(|e| self.fail("list", "/", e))?;
-        match l.next().await {
-            Some(Err(e)) => Err(self.fail("list", "/", e)),
-            _ => Ok(()),
+        let first = self.bounded(async {
+            let mut l = self.op.lister_with("/").await?;
+            l.next().await.transpose()
+        });
+        match first.await {
+            Err(e) => Err(self.fail("list", "/", e)),
+            Ok(_) => Ok(()),
         }
     }
 
@@ -401,7 +431,7 @@ impl Ufs {
                 .map_err(|e| self.fail("list", dir, e));
         }
         let path = if dir.is_empty() { "/" } else { dir };
-        let entries = match self.op.list(&encode(path)).await {
+        let entries = match self.bounded(self.op.list(&encode(path))).await {
             Ok(e) => e,
             // A directory that exists only in the namespace's view (e.g. removed
             // underneath) lists as empty.
@@ -449,19 +479,20 @@ impl Ufs {
             return Ok(false);
         }
         self.count(&self.metrics.ufs_lists);
-        let mut l = match self.op.lister_with(&encode(dir)).recursive(true).await {
-            Ok(l) => l,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(false),
-            Err(e) => return Err(self.fail("list", dir, e)),
-        };
-        while let Some(e) = l.next().await {
-            match e {
-                Ok(e) if e.path() == dir => continue, // the marker
-                Ok(_) => return Ok(true),
-                Err(e) => return Err(self.fail("list", dir, e)),
+        let found = self.bounded(async {
+            let mut l = self.op.lister_with(&encode(dir)).recursive(true).await?;
+            while let Some(e) = l.next().await {
+                if e?.path() != dir {
+                    return Ok(true); // anything but the marker
+                }
             }
+            Ok(false)
+        });
+        match found.await {
+            Ok(f) => Ok(f),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(self.fail("list", dir, e)),
         }
-        Ok(false)
     }
 
     /// Stats a file key.
@@ -475,8 +506,7 @@ impl Ufs {
                 .map_err(|e| self.fail("stat", path, e));
         }
         let m = self
-            .op
-            .stat(&encode(path))
+            .bounded(self.op.stat(&encode(path)))
             .await
             .map_err(|e| self.fail("stat", path, e))?;
         Ok(ObjectInfo {
@@ -505,7 +535,10 @@ impl Ufs {
         {
             req = req.if_match(etag);
         }
-        let buf = req.await.map_err(|e| self.fail("read", path, e))?;
+        let buf = self
+            .bounded(req.into_future())
+            .await
+            .map_err(|e| self.fail("read", path, e))?;
         // Only a local directory is checked: there a listing and a stat read the same
         // metadata, so the version strings agree. (Object stores may list without ETags
         // and answer HEAD with them, or list mtimes finer than HEAD's; their versions
@@ -584,17 +617,24 @@ impl Ufs {
             let chunk = match chunk {
                 Ok(c) => c,
                 Err(e) => {
-                    let _ = w.abort().await;
+                    let _ = self.bounded(w.abort()).await;
                     return Err(self.fail("write", path, e));
                 }
             };
-            if let Err(e) = w.write(chunk).await {
-                let _ = w.abort().await;
+            // Bounded per part: an upload may take long, but never long without progress.
+            if let Err(e) = self.bounded(w.write(chunk)).await {
+                let _ = self.bounded(w.abort()).await;
                 return Err(self.fail("write", path, e));
             }
             off += n as u64;
         }
-        let written = w.close().await.map_err(|e| self.fail("write", path, e))?;
+        let written = match self.bounded(w.close()).await {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = self.bounded(w.abort()).await;
+                return Err(self.fail("write", path, e));
+            }
+        };
         Metrics::add(&self.metrics.bytes_to_ufs, len);
         self.written(path, &written, len).await
     }
@@ -622,10 +662,13 @@ impl Ufs {
 
     /// A multipart writer of `path` with this store's part size and parts in flight.
     async fn writer(&self, path: &str) -> Result<opendal::Writer, UfsError> {
-        self.op
-            .writer_with(&encode(path))
+        let key = encode(path);
+        let w = self
+            .op
+            .writer_with(&key)
             .chunk(self.upload.part_bytes as usize)
-            .concurrent(self.upload.concurrency)
+            .concurrent(self.upload.concurrency);
+        self.bounded(w.into_future())
             .await
             .map_err(|e| self.fail("write", path, e))
     }
@@ -653,7 +696,7 @@ impl Ufs {
     /// parts are in flight.
     pub async fn stream_write(&self, s: &mut UploadStream, buf: Bytes) -> Result<(), UfsError> {
         let n = buf.len() as u64;
-        s.w.write(buf)
+        self.bounded(s.w.write(buf))
             .await
             .map_err(|e| self.fail("write", &s.path, e))?;
         s.bytes += n;
@@ -664,10 +707,10 @@ impl Ufs {
     /// Completes a streamed upload: the object is whole in the store on return.
     pub async fn stream_finish(&self, mut s: UploadStream) -> Result<ObjectInfo, UfsError> {
         self.count(&self.metrics.ufs_writes);
-        let written = match s.w.close().await {
+        let written = match self.bounded(s.w.close()).await {
             Ok(m) => m,
             Err(e) => {
-                let _ = s.w.abort().await;
+                let _ = self.bounded(s.w.abort()).await;
                 return Err(self.fail("write", &s.path, e));
             }
         };
@@ -677,7 +720,7 @@ impl Ufs {
 
     /// Abandons a streamed upload; parts already stored are discarded by the store.
     pub async fn stream_abort(&self, mut s: UploadStream) {
-        if let Err(e) = s.w.abort().await {
+        if let Err(e) = self.bounded(s.w.abort()).await {
             tracing::warn!(path = %s.path, error = %e, "cannot abort a streamed upload");
         }
     }
@@ -685,8 +728,7 @@ impl Ufs {
     /// Creates the directory key `dir` (ending in `/`).
     pub async fn create_dir(&self, dir: &str) -> Result<(), UfsError> {
         self.count(&self.metrics.ufs_writes);
-        self.op
-            .create_dir(&encode(dir))
+        self.bounded(self.op.create_dir(&encode(dir)))
             .await
             .map_err(|e| self.fail("create_dir", dir, e))
     }
@@ -695,7 +737,19 @@ impl Ufs {
     /// does not exist succeeds.
     pub async fn delete(&self, path: &str) -> Result<(), UfsError> {
         self.count(&self.metrics.ufs_deletes);
-        match self.op.delete(&encode(path)).await {
+        if let Some(root) = &self.local_root
+            && path.ends_with('/')
+        {
+            // Natively: OpenDAL reports a directory that is not empty as a temporary
+            // error, and its retries made such an rmdir take 11 s before ENOTEMPTY.
+            let dir = root.join(path.trim_end_matches('/'));
+            return match blocking(move || std::fs::remove_dir(dir)).await {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(self.fail("delete", path, e)),
+            };
+        }
+        match self.bounded(self.op.delete(&encode(path))).await {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
             Err(e) => Err(self.fail("delete", path, e)),
@@ -707,14 +761,12 @@ impl Ufs {
     pub async fn rename_file(&self, from: &str, to: &str) -> Result<ObjectInfo, UfsError> {
         self.count(&self.metrics.ufs_renames);
         if self.native_rename {
-            self.op
-                .rename(&encode(from), &encode(to))
+            self.bounded(self.op.rename(&encode(from), &encode(to)))
                 .await
                 .map_err(|e| self.fail("rename", from, e))?;
         } else {
             if self.native_copy {
-                self.op
-                    .copy(&encode(from), &encode(to))
+                self.bounded(self.op.copy(&encode(from), &encode(to)))
                     .await
                     .map_err(|e| self.fail("copy", from, e))?;
             } else {
@@ -747,7 +799,9 @@ impl Ufs {
                 .map_err(|e| self.fail("rename", from, e));
         }
         self.count(&self.metrics.ufs_lists);
-        let entries = match self.op.list_with(&encode(from)).recursive(true).await {
+        let prefix = encode(from);
+        let listing = self.op.list_with(&prefix).recursive(true);
+        let entries = match self.bounded(listing.into_future()).await {
             Ok(e) => e,
             Err(e) if e.kind() == ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(self.fail("list", from, e)),
@@ -780,8 +834,7 @@ impl Ufs {
                 self.create_dir(&dst).await?;
             } else if self.native_copy {
                 self.count(&self.metrics.ufs_writes);
-                self.op
-                    .copy(&encode(&p), &encode(&dst))
+                self.bounded(self.op.copy(&encode(&p), &encode(&dst)))
                     .await
                     .map_err(|e| self.fail("copy", &p, e))?;
             } else {
@@ -800,32 +853,54 @@ impl Ufs {
     /// Copies an object through this process, one chunk in memory at a time.
     async fn stream_copy(&self, from: &str, to: &str) -> Result<(), UfsError> {
         let len = self.stat(from).await?.size;
+        let dst = encode(to);
+        let writer = self.op.writer_with(&dst).chunk(UPLOAD_CHUNK);
         let mut w = self
-            .op
-            .writer_with(&encode(to))
-            .chunk(UPLOAD_CHUNK)
+            .bounded(writer.into_future())
             .await
             .map_err(|e| self.fail("write", to, e))?;
-        let mut off = 0u64;
+        let (src, mut off) = (encode(from), 0u64);
         while off < len {
             let end = len.min(off + UPLOAD_CHUNK as u64);
             self.count(&self.metrics.ufs_reads);
-            let chunk = match self.op.read_with(&encode(from)).range(off..end).await {
+            let read = self.op.read_with(&src).range(off..end);
+            let chunk = match self.bounded(read.into_future()).await {
                 Ok(c) => c,
                 Err(e) => {
-                    let _ = w.abort().await;
+                    let _ = self.bounded(w.abort()).await;
                     return Err(self.fail("read", from, e));
                 }
             };
-            if let Err(e) = w.write(chunk).await {
-                let _ = w.abort().await;
+            if let Err(e) = self.bounded(w.write(chunk)).await {
+                let _ = self.bounded(w.abort()).await;
                 return Err(self.fail("write", to, e));
             }
             off = end;
         }
-        w.close().await.map_err(|e| self.fail("write", to, e))?;
+        if let Err(e) = self.bounded(w.close()).await {
+            let _ = self.bounded(w.abort()).await;
+            return Err(self.fail("write", to, e));
+        }
         Ok(())
     }
+}
+
+/// How long a store call may go without an answer by default (`-o ufs_timeout=`).
+pub const DEFAULT_UFS_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `base` with our layers (outermost first): Retry → Timeout → exact keys → service.
+/// Each attempt is bounded by `timeout` (as a whole for control calls, per transfer for
+/// reads and writes); [`Ufs::bounded`] bounds a call with its retries by the same.
+fn layered(base: &Operator, timeout: Duration) -> Operator {
+    base.clone()
+        // Innermost: the paths below are exact keys (see `exact_keys`).
+        .layer(ExactKeysLayer)
+        .layer(
+            TimeoutLayer::new()
+                .with_timeout(timeout)
+                .with_io_timeout(timeout),
+        )
+        .layer(RetryLayer::new().with_max_times(3).with_jitter())
 }
 
 /// Whether `key` has a `.` or `..` component.

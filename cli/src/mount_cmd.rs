@@ -132,6 +132,9 @@ fn config(a: MountArgs) -> Result<MountConfig> {
         cache_io: opts.cache_io,
         cache_free_ratio,
         metadata_sync: opts.metadata_sync,
+        ufs_timeout: opts
+            .ufs_timeout
+            .unwrap_or(alluxio::ufs::DEFAULT_UFS_TIMEOUT),
         metrics_listen: a.metrics_listen,
         upload: alluxio::config::UploadShape {
             slots: plan.upload_slots,

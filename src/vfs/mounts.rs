@@ -296,7 +296,7 @@ impl Vfs {
         if table.same_entries(&entries) {
             return Ok(());
         }
-        let shape = table.root_ufs().upload_shape();
+        let (shape, timeout) = (table.root_ufs().upload_shape(), table.root_ufs().timeout());
         let metrics = self.metrics.clone();
         let fresh = table.rebuilt(entries, |e| {
             let made = UfsConfig::parse(&e.uri, &e.options)
@@ -305,6 +305,7 @@ impl Vfs {
             match made {
                 Ok(mut u) => {
                     u.set_upload_shape(shape);
+                    u.set_timeout(timeout);
                     tracing::info!(path = %e.path, uri = %e.uri, "store mounted");
                     Ok(u)
                 }

@@ -122,6 +122,12 @@ pub(super) struct Inflight {
     /// Committed versions whose bytes are in a local file while `fill_pages` copies them
     /// into the disk tier (see [`Vfs::read_local`]).
     local: Mutex<HashMap<Version, Arc<LocalCopy>>>,
+    /// Pages whose fetch from the store failed with EIO just now (a store that stalls
+    /// past `ufs_timeout`, or errs after its retries), with the error and when. A fetch
+    /// of such a page within [`FAILED_FETCH_TTL`] fails the same way at once: the kernel
+    /// sends a failed read-ahead again as a read of the page its caller needs, and that
+    /// retry must not cost the caller a second full timeout. Bounded like `fresh`.
+    failed: Mutex<HashMap<PageKey, (FsError, std::time::Instant)>>,
     /// Local copies whose copy has ended and whose file is being closed on the blocking
     /// pool (closing frees its blocks). Together with `local`, what a write that found the
     /// cache disk full waits for (see `Vfs::with_disk_room`).
@@ -154,8 +160,12 @@ impl Drop for Offered {
     }
 }
 
-/// Bound on [`Inflight::fresh`].
+/// Bound on [`Inflight::fresh`] and [`Inflight::failed`].
 const FRESH_MAX: usize = 1 << 16;
+
+/// How long a page fetch's EIO answers further fetches of the page (see
+/// [`Inflight::failed`]).
+const FAILED_FETCH_TTL: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Vfs {
     /// Reads up to `size` bytes at `offset` through an open handle.
@@ -326,6 +336,11 @@ impl Vfs {
         permit: Option<OwnedSemaphorePermit>,
     ) -> Result<Bytes, FsError> {
         let read_ahead = permit.is_some();
+        if let Some((e, at)) = lock(&self.inflight.failed).get(&key)
+            && at.elapsed() < FAILED_FETCH_TTL
+        {
+            return Err(e.clone());
+        }
         let cell = lock(&self.inflight.fetches)
             .entry(key.clone())
             .or_default()
@@ -398,6 +413,23 @@ impl Vfs {
         let mut m = lock(&self.inflight.fetches);
         if m.get(&key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
             m.remove(&key);
+        }
+        drop(m);
+        let mut failed = lock(&self.inflight.failed);
+        match &res {
+            Err(e) if e.errno() == libc::EIO => {
+                if failed.len() >= FRESH_MAX {
+                    failed.retain(|_, (_, at)| at.elapsed() < FAILED_FETCH_TTL);
+                    if failed.len() >= FRESH_MAX {
+                        failed.clear();
+                    }
+                }
+                failed.insert(key, (e.clone(), std::time::Instant::now()));
+            }
+            Ok(_) => {
+                failed.remove(&key);
+            }
+            Err(_) => {}
         }
         res
     }

@@ -129,3 +129,63 @@ fn fuse_attribute_changes_stay_in_the_namespace() {
     );
     assert_eq!(std::fs::read(m.p("f")).unwrap(), b"data");
 }
+
+/// A store that accepts connections and never answers: a cold read and a close each fail
+/// with EIO once `ufs_timeout` (here 2 s) has passed, not after minutes (before: 20 s per
+/// attempt times four attempts, then the kernel sent the read again). Once the store
+/// answers again, the mount works without a remount.
+#[test]
+fn fuse_a_stalled_store_gives_eio_within_ufs_timeout() {
+    use crate::harness::{StallProxy, data, write_closed};
+    use std::time::{Duration, Instant};
+    let ufs = TestUfs::new(Backend::S3);
+    let cold = data(3 << 20, 7);
+    ufs.put("cold", &cold);
+    let proxy = StallProxy::new(ufs.endpoint());
+    let dirs = MountDirs::new();
+    let m = Mount::with_config(
+        ufs.config_via(&proxy.endpoint()),
+        &dirs,
+        64 << 20,
+        Default::default(),
+        |c| c.ufs_timeout = Duration::from_secs(2),
+    );
+    assert_eq!(
+        std::fs::metadata(m.p("cold")).unwrap().len(),
+        cold.len() as u64
+    );
+    proxy.pause();
+    // Each within a bound far below the old behaviour (about 90 s inside the daemon, twice
+    // that for the application) and well above 2 s, so a slow machine does not fail it.
+    let limit = Duration::from_secs(20);
+    let t0 = Instant::now();
+    let e = std::fs::read(m.p("cold")).unwrap_err();
+    let read_took = t0.elapsed();
+    assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");
+    eprintln!("stalled read: EIO after {read_took:?}");
+    assert!(read_took < limit, "a stalled read took {read_took:?}");
+    let t0 = Instant::now();
+    let e = write_closed(&m.p("new"), b"written while the store stalls").unwrap_err();
+    let close_took = t0.elapsed();
+    assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");
+    eprintln!("stalled close: EIO after {close_took:?}");
+    assert!(close_took < limit, "a stalled close took {close_took:?}");
+    proxy.resume();
+    // Recovered: the failed read's EIO is not remembered past a moment.
+    let t0 = Instant::now();
+    loop {
+        match std::fs::read(m.p("cold")) {
+            Ok(b) => {
+                assert!(b == cold, "wrong bytes after recovery");
+                break;
+            }
+            Err(e) => assert!(t0.elapsed() < limit, "no recovery: {e}"),
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    write_closed(&m.p("after"), b"the store answers again").unwrap();
+    assert_eq!(
+        ufs.get("after").as_deref(),
+        Some(&b"the store answers again"[..])
+    );
+}

@@ -272,6 +272,7 @@ impl Mount {
             upload_delay: Default::default(),
             upload: Default::default(),
             metadata_sync: Default::default(),
+            ufs_timeout: alluxio::ufs::DEFAULT_UFS_TIMEOUT,
             metrics_listen: None,
             cache_io: Default::default(),
             cache_free_ratio: alluxio::config::DEFAULT_CACHE_FREE_RATIO,
@@ -637,4 +638,19 @@ impl TestUfs {
         out.sort();
         out
     }
+}
+
+/// Writes `data` to a new file and closes it, reporting the close's error (which
+/// `std::fs::write` drops): close is where the upload happens.
+pub fn write_closed(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::fd::IntoRawFd;
+    let mut f = std::fs::File::create(path)?;
+    f.write_all(data)?;
+    let fd = f.into_raw_fd();
+    // SAFETY: `fd` is ours (just taken from the file) and closed exactly once.
+    if unsafe { libc::close(fd) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }

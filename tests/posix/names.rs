@@ -4,7 +4,7 @@
 //! object (docs/SEMANTICS.md, "Names and keys").
 
 use crate::backend_tests;
-use crate::harness::{Backend, Mount, MountDirs, TestUfs};
+use crate::harness::{Backend, Mount, MountDirs, TestUfs, write_closed};
 
 /// Names that differ from one another only by whitespace somewhere a normalizing client
 /// would trim it, plus their plain twins.
@@ -16,21 +16,6 @@ const CONTROL: &[&str] = &["\t", "a\t", "\ta", "x\n", "\n", "x\r", "del\x7f", "\
 
 fn content(name: &str) -> Vec<u8> {
     format!("content of {name:?}").into_bytes()
-}
-
-/// Writes `data` to a new file and closes it, reporting the close's error (which
-/// `std::fs::write` drops): close is where the upload happens.
-fn write_closed(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::fd::IntoRawFd;
-    let mut f = std::fs::File::create(path)?;
-    f.write_all(data)?;
-    let fd = f.into_raw_fd();
-    // SAFETY: `fd` is ours (just taken from the file) and closed exactly once.
-    if unsafe { libc::close(fd) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 fn listed(m: &Mount, dir: &str) -> Vec<String> {
