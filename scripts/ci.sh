@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The test command (README, .ci/run): installs test dependencies, checks formatting and
 # lints, starts a local S3 server, runs pjdfstest on the local disk and on mounts over a
-# local directory and over S3, a smoke run of the benchmark, then every test, including the
-# ones that mount FUSE through the kernel. Must run as root (mounting needs /dev/fuse, mode 0600).
+# local directory and over S3, a smoke run of the benchmark, short runs of the stress-ng
+# filename stressor, the memory-budget check and the kill -9 campaign, then every test,
+# including the ones that mount FUSE through the kernel. Must run as root (mounting needs
+# /dev/fuse, mode 0600).
 #
 # Hangs cannot outlive their limits: nextest kills a test after 3 minutes
 # (.config/nextest.toml), and on every exit this script stops the S3 server it started
@@ -50,6 +52,9 @@ scripts/bench.sh --smoke --out "$work/bench"
 
 echo "== stress-ng filename stressor, short (the full one: scripts/stress-names.sh --s3 ENDPOINT)"
 scripts/stress-names.sh --timeout 5s --s3 "$ALLUXIO_TEST_S3_ENDPOINT"
+
+echo "== memory budget, short (the full one: scripts/mem-budget.py)"
+python3 scripts/mem-budget.py --size 512M --readers 16 --budgets 256MiB --runtime 3
 
 echo "== kill -9 campaign, short (the full one: scripts/kill9-campaign.py --points 100)"
 python3 scripts/kill9-campaign.py --points 4 --work "$work/kill9"

@@ -94,6 +94,7 @@ fn stats(mountpoint: PathBuf, json: bool) -> Result<()> {
 }
 
 fn main() -> ExitCode {
+    alluxio::mount::bound_allocator();
     // Run as /sbin/mount.fuse.alluxio by mount(8): the helper's own command line.
     let mut argv = std::env::args_os();
     let argv0 = argv.next().unwrap_or_default();
