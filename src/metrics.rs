@@ -74,6 +74,12 @@ counters! {
     disk_cache_failed,
     /// Disk tier pages whose header or checksum did not match (each becomes a miss).
     disk_cache_corrupt,
+    /// Disk tier page logs found damaged, or missing beside their data file, when the tier
+    /// opened: their pages were dropped (fetched again when read).
+    disk_cache_damaged_logs,
+    /// Fully cached data files found changed behind the daemon when about to be handed to
+    /// the kernel for passthrough: checked again first (a mismatch drops the page).
+    disk_cache_changed_files,
     /// Pages evicted from the disk tier.
     disk_cache_evictions,
     /// Bytes of cached pages the disk tier gave up because a write of staged or journaled

@@ -82,6 +82,10 @@ struct Entry {
     pins: u32,
     /// A background checksum pass over unverified pages is running.
     verifying: bool,
+    /// When this process last wrote or verified one of the file's pages (ns since the
+    /// epoch). A data file whose ctime is later was changed by someone else since: it is
+    /// verified again before the kernel may read it directly (see [`DiskTier::backing`]).
+    checked_ns: i64,
 }
 
 #[derive(Default)]
@@ -209,7 +213,9 @@ impl Index {
             pages: HashMap::new(),
             pins: 0,
             verifying: false,
+            checked_ns: 0,
         });
+        e.checked_ns = crate::types::now_ns();
         if let Some(old) = e.pages.insert(page, meta) {
             self.lru.remove(&old.tick);
             self.used -= u64::from(old.len);
@@ -368,6 +374,17 @@ fn replay(buf: &[u8]) -> Option<Replayed> {
     })
 }
 
+/// When `f`'s inode last changed (ns since the epoch).
+fn ctime_ns(f: &File) -> Option<i64> {
+    use std::os::unix::fs::MetadataExt;
+    let m = f.metadata().ok()?;
+    Some(
+        m.ctime()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(m.ctime_nsec()),
+    )
+}
+
 /// Appends one record to a file's log.
 fn append(dir: &Path, fid: u64, rec: &[u8; REC_LEN]) -> std::io::Result<()> {
     let mut f = std::fs::OpenOptions::new()
@@ -494,6 +511,8 @@ impl DiskTier {
         }
         logs.sort();
         let mut index = Index::default();
+        // What an earlier run left damaged: said once here, and counted.
+        let (mut damaged, mut torn, mut orphans) = (std::collections::HashSet::new(), 0u64, 0u64);
         for (_, fid) in logs {
             let path = log_path(&dir, fid);
             let mut buf = Vec::new();
@@ -503,10 +522,12 @@ impl DiskTier {
                 .and_then(|_| replay(&buf))
                 .filter(|r| file_id(InodeNo(r.ino), &r.version) == fid);
             let Some(r) = parsed else {
+                damaged.insert(fid);
                 let _ = std::fs::remove_file(&path);
                 continue;
             };
             if r.valid_len < buf.len() {
+                torn += 1;
                 let _ = std::fs::OpenOptions::new()
                     .write(true)
                     .open(&path)
@@ -518,6 +539,7 @@ impl DiskTier {
                 pages: HashMap::new(),
                 pins: 0,
                 verifying: false,
+                checked_ns: 0,
             };
             for (idx, (len, crc)) in r.pages {
                 let tick = index.next_tick();
@@ -537,9 +559,23 @@ impl DiskTier {
         }
         for fid in datas {
             if !index.files.contains_key(&fid) {
+                orphans += u64::from(!damaged.contains(&fid));
                 let _ = std::fs::remove_file(data_path(&dir, fid));
             }
         }
+        let damaged = damaged.len() as u64;
+        if damaged + orphans > 0 {
+            tracing::warn!(
+                dir = %dir.display(),
+                damaged_logs = damaged,
+                data_files_without_a_log = orphans,
+                "disk cache: page logs of an earlier run were damaged or missing; those files' pages are dropped and will be fetched again"
+            );
+        }
+        if torn > 0 {
+            tracing::info!(dir = %dir.display(), logs = torn, "disk cache: cut the torn tails of page logs an earlier run left mid-append");
+        }
+        Metrics::add(&metrics.disk_cache_damaged_logs, damaged + orphans);
         let tier = Self {
             dir,
             capacity,
@@ -830,6 +866,9 @@ impl DiskTier {
                     m.verified = true;
                     idx.lru.remove(&old);
                     idx.lru.insert(tick, (fid, key.idx.0));
+                    if let Some(e) = idx.files.get_mut(&fid) {
+                        e.checked_ns = crate::types::now_ns();
+                    }
                 }
                 Some(b)
             }
@@ -1159,7 +1198,7 @@ impl DiskTier {
             if e.ino != ino.0 || *e.version != **version || e.pages.len() as u64 != pages {
                 return None;
             }
-            let mut unverified = Vec::new();
+            let mut unverified: Vec<u64> = Vec::new();
             for i in 0..pages {
                 let want = (size - i * PAGE_SIZE).min(PAGE_SIZE);
                 let m = e.pages.get(&i)?;
@@ -1173,12 +1212,28 @@ impl DiskTier {
             if unverified.is_empty() {
                 // Open under the lock so eviction cannot run between check and pin.
                 let file = File::open(data_path(&self.dir, fid)).ok()?;
-                e.pins += 1;
-                return Some(Backing {
-                    file,
-                    index: self.index.clone(),
-                    fid,
-                });
+                // The kernel reads this file with no checksum. Changed by anything but
+                // this process since its pages were checked (the cache directory written
+                // to): every page is checked again first, and this open is served by the
+                // daemon, which checks each page it reads.
+                if ctime_ns(&file).is_none_or(|c| c > e.checked_ns) {
+                    tracing::warn!(
+                        ino = ino.0,
+                        "a cached data file changed behind the daemon; checking it again before passthrough"
+                    );
+                    Metrics::inc(&self.metrics.disk_cache_changed_files);
+                    for m in e.pages.values_mut() {
+                        m.verified = false;
+                    }
+                    unverified = (0..pages).collect();
+                } else {
+                    e.pins += 1;
+                    return Some(Backing {
+                        file,
+                        index: self.index.clone(),
+                        fid,
+                    });
+                }
             }
             if e.verifying {
                 return None;
@@ -1339,6 +1394,75 @@ mod tests {
         assert!(!t.contains(&key("e:1", 1)));
         // Another version is another file.
         assert!(t.get(&key("e:2", 0)).await.is_none());
+    }
+
+    /// A fully cached file written to behind the daemon is not handed to the kernel for
+    /// passthrough (which reads it with no checksum) until its pages are checked again;
+    /// the changed page fails its check and goes, so the file is not handed out at all.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_data_file_changed_behind_the_daemon_is_checked_before_passthrough() {
+        use std::os::unix::fs::FileExt;
+        let dir = tempfile::tempdir().unwrap();
+        let m = Arc::new(Metrics::default());
+        let t = tier(dir.path(), 1 << 30, &m);
+        let v: Arc<str> = Arc::from("e:1");
+        t.put(key("e:1", 0), Bytes::from(vec![5u8; PAGE_SIZE as usize]))
+            .await;
+        t.put(key("e:1", 1), Bytes::from_static(b"tail")).await;
+        let size = PAGE_SIZE + 4;
+        for _ in 0..3 {
+            assert!(
+                t.backing(InodeNo(9), &v, size, &rt()).is_some(),
+                "unchanged"
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(data_path(dir.path(), file_id(InodeNo(9), "e:1")))
+            .unwrap();
+        f.write_all_at(b"X", 10).unwrap();
+        drop(f);
+        assert!(t.backing(InodeNo(9), &v, size, &rt()).is_none(), "changed");
+        assert_eq!(m.snapshot()["disk_cache_changed_files"], 1);
+        // The check finds page 0 wrong and drops it; the file is never handed out.
+        for _ in 0..100 {
+            if !t.contains(&key("e:1", 0)) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(!t.contains(&key("e:1", 0)), "the changed page was dropped");
+        assert!(t.backing(InodeNo(9), &v, size, &rt()).is_none());
+        assert_eq!(&t.get(&key("e:1", 1)).await.unwrap()[..], b"tail");
+    }
+
+    /// A garbled page log, and a data file whose log is gone, are found at start: their
+    /// pages are dropped (never served), counted, and the rest of the tier is kept.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn damaged_or_missing_logs_are_counted_and_their_pages_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Arc::new(Metrics::default());
+        let t = tier(dir.path(), 1 << 30, &m);
+        for v in ["e:garbled", "e:lost", "e:fine"] {
+            t.put(key(v, 0), Bytes::from(vec![3u8; 4096])).await;
+        }
+        drop(t);
+        let garbled = log_path(dir.path(), file_id(InodeNo(9), "e:garbled"));
+        std::fs::write(&garbled, b"not a page log at all").unwrap();
+        std::fs::remove_file(log_path(dir.path(), file_id(InodeNo(9), "e:lost"))).unwrap();
+        let m2 = Arc::new(Metrics::default());
+        let t = tier(dir.path(), 1 << 30, &m2);
+        assert_eq!(m2.snapshot()["disk_cache_damaged_logs"], 2);
+        assert!(t.get(&key("e:garbled", 0)).await.is_none());
+        assert!(t.get(&key("e:lost", 0)).await.is_none());
+        assert!(!garbled.exists());
+        let lost = data_path(dir.path(), file_id(InodeNo(9), "e:lost"));
+        assert!(!lost.exists(), "a data file without its log is deleted");
+        assert_eq!(
+            &t.get(&key("e:fine", 0)).await.unwrap()[..],
+            &[3u8; 4096][..]
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
