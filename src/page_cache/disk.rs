@@ -430,7 +430,7 @@ fn tempfile_in(dir: &Path) -> std::io::Result<(PathBuf, File)> {
 }
 
 /// Carries out evictions: punches the holes of evicted pages, deletes emptied files.
-fn apply_victims(dir: &Path, metrics: &Metrics, victims: Vec<Victim>) {
+fn apply_victims(dir: &Path, index: &Mutex<Index>, metrics: &Metrics, victims: Vec<Victim>) {
     for v in victims {
         Metrics::inc(&metrics.disk_cache_evictions);
         match v {
@@ -439,14 +439,32 @@ fn apply_victims(dir: &Path, metrics: &Metrics, victims: Vec<Victim>) {
                     tracing::debug!(error = %e, "could not punch an evicted page");
                 }
             }
-            Victim::File(fid) => remove_files(dir, fid),
+            Victim::File(fid) => retire_files(dir, index, fid),
         }
     }
 }
 
-fn remove_files(dir: &Path, fid: u64) {
-    let _ = std::fs::remove_file(log_path(dir, fid));
-    let _ = std::fs::remove_file(data_path(dir, fid));
+/// Deletes the data file and log of `fid`, which left the index, unless it is back: a put
+/// of it began (it holds the files) or finished (it indexed a page in them) since the
+/// decision. The check and taking the files' names away happen under the index lock, so
+/// a put that begins after that makes fresh files; the deletion itself, which can wait on
+/// the device, happens outside it.
+fn retire_files(dir: &Path, index: &Mutex<Index>, fid: u64) {
+    let (log, data) = (log_path(dir, fid), data_path(dir, fid));
+    let parent = data.parent().unwrap_or(dir).to_path_buf();
+    let gone = {
+        let idx = lock(index);
+        if idx.writers.contains_key(&fid) || idx.files.contains_key(&fid) {
+            return;
+        }
+        [log, data].map(|p| {
+            let t = temp_name(&parent);
+            std::fs::rename(&p, &t).ok().map(|()| t)
+        })
+    };
+    for t in gone.into_iter().flatten() {
+        let _ = std::fs::remove_file(t);
+    }
 }
 
 fn punch(dir: &Path, fid: u64, idx: u64, len: u32) -> std::io::Result<()> {
@@ -761,7 +779,12 @@ impl DiskTier {
 
     /// Carries out evictions decided under the lock (blocking).
     fn apply(&self, mut e: Evicted) {
-        apply_victims(&self.dir, &self.metrics, std::mem::take(&mut e.victims));
+        apply_victims(
+            &self.dir,
+            &self.index,
+            &self.metrics,
+            std::mem::take(&mut e.victims),
+        );
     }
 
     /// [`Self::apply`] on the blocking pool, for async callers. Punching a hole or
@@ -775,11 +798,13 @@ impl DiskTier {
         }
         let (dir, metrics) = (self.dir.clone(), self.metrics.clone());
         let victims = std::mem::take(&mut e.victims);
-        let _ = tokio::task::spawn_blocking(move || apply_victims(&dir, &metrics, victims)).await;
+        let index = self.index.clone();
+        let _ = tokio::task::spawn_blocking(move || apply_victims(&dir, &index, &metrics, victims))
+            .await;
     }
 
     fn remove_files(&self, fid: u64) {
-        remove_files(&self.dir, fid);
+        retire_files(&self.dir, &self.index, fid);
     }
 
     /// Sets the inodes whose pages are never evicted (files under pinned paths).
