@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The test command (README, .ci/run): installs test dependencies, checks formatting and
-# lints, starts a local S3 server, runs pjdfstest on the local disk and on mounts over a
-# local directory and over S3, a smoke run of the benchmark, short runs of the stress-ng
-# filename stressor, the memory-budget check and the kill -9 campaign, then every test,
-# including the ones that mount FUSE through the kernel. Must run as root (mounting needs
+# lints, starts local servers for S3, Azure Blob, GCS and WebDAV, runs pjdfstest on the
+# local disk and on mounts over a local directory, over S3 and over Azure Blob, a smoke
+# run of the benchmark, short runs of the stress-ng filename stressor, the memory-budget
+# check and the kill -9 campaign, then every test, including the ones that mount FUSE
+# through the kernel. Must run as root (mounting needs
 # /dev/fuse, mode 0600).
 #
 # Hangs cannot outlive their limits: nextest kills a test after 3 minutes
-# (.config/nextest.toml), and on every exit this script stops the S3 server it started
+# (.config/nextest.toml), and on every exit this script stops the servers it started
 # and detaches any FUSE mount left under its private temp directory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,9 +27,11 @@ work=$(mktemp -d /tmp/alluxio-ci.XXXXXX)
 # pjdfstest switches to unprivileged users, which must be able to traverse the tree.
 chmod 755 "$work"
 s3_pid=
+store_pids=()
 cleanup() {
   local rc=$?
   if [ -n "$s3_pid" ]; then kill "$s3_pid" 2>/dev/null || true; fi
+  for p in "${store_pids[@]}"; do kill "$p" 2>/dev/null || true; done
   # Detach mounts a killed test may have left (only ours: under $work).
   awk -v w="$work/" '$3 ~ /^fuse/ && index($2, w) == 1 {print $2}' /proc/mounts |
     while read -r mp; do umount -l "$mp" 2>/dev/null || true; done
@@ -41,6 +44,17 @@ eval "$(scripts/s3-server.sh "$work/s3.log")"
 s3_pid=$S3_SERVER_PID
 export ALLUXIO_TEST_S3_ENDPOINT
 echo "== S3 server at $ALLUXIO_TEST_S3_ENDPOINT (pid $s3_pid)"
+# Azure Blob (Azurite), Google Cloud Storage (gcp-storage-emulator) and WebDAV (wsgidav),
+# each on its own port, its data under $work.
+eval "$(TMPDIR="$work" scripts/store-server.sh azure "$work/azure.log")"
+store_pids+=("$AZURE_SERVER_PID")
+eval "$(TMPDIR="$work" scripts/store-server.sh gcs "$work/gcs.log")"
+store_pids+=("$GCS_SERVER_PID")
+eval "$(TMPDIR="$work" scripts/store-server.sh webdav "$work/webdav.log")"
+store_pids+=("$WEBDAV_SERVER_PID")
+export ALLUXIO_TEST_AZURE_ENDPOINT ALLUXIO_TEST_AZURE_ACCOUNT ALLUXIO_TEST_AZURE_KEY
+export ALLUXIO_TEST_GCS_ENDPOINT ALLUXIO_TEST_WEBDAV_ENDPOINT
+echo "== Azurite at $ALLUXIO_TEST_AZURE_ENDPOINT, GCS emulator at $ALLUXIO_TEST_GCS_ENDPOINT, WebDAV at $ALLUXIO_TEST_WEBDAV_ENDPOINT"
 
 export TMPDIR="$work"
 echo "== pjdfstest (local disk, mount over a local directory, mount over S3)"

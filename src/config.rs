@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use crate::types::Ownership;
 
+pub mod stores;
+
 /// A configuration error, reported to the user as one line.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 #[error("{0}")]
@@ -41,10 +43,11 @@ impl std::fmt::Debug for UfsConfig {
 }
 
 impl UfsConfig {
-    /// Parses a UFS URI: a plain absolute path or `file:///path` (local directory),
-    /// `s3://bucket[/prefix]`, `memory://`, or any other `scheme://...` that OpenDAL knows.
-    /// `extra` holds OpenDAL keys from `-o` options; for S3 the usual AWS environment
-    /// variables fill in what options leave out.
+    /// Parses a UFS URI: a plain absolute path or `file:///path` (local directory), or
+    /// `SCHEME://AUTHORITY[/PATH]` for a store of [`stores::STORES`] (`s3://bucket/prefix`,
+    /// `gcs://bucket/prefix`, `hdfs://namenode:port/path`, ...). `extra` holds OpenDAL keys
+    /// from `-o` options; each store's usual environment variables fill in what options
+    /// leave out.
     pub fn parse(uri: &str, extra: &BTreeMap<String, String>) -> Result<Self, ConfigError> {
         let mut options = extra.clone();
         if uri.contains('\0') {
@@ -89,55 +92,18 @@ impl UfsConfig {
                 "cannot parse UFS URI {uri:?}: bad scheme {scheme:?}"
             ));
         }
-        match scheme {
-            "memory" => Ok(Self {
-                uri: uri.into(),
-                scheme: "memory".into(),
-                options,
-            }),
-            "s3" => {
-                let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-                if bucket.is_empty() {
-                    return err(format!("cannot parse UFS URI {uri:?}: missing bucket"));
-                }
-                options.insert("bucket".into(), bucket.into());
-                options.insert("root".into(), format!("/{}", prefix.trim_matches('/')));
-                for (key, vars) in [
-                    ("endpoint", &["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"][..]),
-                    ("region", &["AWS_REGION", "AWS_DEFAULT_REGION"][..]),
-                    ("access_key_id", &["AWS_ACCESS_KEY_ID"][..]),
-                    ("secret_access_key", &["AWS_SECRET_ACCESS_KEY"][..]),
-                    ("session_token", &["AWS_SESSION_TOKEN"][..]),
-                ] {
-                    if options.contains_key(key) {
-                        continue;
-                    }
-                    if let Some(v) = vars.iter().find_map(|v| std::env::var(v).ok()) {
-                        options.insert(key.into(), v);
-                    }
-                }
-                options
-                    .entry("region".into())
-                    .or_insert_with(|| "us-east-1".into());
-                if let Some(ep) = options.get("endpoint")
-                    && !(ep.starts_with("http://") || ep.starts_with("https://"))
-                {
-                    return err(format!(
-                        "S3 endpoint must start with http:// or https://: {ep:?}"
-                    ));
-                }
-                Ok(Self {
-                    uri: uri.into(),
-                    scheme: "s3".into(),
-                    options,
-                })
-            }
-            other => Ok(Self {
-                uri: uri.into(),
-                scheme: other.into(),
-                options,
-            }),
-        }
+        let scheme = scheme.to_ascii_lowercase();
+        let (service, options) = stores::parse(uri, &scheme, rest, options)?;
+        Ok(Self {
+            uri: uri.into(),
+            scheme: service.into(),
+            options,
+        })
+    }
+
+    /// What kind of store this is: its URI form, limits and environment.
+    pub fn store(&self) -> &'static stores::Store {
+        stores::by_service(&self.scheme).unwrap_or(&stores::LOCAL)
     }
 }
 

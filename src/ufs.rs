@@ -15,6 +15,7 @@ use bytes::Bytes;
 use opendal::layers::{RetryLayer, TimeoutLayer};
 use opendal::{ErrorKind, Metadata, Operator};
 
+use crate::config::stores::KeyLimit;
 use crate::config::{UfsConfig, UploadShape};
 
 mod exact_keys;
@@ -154,11 +155,22 @@ pub struct Ufs {
     /// there natively (OpenDAL renames files only).
     local_root: Option<std::path::PathBuf>,
     /// Longest key the store accepts under our root, when it has a known limit.
-    max_key_bytes: Option<usize>,
-    /// Whether the service lists keys in XML (S3), which cannot carry every character.
-    xml_listing: bool,
+    key_limit: Option<KeyLimit>,
+    /// Whether the service lists keys in XML (S3, Azure Blob, WebDAV, ...), which cannot
+    /// carry most ASCII control characters.
+    xml_names: bool,
+    /// Whether directories are real on the server and move with one native rename
+    /// (WebDAV's MOVE; a local UFS has its own path, `local_root`).
+    native_dir_rename: bool,
     /// Whether reads can be pinned to a version with If-Match (ETag-versioned stores).
     if_match: bool,
+    /// Whether reads can name the object version (version ids, GCS generations).
+    read_version: bool,
+    /// Whether the service lists a whole tree in one listing (else it is walked).
+    list_recursive: bool,
+    /// Whether an object can be written in several parts (multipart, blocks, appends).
+    /// Elsewhere (WebDAV, WebHDFS) an object is sent in one request.
+    multi_write: bool,
     /// Multipart part size and parts in flight per upload (`set_upload_shape`).
     upload: UploadShape,
     /// Upload slots, one per running upload that holds part buffers: what bounds upload
@@ -241,9 +253,13 @@ impl Ufs {
             local_root: (cfg.scheme == "fs")
                 .then(|| cfg.options.get("root").map(std::path::PathBuf::from))
                 .flatten(),
-            max_key_bytes: max_key_bytes(cfg),
-            xml_listing: cfg.scheme == "s3",
+            key_limit: key_limit(cfg),
+            xml_names: cfg.store().xml_names,
+            native_dir_rename: cfg.store().native_dir_rename && cfg.scheme != "fs",
             if_match: cap.read_with_if_match && cfg.scheme != "fs",
+            read_version: cap.read_with_version,
+            list_recursive: cap.list_with_recursive,
+            multi_write: cap.write_can_multi,
             upload: UploadShape::default(),
             commit_slots: Arc::new(tokio::sync::Semaphore::new(1)),
             stream_slots: Arc::new(tokio::sync::Semaphore::new(1)),
@@ -328,15 +344,20 @@ impl Ufs {
                     .set_source(std::io::Error::from_raw_os_error(libc::EPERM)),
             ));
         }
-        match self.max_key_bytes {
-            Some(max) if key.len() > max => Err(UfsError::new(
+        let too_long = match self.key_limit {
+            Some(KeyLimit::Bytes(max)) => key.len() > max,
+            Some(KeyLimit::Chars(max)) => key.chars().count() > max,
+            None => false,
+        };
+        if too_long {
+            return Err(UfsError::new(
                 "check",
                 key.chars().take(64).collect::<String>(),
                 opendal::Error::new(ErrorKind::Unexpected, "key longer than the store accepts")
                     .set_source(std::io::Error::from_raw_os_error(libc::ENAMETOOLONG)),
-            )),
-            _ => Ok(()),
+            ));
         }
+        Ok(())
     }
 
     /// Refuses, before it is created, a name this store cannot hold as a key component.
@@ -345,7 +366,7 @@ impl Ufs {
     /// XML listings as they are), and S3 servers disagree on them (moto answers a PUT of
     /// a key with a newline with 404). Existing objects with such names stay usable.
     pub fn check_new_name(&self, name: &[u8]) -> Result<(), UfsError> {
-        if self.xml_listing && name.iter().any(|&b| b < 0x20 || b == 0x7f) {
+        if self.xml_names && name.iter().any(|&b| b < 0x20 || b == 0x7f) {
             return Err(UfsError::new(
                 "check",
                 String::from_utf8_lossy(name).into_owned(),
@@ -479,6 +500,12 @@ impl Ufs {
             return Ok(false);
         }
         self.count(&self.metrics.ufs_lists);
+        if !self.list_recursive {
+            return match self.walk(dir).await {
+                Ok(entries) => Ok(entries.iter().any(|e| e.path() != dir)),
+                Err(e) => Err(self.fail("list", dir, e)),
+            };
+        }
         let found = self.bounded(async {
             let mut l = self.op.lister_with(&encode(dir)).recursive(true).await?;
             while let Some(e) = l.next().await {
@@ -530,15 +557,30 @@ impl Ufs {
         self.count(&self.metrics.ufs_reads);
         let encoded = encode(path);
         let mut req = self.op.read_with(&encoded).range(range);
+        let mut by_version = false;
         if self.if_match
             && let Some(etag) = version.strip_prefix("e:")
         {
             req = req.if_match(etag);
+        } else if self.read_version
+            && let Some(v) = version.strip_prefix("v:")
+        {
+            // The named version (an S3 version id, a GCS generation): its bytes even if
+            // the object changed since, or NotFound once that version is gone.
+            req = req.version(v);
+            by_version = true;
         }
-        let buf = self
-            .bounded(req.into_future())
-            .await
-            .map_err(|e| self.fail("read", path, e))?;
+        let buf = match self.bounded(req.into_future()).await {
+            Ok(b) => b,
+            Err(e) if by_version && e.kind() == ErrorKind::NotFound => {
+                let e = opendal::Error::new(
+                    ErrorKind::ConditionNotMatch,
+                    format!("version {version} is gone: {e}"),
+                );
+                return Err(self.fail("read", path, e));
+            }
+            Err(e) => return Err(self.fail("read", path, e)),
+        };
         // Only a local directory is checked: there a listing and a stat read the same
         // metadata, so the version strings agree. (Object stores may list without ETags
         // and answer HEAD with them, or list mtimes finer than HEAD's; their versions
@@ -598,6 +640,9 @@ impl Ufs {
         } else {
             None
         };
+        if !self.multi_write {
+            return self.upload_whole(path, file, len).await;
+        }
         let mut w = self.writer(path).await?;
         let mut off = 0u64;
         while let Some(file) = file.as_ref().filter(|_| off < len) {
@@ -635,6 +680,49 @@ impl Ufs {
                 return Err(self.fail("write", path, e));
             }
         };
+        Metrics::add(&self.metrics.bytes_to_ufs, len);
+        self.written(path, &written, len).await
+    }
+
+    /// Uploads a file in one request, for services that take an object only whole (WebDAV's
+    /// PUT, WebHDFS's CREATE). The file is read into memory first, in chunks of one part:
+    /// uploads of more than one part hold a commit slot, which bounds that memory as it
+    /// bounds multipart buffers.
+    async fn upload_whole(
+        &self,
+        path: &str,
+        file: Option<Arc<std::fs::File>>,
+        len: u64,
+    ) -> Result<ObjectInfo, UfsError> {
+        use std::os::unix::fs::FileExt;
+        let chunk = self.upload.part_bytes;
+        let body = match file {
+            None => opendal::Buffer::new(),
+            Some(f) => tokio::task::spawn_blocking(move || {
+                let mut parts = Vec::new();
+                let mut off = 0u64;
+                while off < len {
+                    let n = (len - off).min(chunk) as usize;
+                    let mut buf = vec![0u8; n];
+                    f.read_exact_at(&mut buf, off)?;
+                    parts.push(Bytes::from(buf));
+                    off += n as u64;
+                }
+                Ok::<_, std::io::Error>(opendal::Buffer::from(parts))
+            })
+            .await
+            .map_err(|e| opendal::Error::new(ErrorKind::Unexpected, e.to_string()))
+            .and_then(|r| {
+                r.map_err(|e| {
+                    opendal::Error::new(ErrorKind::Unexpected, format!("staging read: {e}"))
+                })
+            })
+            .map_err(|e| self.fail("write", path, e))?,
+        };
+        let written = self
+            .bounded(self.op.write(&encode(path), body))
+            .await
+            .map_err(|e| self.fail("write", path, e))?;
         Metrics::add(&self.metrics.bytes_to_ufs, len);
         self.written(path, &written, len).await
     }
@@ -678,7 +766,7 @@ impl Ufs {
     /// by one copy at commit) or every upload slot is taken (the caller then uploads the
     /// whole file at commit, as without streaming).
     pub async fn start_stream(&self, path: &str) -> Result<Option<UploadStream>, UfsError> {
-        if self.local_root.is_some() {
+        if self.local_root.is_some() || !self.multi_write {
             return Ok(None);
         }
         let Ok(slot) = self.stream_slots.clone().try_acquire_owned() else {
@@ -798,10 +886,16 @@ impl Ufs {
                 })
                 .map_err(|e| self.fail("rename", from, e));
         }
+        if self.native_dir_rename {
+            // One MOVE of the collection, which replaces an (empty) target.
+            let (a, b) = (from.trim_end_matches('/'), to.trim_end_matches('/'));
+            return self
+                .bounded(self.op.rename(&encode(a), &encode(b)))
+                .await
+                .map_err(|e| self.fail("rename", from, e));
+        }
         self.count(&self.metrics.ufs_lists);
-        let prefix = encode(from);
-        let listing = self.op.list_with(&prefix).recursive(true);
-        let entries = match self.bounded(listing.into_future()).await {
+        let entries = match self.list_tree(from).await {
             Ok(e) => e,
             Err(e) if e.kind() == ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(self.fail("list", from, e)),
@@ -850,10 +944,64 @@ impl Ufs {
         self.delete(from).await
     }
 
+    /// Every key below directory key `dir` (ending in `/`, with the marker where there is
+    /// one), in one recursive listing where the service has it, else by [`Self::walk`].
+    async fn list_tree(&self, dir: &str) -> opendal::Result<Vec<opendal::Entry>> {
+        if !self.list_recursive {
+            return self.walk(dir).await;
+        }
+        let prefix = encode(dir);
+        let listing = self.op.list_with(&prefix).recursive(true);
+        self.bounded(listing.into_future()).await
+    }
+
+    /// Every key below directory key `dir`, listing one directory at a time (services
+    /// without recursive listing: WebDAV, WebHDFS, HDFS, SFTP). Each listing is bounded
+    /// by `ufs_timeout`; a directory that is gone lists as empty.
+    async fn walk(&self, dir: &str) -> opendal::Result<Vec<opendal::Entry>> {
+        let mut out = Vec::new();
+        let mut todo = vec![dir.to_string()];
+        while let Some(d) = todo.pop() {
+            let entries = match self.bounded(self.op.list(&encode(&d))).await {
+                Ok(e) => e,
+                Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            for e in entries {
+                let p = e.path();
+                if p == d || p.is_empty() || p == "/" {
+                    if p == dir {
+                        out.push(e); // the directory itself, once
+                    }
+                    continue;
+                }
+                if p.ends_with('/') && p.starts_with(d.as_str()) {
+                    todo.push(p.to_string());
+                }
+                out.push(e);
+            }
+        }
+        Ok(out)
+    }
+
     /// Copies an object through this process, one chunk in memory at a time.
     async fn stream_copy(&self, from: &str, to: &str) -> Result<(), UfsError> {
         let len = self.stat(from).await?.size;
         let dst = encode(to);
+        if !self.multi_write {
+            // Whole, as this service takes objects (see `upload_whole`).
+            self.count(&self.metrics.ufs_reads);
+            let body = self
+                .bounded(self.op.read(&encode(from)))
+                .await
+                .map_err(|e| self.fail("read", from, e))?;
+            self.count(&self.metrics.ufs_writes);
+            return self
+                .bounded(self.op.write(&dst, body))
+                .await
+                .map(|_| ())
+                .map_err(|e| self.fail("write", to, e));
+        }
         let writer = self.op.writer_with(&dst).chunk(UPLOAD_CHUNK);
         let mut w = self
             .bounded(writer.into_future())
@@ -908,19 +1056,26 @@ fn has_dot_component(key: &str) -> bool {
     key.split('/').any(|c| c == "." || c == "..")
 }
 
-/// The longest key a store accepts under the configured root: a local path must fit in
-/// PATH_MAX (4096 bytes with its NUL); an S3 key is at most 1024 bytes.
-fn max_key_bytes(cfg: &UfsConfig) -> Option<usize> {
+/// The longest key a store accepts under the configured root, as a limit on the keys the
+/// mount names (the root's own length and its separator taken off).
+fn key_limit(cfg: &UfsConfig) -> Option<KeyLimit> {
     let root = cfg
         .options
         .get("root")
-        .map(|r| r.trim_matches('/').len() + 1)
-        .unwrap_or(0);
-    match cfg.scheme.as_str() {
-        "fs" => Some(4095usize.saturating_sub(root + 1)),
-        "s3" => Some(1024usize.saturating_sub(root)),
-        _ => None,
-    }
+        .map(|r| r.trim_matches('/'))
+        .filter(|r| !r.is_empty());
+    let local = cfg.scheme == "fs";
+    Some(match cfg.store().max_key? {
+        // A local path: the root is absolute (its leading '/' counts) and a separator
+        // follows it.
+        KeyLimit::Bytes(n) if local => {
+            KeyLimit::Bytes(n.saturating_sub(root.map_or(0, |r| r.len() + 1) + 1))
+        }
+        KeyLimit::Bytes(n) => KeyLimit::Bytes(n.saturating_sub(root.map_or(0, |r| r.len() + 1))),
+        KeyLimit::Chars(n) => {
+            KeyLimit::Chars(n.saturating_sub(root.map_or(0, |r| r.chars().count() + 1)))
+        }
+    })
 }
 
 /// Writes object `key` under a local root atomically: the bytes go to a file in

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 
+use alluxio::config::stores::kind_of;
 use alluxio::config::{MetaserverConfig, UfsConfig, parse_mount_options};
 use alluxio::meta::RunOp;
 use alluxio::meta::remote::RemoteMeta;
@@ -234,6 +235,7 @@ fn print_mounts(entries: &[MountEntry], json: bool) {
             .iter()
             .map(|e| {
                 serde_json::json!({"path": e.path, "uri": e.uri, "readonly": e.readonly,
+                "kind": kind_of(&e.uri),
                 "option_keys": e.options.keys().collect::<Vec<_>>()})
             })
             .collect();
@@ -244,8 +246,9 @@ fn print_mounts(entries: &[MountEntry], json: bool) {
         // Option values may hold credentials: only their names are shown.
         let keys: Vec<&str> = e.options.keys().map(String::as_str).collect();
         println!(
-            "{:<24} {:<40} {}{}{}",
+            "{:<24} {:<8} {:<40} {}{}{}",
             e.path,
+            kind_of(&e.uri),
             e.uri,
             if e.readonly { "ro" } else { "rw" },
             e.sync
@@ -382,6 +385,7 @@ fn report(a: &FsArgs, json: bool) -> Result<()> {
         let asked = hits + n("cache_misses");
         rows.push(serde_json::json!({
             "mountpoint": mp, "ufs": v["ufs"], "pid": v["pid"],
+            "kind": kind_of(v["ufs"].as_str().unwrap_or("")),
             "disk_cache_bytes": n("disk_cache_bytes"), "mem_cache_bytes": n("mem_cache_bytes"),
             "disk_cache_capacity": n("disk_cache_capacity"),
             "disk_cache_limit": n("disk_cache_limit"),
@@ -401,7 +405,10 @@ fn report(a: &FsArgs, json: bool) -> Result<()> {
     if json {
         let t: Option<Vec<_>> = table.as_ref().map(|t| {
             t.iter()
-                .map(|e| serde_json::json!({"path": e.path, "uri": e.uri, "readonly": e.readonly}))
+                .map(|e| {
+                    serde_json::json!({"path": e.path, "uri": e.uri, "readonly": e.readonly,
+                    "kind": kind_of(&e.uri)})
+                })
                 .collect()
         });
         println!("{}", serde_json::json!({"mounts": rows, "mount_table": t}));
@@ -426,8 +433,9 @@ fn report(a: &FsArgs, json: bool) -> Result<()> {
             String::new()
         };
         println!(
-            "  {}  ({})  cache: disk {} of {} MiB{}, memory {} of {} MiB  hit ratio {:.3}  from cache {} MiB, from store {} MiB, store errors {}",
+            "  {}  ({} {})  cache: disk {} of {} MiB{}, memory {} of {} MiB  hit ratio {:.3}  from cache {} MiB, from store {} MiB, store errors {}",
             r["mountpoint"].as_str().unwrap_or("?"),
+            r["kind"].as_str().unwrap_or("?"),
             r["ufs"].as_str().unwrap_or("?"),
             held >> 20,
             cap >> 20,

@@ -192,6 +192,14 @@ impl Vfs {
         };
         // Offered before the namespace names the store's version (see `offer_local_copy`).
         let version: Arc<str> = Arc::from(info.version.as_str());
+        // Pages cached under this version now can only be of older bytes the store gave the
+        // same version (see `forget_reused_version`): readers read the pending version
+        // until the namespace names this one.
+        self.cache.free(
+            ino,
+            Some(&version),
+            info.size.div_ceil(crate::types::PAGE_SIZE),
+        );
         let offered = self.offer_local_copy(ino, version, LocalCopy::immutable(file));
         match self.meta.set_attr(ino, cas).await {
             Ok(_) => {

@@ -993,6 +993,7 @@ impl Vfs {
                 }
             }
         };
+        self.forget_reused_version(ino, &version).await;
         self.meta
             .set_attr(
                 ino,
@@ -1039,6 +1040,25 @@ impl Vfs {
         self.rt
             .spawn(async move { this.fill_pages(offered, size).await });
         Ok(())
+    }
+
+    /// Drops the cached pages of `version` of `ino` when the file has that version already:
+    /// the store gave new bytes the version of the old ones. A version made of size and
+    /// mtime in seconds (SFTP, many WebDAV servers' ETags) does that for a rewrite of the
+    /// same size within a second, and pages of the old bytes must not answer for the new.
+    pub(super) async fn forget_reused_version(&self, ino: InodeNo, version: &str) {
+        let Ok(rec) = self.meta.get(ino).await else {
+            return;
+        };
+        if rec.version.as_deref() == Some(version) {
+            tracing::info!(
+                ino = ino.0,
+                version,
+                "the store gave a rewrite the version of the bytes it replaced; dropping their cached pages"
+            );
+            self.cache
+                .free(ino, Some(&Arc::from(version)), rec.size.div_ceil(PAGE_SIZE));
+        }
     }
 
     /// Copies the pages of a committed version from `src` (its staging file, or its

@@ -17,6 +17,110 @@ use sha2::{Digest, Sha256};
 pub enum Backend {
     Fs,
     S3,
+    /// Azure Blob, on Azurite (scripts/store-server.sh azure).
+    Azure,
+    /// Google Cloud Storage, on gcp-storage-emulator (scripts/store-server.sh gcs).
+    Gcs,
+    /// WebDAV, on wsgidav (scripts/store-server.sh webdav).
+    WebDav,
+}
+
+/// The container, or bucket, that scripts/store-server.sh creates; each test gets its own
+/// prefix in it.
+const SHARED_BUCKET: &str = "alluxio";
+
+/// An environment variable the test script sets. Tests of that store fail (never skip)
+/// without it.
+fn test_env(var: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| {
+        panic!(
+            "{var} is not set: run the tests through scripts/ci.sh, which starts the test servers"
+        )
+    })
+}
+
+/// A name no other test uses: pid, sequence, clock.
+fn unique_name() -> String {
+    format!(
+        "t{}-{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+            % 1_000_000_000
+    )
+}
+
+/// Percent-encodes a key for a URL path (every byte but unreserved ones and, unless
+/// `slash` is false, `/`).
+pub fn url_path(key: &str, slash: bool) -> String {
+    let mut out = String::new();
+    for b in key.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            b'/' if slash => out.push('/'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// A plain HTTP/1.1 request to `url` (`http://HOST:PORT/PATH`), with no client library
+/// on the way: (status, body). The body may come chunked.
+pub fn http(method: &str, url: &str, body: &[u8]) -> (u16, Vec<u8>) {
+    let rest = url.strip_prefix("http://").expect("http URL");
+    let (hostport, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let mut s = std::net::TcpStream::connect(hostport).expect("connect to the test server");
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "{method} /{path} HTTP/1.1\r\nHost: {hostport}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    s.write_all(body).unwrap();
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).unwrap();
+    let end = resp
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("HTTP header");
+    let head = String::from_utf8_lossy(&resp[..end]).to_string();
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("HTTP status");
+    let mut body = resp[end + 4..].to_vec();
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        let (mut out, mut at) = (Vec::new(), 0);
+        loop {
+            let nl = at + body[at..].windows(2).position(|w| w == b"\r\n").unwrap();
+            let n = usize::from_str_radix(
+                String::from_utf8_lossy(&body[at..nl])
+                    .split(';')
+                    .next()
+                    .unwrap()
+                    .trim(),
+                16,
+            )
+            .unwrap();
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&body[nl + 2..nl + 2 + n]);
+            at = nl + 2 + n + 2;
+        }
+        body = out;
+    }
+    (status, body)
 }
 
 /// A fresh, empty UFS.
@@ -98,6 +202,84 @@ impl TestUfs {
                     op: Some(op),
                 }
             }
+            Backend::Azure | Backend::Gcs | Backend::WebDav => {
+                let endpoint = test_env(match backend {
+                    Backend::Azure => "ALLUXIO_TEST_AZURE_ENDPOINT",
+                    Backend::Gcs => "ALLUXIO_TEST_GCS_ENDPOINT",
+                    _ => "ALLUXIO_TEST_WEBDAV_ENDPOINT",
+                });
+                // `bucket` is this test's prefix in the shared container.
+                let mut t = Self {
+                    backend,
+                    root: None,
+                    bucket: unique_name(),
+                    endpoint,
+                    op: None,
+                };
+                let mut o: BTreeMap<String, String> = t.store_options();
+                let (service, key) = match backend {
+                    Backend::Azure => ("azblob", "container"),
+                    Backend::Gcs => ("gcs", "bucket"),
+                    _ => ("webdav", ""),
+                };
+                if !key.is_empty() {
+                    o.insert(key.into(), SHARED_BUCKET.into());
+                }
+                o.insert("root".into(), format!("/{}", t.bucket));
+                opendal::init_default_registry();
+                t.op = Some(opendal::Operator::via_iter(service, o).unwrap());
+                t
+            }
+        }
+    }
+
+    /// The options a client of this store needs besides its bucket and root.
+    fn store_options(&self) -> BTreeMap<String, String> {
+        let mut o = BTreeMap::new();
+        match self.backend {
+            Backend::S3 => {
+                o.insert("endpoint".to_string(), self.endpoint.clone());
+                o.insert("access_key_id".to_string(), "test".to_string());
+                o.insert("secret_access_key".to_string(), "test".to_string());
+                o.insert("region".to_string(), "us-east-1".to_string());
+            }
+            Backend::Azure => {
+                o.insert("endpoint".into(), self.endpoint.clone());
+                o.insert(
+                    "account_name".into(),
+                    test_env("ALLUXIO_TEST_AZURE_ACCOUNT"),
+                );
+                o.insert("account_key".into(), test_env("ALLUXIO_TEST_AZURE_KEY"));
+            }
+            Backend::Gcs => {
+                o.insert("endpoint".into(), self.endpoint.clone());
+                o.insert("skip_signature".into(), "true".into());
+            }
+            Backend::WebDav => {
+                o.insert("endpoint".into(), self.endpoint.clone());
+            }
+            Backend::Fs => {}
+        }
+        o
+    }
+
+    /// The URL a plain GET of `key` reads, with no client library (the Azure container is
+    /// public; the emulator and the WebDAV server take no credentials).
+    fn plain_url(&self, key: &str) -> String {
+        let full = format!("{}/{key}", self.bucket);
+        match self.backend {
+            Backend::Azure => format!(
+                "{}/{SHARED_BUCKET}/{}",
+                self.endpoint,
+                url_path(&full, true)
+            ),
+            Backend::Gcs => format!(
+                "{}/storage/v1/b/{SHARED_BUCKET}/o/{}?alt=media",
+                self.endpoint,
+                url_path(&full, false)
+            ),
+            Backend::WebDav => format!("{}/{}", self.endpoint, url_path(&full, true)),
+            _ => unreachable!("plain_url is for HTTP stores"),
         }
     }
 
@@ -112,6 +294,13 @@ impl TestUfs {
                 .unwrap()
                 .to_string(),
             Backend::S3 => format!("s3://{}/data", self.bucket),
+            Backend::Azure => format!("azblob://{SHARED_BUCKET}/{}", self.bucket),
+            Backend::Gcs => format!("gcs://{SHARED_BUCKET}/{}", self.bucket),
+            Backend::WebDav => format!(
+                "webdav://{}/{}",
+                self.endpoint.trim_start_matches("http://"),
+                self.bucket
+            ),
         }
     }
 
@@ -127,14 +316,22 @@ impl TestUfs {
     /// The mount's configuration, reaching the S3 server through `endpoint` (a
     /// [`StallProxy`] in front of it, say).
     pub fn config_via(&self, endpoint: &str) -> UfsConfig {
-        let mut o = BTreeMap::new();
-        if self.backend == Backend::S3 {
+        let mut o = self.store_options();
+        if o.contains_key("endpoint") {
             o.insert("endpoint".to_string(), endpoint.to_string());
-            o.insert("access_key_id".to_string(), "test".to_string());
-            o.insert("secret_access_key".to_string(), "test".to_string());
-            o.insert("region".to_string(), "us-east-1".to_string());
         }
         UfsConfig::parse(&self.uri(), &o).unwrap()
+    }
+
+    /// `-o` options that mount this store from the command line.
+    pub fn mount_options(&self) -> Vec<String> {
+        self.store_options()
+            .into_iter()
+            .map(|(k, v)| match k.as_str() {
+                "endpoint" | "region" | "access_key_id" | "secret_access_key" => format!("{k}={v}"),
+                _ => format!("ufs.{k}={v}"),
+            })
+            .collect()
     }
 
     /// The local root (Fs only).
@@ -158,11 +355,23 @@ impl TestUfs {
                 std::fs::create_dir_all(p.parent().unwrap()).unwrap();
                 std::fs::write(p, data).unwrap();
             }
-            Backend::S3 => {
+            _ => {
                 let op = self.op.clone().unwrap();
                 let data = data.to_vec();
                 let key = key.to_string();
                 Self::block(async move { op.write(&key, data).await.unwrap() });
+            }
+        }
+    }
+
+    /// Deletes an object straight in the UFS.
+    pub fn remove(&self, key: &str) {
+        match self.backend {
+            Backend::Fs => std::fs::remove_file(self.root().join(key)).unwrap(),
+            _ => {
+                let op = self.op.clone().unwrap();
+                let key = key.to_string();
+                Self::block(async move { op.delete(&key).await.unwrap() });
             }
         }
     }
@@ -176,6 +385,14 @@ impl TestUfs {
                 let key = key.to_string();
                 Self::block(async move { op.read(&key).await.ok().map(|b| b.to_vec()) })
             }
+            _ => match http("GET", &self.plain_url(key), b"") {
+                (200, body) => Some(body),
+                (404, _) => None,
+                (code, body) => panic!(
+                    "GET {key:?}: HTTP {code}: {}",
+                    String::from_utf8_lossy(&body[..body.len().min(300)])
+                ),
+            },
         }
     }
 
@@ -183,7 +400,12 @@ impl TestUfs {
     pub fn dir_exists(&self, key: &str) -> bool {
         match self.backend {
             Backend::Fs => self.root().join(key).is_dir(),
-            Backend::S3 => {
+            Backend::WebDav => {
+                let op = self.op.clone().unwrap();
+                let key = format!("{}/", key.trim_end_matches('/'));
+                Self::block(async move { op.stat(&key).await.is_ok_and(|m| m.is_dir()) })
+            }
+            _ => {
                 let op = self.op.clone().unwrap();
                 let key = format!("{}/", key.trim_end_matches('/'));
                 Self::block(async move { !op.list(&key).await.unwrap_or_default().is_empty() })
@@ -408,6 +630,23 @@ macro_rules! backend_tests {
     };
 }
 
+/// Generates one test per further store (Azure Blob, GCS, WebDAV) from `fn name(backend:
+/// Backend)`, for the behaviour every store must show; [`backend_tests`] has the first two.
+#[macro_export]
+macro_rules! store_tests {
+    ($($name:ident),* $(,)?) => {
+        mod azure {
+            $( #[test] fn $name() { super::$name($crate::harness::Backend::Azure) } )*
+        }
+        mod gcs {
+            $( #[test] fn $name() { super::$name($crate::harness::Backend::Gcs) } )*
+        }
+        mod webdav {
+            $( #[test] fn $name() { super::$name($crate::harness::Backend::WebDav) } )*
+        }
+    };
+}
+
 /// A TCP proxy in front of a real server that can hold every byte in flight, in both
 /// directions, until resumed: a store that stalls mid-request, for tests of what must not
 /// wait on the store. Connections end when either side closes.
@@ -575,6 +814,7 @@ impl TestUfs {
                     _ => panic!("GET {key:?}: {}", String::from_utf8_lossy(&out.stderr)),
                 }
             }
+            _ => self.get(key),
         }
     }
 
@@ -594,6 +834,7 @@ impl TestUfs {
                     String::from_utf8_lossy(&out.stderr)
                 );
             }
+            _ => self.put(key, data),
         }
     }
 
@@ -633,6 +874,27 @@ impl TestUfs {
                 );
                 let keys: Vec<String> = serde_json::from_slice(&res.stdout).unwrap();
                 out.extend(keys.into_iter().filter(|k| !k.ends_with('/')));
+            }
+            _ => {
+                let op = self.op.clone().unwrap();
+                let entries = Self::block(async move {
+                    let mut all = Vec::new();
+                    let mut todo = vec![String::from("/")];
+                    while let Some(d) = todo.pop() {
+                        for e in op.list(&d).await.unwrap() {
+                            let p = e.path().to_string();
+                            if p.ends_with('/') {
+                                if p != d && p != "/" {
+                                    todo.push(p);
+                                }
+                            } else {
+                                all.push(p);
+                            }
+                        }
+                    }
+                    all
+                });
+                out.extend(entries);
             }
         }
         out.sort();

@@ -1,8 +1,8 @@
 //! Reads through the mount: every size edge around the 1 MiB page, cold then warm; the warm
 //! pass must be served from the cache with zero UFS requests.
 
-use crate::backend_tests;
 use crate::harness::{Backend, Mount, MountDirs, TestUfs, data, drop_kernel_cache, sha256};
+use crate::{backend_tests, store_tests};
 
 const MIB: usize = 1 << 20;
 const SIZES: [usize; 6] = [0, 1, MIB - 1, MIB, MIB + 1, 33 * MIB];
@@ -124,6 +124,7 @@ backend_tests!(
     fuse_warm_from_disk_tier,
     fuse_remount_keeps_inodes_and_pages
 );
+store_tests!(fuse_read_sizes_cold_then_warm);
 
 /// Once loaded and cached, the tree is served while the UFS is gone entirely.
 #[test]

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use alluxio::config::{FuseConfig, MetadataSync};
 
-use crate::backend_tests;
 use crate::harness::{Backend, Mount, MountDirs, TestUfs, data};
+use crate::{backend_tests, store_tests};
 
 const MIB: usize = 1 << 20;
 
@@ -83,6 +83,7 @@ fn fuse_overwrite_underneath_is_read_new_after_load_metadata(b: Backend) {
 }
 
 backend_tests!(fuse_overwrite_underneath_is_read_new_after_load_metadata);
+store_tests!(fuse_overwrite_underneath_is_read_new_after_load_metadata);
 
 #[test]
 fn fuse_s3_metadata_sync_interval_picks_up_changes() {
