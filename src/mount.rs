@@ -81,8 +81,12 @@ pub fn mount(cfg: &MountConfig, rt: &RtHandle) -> Result<Mounted, MountError> {
     ensure_private_dir(&staging_dir, "staging directory")?;
 
     let metrics = Arc::new(Metrics::default());
-    let mut ufs = Ufs::new(&cfg.ufs, metrics.clone())
-        .map_err(|e| MountError::Ufs(format!("cannot configure UFS {}: {e}", cfg.ufs.uri)))?;
+    let mut ufs = Ufs::new(&cfg.ufs, metrics.clone()).map_err(|e| {
+        MountError::Ufs(format!(
+            "cannot configure UFS {} ({}): {e}",
+            cfg.ufs.uri, cfg.ufs.scheme
+        ))
+    })?;
     ufs.set_upload_shape(cfg.upload);
     ufs.set_timeout(cfg.ufs_timeout);
     let ufs = Arc::new(ufs);
@@ -90,14 +94,15 @@ pub fn mount(cfg: &MountConfig, rt: &RtHandle) -> Result<Mounted, MountError> {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
             return Err(MountError::Ufs(format!(
-                "cannot reach UFS {}: {e}",
-                cfg.ufs.uri
+                "cannot reach UFS {} ({}): {e}",
+                cfg.ufs.uri, cfg.ufs.scheme
             )));
         }
         Err(_) => {
             return Err(MountError::Ufs(format!(
-                "cannot reach UFS {}: no answer within {}s",
+                "cannot reach UFS {} ({}): no answer within {}s",
                 cfg.ufs.uri,
+                cfg.ufs.scheme,
                 UFS_PROBE_TIMEOUT.as_secs()
             )));
         }

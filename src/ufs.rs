@@ -156,9 +156,9 @@ pub struct Ufs {
     local_root: Option<std::path::PathBuf>,
     /// Longest key the store accepts under our root, when it has a known limit.
     key_limit: Option<KeyLimit>,
-    /// Whether the service lists keys in XML (S3, Azure Blob, WebDAV, ...), which cannot
-    /// carry most ASCII control characters.
-    xml_names: bool,
+    /// Whether names with ASCII control characters are refused at create (see
+    /// [`crate::config::stores::Store::no_control_chars`]).
+    no_control_chars: bool,
     /// Whether directories are real on the server and move with one native rename
     /// (WebDAV's MOVE; a local UFS has its own path, `local_root`).
     native_dir_rename: bool,
@@ -254,7 +254,7 @@ impl Ufs {
                 .then(|| cfg.options.get("root").map(std::path::PathBuf::from))
                 .flatten(),
             key_limit: key_limit(cfg),
-            xml_names: cfg.store().xml_names,
+            no_control_chars: cfg.store().no_control_chars,
             native_dir_rename: cfg.store().native_dir_rename && cfg.scheme != "fs",
             if_match: cap.read_with_if_match && cfg.scheme != "fs",
             read_version: cap.read_with_version,
@@ -366,7 +366,7 @@ impl Ufs {
     /// XML listings as they are), and S3 servers disagree on them (moto answers a PUT of
     /// a key with a newline with 404). Existing objects with such names stay usable.
     pub fn check_new_name(&self, name: &[u8]) -> Result<(), UfsError> {
-        if self.xml_names && name.iter().any(|&b| b < 0x20 || b == 0x7f) {
+        if self.no_control_chars && name.iter().any(|&b| b < 0x20 || b == 0x7f) {
             return Err(UfsError::new(
                 "check",
                 String::from_utf8_lossy(name).into_owned(),

@@ -146,7 +146,8 @@ fn config(a: MountArgs) -> Result<MountConfig> {
 /// Default log filter. OpenDAL's per-attempt retry warnings are left out: retries are
 /// counted in `ufs_errors`, and a request that fails after its retries is logged once where
 /// it is handled. `ALLUXIO_LOG=opendal=warn` brings them back.
-const DEFAULT_LOG: &str = "warn,opendal=error,alluxio=info,alluxio_metaserver=info";
+const DEFAULT_LOG: &str =
+    "warn,opendal=error,hdfs_native=error,alluxio=info,alluxio_metaserver=info";
 
 pub(crate) fn init_tracing() {
     use tracing_subscriber::EnvFilter;

@@ -56,9 +56,10 @@ pub struct Store {
     pub required: &'static [(&'static str, &'static str)],
     /// The longest key the store accepts (under the mount's root), where it has a limit.
     pub max_key: Option<KeyLimit>,
-    /// Whether the service lists keys in XML, which cannot carry most ASCII control
-    /// characters: names with them are refused at create on such stores.
-    pub xml_names: bool,
+    /// Whether names with ASCII control characters are refused at create: listings in
+    /// XML (S3, Azure Blob, WebDAV, ...) cannot carry most of them, and GCS forbids CR
+    /// and LF in object names.
+    pub no_control_chars: bool,
     /// Whether a directory is a real directory on the server (not a prefix with a
     /// marker object), renamed natively with everything below it.
     pub native_dir_rename: bool,
@@ -96,7 +97,7 @@ pub static STORES: &[Store] = &[
         required: &[],
         // AWS and MinIO refuse keys over 1024 bytes.
         max_key: Some(KeyLimit::Bytes(1024)),
-        xml_names: true,
+        no_control_chars: true,
         native_dir_rename: false,
     },
     Store {
@@ -110,7 +111,7 @@ pub static STORES: &[Store] = &[
         renames: &[],
         required: &[],
         max_key: Some(KeyLimit::Bytes(1024)),
-        xml_names: false,
+        no_control_chars: true,
         native_dir_rename: false,
     },
     Store {
@@ -122,7 +123,7 @@ pub static STORES: &[Store] = &[
         renames: &[],
         required: &[],
         max_key: Some(KeyLimit::Chars(1024)),
-        xml_names: true,
+        no_control_chars: true,
         native_dir_rename: false,
     },
     Store {
@@ -134,7 +135,7 @@ pub static STORES: &[Store] = &[
         renames: &[],
         required: &[],
         max_key: Some(KeyLimit::Chars(1024)),
-        xml_names: false,
+        no_control_chars: false,
         native_dir_rename: false,
     },
     Store {
@@ -149,7 +150,7 @@ pub static STORES: &[Store] = &[
         renames: &[],
         required: &[],
         max_key: None,
-        xml_names: false,
+        no_control_chars: false,
         native_dir_rename: false,
     },
     Store {
@@ -164,7 +165,7 @@ pub static STORES: &[Store] = &[
         renames: &[],
         required: &[],
         max_key: None,
-        xml_names: false,
+        no_control_chars: false,
         native_dir_rename: false,
     },
     Store {
@@ -180,7 +181,7 @@ pub static STORES: &[Store] = &[
         required: &[],
         max_key: None,
         // PROPFIND answers are XML.
-        xml_names: true,
+        no_control_chars: true,
         native_dir_rename: true,
     },
     Store {
@@ -205,7 +206,7 @@ pub static STORES: &[Store] = &[
             "oss:// needs the region's endpoint: -o endpoint=https://oss-REGION.aliyuncs.com (or OSS_ENDPOINT)",
         )],
         max_key: Some(KeyLimit::Bytes(1023)),
-        xml_names: true,
+        no_control_chars: true,
         native_dir_rename: false,
     },
     Store {
@@ -223,7 +224,7 @@ pub static STORES: &[Store] = &[
             "cos:// needs the region's endpoint: -o endpoint=https://cos.REGION.myqcloud.com",
         )],
         max_key: Some(KeyLimit::Bytes(850)),
-        xml_names: true,
+        no_control_chars: true,
         native_dir_rename: false,
     },
     Store {
@@ -238,7 +239,7 @@ pub static STORES: &[Store] = &[
             "obs:// needs the region's endpoint: -o endpoint=https://obs.REGION.myhuaweicloud.com",
         )],
         max_key: Some(KeyLimit::Bytes(1024)),
-        xml_names: true,
+        no_control_chars: true,
         native_dir_rename: false,
     },
     Store {
@@ -257,7 +258,7 @@ pub static STORES: &[Store] = &[
             "swift:// needs the account's storage URL: -o endpoint=https://HOST/v1/AUTH_ACCOUNT (or OS_STORAGE_URL)",
         )],
         max_key: Some(KeyLimit::Bytes(1024)),
-        xml_names: false,
+        no_control_chars: false,
         native_dir_rename: false,
     },
     Store {
@@ -272,7 +273,7 @@ pub static STORES: &[Store] = &[
         renames: &[],
         required: &[],
         max_key: None,
-        xml_names: false,
+        no_control_chars: false,
         native_dir_rename: false,
     },
     Store {
@@ -284,7 +285,7 @@ pub static STORES: &[Store] = &[
         renames: &[],
         required: &[],
         max_key: None,
-        xml_names: false,
+        no_control_chars: false,
         native_dir_rename: false,
     },
 ];
@@ -300,7 +301,7 @@ pub static LOCAL: Store = Store {
     required: &[],
     // A local path must fit in PATH_MAX with its NUL; the root's length is taken off.
     max_key: Some(KeyLimit::Bytes(4095)),
-    xml_names: false,
+    no_control_chars: false,
     native_dir_rename: true,
 };
 

@@ -69,16 +69,41 @@ pub fn url_path(key: &str, slash: bool) -> String {
     out
 }
 
+/// Decodes `%XX` escapes.
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16)
+        {
+            out.push(v);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
+
 /// A plain HTTP/1.1 request to `url` (`http://HOST:PORT/PATH`), with no client library
 /// on the way: (status, body). The body may come chunked.
 pub fn http(method: &str, url: &str, body: &[u8]) -> (u16, Vec<u8>) {
+    http_with(method, url, "", body)
+}
+
+/// [`http`] with extra header lines (each ending in CRLF).
+pub fn http_with(method: &str, url: &str, headers: &str, body: &[u8]) -> (u16, Vec<u8>) {
     let rest = url.strip_prefix("http://").expect("http URL");
     let (hostport, path) = rest.split_once('/').unwrap_or((rest, ""));
     let mut s = std::net::TcpStream::connect(hostport).expect("connect to the test server");
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     write!(
         s,
-        "{method} /{path} HTTP/1.1\r\nHost: {hostport}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "{method} /{path} HTTP/1.1\r\nHost: {hostport}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     )
     .unwrap();
@@ -362,6 +387,13 @@ impl TestUfs {
                 Self::block(async move { op.write(&key, data).await.unwrap() });
             }
         }
+    }
+
+    /// The ETag the store reports for `key` now (a stat by the test's own client).
+    pub fn etag(&self, key: &str) -> Option<String> {
+        let op = self.op.clone().unwrap();
+        let key = key.to_string();
+        Self::block(async move { op.stat(&key).await.ok()?.etag().map(str::to_string) })
     }
 
     /// Deletes an object straight in the UFS.
@@ -875,24 +907,33 @@ impl TestUfs {
                 let keys: Vec<String> = serde_json::from_slice(&res.stdout).unwrap();
                 out.extend(keys.into_iter().filter(|k| !k.ends_with('/')));
             }
+            Backend::WebDav => {
+                // One PROPFIND of the whole tree, by plain HTTP: every href, decoded.
+                let url = format!("{}/{}/", self.endpoint, self.bucket);
+                let (code, body) = http_with("PROPFIND", &url, "Depth: infinity\r\n", b"");
+                assert_eq!(code, 207, "PROPFIND: {}", String::from_utf8_lossy(&body));
+                let xml = String::from_utf8(body).unwrap();
+                let prefix = format!("/{}/", self.bucket);
+                for part in xml.split("href>").skip(1).step_by(2) {
+                    let href = percent_decode(part.split('<').next().unwrap());
+                    if let Some(k) = href.strip_prefix(&prefix)
+                        && !k.is_empty()
+                        && !k.ends_with('/')
+                    {
+                        out.push(k.to_string());
+                    }
+                }
+            }
             _ => {
+                // One recursive listing from the root: no path goes in that a client
+                // could normalize.
                 let op = self.op.clone().unwrap();
                 let entries = Self::block(async move {
-                    let mut all = Vec::new();
-                    let mut todo = vec![String::from("/")];
-                    while let Some(d) = todo.pop() {
-                        for e in op.list(&d).await.unwrap() {
-                            let p = e.path().to_string();
-                            if p.ends_with('/') {
-                                if p != d && p != "/" {
-                                    todo.push(p);
-                                }
-                            } else {
-                                all.push(p);
-                            }
-                        }
-                    }
-                    all
+                    let all = op.list_with("/").recursive(true).await.unwrap();
+                    all.into_iter()
+                        .map(|e| e.path().to_string())
+                        .filter(|p| !p.ends_with('/'))
+                        .collect::<Vec<_>>()
                 });
                 out.extend(entries);
             }

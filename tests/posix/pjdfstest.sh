@@ -2,8 +2,8 @@
 # Runs the pjdfstest suite (Rust rewrite 0.2.2, upstream Linux settings, naptime 0.01) as
 # root on the local disk and on fresh alluxio mounts over a local directory (with the
 # default CACHE_THROUGH, with ASYNC_THROUGH, and with the namespace in an `alluxio
-# metaserver`) and over the S3 server at
-# $ALLUXIO_TEST_S3_ENDPOINT, and prints the totals side by side.
+# metaserver`), over the S3 server at $ALLUXIO_TEST_S3_ENDPOINT and over Azurite at
+# $ALLUXIO_TEST_AZURE_ENDPOINT, and prints the totals side by side.
 #
 # Fails when a case fails on a mount that is not listed in tests/posix/pjdfstest.expected,
 # and when a listed case passes (the list can only shrink).
@@ -152,6 +152,16 @@ else
   exit 1
 fi
 
+# Azure Blob, on Azurite (scripts/store-server.sh azure): a container holds no directories,
+# only prefixes and markers, as S3; its names are counted in characters.
+if [ -n "${ALLUXIO_TEST_AZURE_ENDPOINT:-}" ]; then
+  AZURE_STORAGE_ACCOUNT_NAME=$ALLUXIO_TEST_AZURE_ACCOUNT AZURE_STORAGE_ACCOUNT_KEY=$ALLUXIO_TEST_AZURE_KEY \
+    run_on_mount mount-azure z "azblob://alluxio/pjd$(date +%s)" -o "endpoint=$ALLUXIO_TEST_AZURE_ENDPOINT"
+else
+  echo "ALLUXIO_TEST_AZURE_ENDPOINT is not set: cannot run the suite over Azure Blob" >&2
+  exit 1
+fi
+
 # The local disk is the baseline: failures there mean the environment is broken.
 if [ -s "$results/local-disk.failed" ]; then
   echo "pjdfstest fails on the local disk itself (environment problem):"
@@ -163,7 +173,7 @@ fi
 #   CASE  MOUNTS  REASON...
 # where MOUNTS is `all` or a comma-separated list of the mount names above.
 status=0
-for name in mount-local-dir mount-local-dir-async mount-metaserver mount-s3; do
+for name in mount-local-dir mount-local-dir-async mount-metaserver mount-s3 mount-azure; do
   awk -v m="$name" '!/^[[:space:]]*#/ && NF >= 2 {
       n = split($2, ms, ","); for (i = 1; i <= n; i++) if (ms[i] == "all" || ms[i] == m) { print $1; break }
     }' "$expected" | sort -u >"$results/$name.expected"
