@@ -57,7 +57,7 @@ export ALLUXIO_TEST_GCS_ENDPOINT ALLUXIO_TEST_WEBDAV_ENDPOINT
 echo "== Azurite at $ALLUXIO_TEST_AZURE_ENDPOINT, GCS emulator at $ALLUXIO_TEST_GCS_ENDPOINT, WebDAV at $ALLUXIO_TEST_WEBDAV_ENDPOINT"
 
 export TMPDIR="$work"
-echo "== pjdfstest (local disk, mount over a local directory, mount over S3)"
+echo "== pjdfstest (local disk, mounts over a local directory, over S3 and over Azure Blob)"
 cargo build --locked -p alluxio-cli
 tests/posix/pjdfstest.sh target/debug/alluxio "$work/pjd"
 

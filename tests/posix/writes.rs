@@ -331,6 +331,69 @@ fn fuse_async_through_files_stay_cached_after_upload(b: Backend) {
     assert_eq!(m.counter("ufs_reads"), reads, "read from the cache");
 }
 
+/// Every write type puts the file's exact bytes at its key, 1:1, and a rename moves them:
+/// CACHE_THROUGH and THROUGH before close returns, ASYNC_THROUGH once its background
+/// upload lands. Read back with the store's own client or a plain GET.
+fn fuse_every_write_type_lands_in_the_store(b: Backend) {
+    use alluxio::config::{FuseConfig, WriteType};
+    let ufs = TestUfs::new(b);
+    for (i, wt) in [
+        WriteType::CacheThrough,
+        WriteType::Through,
+        WriteType::AsyncThrough,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let dirs = MountDirs::new();
+        let m = Mount::with_config(ufs.config(), &dirs, 64 << 20, FuseConfig::default(), |c| {
+            c.write_type = wt
+        });
+        let d = data((3 << 20) + 5 + i, 40 + i as u64);
+        let (name, moved) = (format!("wt{i}/f"), format!("wt{i}/g"));
+        std::fs::create_dir(m.p(&format!("wt{i}"))).unwrap();
+        std::fs::write(m.p(&name), &d).unwrap();
+        if wt != WriteType::AsyncThrough {
+            assert!(
+                ufs.get(&name).as_deref() == Some(&d[..]),
+                "{wt:?}: at close"
+            );
+        }
+        wait_for("the upload never landed", || {
+            ufs.get(&name).as_deref() == Some(&d[..])
+        });
+        std::fs::rename(m.p(&name), m.p(&moved)).unwrap();
+        assert!(
+            ufs.get(&moved).as_deref() == Some(&d[..]),
+            "{wt:?}: renamed"
+        );
+        assert_eq!(ufs.get(&name), None, "{wt:?}: the old key is gone");
+        assert!(
+            std::fs::read(m.p(&moved)).unwrap() == d,
+            "{wt:?}: read back"
+        );
+    }
+}
+
+/// rmdir never deletes what it has not seen: on a store where deleting a directory
+/// deletes everything under it (WebDAV's DELETE of a collection), or where a prefix holds
+/// objects written since the directory was listed, rmdir of a directory the namespace
+/// shows empty gets ENOTEMPTY while the store still holds objects under it, and those stay.
+fn fuse_rmdir_keeps_objects_it_has_not_listed(b: Backend) {
+    let ufs = TestUfs::new(b);
+    let dirs = MountDirs::new();
+    let m = Mount::new(&ufs, &dirs);
+    std::fs::create_dir(m.p("d")).unwrap();
+    assert_eq!(std::fs::read_dir(m.p("d")).unwrap().count(), 0);
+    ufs.put("d/late.txt", b"written by another tool");
+    let e = std::fs::remove_dir(m.p("d")).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::ENOTEMPTY), "{e}");
+    assert_eq!(
+        ufs.get("d/late.txt").as_deref(),
+        Some(&b"written by another tool"[..])
+    );
+}
+
 /// A written file is cached by taking its staging file into the disk tier once every
 /// descriptor is closed, not by writing its bytes a second time, and reading it then costs
 /// no UFS read. Under ASYNC_THROUGH a file still open when its upload lands is not taken:
@@ -558,12 +621,16 @@ backend_tests!(
     fuse_namespace_ops_reach_the_ufs,
     fuse_rewrites_copy_in_only_the_old_pages_they_need,
     fuse_written_files_are_cached_by_adopting_their_staging,
-    fuse_adopted_files_read_back_whole_after_eviction
+    fuse_adopted_files_read_back_whole_after_eviction,
+    fuse_every_write_type_lands_in_the_store,
+    fuse_rmdir_keeps_objects_it_has_not_listed
 );
 store_tests!(
     fuse_write_then_read_back,
     fuse_namespace_ops_reach_the_ufs,
-    fuse_files_read_right_after_writing_come_from_the_local_copy
+    fuse_files_read_right_after_writing_come_from_the_local_copy,
+    fuse_every_write_type_lands_in_the_store,
+    fuse_rmdir_keeps_objects_it_has_not_listed
 );
 
 /// On a local-directory UFS an object is written beside its key and renamed into place,
