@@ -19,6 +19,7 @@ use crate::config::stores::KeyLimit;
 use crate::config::{UfsConfig, UploadShape};
 
 mod exact_keys;
+mod stream_put;
 
 use crate::metrics::Metrics;
 use crate::types::FileKind;
@@ -171,6 +172,8 @@ pub struct Ufs {
     /// Whether an object can be written in several parts (multipart, blocks, appends).
     /// Elsewhere (WebDAV, WebHDFS) an object is sent in one request.
     multi_write: bool,
+    /// WebDAV: a PUT whose body is read from the file as it is sent (see `stream_put`).
+    stream_put: Option<stream_put::StreamPut>,
     /// Multipart part size and parts in flight per upload (`set_upload_shape`).
     upload: UploadShape,
     /// Upload slots, one per running upload that holds part buffers: what bounds upload
@@ -260,6 +263,9 @@ impl Ufs {
             read_version: cap.read_with_version,
             list_recursive: cap.list_with_recursive,
             multi_write: cap.write_can_multi,
+            stream_put: (cfg.scheme == "webdav")
+                .then(|| stream_put::StreamPut::new(&cfg.options))
+                .flatten(),
             upload: UploadShape::default(),
             commit_slots: Arc::new(tokio::sync::Semaphore::new(1)),
             stream_slots: Arc::new(tokio::sync::Semaphore::new(1)),
@@ -685,9 +691,10 @@ impl Ufs {
     }
 
     /// Uploads a file in one request, for services that take an object only whole (WebDAV's
-    /// PUT, WebHDFS's CREATE). The file is read into memory first, in chunks of one part:
-    /// uploads of more than one part hold a commit slot, which bounds that memory as it
-    /// bounds multipart buffers.
+    /// PUT, WebHDFS's CREATE). On WebDAV a file of more than one part is streamed from the
+    /// file as it is sent. Elsewhere the file is read into memory first, in chunks of one
+    /// part; uploads of more than one part hold a commit slot, which bounds how many such
+    /// files are in memory at once (one per slot), not their size.
     async fn upload_whole(
         &self,
         path: &str,
@@ -695,6 +702,30 @@ impl Ufs {
         len: u64,
     ) -> Result<ObjectInfo, UfsError> {
         use std::os::unix::fs::FileExt;
+        if let (Some(put), Some(f)) = (&self.stream_put, &file)
+            && len > self.upload.part_bytes
+        {
+            // The parent collections first, as OpenDAL's own writer makes them.
+            if let Some((parent, _)) = path.rsplit_once('/') {
+                self.create_dir(&format!("{parent}/")).await?;
+            }
+            // Bounded as a multipart upload is: a part's time per part.
+            let parts = len.div_ceil(self.upload.part_bytes) as u32;
+            let limit = self.timeout.saturating_mul(parts);
+            match tokio::time::timeout(limit, put.put(path, f.clone(), len)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(self.fail("write", path, e)),
+                Err(_) => {
+                    let e = opendal::Error::new(
+                        ErrorKind::Unexpected,
+                        format!("no answer from the store within {} s", limit.as_secs()),
+                    );
+                    return Err(self.fail("write", path, e));
+                }
+            }
+            Metrics::add(&self.metrics.bytes_to_ufs, len);
+            return self.stat(path).await;
+        }
         let chunk = self.upload.part_bytes;
         let body = match file {
             None => opendal::Buffer::new(),

@@ -1035,3 +1035,25 @@ fn fuse_webdav_same_size_rewrite_within_a_second_reads_new() {
     // The case under test happened (else the server's ETags changed and this proves less).
     assert!(same_version > 0, "the server never reused an ETag");
 }
+
+/// WebDAV takes an object only in one PUT. A file of many parts goes in one PUT whose body
+/// is read from the staging file as it is sent (memory: one chunk, not the file), and
+/// lands byte for byte (a plain GET), under every write type that uploads at close.
+#[test]
+fn fuse_webdav_large_files_go_in_one_streamed_put() {
+    let ufs = TestUfs::new(Backend::WebDav);
+    let dirs = MountDirs::new();
+    let m = Mount::new(&ufs, &dirs);
+    let d = data((40 << 20) + 3, 77);
+    std::fs::create_dir(m.p("deep")).unwrap();
+    std::fs::create_dir(m.p("deep/er")).unwrap();
+    crate::harness::write_closed(&m.p("deep/er/big.bin"), &d).unwrap();
+    let got = ufs.get("deep/er/big.bin").expect("the object");
+    assert!(
+        got == d,
+        "{} bytes in the store, {} written",
+        got.len(),
+        d.len()
+    );
+    assert_eq!(m.counter("bytes_to_ufs"), d.len() as u64);
+}
