@@ -107,6 +107,32 @@ impl UfsConfig {
     }
 }
 
+/// Which I/O engine the disk cache tier uses (`-o cache_io=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EngineChoice {
+    /// io_uring if the probe succeeds, else psync.
+    #[default]
+    Auto,
+    /// io_uring, or an error if it cannot be set up.
+    IoUring,
+    /// Positional I/O on the blocking pool.
+    Psync,
+}
+
+impl std::str::FromStr for EngineChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "io_uring" | "uring" => Ok(Self::IoUring),
+            "psync" => Ok(Self::Psync),
+            _ => Err(format!(
+                "unknown cache I/O engine {s:?} (expected auto, io_uring or psync)"
+            )),
+        }
+    }
+}
+
 /// When written data reaches the UFS (Alluxio's write types).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum WriteType {
@@ -223,7 +249,7 @@ pub struct MountConfig {
     /// ASYNC_THROUGH: how long a journaled file waits before its upload starts.
     pub upload_delay: Duration,
     /// The disk tier's I/O engine.
-    pub cache_io: crate::page_cache::EngineChoice,
+    pub cache_io: EngineChoice,
     /// Share of the cache directory's filesystem the disk tier leaves free
     /// ([`DEFAULT_CACHE_FREE_RATIO`] unless `-o cache_free_ratio=` says otherwise).
     pub cache_free_ratio: f64,
@@ -362,7 +388,7 @@ pub struct MountOptions {
     /// ASYNC_THROUGH upload delay.
     pub upload_delay: Duration,
     /// The disk tier's I/O engine.
-    pub cache_io: crate::page_cache::EngineChoice,
+    pub cache_io: EngineChoice,
     /// `cache_free_ratio=R`, in thousandths (`None`: [`DEFAULT_CACHE_FREE_RATIO`]).
     pub cache_free_permille: Option<u16>,
     /// Multipart part size and parts in flight (`slots` is set from the memory budget).

@@ -1,7 +1,7 @@
 //! Errors of the namespace. Variants name what happened; the errno decision is made once,
 //! in the core library's `error.rs`.
 
-use crate::record::InodeNo;
+use crate::record::{DecodeError, InodeNo};
 
 /// An error from a namespace operation.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -78,3 +78,9 @@ redb_into_meta!(
     redb::StorageError,
     redb::CommitError
 );
+
+impl From<DecodeError> for MetaError {
+    fn from(e: DecodeError) -> Self {
+        MetaError::Corrupt(e.0)
+    }
+}

@@ -1,10 +1,14 @@
 //! Namespace records and their on-disk encoding.
 //!
 //! Encoding invariant: every record starts with a format version byte; decoders reject
-//! unknown versions and truncated input with [`MetaError::Corrupt`] and never panic.
+//! unknown versions and truncated input with a [`DecodeError`] (which the namespace reports
+//! as `MetaError::Corrupt`) and never panic.
 //! Integers are little-endian fixed width; byte strings are u32 length + bytes.
 
-use crate::error::MetaError;
+/// A record that cannot be decoded: what is wrong with its bytes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct DecodeError(pub String);
 
 /// An inode number. Allocated from a persistent counter and never reused, so it is stable
 /// across remounts and unique without a generation number.
@@ -178,18 +182,16 @@ impl InodeRecord {
     }
 
     /// Decode a record; never panics on arbitrary input.
-    pub fn decode(buf: &[u8]) -> Result<Self, MetaError> {
+    pub fn decode(buf: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader { buf, pos: 0 };
         let format = r.u8()?;
         if format != RECORD_FORMAT {
-            return Err(MetaError::Corrupt(format!(
-                "unknown record format {format}"
-            )));
+            return Err(DecodeError(format!("unknown record format {format}")));
         }
         let ino = InodeNo(r.u64()?);
         let code = r.u8()?;
-        let kind = FileKind::from_code(code)
-            .ok_or_else(|| MetaError::Corrupt(format!("unknown kind {code}")))?;
+        let kind =
+            FileKind::from_code(code).ok_or_else(|| DecodeError(format!("unknown kind {code}")))?;
         let parent = InodeNo(r.u64()?);
         let name = r.bytes()?.to_vec();
         let size = r.u64()?;
@@ -204,9 +206,9 @@ impl InodeRecord {
             0 => None,
             1 => Some(
                 String::from_utf8(r.bytes()?.to_vec())
-                    .map_err(|_| MetaError::Corrupt("version is not UTF-8".into()))?,
+                    .map_err(|_| DecodeError("version is not UTF-8".into()))?,
             ),
-            t => return Err(MetaError::Corrupt(format!("unknown version tag {t}"))),
+            t => return Err(DecodeError(format!("unknown version tag {t}"))),
         };
         let loaded_epoch = r.u64()?;
         let rdev = r.u32()?;
@@ -214,7 +216,7 @@ impl InodeRecord {
         let nlinks = r.u32()? as usize;
         // Each link takes at least 12 bytes: refuse counts the input cannot hold.
         if nlinks > buf.len() / 12 {
-            return Err(MetaError::Corrupt("link count exceeds record".into()));
+            return Err(DecodeError("link count exceeds record".into()));
         }
         let mut links = Vec::with_capacity(nlinks);
         for _ in 0..nlinks {
@@ -222,7 +224,7 @@ impl InodeRecord {
             links.push((p, r.bytes()?.to_vec()));
         }
         if r.pos != buf.len() {
-            return Err(MetaError::Corrupt("trailing bytes".into()));
+            return Err(DecodeError("trailing bytes".into()));
         }
         Ok(InodeRecord {
             ino,
@@ -258,30 +260,30 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], MetaError> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         let end = self
             .pos
             .checked_add(n)
             .filter(|e| *e <= self.buf.len())
-            .ok_or_else(|| MetaError::Corrupt("truncated record".into()))?;
+            .ok_or_else(|| DecodeError("truncated record".into()))?;
         let s = &self.buf[self.pos..end];
         self.pos = end;
         Ok(s)
     }
-    fn u8(&mut self) -> Result<u8, MetaError> {
+    fn u8(&mut self) -> Result<u8, DecodeError> {
         Ok(self.take(1)?[0])
     }
-    fn u32(&mut self) -> Result<u32, MetaError> {
+    fn u32(&mut self) -> Result<u32, DecodeError> {
         let mut a = [0u8; 4];
         a.copy_from_slice(self.take(4)?);
         Ok(u32::from_le_bytes(a))
     }
-    fn u64(&mut self) -> Result<u64, MetaError> {
+    fn u64(&mut self) -> Result<u64, DecodeError> {
         let mut a = [0u8; 8];
         a.copy_from_slice(self.take(8)?);
         Ok(u64::from_le_bytes(a))
     }
-    fn bytes(&mut self) -> Result<&'a [u8], MetaError> {
+    fn bytes(&mut self) -> Result<&'a [u8], DecodeError> {
         let n = self.u32()? as usize;
         self.take(n)
     }
@@ -337,15 +339,12 @@ mod tests {
         for n in 0..enc.len() {
             assert!(matches!(
                 InodeRecord::decode(&enc[..n]),
-                Err(MetaError::Corrupt(_))
+                Err(DecodeError(_))
             ));
         }
         let mut bad = enc.clone();
         bad[0] = 99;
-        assert!(matches!(
-            InodeRecord::decode(&bad),
-            Err(MetaError::Corrupt(_))
-        ));
+        assert!(matches!(InodeRecord::decode(&bad), Err(DecodeError(_))));
     }
 
     proptest! {

@@ -25,31 +25,7 @@ use tokio::sync::oneshot;
 /// Operations kept in flight on the ring.
 const DEPTH: u32 = 64;
 
-/// Which engine to use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum EngineChoice {
-    /// io_uring if the probe succeeds, else psync.
-    #[default]
-    Auto,
-    /// io_uring, or an error if it cannot be set up.
-    IoUring,
-    /// Positional I/O on the blocking pool.
-    Psync,
-}
-
-impl std::str::FromStr for EngineChoice {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "auto" => Ok(Self::Auto),
-            "io_uring" | "uring" => Ok(Self::IoUring),
-            "psync" => Ok(Self::Psync),
-            _ => Err(format!(
-                "unknown cache I/O engine {s:?} (expected auto, io_uring or psync)"
-            )),
-        }
-    }
-}
+pub use crate::config::EngineChoice;
 
 enum Buf {
     Read(Vec<u8>),

@@ -121,7 +121,7 @@ pub(super) struct Inflight {
     fresh: Mutex<HashMap<PageKey, u64>>,
     /// Committed versions whose bytes are in a local file while `fill_pages` copies them
     /// into the disk tier (see [`Vfs::read_local`]).
-    local: Mutex<HashMap<Version, Arc<LocalCopy>>>,
+    pub(super) local: Mutex<HashMap<Version, Arc<LocalCopy>>>,
     /// Pages whose fetch from the store failed with EIO just now (a store that stalls
     /// past `ufs_timeout`, or errs after its retries), with the error and when. A fetch
     /// of such a page within [`FAILED_FETCH_TTL`] fails the same way at once: the kernel
@@ -136,29 +136,6 @@ pub(super) struct Inflight {
 
 /// One version of one file.
 type Version = (InodeNo, Arc<str>);
-
-/// Keeps a [`LocalCopy`] offered to readers until dropped.
-pub(super) struct Offered {
-    vfs: Arc<Vfs>,
-    key: Version,
-    src: Arc<LocalCopy>,
-}
-
-impl Offered {
-    /// The file, its version, and the copy offered.
-    pub(super) fn parts(&self) -> (InodeNo, &Arc<str>, &Arc<LocalCopy>) {
-        (self.key.0, &self.key.1, &self.src)
-    }
-}
-
-impl Drop for Offered {
-    fn drop(&mut self) {
-        let mut m = lock(&self.vfs.inflight.local);
-        if m.get(&self.key).is_some_and(|s| Arc::ptr_eq(s, &self.src)) {
-            m.remove(&self.key);
-        }
-    }
-}
 
 /// Bound on [`Inflight::fresh`] and [`Inflight::failed`].
 const FRESH_MAX: usize = 1 << 16;
@@ -494,21 +471,6 @@ impl Vfs {
             || lock(&self.inflight.local)
                 .keys()
                 .any(|(ino, _)| *ino != except)
-    }
-
-    pub(super) fn offer_local_copy(
-        self: &Arc<Self>,
-        ino: InodeNo,
-        version: Arc<str>,
-        src: LocalCopy,
-    ) -> Offered {
-        let (key, src) = ((ino, version), Arc::new(src));
-        lock(&self.inflight.local).insert(key.clone(), src.clone());
-        Offered {
-            vfs: self.clone(),
-            key,
-            src,
-        }
     }
 
     /// Starts background fetches of pages `from..to` that are neither cached nor in

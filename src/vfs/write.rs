@@ -18,7 +18,6 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use alluxio_metaserver::{NewNode, SetAttr};
 use bytes::Bytes;
 
-use super::read::Offered;
 use super::{Handle, ReadSnapshot, Vfs, lock};
 use crate::config::WriteType;
 use crate::error::FsError;
@@ -323,6 +322,48 @@ impl LocalCopy {
 pub(super) fn pread(f: &std::fs::File, start: u64, end: u64) -> std::io::Result<Vec<u8>> {
     let mut b = vec![0u8; end.saturating_sub(start) as usize];
     f.read_exact_at(&mut b, start).map(|_| b)
+}
+
+/// Keeps a [`LocalCopy`] offered to readers until dropped.
+pub(super) struct Offered {
+    vfs: Arc<Vfs>,
+    key: (InodeNo, Arc<str>),
+    src: Arc<LocalCopy>,
+}
+
+impl Offered {
+    /// The file, its version, and the copy offered.
+    pub(super) fn parts(&self) -> (InodeNo, &Arc<str>, &Arc<LocalCopy>) {
+        (self.key.0, &self.key.1, &self.src)
+    }
+}
+
+impl Drop for Offered {
+    fn drop(&mut self) {
+        let mut m = lock(&self.vfs.inflight.local);
+        if m.get(&self.key).is_some_and(|s| Arc::ptr_eq(s, &self.src)) {
+            m.remove(&self.key);
+        }
+    }
+}
+
+impl Vfs {
+    /// Offers `src`, the bytes of `version` of `ino`, to readers (`Vfs::read_local`) until
+    /// the returned guard is dropped.
+    pub(super) fn offer_local_copy(
+        self: &Arc<Self>,
+        ino: InodeNo,
+        version: Arc<str>,
+        src: LocalCopy,
+    ) -> Offered {
+        let (key, src) = ((ino, version), Arc::new(src));
+        lock(&self.inflight.local).insert(key.clone(), src.clone());
+        Offered {
+            vfs: self.clone(),
+            key,
+            src,
+        }
+    }
 }
 
 /// Per-inode write state shared by every open handle of the inode.
