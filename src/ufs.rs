@@ -10,7 +10,7 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
-use alluxio_metaserver::UfsChild;
+use alluxio_metaserver::{ObjectVersion, UfsChild};
 use bytes::Bytes;
 use opendal::layers::{RetryLayer, TimeoutLayer};
 use opendal::{ErrorKind, Metadata, Operator};
@@ -202,13 +202,17 @@ fn mtime_ns(m: &Metadata) -> i64 {
 /// size and mtime, which every store has. Pages are keyed by this, so a changed object
 /// can never be served from pages of the old one.
 fn version_of(m: &Metadata) -> String {
-    if let Some(v) = m.version() {
-        return format!("v:{v}");
-    }
-    if let Some(e) = m.etag() {
-        return format!("e:{}", e.trim_matches('"'));
-    }
-    format!("s:{}-{}", m.content_length(), mtime_ns(m))
+    let v = if let Some(v) = m.version() {
+        ObjectVersion::Id(v.to_string())
+    } else if let Some(e) = m.etag() {
+        ObjectVersion::ETag(e.trim_matches('"').to_string())
+    } else {
+        ObjectVersion::SizeMtime {
+            size: m.content_length(),
+            mtime_ns: mtime_ns(m),
+        }
+    };
+    v.to_string()
 }
 
 /// Alignment of the buffers [`Ufs::read_range`] returns: the disk tier can write a page
@@ -564,17 +568,16 @@ impl Ufs {
         let encoded = encode(path);
         let mut req = self.op.read_with(&encoded).range(range);
         let mut by_version = false;
-        if self.if_match
-            && let Some(etag) = version.strip_prefix("e:")
-        {
-            req = req.if_match(etag);
-        } else if self.read_version
-            && let Some(v) = version.strip_prefix("v:")
-        {
-            // The named version (an S3 version id, a GCS generation): its bytes even if
-            // the object changed since, or NotFound once that version is gone.
-            req = req.version(v);
-            by_version = true;
+        let typed = ObjectVersion::parse(version);
+        match &typed {
+            ObjectVersion::ETag(etag) if self.if_match => req = req.if_match(etag),
+            ObjectVersion::Id(v) if self.read_version => {
+                // The named version (an S3 version id, a GCS generation): its bytes even
+                // if the object changed since, or NotFound once that version is gone.
+                req = req.version(v);
+                by_version = true;
+            }
+            _ => {}
         }
         let buf = match self.bounded(req.into_future()).await {
             Ok(b) => b,
@@ -592,8 +595,7 @@ impl Ufs {
         // and answer HEAD with them, or list mtimes finer than HEAD's; their versions
         // from the two cannot be compared.) A pending (ASYNC_THROUGH) version is not the
         // store's: the caller reads the store only once that version was uploaded.
-        let pending = version.starts_with(alluxio_metaserver::PENDING_PREFIX);
-        if self.local_root.is_some() && !pending {
+        if self.local_root.is_some() && typed.in_store() {
             // One stat after the read is enough: a change before or during the read moves
             // the version (size, mtime or ETag) seen here.
             let now = self.stat(path).await?;
@@ -1181,7 +1183,11 @@ fn local_info(m: &std::fs::Metadata) -> ObjectInfo {
     ObjectInfo {
         size: m.len(),
         mtime_ns,
-        version: format!("s:{}-{mtime_ns}", m.len()),
+        version: ObjectVersion::SizeMtime {
+            size: m.len(),
+            mtime_ns,
+        }
+        .to_string(),
     }
 }
 

@@ -170,7 +170,7 @@ const INODE_LOCK_STRIPES: usize = 256;
 fn is_pending(rec: &InodeRecord) -> bool {
     rec.version
         .as_deref()
-        .is_some_and(|v| v.starts_with(alluxio_metaserver::PENDING_PREFIX))
+        .is_some_and(alluxio_metaserver::ObjectVersion::is_pending_text)
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -15,11 +15,13 @@ pub mod recent;
 pub mod record;
 pub mod rpc;
 pub mod store;
+pub mod version;
 
 pub use error::MetaError;
 pub use namespace::{
-    Lookup, MOUNT_PREFIX, MountEntry, Namespace, NewNode, PENDING_PREFIX, SetAttr, Ttl, TtlAction,
-    UfsChild, XattrMode, is_mount_point, is_primary,
+    Lookup, MountEntry, Namespace, NewNode, SetAttr, Ttl, TtlAction, UfsChild, XattrMode,
+    is_mount_point, is_primary,
 };
 pub use record::{DirEntry, FileKind, InodeNo, InodeRecord, Ownership, ROOT_INO};
 pub use store::{NamespaceStore, memory::MemoryStore, redb::RedbStore};
+pub use version::{MOUNT_PREFIX, ObjectVersion, PENDING_PREFIX};

@@ -20,6 +20,7 @@ use crate::error::MetaError;
 use crate::recent::Recent;
 use crate::record::{DirEntry, FileKind, InodeNo, InodeRecord, Ownership, ROOT_INO};
 use crate::store::{NamespaceStore, StoreRead, StoreWrite};
+use crate::version::ObjectVersion;
 
 /// Longest name accepted, in bytes (NAME_MAX).
 pub const NAME_MAX: usize = 255;
@@ -33,9 +34,6 @@ const ORPHAN_PREFIX: &str = "orphan:";
 /// The parent of an orphan (an inode with no names left).
 pub const NO_PARENT: InodeNo = InodeNo(0);
 const S_ISGID: u32 = 0o2000;
-/// Prefix of a version whose bytes are durable in a client's local journal but not yet in
-/// the UFS (ASYNC_THROUGH). A reconcile never replaces or drops such a file.
-pub const PENDING_PREFIX: &str = "pending:";
 
 /// Whether a file's content is in the namespace's view only (no object yet, or an upload
 /// still pending), so that a listing without its name must not remove it.
@@ -49,14 +47,15 @@ fn pending(rec: &InodeRecord) -> bool {
     rec.kind == FileKind::File && rec.version.as_deref().is_some_and(is_pending_version)
 }
 
+/// A version whose bytes are durable in a client's local journal but not yet in the UFS
+/// (ASYNC_THROUGH). A reconcile never replaces or drops such a file.
 fn is_pending_version(v: &str) -> bool {
-    v.starts_with(PENDING_PREFIX)
+    ObjectVersion::is_pending_text(v)
 }
 
-/// Version tag of a mount point's directory: it is backed by its own store (the mount
-/// table names it), not by its parent's, so listings of the parent neither remove nor
-/// shadow it. Directories otherwise have no version.
-pub const MOUNT_PREFIX: &str = "mount:";
+// A mount point's directory has the version `ObjectVersion::Mount`: it is backed by its own
+// store (the mount table names it), not by its parent's, so listings of the parent neither
+// remove nor shadow it. Directories otherwise have no version.
 
 /// The mount table lives in the extended-attribute map under this inode number, which no
 /// node ever has (inode numbers start at the root's, 1): name = mount path, value = the
@@ -137,7 +136,7 @@ pub fn is_mount_point(rec: &InodeRecord) -> bool {
         && rec
             .version
             .as_deref()
-            .is_some_and(|v| v.starts_with(MOUNT_PREFIX))
+            .is_some_and(|v| matches!(ObjectVersion::parse(v), ObjectVersion::Mount(_)))
 }
 
 /// A node to create.
@@ -1314,7 +1313,7 @@ impl<S: NamespaceStore> Namespace<S> {
                     mtime_ns: now_ns,
                     ctime_ns: now_ns,
                     nlink: 2,
-                    version: Some(format!("{MOUNT_PREFIX}{}", entry.path)),
+                    version: Some(ObjectVersion::Mount(entry.path.clone()).to_string()),
                     loaded_epoch: 0,
                     rdev: 0,
                     target: Vec::new(),

@@ -13,6 +13,8 @@ use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 
+use alluxio_metaserver::ObjectVersion;
+
 use crate::types::InodeNo;
 
 /// The journal directory.
@@ -140,14 +142,15 @@ pub(super) fn next_seq() -> u64 {
 
 /// The namespace version naming a journal entry.
 pub(super) fn pending_tag(ino: InodeNo, seq: u64) -> String {
-    format!("{}{}.{}", alluxio_metaserver::PENDING_PREFIX, ino.0, seq)
+    ObjectVersion::Pending { ino, seq }.to_string()
 }
 
 /// The journal entry a pending version names.
 pub(super) fn parse_tag(version: &str) -> Option<(InodeNo, u64)> {
-    let rest = version.strip_prefix(alluxio_metaserver::PENDING_PREFIX)?;
-    let (ino, seq) = rest.split_once('.')?;
-    Some((InodeNo(ino.parse().ok()?), seq.parse().ok()?))
+    match ObjectVersion::parse(version) {
+        ObjectVersion::Pending { ino, seq } => Some((ino, seq)),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
