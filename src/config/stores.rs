@@ -85,6 +85,21 @@ const AZURE_ENV: &[(&str, &[&str])] = &[
     ("sas_token", &["AZURE_STORAGE_SAS_TOKEN"]),
 ];
 
+/// What a store has unless its entry says otherwise: no environment, defaults, renames or
+/// required options, no key limit, control characters allowed, directories as prefixes.
+const PLAIN: Store = Store {
+    schemes: &[],
+    service: "",
+    authority: Authority::Bucket(""),
+    env: &[],
+    defaults: &[],
+    renames: &[],
+    required: &[],
+    max_key: None,
+    no_control_chars: false,
+    native_dir_rename: false,
+};
+
 /// Every store a URI can name, besides a local directory (`/path`, `file:///path`).
 pub static STORES: &[Store] = &[
     Store {
@@ -93,12 +108,10 @@ pub static STORES: &[Store] = &[
         authority: Authority::Bucket("bucket"),
         env: AWS_ENV,
         defaults: &[("region", "us-east-1")],
-        renames: &[],
-        required: &[],
         // AWS and MinIO refuse keys over 1024 bytes.
         max_key: Some(KeyLimit::Bytes(1024)),
         no_control_chars: true,
-        native_dir_rename: false,
+        ..PLAIN
     },
     Store {
         schemes: &["gcs", "gs"],
@@ -107,36 +120,26 @@ pub static STORES: &[Store] = &[
         // GOOGLE_APPLICATION_CREDENTIALS is read by the service itself. STORAGE_EMULATOR_HOST
         // is what Google's own clients read to reach an emulator, which takes no signature.
         env: &[("endpoint", &["STORAGE_EMULATOR_HOST"])],
-        defaults: &[],
-        renames: &[],
-        required: &[],
         max_key: Some(KeyLimit::Bytes(1024)),
         no_control_chars: true,
-        native_dir_rename: false,
+        ..PLAIN
     },
     Store {
         schemes: &["azblob", "wasb", "wasbs"],
         service: "azblob",
         authority: Authority::Bucket("container"),
         env: AZURE_ENV,
-        defaults: &[],
-        renames: &[],
-        required: &[],
         max_key: Some(KeyLimit::Chars(1024)),
         no_control_chars: true,
-        native_dir_rename: false,
+        ..PLAIN
     },
     Store {
         schemes: &["azdls", "abfs", "abfss"],
         service: "azdls",
         authority: Authority::Bucket("filesystem"),
         env: AZURE_ENV,
-        defaults: &[],
-        renames: &[],
-        required: &[],
         max_key: Some(KeyLimit::Chars(1024)),
-        no_control_chars: false,
-        native_dir_rename: false,
+        ..PLAIN
     },
     Store {
         schemes: &["hdfs"],
@@ -145,13 +148,7 @@ pub static STORES: &[Store] = &[
             key: "name_node",
             format: "hdfs://{}",
         },
-        env: &[],
-        defaults: &[],
-        renames: &[],
-        required: &[],
-        max_key: None,
-        no_control_chars: false,
-        native_dir_rename: false,
+        ..PLAIN
     },
     Store {
         schemes: &["webhdfs", "swebhdfs"],
@@ -161,12 +158,7 @@ pub static STORES: &[Store] = &[
             format: "http://{}",
         },
         env: &[("user_name", &["HADOOP_USER_NAME"])],
-        defaults: &[],
-        renames: &[],
-        required: &[],
-        max_key: None,
-        no_control_chars: false,
-        native_dir_rename: false,
+        ..PLAIN
     },
     Store {
         schemes: &["webdav", "webdavs", "dav", "davs"],
@@ -175,14 +167,10 @@ pub static STORES: &[Store] = &[
             key: "endpoint",
             format: "http://{}",
         },
-        env: &[],
-        defaults: &[],
-        renames: &[],
-        required: &[],
-        max_key: None,
         // PROPFIND answers are XML.
         no_control_chars: true,
         native_dir_rename: true,
+        ..PLAIN
     },
     Store {
         schemes: &["oss"],
@@ -199,7 +187,6 @@ pub static STORES: &[Store] = &[
                 &["ALIBABA_CLOUD_ACCESS_KEY_SECRET", "OSS_ACCESS_KEY_SECRET"],
             ),
         ],
-        defaults: &[],
         renames: &[("secret_access_key", "access_key_secret")],
         required: &[(
             "endpoint",
@@ -207,14 +194,12 @@ pub static STORES: &[Store] = &[
         )],
         max_key: Some(KeyLimit::Bytes(1023)),
         no_control_chars: true,
-        native_dir_rename: false,
+        ..PLAIN
     },
     Store {
         schemes: &["cos", "cosn"],
         service: "cos",
         authority: Authority::Bucket("bucket"),
-        env: &[],
-        defaults: &[],
         renames: &[
             ("access_key_id", "secret_id"),
             ("secret_access_key", "secret_key"),
@@ -225,22 +210,19 @@ pub static STORES: &[Store] = &[
         )],
         max_key: Some(KeyLimit::Bytes(850)),
         no_control_chars: true,
-        native_dir_rename: false,
+        ..PLAIN
     },
     Store {
         schemes: &["obs"],
         service: "obs",
         authority: Authority::Bucket("bucket"),
-        env: &[],
-        defaults: &[],
-        renames: &[],
         required: &[(
             "endpoint",
             "obs:// needs the region's endpoint: -o endpoint=https://obs.REGION.myhuaweicloud.com",
         )],
         max_key: Some(KeyLimit::Bytes(1024)),
         no_control_chars: true,
-        native_dir_rename: false,
+        ..PLAIN
     },
     Store {
         schemes: &["swift"],
@@ -251,15 +233,12 @@ pub static STORES: &[Store] = &[
             ("endpoint", &["OS_STORAGE_URL"]),
             ("token", &["OS_AUTH_TOKEN"]),
         ],
-        defaults: &[],
-        renames: &[],
         required: &[(
             "endpoint",
             "swift:// needs the account's storage URL: -o endpoint=https://HOST/v1/AUTH_ACCOUNT (or OS_STORAGE_URL)",
         )],
         max_key: Some(KeyLimit::Bytes(1024)),
-        no_control_chars: false,
-        native_dir_rename: false,
+        ..PLAIN
     },
     Store {
         schemes: &["sftp"],
@@ -268,25 +247,13 @@ pub static STORES: &[Store] = &[
             key: "endpoint",
             format: "ssh://{}",
         },
-        env: &[],
-        defaults: &[],
-        renames: &[],
-        required: &[],
-        max_key: None,
-        no_control_chars: false,
-        native_dir_rename: false,
+        ..PLAIN
     },
     Store {
         schemes: &["memory"],
         service: "memory",
         authority: Authority::Bucket(""),
-        env: &[],
-        defaults: &[],
-        renames: &[],
-        required: &[],
-        max_key: None,
-        no_control_chars: false,
-        native_dir_rename: false,
+        ..PLAIN
     },
 ];
 
@@ -294,15 +261,10 @@ pub static STORES: &[Store] = &[
 pub static LOCAL: Store = Store {
     schemes: &["file"],
     service: "fs",
-    authority: Authority::Bucket(""),
-    env: &[],
-    defaults: &[],
-    renames: &[],
-    required: &[],
     // A local path must fit in PATH_MAX with its NUL; the root's length is taken off.
     max_key: Some(KeyLimit::Bytes(4095)),
-    no_control_chars: false,
     native_dir_rename: true,
+    ..PLAIN
 };
 
 /// The store a URI scheme names.

@@ -195,16 +195,7 @@ impl TestUfs {
             },
             Backend::S3 => {
                 let endpoint = s3_endpoint();
-                let bucket = format!(
-                    "t{}-{}-{}",
-                    std::process::id(),
-                    SEQ.fetch_add(1, Ordering::Relaxed),
-                    std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .unwrap()
-                        .as_nanos()
-                        % 1_000_000_000
-                );
+                let bucket = unique_name();
                 create_bucket(&endpoint, &bucket);
                 opendal::init_default_registry();
                 let op = opendal::Operator::via_iter(
