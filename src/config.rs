@@ -105,6 +105,44 @@ impl UfsConfig {
     pub fn store(&self) -> &'static stores::Store {
         stores::by_service(&self.scheme).unwrap_or(&stores::LOCAL)
     }
+
+    /// The store's identity in page ids ([`crate::object::ObjectId`]): the service and
+    /// where its objects live (bucket or container, account, server or endpoint), never
+    /// the mount's prefix, so every mount of one bucket names its objects alike. A local
+    /// directory is this machine's only (`/etc/machine-id`): another host's directory of
+    /// the same path holds other files. The root of a host store (WebDAV, HDFS, SFTP) is
+    /// part of the key, as a bucket's prefix is.
+    pub fn store_id(&self) -> String {
+        let mut id = format!("{}:", self.scheme);
+        if let stores::Authority::Bucket(k) | stores::Authority::Host { key: k, .. } =
+            self.store().authority
+            && let Some(v) = self.options.get(k)
+        {
+            id.push_str(v);
+        }
+        for k in ["account_name", "endpoint"] {
+            if let Some(v) = self.options.get(k) {
+                id.push('@');
+                id.push_str(v);
+            }
+        }
+        // A local directory is this machine's; an in-memory store is this process's.
+        if self.scheme == "fs" || self.scheme == "memory" {
+            let host = std::fs::read_to_string("/etc/machine-id").unwrap_or_default();
+            id.push_str("@host=");
+            id.push_str(host.trim());
+        }
+        if self.scheme == "memory" {
+            id.push_str(&format!("@pid={}", std::process::id()));
+        }
+        id
+    }
+
+    /// The mount's prefix in the store (its root without slashes at either end): an
+    /// object's full key is this, `/`, and its key under the mount.
+    pub fn key_prefix(&self) -> &str {
+        self.options.get("root").map_or("", |r| r.trim_matches('/'))
+    }
 }
 
 /// Which I/O engine the disk cache tier uses (`-o cache_io=`).
@@ -578,14 +616,7 @@ pub fn parse_size(s: &str) -> Result<u64, ConfigError> {
 /// A stable short id for a path (FNV-1a 64), used to name per-mount directories and
 /// sockets. Stable across builds and Rust versions, unlike `DefaultHasher`.
 pub fn path_id(parts: &[&[u8]]) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for p in parts {
-        for b in p.iter().chain(std::iter::once(&0u8)) {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    format!("{h:016x}")
+    format!("{:016x}", crate::object::digest(parts))
 }
 
 /// The default base directory for per-mount state and cache.

@@ -7,12 +7,14 @@
 pub mod config;
 pub mod control;
 pub mod error;
+pub mod fetch;
 #[cfg(feature = "fuse")]
 pub mod fuse;
 pub mod meta;
 pub mod metrics;
 #[cfg(feature = "fuse")]
 pub mod mount;
+pub mod object;
 pub mod page_cache;
 pub mod prom;
 pub mod types;

@@ -1,33 +1,109 @@
-//! The local page cache: a memory tier in front of a disk tier, both capacity-bounded.
+//! The local page cache: a memory tier in front of a disk tier, both capacity-bounded, each
+//! behind the one [`Tier`] trait.
 //!
-//! Pages are 1 MiB slices of UFS objects keyed by `(inode, UFS version, page index)`. A
-//! new version of an object has new keys, so a reader can never get bytes of two versions
-//! mixed. Cache failures never fail a read: a broken or corrupt page is a miss, counted in
-//! the metrics and logged at WARN.
+//! Pages are 1 MiB slices of store objects keyed by [`PageKey`]: (store, object key,
+//! version, page index), the same name on every host. A new version of an object has new
+//! keys, so a reader can never get bytes of two versions mixed. Cache failures never fail a
+//! read: a broken or corrupt page is a miss, counted in the metrics and logged at WARN.
+//!
+//! A tier that is switched off (size 0) is [`NoTier`], which holds nothing: callers never
+//! branch on whether a tier exists. Pages move between tiers only here: a disk hit is put
+//! into memory ([`PageCache::get`]); a page fetched from a source below the cache is put
+//! into both ([`PageCache::put`]), a written file's pages into the disk tier only
+//! ([`PageCache::put_disk`]).
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
 
 use crate::metrics::Metrics;
-use crate::types::{InodeNo, PageIdx};
+use crate::object::ObjectId;
+use crate::types::InodeNo;
 
 pub mod disk;
 pub mod io;
+pub mod mem;
 
+pub use crate::object::PageKey;
 pub use disk::{Backing, DiskTier};
 pub use io::{EngineChoice, IoEngine};
+pub use mem::MemTier;
 
-/// Identity of one cached page.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct PageKey {
-    /// The file.
-    pub ino: InodeNo,
-    /// The UFS version of the file's content.
-    pub version: Arc<str>,
-    /// Page index within the file.
-    pub idx: PageIdx,
+/// One level of the local cache. `owner` is the inode a page is cached for (0 when none,
+/// as on a cache node): bookkeeping for freeing and pinning by inode, never part of a
+/// page's identity. The methods past `remove` concern tiers that keep files; a tier
+/// without them keeps the defaults (nothing to free, pin, give back or hand out).
+#[async_trait::async_trait]
+pub trait Tier: Send + Sync {
+    /// What the tier is called in logs and `fs report`.
+    fn name(&self) -> &'static str;
+    /// Whether the tier holds the page (no I/O, no counters).
+    fn contains(&self, key: &PageKey) -> bool;
+    /// The page, or `None` (absent, or unreadable: a miss either way).
+    async fn get(&self, key: &PageKey) -> Option<Bytes>;
+    /// Stores a page, evicting others to stay within capacity; may decline (no room).
+    /// Failures are logged and counted, never returned.
+    async fn put(&self, key: PageKey, owner: InodeNo, data: Bytes);
+    /// Drops one page; returns whether the tier held it.
+    fn remove(&self, key: &PageKey) -> bool;
+    /// Drops every page cached for `owner`, all versions; returns (bytes freed, files kept
+    /// because the kernel reads them by passthrough). Blocking.
+    fn free_owner(&self, _owner: InodeNo) -> (u64, usize) {
+        (0, 0)
+    }
+    /// Sets the owners whose pages are never evicted (files under pinned paths).
+    fn set_pinned(&self, _owners: HashSet<u64>) {}
+    /// Evicts to give `need` bytes of the tier's filesystem to a write that found it full;
+    /// returns the bytes freed. Blocking.
+    fn release(&self, _need: u64) -> u64 {
+        0
+    }
+    /// Takes `file`, all `size` bytes of `object`, whole (see [`DiskTier::adopt`]).
+    /// Blocking.
+    fn adopt(
+        &self,
+        _owner: InodeNo,
+        _object: &Arc<ObjectId>,
+        _file: &std::fs::File,
+        _size: u64,
+    ) -> bool {
+        false
+    }
+    /// A file holding all of `object` for the kernel to read directly (passthrough).
+    fn backing(
+        self: Arc<Self>,
+        _object: &Arc<ObjectId>,
+        _size: u64,
+        _rt: &tokio::runtime::Handle,
+    ) -> Option<Backing> {
+        None
+    }
+    /// The I/O engine, for tiers that do I/O.
+    fn engine(&self) -> Option<&'static str> {
+        None
+    }
+}
+
+/// A tier that holds nothing: what a tier of size 0 is.
+pub struct NoTier;
+
+#[async_trait::async_trait]
+impl Tier for NoTier {
+    fn name(&self) -> &'static str {
+        "none"
+    }
+    fn contains(&self, _: &PageKey) -> bool {
+        false
+    }
+    async fn get(&self, _: &PageKey) -> Option<Bytes> {
+        None
+    }
+    async fn put(&self, _: PageKey, _: InodeNo, _: Bytes) {}
+    fn remove(&self, _: &PageKey) -> bool {
+        false
+    }
 }
 
 /// Sizes and places of the tiers.
@@ -47,8 +123,8 @@ pub struct PageCacheConfig {
 
 /// Memory tier + disk tier.
 pub struct PageCache {
-    mem: Option<foyer::Cache<PageKey, Bytes>>,
-    disk: Option<Arc<DiskTier>>,
+    mem: Arc<dyn Tier>,
+    disk: Arc<dyn Tier>,
     metrics: Arc<Metrics>,
 }
 
@@ -64,17 +140,12 @@ pub struct CacheError {
 impl PageCache {
     /// Builds the tiers; scans the disk tier so pages from earlier runs are reused.
     pub fn new(cfg: &PageCacheConfig, metrics: Arc<Metrics>) -> Result<Self, CacheError> {
-        let mem = (cfg.mem_bytes > 0).then(|| {
-            // foyer splits capacity across shards and bounds each shard separately; keep a
-            // shard at least 64 MiB so the total stays within `mem_bytes` even for small
-            // budgets (a page larger than a shard would otherwise overshoot it).
-            let shards = (cfg.mem_bytes / (64 << 20)).clamp(1, 8) as usize;
-            foyer::CacheBuilder::new(usize::try_from(cfg.mem_bytes).unwrap_or(usize::MAX))
-                .with_shards(shards)
-                .with_weighter(|_k: &PageKey, v: &Bytes| v.len() + 64)
-                .build()
-        });
-        let disk = if cfg.disk_bytes > 0 {
+        let mem: Arc<dyn Tier> = if cfg.mem_bytes > 0 {
+            Arc::new(MemTier::new(cfg.mem_bytes, metrics.clone()))
+        } else {
+            Arc::new(NoTier)
+        };
+        let disk: Arc<dyn Tier> = if cfg.disk_bytes > 0 {
             let err = |source| CacheError {
                 dir: cfg.disk_dir.clone(),
                 source,
@@ -93,31 +164,40 @@ impl PageCache {
                     .disk_io_uring
                     .store(1, std::sync::atomic::Ordering::Relaxed);
             }
-            Some(Arc::new(tier))
+            Arc::new(tier)
         } else {
-            None
+            Arc::new(NoTier)
         };
-        use std::sync::atomic::Ordering::Relaxed;
-        metrics
-            .disk_cache_capacity
-            .store(if disk.is_some() { cfg.disk_bytes } else { 0 }, Relaxed);
-        metrics.mem_cache_capacity.store(cfg.mem_bytes, Relaxed);
-        Ok(Self { mem, disk, metrics })
+        Ok(Self::with_tiers(mem, disk, cfg, metrics))
     }
 
-    /// Looks a page up in memory, then on disk (promoting disk hits to memory).
+    /// A cache over the given tiers (tests put failure-injecting tiers here).
+    pub fn with_tiers(
+        mem: Arc<dyn Tier>,
+        disk: Arc<dyn Tier>,
+        cfg: &PageCacheConfig,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        use std::sync::atomic::Ordering::Relaxed;
+        let disk_cap = if disk.name() == "none" {
+            0
+        } else {
+            cfg.disk_bytes
+        };
+        metrics.disk_cache_capacity.store(disk_cap, Relaxed);
+        metrics.mem_cache_capacity.store(cfg.mem_bytes, Relaxed);
+        Self { mem, disk, metrics }
+    }
+
+    /// Looks a page up in memory, then on disk (a disk hit is put into memory).
     pub async fn get(&self, key: &PageKey) -> Option<Bytes> {
-        if let Some(mem) = &self.mem
-            && let Some(e) = mem.get(key)
-        {
+        if let Some(b) = self.mem.get(key).await {
             Metrics::inc(&self.metrics.cache_hits_mem);
-            return Some(e.value().clone());
+            return Some(b);
         }
-        if let Some(disk) = &self.disk
-            && let Some(b) = disk.get(key).await
-        {
+        if let Some(b) = self.disk.get(key).await {
             Metrics::inc(&self.metrics.cache_hits_disk);
-            self.put_mem(key.clone(), b.clone());
+            self.mem.put(key.clone(), InodeNo(0), b.clone()).await;
             return Some(b);
         }
         Metrics::inc(&self.metrics.cache_misses);
@@ -126,121 +206,82 @@ impl PageCache {
 
     /// Whether a page is cached in either tier (no counters, no I/O).
     pub fn contains(&self, key: &PageKey) -> bool {
-        self.mem.as_ref().is_some_and(|m| m.contains(key))
-            || self.disk.as_ref().is_some_and(|d| d.contains(key))
+        self.mem.contains(key) || self.disk.contains(key)
     }
 
-    /// Drops the cached pages of `ino`: in memory those of `version` (`pages` of them),
-    /// on disk every version. Returns (disk bytes freed, disk files kept because the
-    /// kernel is reading them by passthrough).
-    pub fn free(&self, ino: InodeNo, version: Option<&Arc<str>>, pages: u64) -> (u64, usize) {
-        if let (Some(mem), Some(v)) = (&self.mem, version) {
+    /// Drops the cached pages of `ino`: in memory those of `object` (`pages` of them), on
+    /// disk every version. Returns (disk bytes freed, disk files kept because the kernel
+    /// is reading them by passthrough). Blocking.
+    pub fn free(&self, ino: InodeNo, object: Option<&Arc<ObjectId>>, pages: u64) -> (u64, usize) {
+        if let Some(o) = object {
             for idx in 0..pages {
-                mem.remove(&PageKey {
-                    ino,
-                    version: v.clone(),
-                    idx: crate::types::PageIdx(idx),
-                });
+                self.mem.remove(&PageKey::new(o, idx));
             }
-            self.metrics
-                .mem_cache_bytes
-                .store(mem.usage() as u64, std::sync::atomic::Ordering::Relaxed);
         }
-        match &self.disk {
-            Some(d) => d.free_inode(ino),
-            None => (0, 0),
-        }
+        self.disk.free_owner(ino)
     }
 
     /// Drops one page from the memory tier if the disk tier also holds it (so nothing is
     /// lost but a copy in memory). Returns whether it did.
     pub fn release_mem(&self, key: &PageKey) -> bool {
-        let (Some(mem), Some(disk)) = (&self.mem, &self.disk) else {
-            return false;
-        };
-        if !disk.contains(key) || mem.remove(key).is_none() {
-            return false;
-        }
-        self.metrics
-            .mem_cache_bytes
-            .store(mem.usage() as u64, std::sync::atomic::Ordering::Relaxed);
-        true
+        self.disk.contains(key) && self.mem.remove(key)
     }
 
     /// Sets the inodes the disk tier never evicts (files under pinned paths).
-    pub fn set_pinned(&self, inodes: std::collections::HashSet<u64>) {
-        if let Some(d) = &self.disk {
-            d.set_pinned(inodes);
-        }
+    pub fn set_pinned(&self, inodes: HashSet<u64>) {
+        self.disk.set_pinned(inodes);
     }
 
     /// Evicts disk-tier pages to give at least `need` bytes of the cache filesystem to a
     /// write that found it full (see [`DiskTier::release`]); blocking. Returns the bytes
     /// freed, 0 when there was nothing to give.
     pub fn release_disk(&self, need: u64) -> u64 {
-        let freed = self.disk.as_ref().map_or(0, |d| d.release(need));
+        let freed = self.disk.release(need);
         Metrics::add(&self.metrics.disk_cache_released_bytes, freed);
         freed
     }
 
     /// The disk tier's I/O engine, if there is a disk tier.
     pub fn disk_engine(&self) -> Option<&'static str> {
-        self.disk.as_ref().map(|d| d.engine())
+        self.disk.engine()
     }
 
     /// The disk tier's data file for a whole cached object, for passthrough (see
     /// [`DiskTier::backing`]).
     pub fn backing(
         &self,
-        ino: InodeNo,
-        version: &Arc<str>,
+        object: &Arc<ObjectId>,
         size: u64,
         rt: &tokio::runtime::Handle,
     ) -> Option<Backing> {
-        self.disk.as_ref()?.backing(ino, version, size, rt)
+        self.disk.clone().backing(object, size, rt)
     }
 
-    fn put_mem(&self, key: PageKey, data: Bytes) {
-        if let Some(mem) = &self.mem {
-            mem.insert(key, data);
-            self.metrics
-                .mem_cache_bytes
-                .store(mem.usage() as u64, std::sync::atomic::Ordering::Relaxed);
-        }
-    }
-
-    /// Caches `file`, all `size` bytes of `(ino, version)`, by taking it as the disk
-    /// tier's data file (see [`DiskTier::adopt`]). On the blocking pool.
+    /// Caches `file`, all `size` bytes of `object`, by taking it as the disk tier's data
+    /// file (see [`DiskTier::adopt`]). On the blocking pool.
     pub async fn adopt(
         &self,
-        ino: InodeNo,
-        version: &Arc<str>,
+        owner: InodeNo,
+        object: &Arc<ObjectId>,
         file: &Arc<std::fs::File>,
         size: u64,
     ) -> bool {
-        let Some(disk) = self.disk.clone() else {
-            return false;
-        };
-        let (version, file) = (version.clone(), file.clone());
-        tokio::task::spawn_blocking(move || disk.adopt(ino, &version, &file, size))
+        let (disk, object, file) = (self.disk.clone(), object.clone(), file.clone());
+        tokio::task::spawn_blocking(move || disk.adopt(owner, &object, &file, size))
             .await
             .unwrap_or(false)
     }
 
     /// Stores a page in the disk tier only (pages of written files: they need not
     /// displace what readers keep in memory).
-    pub async fn put_disk(&self, key: PageKey, data: Bytes) {
-        if let Some(disk) = &self.disk {
-            disk.put(key, data).await;
-        }
+    pub async fn put_disk(&self, key: PageKey, owner: InodeNo, data: Bytes) {
+        self.disk.put(key, owner, data).await;
     }
 
-    /// Stores a page in both tiers. Disk failures are logged and counted, never returned.
-    pub async fn put(&self, key: PageKey, data: Bytes) {
-        self.put_mem(key.clone(), data.clone());
-        if let Some(disk) = &self.disk {
-            disk.put(key, data).await;
-        }
+    /// Stores a page in both tiers.
+    pub async fn put(&self, key: PageKey, owner: InodeNo, data: Bytes) {
+        self.mem.put(key.clone(), owner, data.clone()).await;
+        self.disk.put(key, owner, data).await;
     }
 }
 
@@ -248,12 +289,12 @@ impl PageCache {
 mod tests {
     use super::*;
 
+    fn obj(v: &str) -> Arc<ObjectId> {
+        Arc::new(ObjectId::new(Arc::from("s3:b"), "k", v))
+    }
+
     fn key(i: u64) -> PageKey {
-        PageKey {
-            ino: InodeNo(2),
-            version: Arc::from("e:1"),
-            idx: PageIdx(i),
-        }
+        PageKey::new(&obj("e:1"), i)
     }
 
     #[tokio::test]
@@ -269,7 +310,8 @@ mod tests {
         };
         let c = PageCache::new(&cfg, m.clone()).unwrap();
         for i in 0..20 {
-            c.put(key(i), Bytes::from(vec![i as u8; 1000])).await;
+            c.put(key(i), InodeNo(2), Bytes::from(vec![i as u8; 1000]))
+                .await;
         }
         let snap = m.snapshot();
         assert!(snap["mem_cache_bytes"] <= 3 * 1024, "{snap:?}");
@@ -279,10 +321,7 @@ mod tests {
         assert_eq!(c.get(&key(19)).await.unwrap()[0], 19);
         assert!(c.get(&key(0)).await.is_none());
         // Another version of the same page is a different key.
-        let other = PageKey {
-            version: Arc::from("e:2"),
-            ..key(19)
-        };
+        let other = PageKey::new(&obj("e:2"), 19);
         assert!(c.get(&other).await.is_none());
     }
 }

@@ -22,6 +22,7 @@ mod exact_keys;
 mod stream_put;
 
 use crate::metrics::Metrics;
+use crate::object::ObjectId;
 use crate::types::FileKind;
 use exact_keys::{ExactKeysLayer, encode};
 
@@ -149,6 +150,10 @@ pub struct Ufs {
     /// then it fails, so a stalled store gives EIO in bounded time.
     timeout: Duration,
     uri: String,
+    /// The store's identity in page ids ([`UfsConfig::store_id`]).
+    store_id: Arc<str>,
+    /// The mount's prefix in the store ([`UfsConfig::key_prefix`]).
+    key_prefix: String,
     metrics: Arc<Metrics>,
     native_rename: bool,
     native_copy: bool,
@@ -275,6 +280,8 @@ impl Ufs {
             stream_slots: Arc::new(tokio::sync::Semaphore::new(1)),
             op,
             uri: cfg.uri.clone(),
+            store_id: Arc::from(cfg.store_id()),
+            key_prefix: cfg.key_prefix().to_string(),
             metrics,
         })
     }
@@ -339,6 +346,17 @@ impl Ufs {
     /// The URI this UFS was built from.
     pub fn uri(&self) -> &str {
         &self.uri
+    }
+
+    /// The id of `version` of the object at `key` (under this UFS's root): the name its
+    /// pages have on every host (see [`crate::object`]).
+    pub fn object_id(&self, key: &str, version: &str) -> Arc<ObjectId> {
+        let full = if self.key_prefix.is_empty() {
+            std::borrow::Cow::Borrowed(key)
+        } else {
+            std::borrow::Cow::Owned(format!("{}/{key}", self.key_prefix))
+        };
+        Arc::new(ObjectId::new(self.store_id.clone(), &full, version))
     }
 
     /// Refuses a key longer than the store accepts, before any request: such a request

@@ -20,6 +20,7 @@ use alluxio_metaserver::{Lookup, NewNode, SetAttr, XattrMode, is_primary};
 use tokio::runtime::Handle as RtHandle;
 
 use crate::error::FsError;
+use crate::fetch::{Fetcher, PageSource};
 use crate::meta::MetaClient;
 use crate::metrics::Metrics;
 use crate::page_cache::PageCache;
@@ -29,6 +30,7 @@ use crate::ufs::Ufs;
 mod journal;
 mod mounts;
 mod read;
+mod sources;
 mod ttl;
 mod upload;
 mod write;
@@ -105,10 +107,8 @@ pub struct SetAttrRequest {
 /// The version of a file's content that a read handle serves.
 #[derive(Debug, Clone)]
 struct ReadSnapshot {
-    /// Where the object is; `None` when the file has no object yet.
-    key: Option<mounts::Loc>,
-    version: Option<Arc<str>>,
-    size: u64,
+    /// The version and where it is; `None` when the file has no object yet (it is empty).
+    object: Option<Arc<crate::fetch::ObjectRead>>,
 }
 
 enum Handle {
@@ -151,11 +151,10 @@ pub struct Vfs {
     /// When this daemon last listed each directory (for `metadata_sync`); bounded by
     /// clearing, which only costs extra listings.
     synced: Mutex<HashMap<InodeNo, std::time::Instant>>,
-    inflight: read::Inflight,
-    /// One permit per page buffer fetched from the UFS and not yet in the cache.
-    fetch_budget: Arc<tokio::sync::Semaphore>,
-    /// Read-ahead GETs in flight (`VfsConfig::prefetch_gets`).
-    prefetch_gets: Arc<tokio::sync::Semaphore>,
+    /// The cache's tiers and the chain of page sources below them.
+    fetcher: Arc<Fetcher>,
+    /// Versions whose bytes are in local files (the first page source).
+    local: Arc<sources::LocalCopies>,
     /// Serializes UFS-visible changes per inode (uploads, renames, unlinks). Striped so
     /// memory stays bounded; acquired in stripe order, and before a staging lock.
     inode_locks: Vec<tokio::sync::Mutex<()>>,
@@ -190,16 +189,45 @@ impl Vfs {
         cfg: VfsConfig,
         rt: RtHandle,
     ) -> std::io::Result<Arc<Self>> {
+        Self::with_sources(meta, ufs, cache, metrics, cfg, rt, Vec::new())
+    }
+
+    /// [`Vfs::new`] with `extra` page sources, asked in order after the local copies and
+    /// before the UFS (peer caches; failure-injecting sources in tests).
+    pub fn with_sources(
+        meta: Arc<dyn MetaClient>,
+        ufs: Arc<Ufs>,
+        cache: Arc<PageCache>,
+        metrics: Arc<Metrics>,
+        cfg: VfsConfig,
+        rt: RtHandle,
+        extra: Vec<Arc<dyn PageSource>>,
+    ) -> std::io::Result<Arc<Self>> {
         let journal = match cfg.write_type {
             crate::config::WriteType::AsyncThrough => {
                 Some(Arc::new(journal::Journal::open(cfg.journal_dir.clone())?))
             }
             _ => None,
         };
-        let cfg_inflight = cfg.inflight_pages;
-        let cfg_prefetch_gets = usize::try_from(cfg.prefetch_gets)
+        let prefetch_gets = usize::try_from(cfg.prefetch_gets)
             .unwrap_or(usize::MAX)
             .max(1);
+        let local = Arc::new(sources::LocalCopies::new(journal.clone(), metrics.clone()));
+        let ufs_source = Arc::new(sources::UfsSource {
+            meta: meta.clone(),
+            metrics: metrics.clone(),
+            slots: Arc::new(tokio::sync::Semaphore::new(prefetch_gets)),
+        });
+        // The chain of page sources, in the order a miss asks them.
+        let mut chain: Vec<Arc<dyn PageSource>> = vec![local.clone()];
+        chain.extend(extra);
+        chain.push(ufs_source);
+        let fetcher = Arc::new(Fetcher::new(
+            cache.clone(),
+            chain,
+            usize::try_from(cfg.inflight_pages).unwrap_or(usize::MAX),
+            metrics.clone(),
+        ));
         Ok(Arc::new(Self {
             meta,
             mounts: std::sync::RwLock::new(Arc::new(mounts::MountTable::root_only(ufs))),
@@ -216,11 +244,8 @@ impl Vfs {
             pinned: Mutex::new(HashMap::new()),
             loading: Mutex::new(HashMap::new()),
             synced: Mutex::new(HashMap::new()),
-            inflight: Default::default(),
-            fetch_budget: Arc::new(tokio::sync::Semaphore::new(
-                usize::try_from(cfg_inflight).unwrap_or(usize::MAX).max(1),
-            )),
-            prefetch_gets: Arc::new(tokio::sync::Semaphore::new(cfg_prefetch_gets)),
+            fetcher,
+            local,
             journal,
             uploads: upload::Queue::new(),
             inode_locks: (0..INODE_LOCK_STRIPES)
@@ -392,13 +417,21 @@ impl Vfs {
                     todo.extend(self.meta.list(i).await?.into_iter().map(|e| e.ino));
                 }
                 FileKind::File => {
-                    let version = rec.version.as_deref().map(Arc::from);
+                    let object = match &rec.version {
+                        // Without a key (its mount is gone) only the disk tier frees it.
+                        Some(v) => self
+                            .key_of(i, FileKind::File)
+                            .await
+                            .ok()
+                            .map(|l| l.object(v)),
+                        None => None,
+                    };
                     let pages = rec.size.div_ceil(crate::types::PAGE_SIZE);
                     // Deleting cached files can wait on the device (see
                     // `DiskTier::apply_off_runtime`): not on a runtime thread.
                     let cache = self.cache.clone();
                     let (b, k) =
-                        tokio::task::spawn_blocking(move || cache.free(i, version.as_ref(), pages))
+                        tokio::task::spawn_blocking(move || cache.free(i, object.as_ref(), pages))
                             .await
                             .map_err(|e| FsError::new(libc::EIO, e.to_string()))?;
                     files += 1;

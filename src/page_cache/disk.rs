@@ -1,4 +1,4 @@
-//! The disk tier: one sparse data file per `(inode, version)` holding the object's bytes
+//! The disk tier: one sparse data file per object version ([`ObjectId`]) holding its bytes
 //! at their own offsets, plus an append-only page log beside it, with an LRU of pages in
 //! memory.
 //!
@@ -11,15 +11,19 @@
 //! Files under `<dir>/<hh>/`, named by a 64-bit hash of the key:
 //! ```text
 //! <fid>    data: page i at offset i * PAGE_SIZE, holes where pages are absent
-//! <fid>.m  log:  "ALXCF001" | ino u64 | version_len u32 | version | crc32c(header) u32
+//! <fid>.m  log:  "ALXCF002" | owner u64 | store_len u32 | store | key_len u32 | key
+//!                | version_len u32 | version | crc32c(header) u32
 //!                then records: kind u8 (1 page, 2 drop) | idx u64 | len u32
 //!                | crc32c(page data) u32 | crc32c(record) u32
 //! ```
-//! Integers are little-endian. A page is served only if the log names exactly the
-//! requested `(ino, version)`, lists the page, and the data read back matches the page's
+//! Integers are little-endian. The file id is [`ObjectId::digest`]; `owner` is the inode
+//! that cached the file (0 on a cache node), kept for freeing and pinning by inode and not
+//! part of the identity. A page is served only if the log names exactly the requested
+//! object (store, key and version), lists the page, and the data read back matches the page's
 //! checksum; anything else is a miss. The log is replayed at startup (a torn tail record
 //! is cut off), so the tier survives remounts. Nothing is fsynced: a crash can lose pages
 //! or leave a log record whose data never landed, and the checksum turns that into a miss.
+//! Logs of the earlier format (`ALXCF001`, keyed by inode) are dropped at startup.
 //!
 //! Invariants:
 //! - `used` is the sum of indexed page lengths and never exceeds the tier's limit after
@@ -55,13 +59,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 
-use super::PageKey;
 use super::io::IoEngine;
-use crate::config::path_id;
 use crate::metrics::Metrics;
+use crate::object::{ObjectId, PageKey};
 use crate::types::{InodeNo, PAGE_SIZE};
 
-const MAGIC: &[u8; 8] = b"ALXCF001";
+const MAGIC: &[u8; 8] = b"ALXCF002";
+/// The format before page ids named the object: its logs are dropped, not counted damaged.
+const OLD_MAGIC: &[u8; 8] = b"ALXCF001";
 const REC_LEN: usize = 21;
 const REC_PAGE: u8 = 1;
 const REC_DROP: u8 = 2;
@@ -75,8 +80,9 @@ struct PageMeta {
 }
 
 struct Entry {
-    ino: u64,
-    version: Arc<str>,
+    object: Arc<ObjectId>,
+    /// The inode that cached it (0: none), for `free_inode` and path pins.
+    owner: u64,
     pages: HashMap<u64, PageMeta>,
     /// Passthrough opens holding the data file; while > 0 no page is evicted.
     pins: u32,
@@ -194,8 +200,8 @@ impl Index {
     fn add_page(
         &mut self,
         fid: u64,
-        ino: InodeNo,
-        version: &Arc<str>,
+        object: &Arc<ObjectId>,
+        owner: InodeNo,
         page: u64,
         len: u32,
         crc: u32,
@@ -208,8 +214,8 @@ impl Index {
             verified: true,
         };
         let e = self.files.entry(fid).or_insert_with(|| Entry {
-            ino: ino.0,
-            version: version.clone(),
+            object: object.clone(),
+            owner: owner.0,
             pages: HashMap::new(),
             pins: 0,
             verifying: false,
@@ -278,11 +284,6 @@ fn lock(m: &Mutex<Index>) -> MutexGuard<'_, Index> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-fn file_id(ino: InodeNo, version: &str) -> u64 {
-    let id = path_id(&[&ino.0.to_le_bytes(), version.as_bytes()]);
-    u64::from_str_radix(&id, 16).unwrap_or(0)
-}
-
 fn data_path(dir: &Path, fid: u64) -> PathBuf {
     dir.join(format!("{:02x}", fid >> 56))
         .join(format!("{fid:016x}"))
@@ -292,13 +293,15 @@ fn log_path(dir: &Path, fid: u64) -> PathBuf {
     data_path(dir, fid).with_extension("m")
 }
 
-fn header(ino: u64, version: &str) -> Vec<u8> {
-    let v = version.as_bytes();
-    let mut b = Vec::with_capacity(24 + v.len());
+fn header(owner: u64, object: &ObjectId) -> Vec<u8> {
+    let parts = [object.store(), object.key(), object.version_text()];
+    let mut b = Vec::with_capacity(32 + parts.iter().map(|p| p.len()).sum::<usize>());
     b.extend_from_slice(MAGIC);
-    b.extend_from_slice(&ino.to_le_bytes());
-    b.extend_from_slice(&(v.len() as u32).to_le_bytes());
-    b.extend_from_slice(v);
+    b.extend_from_slice(&owner.to_le_bytes());
+    for p in parts {
+        b.extend_from_slice(&(p.len() as u32).to_le_bytes());
+        b.extend_from_slice(p.as_bytes());
+    }
     let c = crc32c::crc32c(&b);
     b.extend_from_slice(&c.to_le_bytes());
     b
@@ -325,8 +328,8 @@ fn u64_at(b: &[u8], at: usize) -> Option<u64> {
 
 /// A replayed log: the key it names, its pages, and the length of its valid prefix.
 struct Replayed {
-    ino: u64,
-    version: String,
+    owner: u64,
+    object: ObjectId,
     pages: BTreeMap<u64, (u32, u32)>,
     valid_len: usize,
 }
@@ -337,13 +340,19 @@ fn replay(buf: &[u8]) -> Option<Replayed> {
     if buf.get(..8)? != MAGIC {
         return None;
     }
-    let ino = u64_at(buf, 8)?;
-    let vlen = u32_at(buf, 16)? as usize;
-    let hlen = 20usize.checked_add(vlen)?;
-    let version = std::str::from_utf8(buf.get(20..hlen)?).ok()?.to_owned();
+    let owner = u64_at(buf, 8)?;
+    let mut hlen = 16usize;
+    let mut parts = [""; 3];
+    for p in &mut parts {
+        let len = u32_at(buf, hlen)? as usize;
+        let start = hlen + 4;
+        hlen = start.checked_add(len)?;
+        *p = std::str::from_utf8(buf.get(start..hlen)?).ok()?;
+    }
     if u32_at(buf, hlen)? != crc32c::crc32c(&buf[..hlen]) {
         return None;
     }
+    let object = ObjectId::new(Arc::from(parts[0]), parts[1], parts[2]);
     let mut at = hlen + 4;
     let mut pages = BTreeMap::new();
     while let Some(r) = buf.get(at..at + REC_LEN) {
@@ -367,8 +376,8 @@ fn replay(buf: &[u8]) -> Option<Replayed> {
         at += REC_LEN;
     }
     Some(Replayed {
-        ino,
-        version,
+        owner,
+        object,
         pages,
         valid_len: at,
     })
@@ -395,7 +404,7 @@ fn append(dir: &Path, fid: u64, rec: &[u8; REC_LEN]) -> std::io::Result<()> {
 
 /// Creates a file's log with its header, atomically: written under a temporary name and
 /// hard-linked into place, so a concurrent appender never sees a headerless log.
-fn create_log(dir: &Path, fid: u64, ino: u64, version: &str) -> std::io::Result<()> {
+fn create_log(dir: &Path, fid: u64, owner: u64, object: &ObjectId) -> std::io::Result<()> {
     let path = log_path(dir, fid);
     if path.exists() {
         return Ok(());
@@ -403,7 +412,7 @@ fn create_log(dir: &Path, fid: u64, ino: u64, version: &str) -> std::io::Result<
     let parent = path.parent().unwrap_or(dir);
     std::fs::create_dir_all(parent)?;
     let mut tmp = tempfile_in(parent)?;
-    tmp.1.write_all(&header(ino, version))?;
+    tmp.1.write_all(&header(owner, object))?;
     let res = match std::fs::hard_link(&tmp.0, &path) {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
         r => r,
@@ -531,6 +540,7 @@ impl DiskTier {
         let mut index = Index::default();
         // What an earlier run left damaged: said once here, and counted.
         let (mut damaged, mut torn, mut orphans) = (std::collections::HashSet::new(), 0u64, 0u64);
+        let mut old_format = std::collections::HashSet::new();
         for (_, fid) in logs {
             let path = log_path(&dir, fid);
             let mut buf = Vec::new();
@@ -538,9 +548,13 @@ impl DiskTier {
                 .and_then(|mut f| f.read_to_end(&mut buf))
                 .ok()
                 .and_then(|_| replay(&buf))
-                .filter(|r| file_id(InodeNo(r.ino), &r.version) == fid);
+                .filter(|r| r.object.digest() == fid);
             let Some(r) = parsed else {
-                damaged.insert(fid);
+                if buf.starts_with(OLD_MAGIC) {
+                    old_format.insert(fid);
+                } else {
+                    damaged.insert(fid);
+                }
                 let _ = std::fs::remove_file(&path);
                 continue;
             };
@@ -552,8 +566,8 @@ impl DiskTier {
                     .and_then(|f| f.set_len(r.valid_len as u64));
             }
             let mut e = Entry {
-                ino: r.ino,
-                version: Arc::from(r.version),
+                object: Arc::new(r.object),
+                owner: r.owner,
                 pages: HashMap::new(),
                 pins: 0,
                 verifying: false,
@@ -577,7 +591,7 @@ impl DiskTier {
         }
         for fid in datas {
             if !index.files.contains_key(&fid) {
-                orphans += u64::from(!damaged.contains(&fid));
+                orphans += u64::from(!damaged.contains(&fid) && !old_format.contains(&fid));
                 let _ = std::fs::remove_file(data_path(&dir, fid));
             }
         }
@@ -589,6 +603,9 @@ impl DiskTier {
                 data_files_without_a_log = orphans,
                 "disk cache: page logs of an earlier run were damaged or missing; those files' pages are dropped and will be fetched again"
             );
+        }
+        if !old_format.is_empty() {
+            tracing::info!(dir = %dir.display(), files = old_format.len(), "disk cache: dropped files cached by a release that keyed pages by inode; they will be fetched again");
         }
         if torn > 0 {
             tracing::info!(dir = %dir.display(), logs = torn, "disk cache: cut the torn tails of page logs an earlier run left mid-append");
@@ -720,7 +737,7 @@ impl DiskTier {
             let Some(e) = idx.files.get(&fid) else {
                 continue;
             };
-            if e.pins > 0 || idx.pinned_inodes.contains(&e.ino) {
+            if e.pins > 0 || idx.pinned_inodes.contains(&e.owner) {
                 continue;
             }
             freed += e.pages.get(&page).map_or(0, |m| u64::from(m.len));
@@ -820,7 +837,7 @@ impl DiskTier {
             let fids: Vec<(u64, bool)> = idx
                 .files
                 .iter()
-                .filter(|(_, e)| e.ino == ino.0)
+                .filter(|(_, e)| e.owner == ino.0)
                 .map(|(fid, e)| (*fid, e.pins > 0))
                 .collect();
             let before = idx.used;
@@ -857,17 +874,18 @@ impl DiskTier {
 
     /// Whether the index holds the page (no I/O).
     pub fn contains(&self, key: &PageKey) -> bool {
-        let fid = file_id(key.ino, &key.version);
-        lock(&self.index).files.get(&fid).is_some_and(|e| {
-            e.ino == key.ino.0 && *e.version == *key.version && e.pages.contains_key(&key.idx.0)
-        })
+        let fid = key.object.digest();
+        lock(&self.index)
+            .files
+            .get(&fid)
+            .is_some_and(|e| e.object == key.object && e.pages.contains_key(&key.idx.0))
     }
 
     fn lookup(&self, key: &PageKey) -> Option<(u64, PageMeta)> {
-        let fid = file_id(key.ino, &key.version);
+        let fid = key.object.digest();
         let idx = lock(&self.index);
         let e = idx.files.get(&fid)?;
-        if e.ino != key.ino.0 || *e.version != *key.version {
+        if e.object != key.object {
             return None;
         }
         Some((fid, *e.pages.get(&key.idx.0)?))
@@ -902,7 +920,7 @@ impl DiskTier {
                 if self.lookup(key).is_some_and(|(_, m)| m.crc == meta.crc) {
                     if corrupt {
                         tracing::warn!(
-                            ino = key.ino.0,
+                            object = %key.object,
                             idx = key.idx.0,
                             "disk cache page failed its checksum; evicting"
                         );
@@ -970,21 +988,22 @@ impl DiskTier {
         }
     }
 
-    /// Writes a page, evicting the least recently used pages to stay within capacity.
-    pub async fn put(&self, key: PageKey, data: Bytes) {
+    /// Writes a page (cached for inode `owner`, 0 for none), evicting the least recently
+    /// used pages to stay within capacity.
+    pub async fn put(&self, key: PageKey, owner: InodeNo, data: Bytes) {
         if self.failed.load(Ordering::Relaxed) || data.is_empty() || data.len() as u64 > PAGE_SIZE {
             return;
         }
         if self.contains(&key) {
             return; // same key, same bytes: a version never changes content
         }
-        let fid = file_id(key.ino, &key.version);
+        let fid = key.object.digest();
         let len = data.len() as u32;
-        // A different key hashing to the same file id: the old one gives way.
+        // A different object hashing to the same file id: the old one gives way.
         let clash = lock(&self.index)
             .files
             .get(&fid)
-            .is_some_and(|e| e.ino != key.ino.0 || *e.version != *key.version);
+            .is_some_and(|e| e.object != key.object);
         if clash {
             self.drop_file(fid);
         }
@@ -997,12 +1016,12 @@ impl DiskTier {
         let unwritten = Unwritten(&self.index, u64::from(len));
         self.apply_off_runtime(victims).await;
         let crc = crc32c::crc32c(&data);
-        let written = self.write_page(fid, &key, data, crc).await;
+        let written = self.write_page(fid, &key, owner, data, crc).await;
         drop(unwritten);
         match written {
             Ok(()) => {
                 Metrics::inc(&self.metrics.disk_cache_writes);
-                lock(&self.index).add_page(fid, key.ino, &key.version, key.idx.0, len, crc);
+                lock(&self.index).add_page(fid, &key.object, owner, key.idx.0, len, crc);
             }
             Err(e) => {
                 {
@@ -1038,10 +1057,11 @@ impl DiskTier {
         &self,
         fid: u64,
         key: &PageKey,
+        owner: InodeNo,
         data: Bytes,
         crc: u32,
     ) -> std::io::Result<()> {
-        create_log(&self.dir, fid, key.ino.0, &key.version)?;
+        create_log(&self.dir, fid, owner.0, &key.object)?;
         let len = data.len() as u32;
         let offset = key.idx.0 * PAGE_SIZE;
         let align = crate::ufs::DIRECT_ALIGN;
@@ -1067,7 +1087,7 @@ impl DiskTier {
         append(&self.dir, fid, &record(REC_PAGE, key.idx.0, len, crc))
     }
 
-    /// Takes `file`, which holds all `size` bytes of `(ino, version)` and is never written
+    /// Takes `file`, which holds all `size` bytes of `object` and is never written
     /// again (a written file's staging, or an uploaded journal entry), as the version's
     /// data file: hard-linked into place instead of copied page by page, so a written file
     /// is cached whole, ready for passthrough, without writing its bytes a second time.
@@ -1076,7 +1096,7 @@ impl DiskTier {
     /// when it cannot: a file of that version is pinned by passthrough, no room, or the
     /// file cannot be linked here (not an unnamed file on this filesystem); the caller then
     /// caches pages one by one. Blocking: it reads the whole file.
-    pub fn adopt(&self, ino: InodeNo, version: &Arc<str>, file: &File, size: u64) -> bool {
+    pub fn adopt(&self, owner: InodeNo, object: &Arc<ObjectId>, file: &File, size: u64) -> bool {
         use std::os::unix::fs::FileExt;
         // The data file must be exactly the object: passthrough reads it to its own end.
         if self.failed.load(Ordering::Relaxed)
@@ -1085,7 +1105,7 @@ impl DiskTier {
         {
             return false;
         }
-        let fid = file_id(ino, version);
+        let fid = object.digest();
         if lock(&self.index)
             .files
             .get(&fid)
@@ -1109,7 +1129,7 @@ impl DiskTier {
         if !reserved {
             return false;
         }
-        if let Err(e) = self.link_in(fid, ino, version, file, &pages) {
+        if let Err(e) = self.link_in(fid, owner, object, file, &pages) {
             tracing::debug!(error = %e, "cannot adopt a file into the disk cache; copying its pages");
             let mut idx = lock(&self.index);
             idx.used -= size;
@@ -1120,7 +1140,7 @@ impl DiskTier {
         }
         let mut idx = lock(&self.index);
         for (i, (len, crc)) in pages.into_iter().enumerate() {
-            idx.add_page(fid, ino, version, i as u64, len, crc);
+            idx.add_page(fid, object, owner, i as u64, len, crc);
         }
         self.metrics
             .disk_cache_bytes
@@ -1135,8 +1155,8 @@ impl DiskTier {
     fn link_in(
         &self,
         fid: u64,
-        ino: InodeNo,
-        version: &str,
+        owner: InodeNo,
+        object: &ObjectId,
         file: &File,
         pages: &[(u32, u32)],
     ) -> std::io::Result<()> {
@@ -1146,7 +1166,7 @@ impl DiskTier {
         let (tmp_log, mut log) = tempfile_in(&parent)?;
         let tmp_data = temp_name(&parent);
         let res = (|| {
-            let mut buf = header(ino.0, version);
+            let mut buf = header(owner.0, object);
             for (i, &(len, crc)) in pages.iter().enumerate() {
                 buf.extend_from_slice(&record(REC_PAGE, i as u64, len, crc));
             }
@@ -1201,14 +1221,13 @@ impl DiskTier {
         }
     }
 
-    /// The data file of `(ino, version)` if it holds the whole object of `size` bytes,
+    /// The data file of `object` if it holds the whole object of `size` bytes,
     /// every page verified in this process, for the kernel to read through passthrough.
     /// When the pages are all there but some are unverified (cached by an earlier run),
     /// starts a background checksum pass and returns `None`; a later open gets the file.
     pub fn backing(
         self: &Arc<Self>,
-        ino: InodeNo,
-        version: &Arc<str>,
+        object: &Arc<ObjectId>,
         size: u64,
         rt: &tokio::runtime::Handle,
     ) -> Option<Backing> {
@@ -1216,11 +1235,11 @@ impl DiskTier {
         if pages == 0 {
             return None;
         }
-        let fid = file_id(ino, version);
+        let fid = object.digest();
         let unverified = {
             let mut idx = lock(&self.index);
             let e = idx.files.get_mut(&fid)?;
-            if e.ino != ino.0 || *e.version != **version || e.pages.len() as u64 != pages {
+            if e.object != *object || e.pages.len() as u64 != pages {
                 return None;
             }
             let mut unverified: Vec<u64> = Vec::new();
@@ -1243,7 +1262,7 @@ impl DiskTier {
                 // daemon, which checks each page it reads.
                 if ctime_ns(&file).is_none_or(|c| c > e.checked_ns) {
                     tracing::warn!(
-                        ino = ino.0,
+                        %object,
                         "a cached data file changed behind the daemon; checking it again before passthrough"
                     );
                     Metrics::inc(&self.metrics.disk_cache_changed_files);
@@ -1267,15 +1286,10 @@ impl DiskTier {
             unverified
         };
         let this = self.clone();
-        let version = version.clone();
+        let object = object.clone();
         rt.spawn(async move {
             for i in unverified {
-                let key = PageKey {
-                    ino,
-                    version: version.clone(),
-                    idx: crate::types::PageIdx(i),
-                };
-                if this.get(&key).await.is_none() {
+                if this.get(&PageKey::new(&object, i)).await.is_none() {
                     break;
                 }
             }
@@ -1296,19 +1310,68 @@ impl DiskTier {
     }
 }
 
+/// The disk tier as one of the cache's tiers: each method is the inherent one.
+#[async_trait::async_trait]
+impl super::Tier for DiskTier {
+    fn name(&self) -> &'static str {
+        "disk"
+    }
+    fn contains(&self, key: &PageKey) -> bool {
+        DiskTier::contains(self, key)
+    }
+    async fn get(&self, key: &PageKey) -> Option<Bytes> {
+        DiskTier::get(self, key).await
+    }
+    async fn put(&self, key: PageKey, owner: InodeNo, data: Bytes) {
+        DiskTier::put(self, key, owner, data).await;
+    }
+    fn remove(&self, key: &PageKey) -> bool {
+        let Some((fid, _)) = self.lookup(key) else {
+            return false;
+        };
+        self.drop_page(fid, key.idx.0);
+        true
+    }
+    fn free_owner(&self, owner: InodeNo) -> (u64, usize) {
+        self.free_inode(owner)
+    }
+    fn set_pinned(&self, owners: std::collections::HashSet<u64>) {
+        DiskTier::set_pinned(self, owners);
+    }
+    fn release(&self, need: u64) -> u64 {
+        DiskTier::release(self, need)
+    }
+    fn adopt(&self, owner: InodeNo, object: &Arc<ObjectId>, file: &File, size: u64) -> bool {
+        DiskTier::adopt(self, owner, object, file, size)
+    }
+    fn backing(
+        self: Arc<Self>,
+        object: &Arc<ObjectId>,
+        size: u64,
+        rt: &tokio::runtime::Handle,
+    ) -> Option<Backing> {
+        DiskTier::backing(&self, object, size, rt)
+    }
+    fn engine(&self) -> Option<&'static str> {
+        Some(DiskTier::engine(self))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::page_cache::io::EngineChoice;
-    use crate::types::PageIdx;
+
+    /// Version `v` of one object.
+    fn obj(v: &str) -> Arc<ObjectId> {
+        Arc::new(ObjectId::new(Arc::from("s3:b"), "dir/f", v))
+    }
 
     fn key(v: &str, i: u64) -> PageKey {
-        PageKey {
-            ino: InodeNo(9),
-            version: Arc::from(v),
-            idx: PageIdx(i),
-        }
+        PageKey::new(&obj(v), i)
     }
+
+    const OWNER: InodeNo = InodeNo(9);
 
     fn rt() -> tokio::runtime::Handle {
         tokio::runtime::Handle::current()
@@ -1350,14 +1413,14 @@ mod tests {
             v.extend_from_slice(&p1);
             let b1 = Bytes::from(v).slice(1..);
             let v = "e:direct";
-            t.put(key(v, 0), b0).await;
-            t.put(key(v, 1), b1).await;
-            t.put(key(v, 2), Bytes::from(p2.clone())).await;
+            t.put(key(v, 0), OWNER, b0).await;
+            t.put(key(v, 1), OWNER, b1).await;
+            t.put(key(v, 2), OWNER, Bytes::from(p2.clone())).await;
             for (i, want) in [&p0, &p1, &p2].into_iter().enumerate() {
                 let got = t.get(&key(v, i as u64)).await.expect("page cached");
                 assert_eq!(&got[..], &want[..], "page {i} in {}", dir.display());
             }
-            let file = std::fs::read(data_path(&t.dir, file_id(InodeNo(9), v))).unwrap();
+            let file = std::fs::read(data_path(&t.dir, obj(v).digest())).unwrap();
             assert_eq!(file, [&p0[..], &p1[..], &p2[..]].concat());
             assert_eq!(m.snapshot()["disk_cache_errors"], 0);
             let probe = std::fs::OpenOptions::new()
@@ -1377,17 +1440,17 @@ mod tests {
 
     #[test]
     fn log_replay_checks_header_and_cuts_torn_tail() {
-        let mut b = header(9, "e:abc");
+        let mut b = header(9, &obj("e:abc"));
         b.extend_from_slice(&record(REC_PAGE, 0, 5, 77));
         b.extend_from_slice(&record(REC_PAGE, 1, 5, 78));
         b.extend_from_slice(&record(REC_DROP, 0, 0, 0));
         let full = b.len();
         b.extend_from_slice(&record(REC_PAGE, 2, 5, 79)[..10]); // torn append
         let r = replay(&b).unwrap();
-        assert_eq!((r.ino, r.version.as_str()), (9, "e:abc"));
+        assert_eq!((r.owner, &r.object), (9, &*obj("e:abc")));
         assert_eq!(r.pages.into_iter().collect::<Vec<_>>(), vec![(1, (5, 78))]);
         assert_eq!(r.valid_len, full);
-        let mut bad = header(9, "e:abc");
+        let mut bad = header(9, &obj("e:abc"));
         bad[9] ^= 1;
         assert!(replay(&bad).is_none());
         assert!(replay(&[]).is_none());
@@ -1398,15 +1461,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let m = Arc::new(Metrics::default());
         let t = tier(dir.path(), 1 << 30, &m);
-        t.put(key("e:1", 0), Bytes::from(vec![7u8; PAGE_SIZE as usize]))
+        t.put(
+            key("e:1", 0),
+            OWNER,
+            Bytes::from(vec![7u8; PAGE_SIZE as usize]),
+        )
+        .await;
+        t.put(key("e:1", 1), OWNER, Bytes::from_static(b"hello"))
             .await;
-        t.put(key("e:1", 1), Bytes::from_static(b"hello")).await;
         assert_eq!(&t.get(&key("e:1", 1)).await.unwrap()[..], b"hello");
         drop(t);
         let t = tier(dir.path(), 1 << 30, &m);
         assert_eq!(&t.get(&key("e:1", 1)).await.unwrap()[..], b"hello");
         // The data file is the object itself: page 1 starts at PAGE_SIZE.
-        let fid = file_id(InodeNo(9), "e:1");
+        let fid = obj("e:1").digest();
         let data = std::fs::read(data_path(dir.path(), fid)).unwrap();
         assert_eq!(data.len() as u64, PAGE_SIZE + 5);
         assert_eq!(&data[PAGE_SIZE as usize..], b"hello");
@@ -1430,25 +1498,27 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let m = Arc::new(Metrics::default());
         let t = tier(dir.path(), 1 << 30, &m);
-        let v: Arc<str> = Arc::from("e:1");
-        t.put(key("e:1", 0), Bytes::from(vec![5u8; PAGE_SIZE as usize]))
+        let v = obj("e:1");
+        t.put(
+            key("e:1", 0),
+            OWNER,
+            Bytes::from(vec![5u8; PAGE_SIZE as usize]),
+        )
+        .await;
+        t.put(key("e:1", 1), OWNER, Bytes::from_static(b"tail"))
             .await;
-        t.put(key("e:1", 1), Bytes::from_static(b"tail")).await;
         let size = PAGE_SIZE + 4;
         for _ in 0..3 {
-            assert!(
-                t.backing(InodeNo(9), &v, size, &rt()).is_some(),
-                "unchanged"
-            );
+            assert!(t.backing(&v, size, &rt()).is_some(), "unchanged");
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
         let f = std::fs::OpenOptions::new()
             .write(true)
-            .open(data_path(dir.path(), file_id(InodeNo(9), "e:1")))
+            .open(data_path(dir.path(), obj("e:1").digest()))
             .unwrap();
         f.write_all_at(b"X", 10).unwrap();
         drop(f);
-        assert!(t.backing(InodeNo(9), &v, size, &rt()).is_none(), "changed");
+        assert!(t.backing(&v, size, &rt()).is_none(), "changed");
         assert_eq!(m.snapshot()["disk_cache_changed_files"], 1);
         // The check finds page 0 wrong and drops it; the file is never handed out.
         for _ in 0..100 {
@@ -1458,7 +1528,7 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         assert!(!t.contains(&key("e:1", 0)), "the changed page was dropped");
-        assert!(t.backing(InodeNo(9), &v, size, &rt()).is_none());
+        assert!(t.backing(&v, size, &rt()).is_none());
         assert_eq!(&t.get(&key("e:1", 1)).await.unwrap()[..], b"tail");
     }
 
@@ -1470,19 +1540,19 @@ mod tests {
         let m = Arc::new(Metrics::default());
         let t = tier(dir.path(), 1 << 30, &m);
         for v in ["e:garbled", "e:lost", "e:fine"] {
-            t.put(key(v, 0), Bytes::from(vec![3u8; 4096])).await;
+            t.put(key(v, 0), OWNER, Bytes::from(vec![3u8; 4096])).await;
         }
         drop(t);
-        let garbled = log_path(dir.path(), file_id(InodeNo(9), "e:garbled"));
+        let garbled = log_path(dir.path(), obj("e:garbled").digest());
         std::fs::write(&garbled, b"not a page log at all").unwrap();
-        std::fs::remove_file(log_path(dir.path(), file_id(InodeNo(9), "e:lost"))).unwrap();
+        std::fs::remove_file(log_path(dir.path(), obj("e:lost").digest())).unwrap();
         let m2 = Arc::new(Metrics::default());
         let t = tier(dir.path(), 1 << 30, &m2);
         assert_eq!(m2.snapshot()["disk_cache_damaged_logs"], 2);
         assert!(t.get(&key("e:garbled", 0)).await.is_none());
         assert!(t.get(&key("e:lost", 0)).await.is_none());
         assert!(!garbled.exists());
-        let lost = data_path(dir.path(), file_id(InodeNo(9), "e:lost"));
+        let lost = data_path(dir.path(), obj("e:lost").digest());
         assert!(!lost.exists(), "a data file without its log is deleted");
         assert_eq!(
             &t.get(&key("e:fine", 0)).await.unwrap()[..],
@@ -1496,19 +1566,14 @@ mod tests {
         let m = Arc::new(Metrics::default());
         let t = tier(dir.path(), 4 * PAGE_SIZE, &m);
         let page = Bytes::from(vec![1u8; PAGE_SIZE as usize]);
-        t.put(key("a", 0), page.clone()).await;
-        t.put(key("a", 1), Bytes::from_static(b"tail")).await;
-        let b = t
-            .backing(InodeNo(9), &Arc::from("a"), PAGE_SIZE + 4, &rt())
-            .unwrap();
+        t.put(key("a", 0), OWNER, page.clone()).await;
+        t.put(key("a", 1), OWNER, Bytes::from_static(b"tail")).await;
+        let b = t.backing(&obj("a"), PAGE_SIZE + 4, &rt()).unwrap();
         assert_eq!(b.file.metadata().unwrap().len(), PAGE_SIZE + 4);
         // Only a partially cached or wrongly sized object is refused.
-        assert!(
-            t.backing(InodeNo(9), &Arc::from("a"), PAGE_SIZE + 5, &rt())
-                .is_none()
-        );
+        assert!(t.backing(&obj("a"), PAGE_SIZE + 5, &rt()).is_none());
         for i in 0..6 {
-            t.put(key("b", i), page.clone()).await;
+            t.put(key("b", i), OWNER, page.clone()).await;
         }
         let snap = m.snapshot();
         assert!(snap["disk_cache_bytes"] <= 4 * PAGE_SIZE, "{snap:?}");
@@ -1518,7 +1583,7 @@ mod tests {
         drop(b);
         assert_eq!(t.pinned_files(), 0);
         for i in 6..9 {
-            t.put(key("b", i), page.clone()).await;
+            t.put(key("b", i), OWNER, page.clone()).await;
         }
         assert!(
             !t.contains(&key("a", 0)),
@@ -1526,7 +1591,7 @@ mod tests {
         );
         // Evicted pages are holes: the data file no longer takes their blocks.
         use std::os::unix::fs::MetadataExt;
-        let fid = file_id(InodeNo(9), "b");
+        let fid = obj("b").digest();
         let md = std::fs::metadata(data_path(dir.path(), fid)).unwrap();
         assert!(md.blocks() * 512 <= 4 * PAGE_SIZE + 4096, "{}", md.blocks());
     }
@@ -1540,12 +1605,12 @@ mod tests {
         let m = Arc::new(Metrics::default());
         let t = tier(dir.path(), 2 * PAGE_SIZE, &m);
         let page = Bytes::from(vec![7u8; PAGE_SIZE as usize]);
-        t.put(key("a", 0), page.clone()).await;
-        let fid = file_id(InodeNo(9), "a");
+        t.put(key("a", 0), OWNER, page.clone()).await;
+        let fid = obj("a").digest();
         // A put of "a" page 1 is under way while two pages of "b" evict "a" page 0.
         let writing = Writing::begin(&t, fid);
-        t.put(key("b", 0), page.clone()).await;
-        t.put(key("b", 1), page.clone()).await;
+        t.put(key("b", 0), OWNER, page.clone()).await;
+        t.put(key("b", 1), OWNER, page.clone()).await;
         assert!(!t.contains(&key("a", 0)), "evicted");
         assert!(
             data_path(dir.path(), fid).exists(),
@@ -1553,9 +1618,15 @@ mod tests {
         );
         assert!(log_path(dir.path(), fid).exists(), "log kept for the put");
         // The put in progress lands in the files it found.
-        t.write_page(fid, &key("a", 1), page.clone(), crc32c::crc32c(&page))
-            .await
-            .unwrap();
+        t.write_page(
+            fid,
+            &key("a", 1),
+            OWNER,
+            page.clone(),
+            crc32c::crc32c(&page),
+        )
+        .await
+        .unwrap();
         drop(writing);
         assert!(
             !data_path(dir.path(), fid).exists(),
@@ -1571,7 +1642,7 @@ mod tests {
                 for round in 0..4 {
                     for i in 0..16u64 {
                         let b = Bytes::from(vec![v ^ (i as u8); PAGE_SIZE as usize]);
-                        t.put(key(&format!("v{v}"), i), b).await;
+                        t.put(key(&format!("v{v}"), i), OWNER, b).await;
                         if round > 0
                             && let Some(got) = t.get(&key(&format!("v{v}"), i)).await
                         {
@@ -1600,18 +1671,16 @@ mod tests {
         let t = tier(dir.path(), 16 * PAGE_SIZE, &m);
         let page = Bytes::from(vec![1u8; PAGE_SIZE as usize]);
         for i in 0..2 {
-            t.put(key("a", i), page.clone()).await;
+            t.put(key("a", i), OWNER, page.clone()).await;
         }
-        let pinned = t
-            .backing(InodeNo(9), &Arc::from("a"), 2 * PAGE_SIZE, &rt())
-            .unwrap();
+        let pinned = t.backing(&obj("a"), 2 * PAGE_SIZE, &rt()).unwrap();
         for i in 0..4 {
-            t.put(key("b", i), page.clone()).await;
+            t.put(key("b", i), OWNER, page.clone()).await;
         }
         assert_eq!(t.release(PAGE_SIZE + 1), 2 * PAGE_SIZE, "whole pages");
         assert!(!t.contains(&key("b", 0)) && !t.contains(&key("b", 1)));
         assert!(t.contains(&key("b", 2)) && t.contains(&key("a", 0)));
-        let md = std::fs::metadata(data_path(dir.path(), file_id(InodeNo(9), "b"))).unwrap();
+        let md = std::fs::metadata(data_path(dir.path(), obj("b").digest())).unwrap();
         assert!(md.blocks() * 512 <= 2 * PAGE_SIZE + 4096, "punched at once");
         assert_eq!(t.release(8 * PAGE_SIZE), 2 * PAGE_SIZE, "what there was");
         assert_eq!(t.release(PAGE_SIZE), 0, "only pinned pages left");
@@ -1626,16 +1695,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let m = Arc::new(Metrics::default());
         let t = tier(dir.path(), 1 << 30, &m);
-        t.put(key("v", 0), Bytes::from_static(b"abc")).await;
+        t.put(key("v", 0), OWNER, Bytes::from_static(b"abc")).await;
         drop(t);
         let t = tier(dir.path(), 1 << 30, &m);
-        let v: Arc<str> = Arc::from("v");
+        let v = obj("v");
         assert!(
-            t.backing(InodeNo(9), &v, 3, &rt()).is_none(),
+            t.backing(&v, 3, &rt()).is_none(),
             "unverified after restart"
         );
         for _ in 0..100 {
-            if let Some(b) = t.backing(InodeNo(9), &v, 3, &rt()) {
+            if let Some(b) = t.backing(&v, 3, &rt()) {
                 let mut s = String::new();
                 let mut f = &b.file;
                 f.read_to_string(&mut s).unwrap();
@@ -1672,21 +1741,19 @@ mod tests {
         let t = tier(dir.path(), 64 << 20, &m);
         let size = 2 * PAGE_SIZE as usize + 5;
         let bytes: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
-        let v: Arc<str> = Arc::from("v");
+        let v = obj("v");
         // A page cached before (by a reader's miss) gives way to the adopted file.
         t.put(
             key("v", 1),
+            OWNER,
             Bytes::copy_from_slice(&bytes[PAGE_SIZE as usize..2 * PAGE_SIZE as usize]),
         )
         .await;
         let staged = dir.path().join("staged");
         std::fs::create_dir(&staged).unwrap();
         let f = unnamed(&staged, &bytes);
-        assert!(
-            !t.adopt(InodeNo(9), &v, &f, size as u64 + 1),
-            "size differs"
-        );
-        assert!(t.adopt(InodeNo(9), &v, &f, size as u64));
+        assert!(!t.adopt(OWNER, &v, &f, size as u64 + 1), "size differs");
+        assert!(t.adopt(OWNER, &v, &f, size as u64));
         assert_eq!(m.disk_cache_adopted.load(Ordering::Relaxed), 3);
         assert_eq!(lock(&t.index).used, size as u64, "one reservation per page");
         for i in 0..3 {
@@ -1694,18 +1761,16 @@ mod tests {
             let from = i as usize * PAGE_SIZE as usize;
             assert_eq!(&got[..], &bytes[from..size.min(from + PAGE_SIZE as usize)]);
         }
-        let b = t
-            .backing(InodeNo(9), &v, size as u64, &rt())
-            .expect("verified at once");
+        let b = t.backing(&v, size as u64, &rt()).expect("verified at once");
         let mut all = Vec::new();
         (&b.file).read_to_end(&mut all).unwrap();
         assert!(all == bytes, "the data file is the object");
         // Pinned by passthrough: another adoption of the version is refused.
         let g = unnamed(&staged, &bytes);
-        assert!(!t.adopt(InodeNo(9), &v, &g, size as u64));
+        assert!(!t.adopt(OWNER, &v, &g, size as u64));
         drop(b);
         // A named file that was unlinked cannot be linked in: refused, nothing changed.
-        let w: Arc<str> = Arc::from("w");
+        let w = obj("w");
         let p = staged.join("named");
         std::fs::write(&p, &bytes).unwrap();
         let named = File::open(&p).unwrap();

@@ -145,14 +145,6 @@ pub(super) fn pending_tag(ino: InodeNo, seq: u64) -> String {
     ObjectVersion::Pending { ino, seq }.to_string()
 }
 
-/// The journal entry a pending version names.
-pub(super) fn parse_tag(version: &str) -> Option<(InodeNo, u64)> {
-    match ObjectVersion::parse(version) {
-        ObjectVersion::Pending { ino, seq } => Some((ino, seq)),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -218,9 +210,11 @@ mod tests {
         j.remove(InodeNo(7), 1);
         assert_eq!(j.scan().unwrap(), vec![(InodeNo(6), 3)]);
         assert_eq!(
-            parse_tag(&pending_tag(InodeNo(6), 3)),
-            Some((InodeNo(6), 3))
+            ObjectVersion::parse(&pending_tag(InodeNo(6), 3)),
+            ObjectVersion::Pending {
+                ino: InodeNo(6),
+                seq: 3
+            }
         );
-        assert_eq!(parse_tag("e:abc"), None);
     }
 }

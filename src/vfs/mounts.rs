@@ -21,6 +21,8 @@ use alluxio_metaserver::MountEntry;
 use super::Vfs;
 use crate::config::{MetadataSync, UfsConfig};
 use crate::error::FsError;
+use crate::fetch::ObjectRead;
+use crate::object::ObjectId;
 use crate::types::{FileKind, InodeNo};
 use crate::ufs::{Ufs, dir_key, file_key};
 
@@ -86,6 +88,21 @@ impl PartialEq for Loc {
 }
 
 impl Loc {
+    /// The id of `version` of this object (see [`crate::object`]).
+    pub(super) fn object(&self, version: &str) -> Arc<ObjectId> {
+        self.ufs.object_id(&self.key, version)
+    }
+
+    /// `version` of this object, `size` bytes, as inode `owner` reads it.
+    pub(super) fn read_of(&self, version: &str, size: u64, owner: InodeNo) -> Arc<ObjectRead> {
+        Arc::new(ObjectRead {
+            id: self.object(version),
+            size,
+            store: Some((self.ufs.clone(), self.key.clone())),
+            owner,
+        })
+    }
+
     /// Whether both are in one store (a rename between them can be done in the UFS).
     pub(super) fn same_store(&self, o: &Loc) -> bool {
         Arc::ptr_eq(&self.ufs, &o.ufs)

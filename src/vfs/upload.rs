@@ -190,17 +190,17 @@ impl Vfs {
             if_version: Some(Some(tag)),
             ..Default::default()
         };
-        // Offered before the namespace names the store's version (see `offer_local_copy`).
-        let version: Arc<str> = Arc::from(info.version.as_str());
+        // Offered before the namespace names the store's version (see `LocalCopies::offer`).
+        let object = key.object(&info.version);
         // Pages cached under this version now can only be of older bytes the store gave the
         // same version (see `forget_reused_version`): readers read the pending version
         // until the namespace names this one.
         self.cache.free(
             ino,
-            Some(&version),
+            Some(&object),
             info.size.div_ceil(crate::types::PAGE_SIZE),
         );
-        let offered = self.offer_local_copy(ino, version, LocalCopy::immutable(file));
+        let offered = self.local.offer(ino, object, LocalCopy::immutable(file));
         match self.meta.set_attr(ino, cas).await {
             Ok(_) => {
                 // The journaled bytes are the store's version now: cache them under it, so

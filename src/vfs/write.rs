@@ -18,11 +18,12 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use alluxio_metaserver::{NewNode, SetAttr};
 use bytes::Bytes;
 
+use super::mounts::Loc;
 use super::{Handle, ReadSnapshot, Vfs, lock};
 use crate::config::WriteType;
 use crate::error::FsError;
-use crate::page_cache::PageKey;
-use crate::types::{FileHandle, FileKind, InodeNo, InodeRecord, PAGE_SIZE, PageIdx, now_ns};
+use crate::fetch::ObjectRead;
+use crate::types::{FileHandle, FileKind, InodeNo, InodeRecord, PAGE_SIZE, now_ns};
 
 static STAGING_SEQ: AtomicU64 = AtomicU64::new(0);
 
@@ -44,8 +45,7 @@ static STAGING_SEQ: AtomicU64 = AtomicU64::new(0);
 struct Base {
     /// The previous version (its key is looked up again at each copy: the file may have
     /// been moved with its directory since).
-    snap: ReadSnapshot,
-    version: Arc<str>,
+    object: Arc<ObjectRead>,
     /// Bytes `[0, len)` of the previous version are still part of the file; a truncate
     /// lowers it (what lies past it is gone, or zeros from an extension).
     len: u64,
@@ -57,7 +57,7 @@ struct Base {
 }
 
 impl Base {
-    fn new(snap: ReadSnapshot, version: Arc<str>, len: u64) -> Self {
+    fn new(object: Arc<ObjectRead>, len: u64) -> Self {
         let pages = len.div_ceil(PAGE_SIZE);
         let mut missing = vec![u64::MAX; pages.div_ceil(64) as usize];
         if !pages.is_multiple_of(64)
@@ -66,8 +66,7 @@ impl Base {
             *last = (1u64 << (pages % 64)) - 1;
         }
         Self {
-            snap,
-            version,
+            object,
             len,
             missing,
             left: pages,
@@ -220,7 +219,7 @@ impl Staging {
 /// (while its generation is unchanged), or its journal entry (which never changes).
 /// Offered to readers while `fill_pages` copies it into the disk tier.
 pub(super) struct LocalCopy {
-    file: Arc<std::fs::File>,
+    pub(super) file: Arc<std::fs::File>,
     staging: Option<(Arc<OpenFile>, u64)>,
 }
 
@@ -244,7 +243,7 @@ impl LocalCopy {
     /// Whether the file can change no more: a journal entry, or a staging that every
     /// handle has closed (no handle, truncate or unlink holds it any more, and a later
     /// open gets a staging of its own), still at the committed generation.
-    async fn settled(&self) -> bool {
+    pub(super) async fn settled(&self) -> bool {
         match &self.staging {
             None => true,
             Some((of, generation)) => {
@@ -259,7 +258,7 @@ impl LocalCopy {
     /// tier, then RELEASE a moment later: a file written and closed settles right after
     /// its copy starts, and waiting for that lets the tier adopt it whole instead of
     /// copying pages that the adoption would then replace (all of a small file's).
-    async fn settle(&self, within: std::time::Duration) -> bool {
+    pub(super) async fn settle(&self, within: std::time::Duration) -> bool {
         let Some((of, _)) = &self.staging else {
             return true;
         };
@@ -282,7 +281,7 @@ impl LocalCopy {
     }
 
     /// Whether this is `of`'s staging.
-    fn staged_in(&self, of: &Arc<OpenFile>) -> bool {
+    pub(super) fn staged_in(&self, of: &Arc<OpenFile>) -> bool {
         self.staging
             .as_ref()
             .is_some_and(|(s, _)| Arc::ptr_eq(s, of))
@@ -324,48 +323,6 @@ pub(super) fn pread(f: &std::fs::File, start: u64, end: u64) -> std::io::Result<
     f.read_exact_at(&mut b, start).map(|_| b)
 }
 
-/// Keeps a [`LocalCopy`] offered to readers until dropped.
-pub(super) struct Offered {
-    vfs: Arc<Vfs>,
-    key: (InodeNo, Arc<str>),
-    src: Arc<LocalCopy>,
-}
-
-impl Offered {
-    /// The file, its version, and the copy offered.
-    pub(super) fn parts(&self) -> (InodeNo, &Arc<str>, &Arc<LocalCopy>) {
-        (self.key.0, &self.key.1, &self.src)
-    }
-}
-
-impl Drop for Offered {
-    fn drop(&mut self) {
-        let mut m = lock(&self.vfs.inflight.local);
-        if m.get(&self.key).is_some_and(|s| Arc::ptr_eq(s, &self.src)) {
-            m.remove(&self.key);
-        }
-    }
-}
-
-impl Vfs {
-    /// Offers `src`, the bytes of `version` of `ino`, to readers (`Vfs::read_local`) until
-    /// the returned guard is dropped.
-    pub(super) fn offer_local_copy(
-        self: &Arc<Self>,
-        ino: InodeNo,
-        version: Arc<str>,
-        src: LocalCopy,
-    ) -> Offered {
-        let (key, src) = ((ino, version), Arc::new(src));
-        lock(&self.inflight.local).insert(key.clone(), src.clone());
-        Offered {
-            vfs: self.clone(),
-            key,
-            src,
-        }
-    }
-}
-
 /// Per-inode write state shared by every open handle of the inode.
 pub(super) struct OpenFile {
     refs: AtomicUsize,
@@ -403,13 +360,6 @@ pub struct OpenMode {
     /// O_TRUNC.
     pub truncate: bool,
 }
-
-/// How long the copy of a just-committed version into the disk tier waits for its staging
-/// to settle before copying page by page (see [`LocalCopy::settle`]). The wait ends at the
-/// RELEASE that follows a close's FLUSH, so it costs nothing when that comes; this bounds
-/// it when the file stays open. 100 ms was missed under load (1 of 12 runs of the
-/// adoption test with two CPU hogs copied a small file instead of adopting it).
-const SETTLE_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// The least a write that found the cache disk full asks the disk tier to give back:
 /// freeing a few pages per 1 MiB write would put every write of a large file through
@@ -456,7 +406,7 @@ impl Vfs {
                         continue;
                     }
                     let now = Instant::now();
-                    if self.local_copies_in_flight(ino) {
+                    if self.local.in_flight(ino) {
                         quiet_since = None;
                     } else if now - *quiet_since.get_or_insert(now) >= QUIET {
                         return Err(e);
@@ -564,9 +514,8 @@ impl Vfs {
         let (file, base) = if copy {
             let f = new_staging_file(&self.cfg.staging_dir, ino)?;
             f.set_len(rec.size)?;
-            let snap = self.snapshot_of(rec).await?;
-            let version = snap.version.clone().expect("copy implies a version");
-            let base = Base::new(snap, version, rec.size);
+            let object = self.snapshot_of(rec).await?.object;
+            let base = Base::new(object.expect("copy implies a version"), rec.size);
             (Some(Arc::new(f)), Some(base))
         } else {
             (None, None)
@@ -669,12 +618,12 @@ impl Vfs {
         idx: u64,
     ) -> Result<Bytes, FsError> {
         if !*key_fresh {
-            base.snap.key = Some(self.key_of(ino, FileKind::File).await?);
+            let loc = self.key_of(ino, FileKind::File).await?;
+            let old = &base.object;
+            base.object = loc.read_of(old.id.version_text(), old.size, ino);
             *key_fresh = true;
         }
-        let (page, _) = self
-            .page(ino, &base.snap, &base.version, PageIdx(idx))
-            .await?;
+        let (page, _) = self.fetcher.page(&base.object, idx).await?;
         Ok(page)
     }
 
@@ -749,15 +698,15 @@ impl Vfs {
     }
 
     async fn snapshot_of(&self, rec: &InodeRecord) -> Result<ReadSnapshot, FsError> {
-        let key = match rec.version {
-            Some(_) => Some(self.key_of(rec.ino, FileKind::File).await?),
+        let object = match &rec.version {
+            Some(v) => Some(
+                self.key_of(rec.ino, FileKind::File)
+                    .await?
+                    .read_of(v, rec.size, rec.ino),
+            ),
             None => None,
         };
-        Ok(ReadSnapshot {
-            key,
-            version: rec.version.as_deref().map(Arc::from),
-            size: rec.size,
-        })
+        Ok(ReadSnapshot { object })
     }
 
     /// Opens a file.
@@ -843,11 +792,7 @@ impl Vfs {
             self.release_open_file(rec.ino, &of);
             return Err(e);
         }
-        let snapshot = ReadSnapshot {
-            key: None,
-            version: None,
-            size: 0,
-        };
+        let snapshot = ReadSnapshot { object: None };
         let fh = self.add_handle(Handle::File {
             ino: rec.ino,
             writable: true,
@@ -1034,7 +979,7 @@ impl Vfs {
                 }
             }
         };
-        self.forget_reused_version(ino, &version).await;
+        self.forget_reused_version(ino, &key, &version).await;
         self.meta
             .set_attr(
                 ino,
@@ -1076,7 +1021,7 @@ impl Vfs {
         // here or in the cache, never only in the store.
         let (size, generation) = (st.size, st.generation);
         let src = LocalCopy::staged(file, of.clone(), generation);
-        let offered = self.offer_local_copy(ino, Arc::from(version.as_str()), src);
+        let offered = self.local.offer(ino, key.object(&version), src);
         let this = self.clone();
         self.rt
             .spawn(async move { this.fill_pages(offered, size).await });
@@ -1087,7 +1032,7 @@ impl Vfs {
     /// the store gave new bytes the version of the old ones. A version made of size and
     /// mtime in seconds (SFTP, many WebDAV servers' ETags) does that for a rewrite of the
     /// same size within a second, and pages of the old bytes must not answer for the new.
-    pub(super) async fn forget_reused_version(&self, ino: InodeNo, version: &str) {
+    pub(super) async fn forget_reused_version(&self, ino: InodeNo, key: &Loc, version: &str) {
         let Ok(rec) = self.meta.get(ino).await else {
             return;
         };
@@ -1097,77 +1042,11 @@ impl Vfs {
                 version,
                 "the store gave a rewrite the version of the bytes it replaced; dropping their cached pages"
             );
-            self.cache
-                .free(ino, Some(&Arc::from(version)), rec.size.div_ceil(PAGE_SIZE));
-        }
-    }
-
-    /// Copies the pages of a committed version from `src` (its staging file, or its
-    /// journal entry once uploaded) into the disk tier. Only bytes of that version may be
-    /// cached under its key (see [`LocalCopy::read`]). The copy also stops once the file
-    /// is opened for writing with another staging: this version is about to be replaced,
-    /// and caching it would only compete with the writer. While it runs, the version's
-    /// misses read `src` instead of the UFS ([`Vfs::read_local`]), so a file read right
-    /// after it was written never waits on the store, whatever page the copy has reached.
-    pub(super) async fn fill_pages(&self, offered: Offered, size: u64) {
-        let (ino, version, src) = offered.parts();
-        let src = src.clone();
-        self.fill_from(ino, version, &src, size).await;
-        // Counted as closing before the offer goes, so a write waiting for room never sees
-        // neither (`local_copies_in_flight`).
-        let closing = self.inflight.closing.clone();
-        closing.fetch_add(1, Ordering::AcqRel);
-        drop(offered);
-        // Closing an unnamed staging file frees its blocks, which on a filesystem mounted
-        // with `discard` waits on the device (see `DiskTier::apply_off_runtime`): the last
-        // reference goes on the blocking pool, not on a runtime thread.
-        tokio::task::spawn_blocking(move || {
-            drop(src);
-            closing.fetch_sub(1, Ordering::AcqRel);
-        });
-    }
-
-    /// The body of [`Self::fill_pages`].
-    async fn fill_from(&self, ino: InodeNo, version: &Arc<str>, src: &Arc<LocalCopy>, size: u64) {
-        let mut adopt_tried = false;
-        for idx in 0..size.div_ceil(PAGE_SIZE) {
-            // Once the file can change no more, the disk tier takes it whole instead of a
-            // copy. Not while this inode is open for writing: a journal entry may then be
-            // that writer's (frozen) staging, which the disk tier would punch holes in on
-            // eviction. A staging still open is copied page by page until it settles;
-            // before the first page, the copy waits briefly for the RELEASE that follows
-            // a close's FLUSH.
-            let settled = !adopt_tried
-                && if idx == 0 {
-                    src.settle(SETTLE_WAIT).await
-                } else {
-                    src.settled().await
-                };
-            if settled && !lock(&self.open_files).contains_key(&ino) {
-                adopt_tried = true;
-                if self.cache.adopt(ino, version, &src.file, size).await {
-                    return;
-                }
-            }
-            let key = PageKey {
+            self.cache.free(
                 ino,
-                version: version.clone(),
-                idx: PageIdx(idx),
-            };
-            if self.cache.contains(&key) {
-                continue; // a reader's miss cached it already (from `src`)
-            }
-            let start = idx * PAGE_SIZE;
-            let Some(b) = src.read(start, size.min(start + PAGE_SIZE), true).await else {
-                return;
-            };
-            if lock(&self.open_files)
-                .get(&ino)
-                .is_some_and(|o| !src.staged_in(o))
-            {
-                return;
-            }
-            self.cache.put_disk(key, Bytes::from(b)).await;
+                Some(&key.object(version)),
+                rec.size.div_ceil(PAGE_SIZE),
+            );
         }
     }
 
@@ -1336,14 +1215,16 @@ impl Vfs {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::object::ObjectId;
 
     fn base(len: u64) -> Base {
-        let snap = ReadSnapshot {
-            key: None,
-            version: Some(Arc::from("v")),
+        let object = ObjectRead {
+            id: Arc::new(ObjectId::new(Arc::from("s"), "k", "v")),
             size: len,
+            store: None,
+            owner: InodeNo(2),
         };
-        Base::new(snap, Arc::from("v"), len)
+        Base::new(Arc::new(object), len)
     }
 
     fn missing(b: &Base) -> Vec<u64> {

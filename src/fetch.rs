@@ -1,0 +1,357 @@
+//! Where a page comes from: the local cache's tiers, then an ordered chain of
+//! [`PageSource`]s, walked by one [`Fetcher`].
+//!
+//! ```text
+//!   read ─► Fetcher::page ─► PageCache (memory tier, disk tier; a disk hit fills memory)
+//!                │ miss
+//!                ▼  coalesced per page, one fetch-budget permit per page buffer
+//!           sources[0] ─► sources[1] ─► ... ─► sources[n-1]
+//!           (local copies)  (peers, ...)          (the UFS)
+//!                │ hit
+//!                ▼
+//!           length check ─► fill both tiers ─► answer every waiter
+//! ```
+//!
+//! Each source answers [`Fetched::Hit`], [`Fetched::Miss`] (ask the next), or
+//! [`Fetched::Failed`], whose `try_next` says whether a later source may still answer (a
+//! peer that timed out: yes; the store saying the version is gone: no). A source never
+//! fills a tier itself: fills happen here, once. Adding a source is one implementation of
+//! [`PageSource`] and one line where the chain is built (`Vfs::with_sources`).
+//!
+//! Invariants:
+//! - Every waiter of one page gets the result of one fetch (single flight).
+//! - A page buffer fetched from a source is covered by a fetch-budget permit until it is
+//!   in the cache, whose own capacity covers it from then on; read-ahead takes a permit or
+//!   is skipped, a reader's own miss waits for one.
+//! - A page is served only at the length its object version has at that index; a source
+//!   answering with another length is a changed object (ESTALE), never bytes.
+//! - An EIO from the chain answers further fetches of the page at once for
+//!   [`FAILED_FETCH_TTL`]: the kernel retries a failed read-ahead as the reader's own read,
+//!   and the retry must not cost a second full timeout.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore};
+
+use crate::error::FsError;
+use crate::metrics::Metrics;
+use crate::object::{ObjectId, PageKey};
+use crate::page_cache::PageCache;
+use crate::types::{InodeNo, PAGE_SIZE};
+use crate::ufs::Ufs;
+
+/// One version of one object as a reader sees it: its id, its size, where the store holds
+/// it, and the inode reading it (local bookkeeping only).
+pub struct ObjectRead {
+    /// The version's shareable identity.
+    pub id: Arc<ObjectId>,
+    /// Bytes in this version.
+    pub size: u64,
+    /// The store holding it and its key under that store's root; `None` when no store
+    /// holds this version's bytes under a known key.
+    pub store: Option<(Arc<Ufs>, String)>,
+    /// The local inode reading it (0 on a cache node).
+    pub owner: InodeNo,
+}
+
+impl std::fmt::Debug for ObjectRead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectRead")
+            .field("id", &self.id.to_string())
+            .field("size", &self.size)
+            .finish()
+    }
+}
+
+impl ObjectRead {
+    /// The byte range of page `idx`.
+    pub fn page_range(&self, idx: u64) -> std::ops::Range<u64> {
+        let start = idx.saturating_mul(PAGE_SIZE).min(self.size);
+        start..self.size.min(start.saturating_add(PAGE_SIZE))
+    }
+
+    /// Pages in this version.
+    pub fn pages(&self) -> u64 {
+        self.size.div_ceil(PAGE_SIZE)
+    }
+}
+
+/// One page asked of the sources.
+pub struct PageRequest<'a> {
+    /// The object version.
+    pub object: &'a ObjectRead,
+    /// The page's key (its object id and index).
+    pub key: &'a PageKey,
+    /// Whether read-ahead asks, rather than a reader waiting on it.
+    pub read_ahead: bool,
+}
+
+impl PageRequest<'_> {
+    /// The byte range of the object this page holds.
+    pub fn range(&self) -> std::ops::Range<u64> {
+        self.object.page_range(self.key.idx.0)
+    }
+}
+
+/// A source's answer.
+pub enum Fetched {
+    /// The page's bytes.
+    Hit(Bytes),
+    /// Not here: ask the next source.
+    Miss,
+    /// It failed; `try_next` says whether a later source may still answer.
+    Failed {
+        /// What went wrong (returned if no later source answers).
+        error: FsError,
+        /// Whether the next source may be tried.
+        try_next: bool,
+    },
+}
+
+/// A place pages can be fetched from on a cache miss.
+#[async_trait::async_trait]
+pub trait PageSource: Send + Sync {
+    /// What the source is called in logs.
+    fn name(&self) -> &'static str;
+    /// Fetches one page. Never fills a cache tier (the fetcher does).
+    async fn fetch(&self, req: &PageRequest<'_>) -> Fetched;
+}
+
+type Cell = Arc<OnceCell<Result<Bytes, FsError>>>;
+
+/// Bound on [`Fetcher::fresh`] and [`Fetcher::failed`].
+const TABLE_MAX: usize = 1 << 16;
+
+/// How long a page fetch's EIO answers further fetches of the page.
+pub const FAILED_FETCH_TTL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The tiers, the chain of sources below them, and what walking them needs: the table of
+/// fetches in flight, the fetch budget, and the read-ahead bookkeeping.
+pub struct Fetcher {
+    cache: Arc<PageCache>,
+    sources: Vec<Arc<dyn PageSource>>,
+    metrics: Arc<Metrics>,
+    /// One permit per page buffer fetched and not yet in the cache.
+    budget: Arc<Semaphore>,
+    fetches: Mutex<HashMap<PageKey, Cell>>,
+    /// Pages that read-ahead put in the cache, with how many of their bytes no read has
+    /// asked for yet. Once reads have asked for as many bytes as the page holds, it leaves
+    /// the memory tier (it stays on disk, and the kernel keeps the bytes it was given): a
+    /// sequential scan is read once, and keeping it in memory would only push out pages
+    /// that are used again, and cost a fresh (faulted, zeroed) buffer for every page read.
+    /// Counting bytes rather than requiring one read of the whole page makes this hold for
+    /// any request size and alignment the kernel picks; a page only partly read (a random
+    /// reader's) stays in memory. Bounded: cleared when it reaches [`TABLE_MAX`]
+    /// (forgetting only means a scan page stays in memory, as any other page).
+    fresh: Mutex<HashMap<PageKey, u64>>,
+    /// Pages whose fetch failed with EIO just now, with the error and when (see the
+    /// module's invariants). Bounded like `fresh`.
+    failed: Mutex<HashMap<PageKey, (FsError, std::time::Instant)>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Fetcher {
+    /// A fetcher over `cache` and `sources` (asked in order), with `budget` page buffers
+    /// in flight at most.
+    pub fn new(
+        cache: Arc<PageCache>,
+        sources: Vec<Arc<dyn PageSource>>,
+        budget: usize,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            cache,
+            sources,
+            metrics,
+            budget: Arc::new(Semaphore::new(budget.max(1))),
+            fetches: Mutex::new(HashMap::new()),
+            fresh: Mutex::new(HashMap::new()),
+            failed: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The local cache.
+    pub fn cache(&self) -> &Arc<PageCache> {
+        &self.cache
+    }
+
+    /// The names of the sources, in the order they are asked.
+    pub fn source_names(&self) -> Vec<&'static str> {
+        self.sources.iter().map(|s| s.name()).collect()
+    }
+
+    /// Page `idx` of `object`, and whether it came from the cache.
+    pub async fn page(&self, object: &ObjectRead, idx: u64) -> Result<(Bytes, bool), FsError> {
+        let key = PageKey::new(&object.id, idx);
+        if let Some(b) = self.cache.get(&key).await {
+            return Ok((b, true));
+        }
+        Ok((self.fetch(object, key, None).await?, false))
+    }
+
+    /// Whether a page is cached or being fetched (no I/O).
+    pub fn has(&self, key: &PageKey) -> bool {
+        lock(&self.fetches).contains_key(key) || self.cache.contains(key)
+    }
+
+    /// A permit for one read-ahead page, if the budget has one to spare: readers' own
+    /// misses come first.
+    pub fn try_permit(&self) -> Option<OwnedSemaphorePermit> {
+        self.budget.clone().try_acquire_owned().ok()
+    }
+
+    /// Fetches a page from the sources into the cache, coalescing concurrent fetches.
+    /// `permit` (read-ahead's, from [`Self::try_permit`]) or one awaited here covers the
+    /// page buffer until the page is in the cache.
+    pub async fn fetch(
+        &self,
+        object: &ObjectRead,
+        key: PageKey,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> Result<Bytes, FsError> {
+        let read_ahead = permit.is_some();
+        if let Some((e, at)) = lock(&self.failed).get(&key)
+            && at.elapsed() < FAILED_FETCH_TTL
+        {
+            return Err(e.clone());
+        }
+        let cell = lock(&self.fetches).entry(key.clone()).or_default().clone();
+        let res = cell
+            .get_or_init(|| async {
+                // A fetch of this page (a prefetch) may have completed and left the
+                // in-flight table between our cache miss and now: use its result.
+                if self.cache.contains(&key)
+                    && let Some(b) = self.cache.get(&key).await
+                {
+                    return Ok(b);
+                }
+                let _permit = match permit {
+                    Some(p) => p,
+                    None => self
+                        .budget
+                        .clone()
+                        .acquire_owned()
+                        .await
+                        .map_err(|_| FsError::new(libc::EIO, "fetch budget closed"))?,
+                };
+                let req = PageRequest {
+                    object,
+                    key: &key,
+                    read_ahead,
+                };
+                let b = self.walk(&req).await?;
+                let want = req.range();
+                if b.len() as u64 != want.end - want.start {
+                    return Err(FsError::new(
+                        libc::ESTALE,
+                        format!(
+                            "{} changed: a source gave page {} short",
+                            key.object, key.idx.0
+                        ),
+                    ));
+                }
+                if read_ahead {
+                    // Before the page is visible, so no read can use it unmarked.
+                    let mut f = lock(&self.fresh);
+                    if f.len() >= TABLE_MAX {
+                        f.clear();
+                    }
+                    f.insert(key.clone(), b.len() as u64);
+                }
+                self.cache.put(key.clone(), object.owner, b.clone()).await;
+                if read_ahead {
+                    self.release_read(&key);
+                }
+                Ok(b)
+            })
+            .await
+            .clone();
+        let mut m = lock(&self.fetches);
+        if m.get(&key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+            m.remove(&key);
+        }
+        drop(m);
+        let mut failed = lock(&self.failed);
+        match &res {
+            Err(e) if e.errno() == libc::EIO => {
+                if failed.len() >= TABLE_MAX {
+                    failed.retain(|_, (_, at)| at.elapsed() < FAILED_FETCH_TTL);
+                    if failed.len() >= TABLE_MAX {
+                        failed.clear();
+                    }
+                }
+                failed.insert(key, (e.clone(), std::time::Instant::now()));
+            }
+            Ok(_) => {
+                failed.remove(&key);
+            }
+            Err(_) => {}
+        }
+        res
+    }
+
+    /// Asks the sources in order until one answers.
+    async fn walk(&self, req: &PageRequest<'_>) -> Result<Bytes, FsError> {
+        let mut last = None;
+        for s in &self.sources {
+            match s.fetch(req).await {
+                Fetched::Hit(b) => return Ok(b),
+                Fetched::Miss => {}
+                Fetched::Failed {
+                    error,
+                    try_next: true,
+                } => {
+                    tracing::debug!(source = s.name(), error = %error, "page source failed; trying the next");
+                    last = Some(error);
+                }
+                Fetched::Failed { error, .. } => return Err(error),
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            FsError::new(
+                libc::EIO,
+                format!(
+                    "no source holds page {} of {}",
+                    req.key.idx.0, req.key.object
+                ),
+            )
+        }))
+    }
+
+    /// Notes a read of `len` bytes of page `key`: a read-ahead page whose bytes have all
+    /// been asked for leaves the memory tier (see [`Fetcher::fresh`]).
+    pub fn used(&self, object: &Arc<ObjectId>, idx: u64, len: u64) {
+        let mut f = lock(&self.fresh);
+        if f.is_empty() {
+            return; // the common case of a warm read: no key built, no hashing
+        }
+        let key = PageKey::new(object, idx);
+        let Some(left) = f.get_mut(&key) else { return };
+        *left = left.saturating_sub(len);
+        // Released now if the disk tier holds it. If not, its disk write is still under
+        // way (a reader may use a page as soon as it is in memory): the entry stays, used
+        // up, and the fetch releases the page once that write is done (`release_read`).
+        if *left == 0 && self.cache.release_mem(&key) {
+            f.remove(&key);
+            Metrics::inc(&self.metrics.readahead_released);
+        }
+    }
+
+    /// After a read-ahead page's cache write: if reads have used all of it meanwhile, it
+    /// leaves memory now (see [`Fetcher::used`]); either way a used-up entry is dropped.
+    fn release_read(&self, key: &PageKey) {
+        let mut f = lock(&self.fresh);
+        if f.get(key) != Some(&0) {
+            return;
+        }
+        f.remove(key);
+        if self.cache.release_mem(key) {
+            Metrics::inc(&self.metrics.readahead_released);
+        }
+    }
+}
