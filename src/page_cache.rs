@@ -179,12 +179,7 @@ impl PageCache {
         metrics: Arc<Metrics>,
     ) -> Self {
         use std::sync::atomic::Ordering::Relaxed;
-        let disk_cap = if disk.name() == "none" {
-            0
-        } else {
-            cfg.disk_bytes
-        };
-        metrics.disk_cache_capacity.store(disk_cap, Relaxed);
+        metrics.disk_cache_capacity.store(cfg.disk_bytes, Relaxed);
         metrics.mem_cache_capacity.store(cfg.mem_bytes, Relaxed);
         Self { mem, disk, metrics }
     }
