@@ -7,6 +7,7 @@
 pub mod config;
 pub mod control;
 pub mod error;
+pub mod fault;
 pub mod fetch;
 #[cfg(feature = "fuse")]
 pub mod fuse;

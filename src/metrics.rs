@@ -118,6 +118,9 @@ counters! {
     /// read or a commit needed their old bytes (pages that writes replace whole are never
     /// copied).
     staging_copied_pages,
+    /// Writes dropped: the upload after a file's last close failed (logged at ERROR with
+    /// the inode), so the file keeps its previous content.
+    uploads_lost,
 }
 
 impl Metrics {

@@ -309,6 +309,16 @@ impl Ufs {
         self.op = layered(&self.base, self.timeout);
     }
 
+    /// Puts `wrap` around the store's own operator, inside this crate's layers (retry,
+    /// timeout, exact keys): a layer added so sees each attempt as the service would, with
+    /// paths as exact keys. For fault injection ([`crate::fault::FaultLayer`]). A local
+    /// directory's stats, listings, uploads, deletes and directory renames go to the
+    /// file system directly and pass no layer; its reads do.
+    pub fn wrap_store(&mut self, wrap: impl FnOnce(Operator) -> Operator) {
+        self.base = wrap(self.base.clone());
+        self.op = layered(&self.base, self.timeout);
+    }
+
     /// See [`Self::set_timeout`].
     pub fn timeout(&self) -> Duration {
         self.timeout

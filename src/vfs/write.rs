@@ -23,6 +23,7 @@ use super::{Handle, ReadSnapshot, Vfs, lock};
 use crate::config::WriteType;
 use crate::error::FsError;
 use crate::fetch::ObjectRead;
+use crate::metrics::Metrics;
 use crate::types::{FileHandle, FileKind, InodeNo, InodeRecord, PAGE_SIZE, now_ns};
 
 static STAGING_SEQ: AtomicU64 = AtomicU64::new(0);
@@ -1114,6 +1115,7 @@ impl Vfs {
                 let this = self.clone();
                 self.rt.spawn(async move {
                     if let Err(e) = this.commit(ino, &of).await {
+                        Metrics::inc(&this.metrics.uploads_lost);
                         tracing::error!(ino = ino.0, error = %e, "upload after last close failed; data of this file is lost");
                     }
                 });

@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+pub use crate::model::{data, sha256};
 use alluxio::config::{FuseConfig, MountConfig, UfsConfig};
 use alluxio::types::Ownership;
-use sha2::{Digest, Sha256};
 
 /// Which store a test runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -623,23 +623,6 @@ pub fn renameat2(from: &Path, to: &Path, flags: u32) -> std::io::Result<()> {
 }
 
 /// Deterministic pseudo-random bytes (xorshift), different per seed.
-pub fn data(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut v = Vec::with_capacity(len + 8);
-    while v.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.extend_from_slice(&x.to_le_bytes());
-    }
-    v.truncate(len);
-    v
-}
-
-pub fn sha256(b: &[u8]) -> String {
-    format!("{:x}", Sha256::digest(b))
-}
-
 /// Generates one test per backend from `fn name(backend: Backend)`.
 #[macro_export]
 macro_rules! backend_tests {

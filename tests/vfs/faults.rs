@@ -1,0 +1,205 @@
+//! Faults in the store, injected under the retry and timeout layers: what the vfs
+//! answers, how long it takes, and what it leaves. Every read either returns the right
+//! bytes or an errno; none returns bytes of another length or version.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use alluxio::config::WriteType;
+use alluxio::fault::{Call, Fault, Rule};
+use alluxio::fetch::FAILED_FETCH_TTL;
+
+use crate::harness::{Env, MIB, Options, data, eventually};
+
+/// An env whose store holds `f` (`len` bytes) written by another client, and the bytes.
+fn with_object(len: usize, o: Options) -> (Env, Vec<u8>) {
+    let env = Env::with(o);
+    let body = data(len, 7);
+    env.put_underneath("f", &body);
+    (env, body)
+}
+
+fn fail() -> Fault {
+    Fault::Fail { temporary: false }
+}
+
+/// The third GET fails: that page answers EIO, every other page its own bytes.
+#[test]
+fn vfs_the_third_store_read_fails_and_only_its_page_is_eio() {
+    let (env, body) = with_object(5 * MIB, Options::default());
+    env.faults
+        .inject(Rule::new(Call::Read, fail()).on_key("f").after(2).times(1));
+    let fh = env.open(env.ino("f"), false, false).unwrap();
+    let got: Vec<Result<bool, i32>> = (0..5)
+        .map(|p| {
+            env.read(fh, p * MIB, MIB)
+                .map(|b| b == body[p * MIB..(p + 1) * MIB])
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [Ok(true), Ok(true), Err(libc::EIO), Ok(true), Ok(true)]
+    );
+    assert_eq!(env.faults.fired(), 1);
+}
+
+/// A temporary failure (a 503, a reset connection) is retried under the vfs: the reader
+/// never sees it.
+#[test]
+fn vfs_a_temporary_store_failure_is_retried_unseen() {
+    let (env, body) = with_object(MIB + 5, Options::default());
+    env.faults.inject(
+        Rule::new(Call::Read, Fault::Fail { temporary: true })
+            .on_key("f")
+            .times(2),
+    );
+    assert!(env.read_all(env.ino("f")).unwrap() == body);
+    // Two pages: the first read twice failed and once went through.
+    assert_eq!(env.faults.calls(Call::Read), 4);
+}
+
+/// A failed page answers the kernel's immediate retry with the same EIO without asking
+/// the store again; once that window passes, the store is asked and the page is right.
+#[test]
+fn vfs_a_failed_page_is_not_fetched_again_at_once_then_recovers() {
+    let (env, body) = with_object(MIB, Options::default());
+    env.faults.inject(Rule::new(Call::Read, fail()).times(1));
+    let fh = env.open(env.ino("f"), false, false).unwrap();
+    assert_eq!(env.read(fh, 0, 4096), Err(libc::EIO));
+    let calls = env.faults.calls(Call::Read);
+    let t = Instant::now();
+    assert_eq!(env.read(fh, 0, 4096), Err(libc::EIO));
+    if t.elapsed() < FAILED_FETCH_TTL {
+        assert_eq!(
+            env.faults.calls(Call::Read),
+            calls,
+            "the store was asked again"
+        );
+    }
+    assert!(eventually(FAILED_FETCH_TTL * 3, || env
+        .read(fh, 0, MIB)
+        .is_ok_and(|b| b == body)));
+}
+
+/// A store that stops answering: the read fails with EIO within `ufs_timeout` (1 s
+/// here), retries included, not later and never with bytes; once it answers again, the
+/// same handle reads the right bytes.
+#[test]
+fn vfs_a_stalled_store_gives_eio_within_the_timeout_and_recovers() {
+    let (env, body) = with_object(
+        2 * MIB,
+        Options {
+            timeout: Duration::from_secs(1),
+            ..Default::default()
+        },
+    );
+    let fh = env.open(env.ino("f"), false, false).unwrap();
+    env.faults.inject(Rule::new(Call::Read, Fault::Stall(None)));
+    let t = Instant::now();
+    assert_eq!(env.read(fh, MIB, MIB), Err(libc::EIO));
+    let took = t.elapsed();
+    // The bound is the timeout; the margin is for a loaded 2-core machine.
+    assert!(took < Duration::from_secs(3), "EIO after {took:?}");
+    env.faults.clear();
+    assert!(eventually(FAILED_FETCH_TTL * 3, || env
+        .read(fh, MIB, MIB)
+        .is_ok_and(|b| b[..] == body[MIB..])));
+}
+
+/// A body cut short by the store is never served, neither as the page nor as part of
+/// it; the next read of the page gets it whole.
+#[test]
+fn vfs_a_short_body_from_the_store_is_never_served() {
+    let (env, body) = with_object(MIB, Options::default());
+    env.faults
+        .inject(Rule::new(Call::Read, Fault::Short(100)).times(1));
+    let fh = env.open(env.ino("f"), false, false).unwrap();
+    let r = env.read(fh, 0, MIB);
+    assert!(
+        matches!(r, Err(libc::ESTALE | libc::EIO)),
+        "a short body was answered with {:?}",
+        r.map(|b| b.len())
+    );
+    assert!(eventually(FAILED_FETCH_TTL * 3, || env
+        .read(fh, 0, MIB)
+        .is_ok_and(|b| b == body)));
+}
+
+/// The store says the version is gone (an If-Match that failed): ESTALE at once, with no
+/// retry, since no retry can bring that version back.
+#[test]
+fn vfs_a_changed_version_is_estale_without_retries() {
+    let (env, _) = with_object(MIB, Options::default());
+    env.faults.inject(Rule::new(Call::Read, Fault::Changed));
+    let fh = env.open(env.ino("f"), false, false).unwrap();
+    assert_eq!(env.read(fh, 0, 4096), Err(libc::ESTALE));
+    assert_eq!(env.faults.calls(Call::Read), 1);
+}
+
+/// CACHE_THROUGH: a close whose upload fails returns EIO and the namespace keeps the
+/// previous size; after the last close the daemon tries the upload once more, and when
+/// that lands, the file has the new bytes (SEMANTICS, "What a close or fsync that
+/// returned EIO leaves").
+#[test]
+fn vfs_a_failed_upload_is_eio_at_close_then_lands_in_the_background() {
+    let env = Env::new();
+    let ino = env.put("f", b"old");
+    env.faults
+        .inject(Rule::new(Call::Write, fail()).on_key("f").times(1));
+    let fh = env.open(ino, true, true).unwrap();
+    let body = data(3 * MIB, 9);
+    env.write(fh, 0, &body).unwrap();
+    assert_eq!(env.close(fh), Err(libc::EIO));
+    assert!(eventually(Duration::from_secs(20), || {
+        env.faults.calls(Call::Write) >= 3
+            && env
+                .rt
+                .block_on(env.store.read("f"))
+                .is_ok_and(|b| b.to_vec() == body)
+    }));
+    assert!(env.read_all(ino).unwrap() == body);
+}
+
+/// CACHE_THROUGH: when the background retry fails too, the new bytes are dropped (and
+/// logged): the file keeps its previous content, in the namespace and in the store.
+#[test]
+fn vfs_an_upload_that_keeps_failing_leaves_the_previous_file() {
+    let env = Env::new();
+    let ino = env.put("f", b"old");
+    env.faults
+        .inject(Rule::new(Call::Write, fail()).on_key("f").times(2));
+    let fh = env.open(ino, true, true).unwrap();
+    env.write(fh, 0, &data(MIB, 9)).unwrap();
+    assert_eq!(env.close(fh), Err(libc::EIO));
+    assert!(eventually(Duration::from_secs(20), || env
+        .metrics
+        .uploads_lost
+        .load(Relaxed)
+        == 1));
+    assert_eq!(env.read_all(ino).unwrap(), b"old");
+    assert_eq!(
+        env.rt.block_on(env.store.read("f")).unwrap().to_vec(),
+        b"old"
+    );
+}
+
+/// ASYNC_THROUGH: close does not wait for the store; the uploader retries with backoff
+/// until the store takes the upload.
+#[test]
+fn vfs_async_through_uploads_after_the_store_recovers() {
+    let env = Env::with(Options {
+        write_type: WriteType::AsyncThrough,
+        ..Default::default()
+    });
+    env.faults
+        .inject(Rule::new(Call::Write, fail()).on_key("f").times(2));
+    let body = data(2 * MIB + 1, 4);
+    let ino = env.put("f", &body);
+    assert!(env.read_all(ino).unwrap() == body, "read before the upload");
+    assert!(eventually(Duration::from_secs(30), || env
+        .rt
+        .block_on(env.store.read("f"))
+        .is_ok_and(|b| b.to_vec() == body)));
+    assert_eq!(env.faults.fired(), 2);
+    assert!(env.metrics.ufs_writes.load(Relaxed) >= 3);
+}

@@ -1,0 +1,262 @@
+//! A `Vfs` with nothing outside this process: the in-memory namespace store, an OpenDAL
+//! UFS (an in-memory store, or a temporary directory) with a [`FaultLayer`] under this
+//! crate's retry and timeout layers, and a memory-only page cache. No kernel, no
+//! `/dev/fuse`, no root: the calls are the ones the FUSE adapter makes, made directly.
+//! Where the kernel decides something before it calls the filesystem (name lookups,
+//! EEXIST, EISDIR), the reference test says so beside the call (`reftest.rs`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use alluxio::config::{MetadataSync, UfsConfig, WriteType};
+use alluxio::fault::{FaultLayer, Faults};
+use alluxio::fetch::PageSource;
+use alluxio::meta::embedded::EmbeddedMeta;
+use alluxio::metrics::Metrics;
+use alluxio::page_cache::{PageCache, PageCacheConfig};
+use alluxio::types::{FileHandle, InodeNo, Ownership, ROOT_INO};
+use alluxio::ufs::Ufs;
+use alluxio::vfs::{OpenMode, Vfs, VfsConfig};
+use alluxio_metaserver::{MemoryStore, Namespace};
+
+pub use crate::model::data;
+
+pub const MIB: usize = 1 << 20;
+
+/// Where the UFS keeps its objects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Store {
+    /// OpenDAL's in-memory service: every call goes through OpenDAL (and the fault layer).
+    Memory,
+    /// A temporary directory: reads go through OpenDAL; stats, listings, uploads and
+    /// renames are native file system calls.
+    Dir,
+}
+
+/// How to build an [`Env`].
+pub struct Options {
+    pub store: Store,
+    pub timeout: Duration,
+    pub write_type: WriteType,
+    pub prefetch_pages: u64,
+    /// Page sources asked after the local copies and before the UFS.
+    pub extra: Vec<Arc<dyn PageSource>>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            store: Store::Memory,
+            timeout: Duration::from_secs(5),
+            write_type: WriteType::CacheThrough,
+            // No read-ahead: each read fetches only what it asks for, so counts are exact.
+            prefetch_pages: 0,
+            extra: Vec::new(),
+        }
+    }
+}
+
+/// A vfs and what a test needs beside it.
+pub struct Env {
+    pub vfs: Arc<Vfs>,
+    pub rt: tokio::runtime::Runtime,
+    /// The plan the store's fault layer obeys.
+    pub faults: Faults,
+    pub metrics: Arc<Metrics>,
+    /// The store without any layer of ours: what another writer of the bucket sees.
+    pub store: opendal::Operator,
+    pub uid: u32,
+    pub gid: u32,
+    _dir: tempfile::TempDir,
+}
+
+impl Env {
+    pub fn new() -> Self {
+        Self::with(Options::default())
+    }
+
+    pub fn with(o: Options) -> Self {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Arc::new(Metrics::default());
+        let cfg = match o.store {
+            Store::Memory => UfsConfig::parse("memory://", &Default::default()).unwrap(),
+            Store::Dir => {
+                let root = dir.path().join("ufs");
+                std::fs::create_dir(&root).unwrap();
+                UfsConfig::parse(root.to_str().unwrap(), &Default::default()).unwrap()
+            }
+        };
+        let faults = Faults::new();
+        let mut ufs = Ufs::new(&cfg, metrics.clone()).unwrap();
+        let mut store = None;
+        ufs.wrap_store(|op| {
+            store = Some(op.clone());
+            op.layer(FaultLayer(faults.clone()))
+        });
+        ufs.set_timeout(o.timeout);
+        // SAFETY: getuid and getgid cannot fail and touch no memory.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        let own = Ownership {
+            uid,
+            gid,
+            file_mode: 0o644,
+            dir_mode: 0o755,
+        };
+        let ns = Namespace::open(MemoryStore::new(), own, 1).unwrap();
+        let meta = EmbeddedMeta::new(ns, rt.handle().clone());
+        let cache = PageCache::new(
+            &PageCacheConfig {
+                mem_bytes: 64 << 20,
+                disk_bytes: 0,
+                disk_dir: dir.path().join("pages"),
+                io_engine: Default::default(),
+                disk_free_ratio: 0.0,
+            },
+            metrics.clone(),
+        )
+        .unwrap();
+        std::fs::create_dir_all(dir.path().join("staging")).unwrap();
+        let vfs = Vfs::with_sources(
+            Arc::new(meta),
+            Arc::new(ufs),
+            Arc::new(cache),
+            metrics.clone(),
+            VfsConfig {
+                ownership: own,
+                prefetch_pages: o.prefetch_pages,
+                prefetch_gets: 1,
+                inflight_pages: 16,
+                staging_dir: dir.path().join("staging"),
+                read_only: false,
+                write_type: o.write_type,
+                journal_dir: dir.path().join("journal"),
+                upload_delay: Duration::ZERO,
+                metadata_sync: MetadataSync::default(),
+            },
+            rt.handle().clone(),
+            o.extra,
+        )
+        .unwrap();
+        {
+            let _g = rt.enter();
+            vfs.start_background();
+        }
+        Self {
+            vfs,
+            rt,
+            faults,
+            metrics,
+            store: store.unwrap(),
+            uid,
+            gid,
+            _dir: dir,
+        }
+    }
+
+    /// The inode at `path` (components split on '/'), or the errno of the lookup.
+    pub fn resolve(&self, path: &str) -> Result<InodeNo, i32> {
+        let mut ino = ROOT_INO;
+        for c in path.split('/').filter(|c| !c.is_empty()) {
+            ino = self
+                .rt
+                .block_on(self.vfs.lookup(ino, c.as_bytes()))
+                .map_err(|e| e.errno())?
+                .ino;
+        }
+        Ok(ino)
+    }
+
+    pub fn ino(&self, path: &str) -> InodeNo {
+        self.resolve(path).unwrap()
+    }
+
+    pub fn open(&self, ino: InodeNo, write: bool, truncate: bool) -> Result<FileHandle, i32> {
+        self.rt
+            .block_on(self.vfs.open(ino, OpenMode { write, truncate }))
+            .map(|(fh, _)| fh)
+            .map_err(|e| e.errno())
+    }
+
+    /// Reads `len` bytes at `off` through `fh`: the bytes, or the errno.
+    pub fn read(&self, fh: FileHandle, off: usize, len: usize) -> Result<Vec<u8>, i32> {
+        self.rt
+            .block_on(self.vfs.read(fh, off as u64, len as u32))
+            .map(|b| b.to_vec())
+            .map_err(|e| e.errno())
+    }
+
+    /// Reads a whole file through a fresh handle, 128 KiB a call (the kernel's usual
+    /// request size without read-ahead).
+    pub fn read_all(&self, ino: InodeNo) -> Result<Vec<u8>, i32> {
+        let fh = self.open(ino, false, false)?;
+        let mut out = Vec::new();
+        let res = loop {
+            match self.read(fh, out.len(), 128 << 10) {
+                Ok(b) if b.is_empty() => break Ok(()),
+                Ok(b) => out.extend_from_slice(&b),
+                Err(e) => break Err(e),
+            }
+        };
+        self.vfs.release(fh);
+        res.map(|()| out)
+    }
+
+    /// Writes `bytes` at `off` through `fh` in 128 KiB calls.
+    pub fn write(&self, fh: FileHandle, off: u64, bytes: &[u8]) -> Result<(), i32> {
+        for (i, chunk) in bytes.chunks(128 << 10).enumerate() {
+            let at = off + (i * (128 << 10)) as u64;
+            self.rt
+                .block_on(self.vfs.write(fh, at, chunk))
+                .map_err(|e| e.errno())?;
+        }
+        Ok(())
+    }
+
+    /// flush then release, as close(2) does: the flush's errno.
+    pub fn close(&self, fh: FileHandle) -> Result<(), i32> {
+        let r = self.rt.block_on(self.vfs.flush(fh)).map_err(|e| e.errno());
+        self.vfs.release(fh);
+        r
+    }
+
+    /// Creates (or truncates) the file `name` in the root with `bytes` through the vfs.
+    pub fn put(&self, name: &str, bytes: &[u8]) -> InodeNo {
+        let (rec, fh) = self
+            .rt
+            .block_on(
+                self.vfs
+                    .create(ROOT_INO, name.as_bytes(), 0o644, self.uid, self.gid),
+            )
+            .unwrap();
+        self.write(fh, 0, bytes).unwrap();
+        self.close(fh).unwrap();
+        rec.ino
+    }
+
+    /// Writes object `key` in the store directly, as another client of the bucket would.
+    pub fn put_underneath(&self, key: &str, bytes: &[u8]) {
+        self.rt
+            .block_on(self.store.write(key, bytes.to_vec()))
+            .unwrap();
+    }
+}
+
+/// Polls `cond` until it holds or `limit` passes (for state another task changes, where
+/// no event can be awaited): whether it held.
+pub fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = std::time::Instant::now() + limit;
+    loop {
+        if cond() {
+            return true;
+        }
+        if std::time::Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

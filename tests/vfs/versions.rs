@@ -1,0 +1,44 @@
+//! Which bytes a handle gets when the object changes in the store underneath it.
+
+use std::time::Duration;
+
+use alluxio::types::ROOT_INO;
+
+use crate::harness::{Env, MIB, Options, Store, data};
+
+/// An object replaced underneath, at the same size, while a handle has it open: the
+/// handle never gets the new object's bytes as the old version's. Pages it has cached
+/// answer with the old bytes; a page it must fetch fails with ESTALE. After
+/// `load-metadata`, a new handle reads the new object.
+#[test]
+fn vfs_a_handle_never_reads_another_versions_bytes() {
+    let env = Env::with(Options {
+        store: Store::Dir,
+        ..Default::default()
+    });
+    let (old, new) = (data(3 * MIB, 1), data(3 * MIB, 2));
+    env.put_underneath("f", &old);
+    let fh = env.open(env.ino("f"), false, false).unwrap();
+    assert!(env.read(fh, 0, MIB).unwrap() == old[..MIB], "first page");
+    // Replaced with other bytes of the same size a moment later, so that the mtime (and
+    // with it the version) moves even on a file system with coarse timestamps.
+    std::thread::sleep(Duration::from_millis(20));
+    env.put_underneath("f", &new);
+    assert!(
+        env.read(fh, 0, MIB).unwrap() == old[..MIB],
+        "a cached page of the open version"
+    );
+    assert_eq!(
+        env.read(fh, 2 * MIB, MIB).map(|b| b == old[2 * MIB..]),
+        Err(libc::ESTALE),
+        "a page of the open version the store no longer has"
+    );
+    env.vfs.release(fh);
+    env.rt.block_on(env.vfs.load_metadata("/f", false)).unwrap();
+    let ino = env.rt.block_on(env.vfs.lookup(ROOT_INO, b"f")).unwrap().ino;
+    let fh = env.open(ino, false, false).unwrap();
+    assert!(
+        env.read(fh, 2 * MIB, MIB).unwrap() == new[2 * MIB..],
+        "the new object"
+    );
+}
