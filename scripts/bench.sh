@@ -14,7 +14,7 @@
 # itself served, so it is visible whether the kernel read the disk tier directly.
 #
 # usage: scripts/bench.sh [--smoke] [--size SIZE] [--ufs dir|s3] [--peers] [--budget SIZE]
-#                         [--repeat N] [--out DIR]
+#                         [--repeat N] [--out DIR] [--bin PATH] [--jobs "JOB ..."]
 #   --smoke   tiny sizes and short runtimes; every mount read is checked with crc32c
 #   --repeat  run each read job N times (default 3) on the local disk (O_DIRECT) and on the
 #             mount's disk tier, alternating the two with the page cache dropped before each,
@@ -28,12 +28,14 @@
 #             the cold read --repeat times; one parallel multipart PUT) and its floor for
 #             metadata (one empty PUT, one DELETE at a time: what create+close and unlink
 #             through the mount must wait for under CACHE_THROUGH)
+#   --bin     measure this alluxio binary instead of building one (to alternate two builds)
+#   --jobs    only these read jobs of fio-jobs/ (default: all five)
 # Results: one JSON per (mode, job), meta.*.json, and summary.json under --out
 # (default target/bench).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 smoke=0 size=1G runtime=10 nrfiles=2000 out=target/bench ufs_kind=dir budget=2GiB peers=0 repeat=3
-meta_files=1000 meta_tree=10000
+meta_files=1000 meta_tree=10000 bin= only_jobs=
 while [ $# -gt 0 ]; do
   case $1 in
     --smoke) smoke=1 size=16M runtime=2 nrfiles=64 meta_files=100 meta_tree=500 repeat=2 ;;
@@ -43,14 +45,18 @@ while [ $# -gt 0 ]; do
     --budget) budget=$2; shift ;;
     --repeat) repeat=$2; shift ;;
     --out) out=$2; shift ;;
+    --bin) bin=$(realpath "$2"); shift ;;
+    --jobs) only_jobs=$2; shift ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
   shift
 done
 command -v fio >/dev/null || { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fio </dev/null; }
-if [ $smoke = 1 ]; then profile=debug; cargo build --locked -q -p alluxio-cli
-else profile=release; cargo build --release --locked -q -p alluxio-cli; fi
-bin=$(pwd)/target/$profile/alluxio
+if [ -z "$bin" ]; then
+  if [ $smoke = 1 ]; then profile=debug; cargo build --locked -q -p alluxio-cli
+  else profile=release; cargo build --release --locked -q -p alluxio-cli; fi
+  bin=$(pwd)/target/$profile/alluxio
+fi
 mkdir -p "$out"
 out=$(realpath "$out")
 rm -f "$out"/*.json "$out/rss.txt" "$out/phases.txt"
@@ -98,6 +104,7 @@ fi
 
 export SIZE=$size RUNTIME=$runtime NRFILES=$nrfiles SMALL_TOTAL=$((nrfiles * 128))k
 reads="seq_read_1m_1job seq_read_1m_4jobs rand_read_4k_qd1 rand_read_4k_qd16 small_files_128k"
+if [ -n "$only_jobs" ]; then reads=$only_jobs; fi
 drop() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 run() { # MODE JOB DIR [fio args...]; $rsfx names a repeat (".r2"), empty for the first
   local mode=$1 job=$2 dir=$3

@@ -47,7 +47,15 @@ fn vfs_the_third_store_read_fails_and_only_its_page_is_eio() {
 /// never sees it.
 #[test]
 fn vfs_a_temporary_store_failure_is_retried_unseen() {
-    let (env, body) = with_object(MIB + 5, Options::default());
+    // The default ufs_timeout: two retries with jittered backoff can take over 5 s, and
+    // the timeout bounds a call with its retries.
+    let (env, body) = with_object(
+        MIB + 5,
+        Options {
+            timeout: alluxio::ufs::DEFAULT_UFS_TIMEOUT,
+            ..Default::default()
+        },
+    );
     env.faults.inject(
         Rule::new(Call::Read, Fault::Fail { temporary: true })
             .on_key("f")

@@ -42,3 +42,31 @@ fn vfs_a_handle_never_reads_another_versions_bytes() {
         "the new object"
     );
 }
+
+/// Pages are keyed by (store, object key, version): a renamed file is a new key, so its
+/// pages are read from the store again, never served from the old key's pages.
+#[test]
+fn vfs_a_renamed_file_is_read_from_the_store_again() {
+    let env = Env::new();
+    let body = data(2 * MIB, 3);
+    env.put_underneath("f", &body);
+    // Pages no tier held (each then read from a source; the store here).
+    let misses = || {
+        env.metrics
+            .cache_misses
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    assert!(env.read_all(env.ino("f")).unwrap() == body);
+    assert_eq!(misses(), 2, "a cold read");
+    assert!(env.read_all(env.ino("f")).unwrap() == body);
+    assert_eq!(misses(), 2, "a warm read is served from the cache");
+    env.rt
+        .block_on(env.vfs.rename(ROOT_INO, b"f", ROOT_INO, b"g", false, false))
+        .unwrap();
+    assert!(env.read_all(env.ino("g")).unwrap() == body);
+    assert_eq!(
+        misses(),
+        4,
+        "the renamed file's pages were not in the cache"
+    );
+}
