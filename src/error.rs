@@ -112,6 +112,74 @@ impl From<UfsError> for FsError {
     }
 }
 
+/// Why a page could not be read, past what its sources said.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// A source gave a page at another length than its version has there: the object
+    /// changed (ESTALE; never served).
+    #[error("{object} changed: a source gave page {idx} as {got} bytes, not {want}")]
+    WrongLength {
+        /// The object version.
+        object: String,
+        /// The page.
+        idx: u64,
+        /// Bytes the source gave.
+        got: u64,
+        /// Bytes the version has in that page.
+        want: u64,
+    },
+    /// No source in the chain holds the page (EIO).
+    #[error("no source holds page {idx} of {object}")]
+    NoSource {
+        /// The object version.
+        object: String,
+        /// The page.
+        idx: u64,
+    },
+    /// The fetch budget was closed: the daemon is shutting down (EIO).
+    #[error("fetch budget closed")]
+    BudgetClosed,
+}
+
+impl From<ReadError> for FsError {
+    fn from(e: ReadError) -> Self {
+        let errno = match e {
+            ReadError::WrongLength { .. } => libc::ESTALE,
+            ReadError::NoSource { .. } | ReadError::BudgetClosed => libc::EIO,
+        };
+        FsError::new(errno, e.to_string())
+    }
+}
+
+/// Why a streamed upload (parts sent while the file is written) could not complete. Each
+/// is EIO: the commit then reports the file as not durable.
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    /// The file's staging is gone.
+    #[error("streamed file has no staging")]
+    NoStaging,
+    /// The task feeding the upload ended before the commit.
+    #[error("the upload task ended")]
+    UploadTaskEnded,
+    /// A part sent earlier failed, so the upload was abandoned.
+    #[error("an earlier part of the streamed upload failed")]
+    EarlierPartFailed,
+    /// The file was cut below what the upload already sent.
+    #[error("staged size {staged} is below the {sent} bytes already sent")]
+    BelowSent {
+        /// The staged size.
+        staged: u64,
+        /// Bytes sent in parts.
+        sent: u64,
+    },
+}
+
+impl From<CommitError> for FsError {
+    fn from(e: CommitError) -> Self {
+        FsError::new(libc::EIO, e.to_string())
+    }
+}
+
 /// The errno of an OS error in `e`'s source chain, if it is one that passes through.
 fn os_errno(e: &(dyn std::error::Error + 'static)) -> Option<i32> {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
@@ -144,6 +212,20 @@ impl From<std::io::Error> for FsError {
             format!("local I/O: {e}"),
         )
     }
+}
+
+/// Runs `f` on the blocking pool (file I/O that may wait on the device must not hold a
+/// runtime thread). A task that panicked, or was cancelled by a runtime shutting down,
+/// is EIO naming `what`; this is the one place a blocking task's join error is mapped.
+pub async fn blocking<T: Send + 'static>(
+    what: &'static str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, FsError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| FsError {
+        errno: libc::EIO,
+        message: format!("{what}: the blocking task failed: {e}"),
+        level: Level::ERROR,
+    })
 }
 
 #[cfg(test)]

@@ -35,7 +35,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore};
 
-use crate::error::FsError;
+use crate::error::{FsError, ReadError};
 use crate::metrics::Metrics;
 use crate::object::{ObjectId, PageKey};
 use crate::page_cache::PageCache;
@@ -237,7 +237,7 @@ impl Fetcher {
                         .clone()
                         .acquire_owned()
                         .await
-                        .map_err(|_| FsError::new(libc::EIO, "fetch budget closed"))?,
+                        .map_err(|_| ReadError::BudgetClosed)?,
                 };
                 let req = PageRequest {
                     object,
@@ -247,13 +247,13 @@ impl Fetcher {
                 let b = self.walk(&req).await?;
                 let want = req.range();
                 if b.len() as u64 != want.end - want.start {
-                    return Err(FsError::new(
-                        libc::ESTALE,
-                        format!(
-                            "{} changed: a source gave page {} short",
-                            key.object, key.idx.0
-                        ),
-                    ));
+                    return Err(ReadError::WrongLength {
+                        object: key.object.to_string(),
+                        idx: key.idx.0,
+                        got: b.len() as u64,
+                        want: want.end - want.start,
+                    }
+                    .into());
                 }
                 if read_ahead {
                     // Before the page is visible, so no read can use it unmarked.
@@ -313,13 +313,11 @@ impl Fetcher {
             }
         }
         Err(last.unwrap_or_else(|| {
-            FsError::new(
-                libc::EIO,
-                format!(
-                    "no source holds page {} of {}",
-                    req.key.idx.0, req.key.object
-                ),
-            )
+            ReadError::NoSource {
+                object: req.key.object.to_string(),
+                idx: req.key.idx.0,
+            }
+            .into()
         }))
     }
 

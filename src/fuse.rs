@@ -139,8 +139,12 @@ impl Adapter {
         fut: impl Future<Output = Result<T, FsError>>,
     ) -> Result<T, FsError> {
         Metrics::inc(&self.metrics().fuse_requests);
+        Metrics::inc(&self.metrics().fuse_in_flight);
         let t0 = std::time::Instant::now();
         let r = self.rt.block_on(fut.in_current_span());
+        self.metrics()
+            .fuse_in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         self.ops.observe(op, t0.elapsed(), r.is_err());
         r
     }

@@ -121,6 +121,13 @@ counters! {
     /// Writes dropped: the upload after a file's last close failed (logged at ERROR with
     /// the inode), so the file keeps its previous content.
     uploads_lost,
+    /// ASYNC_THROUGH journal entries uploaded, cached under the store's version and
+    /// removed.
+    journal_uploads,
+    /// FUSE requests being answered now (a gauge).
+    fuse_in_flight,
+    /// File handles open now (a gauge: opens and creates add one, releases take it).
+    open_file_handles,
 }
 
 impl Metrics {

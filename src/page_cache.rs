@@ -106,6 +106,14 @@ impl Tier for NoTier {
     }
 }
 
+/// The least a write that found the cache filesystem full asks the disk tier to give
+/// back: freeing a few pages per 1 MiB write would put every write of a large file
+/// through another eviction.
+pub const MIN_RELEASE: u64 = 16 << 20;
+
+/// The longest [`PageCache::with_disk_room`] waits for held files to be given back.
+pub const ROOM_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Sizes and places of the tiers.
 #[derive(Debug, Clone)]
 pub struct PageCacheConfig {
@@ -234,6 +242,56 @@ impl PageCache {
         let freed = self.disk.release(need);
         Metrics::add(&self.metrics.disk_cache_released_bytes, freed);
         freed
+    }
+
+    /// Runs `write`, which writes `len` bytes of a file's own data (staging, a journal
+    /// entry) to the cache filesystem. When it is full, cached pages give way: they are
+    /// copies of what the store holds, these bytes are not. The disk tier evicts
+    /// [`MIN_RELEASE`] or `len` bytes, whichever is more, and the write runs again, for as
+    /// long as eviction frees anything; then ENOSPC stands. `write` must be safe to run
+    /// again (a positional write, a rewrite of a temporary file). Blocking: call it on a
+    /// FUSE thread or the blocking pool.
+    ///
+    /// Space can also be held by files about to be closed: written versions still being
+    /// copied into the tier hold their local files (bytes the store has now) until the
+    /// copy ends. With nothing left to evict, the write waits while `held()` says such
+    /// files are still open, polling, and 250 ms more once none is, at most
+    /// [`ROOM_WAIT`] in all. (The caller leaves out copies it must not wait for, such as
+    /// those of a file whose staging lock it holds.)
+    pub fn with_disk_room<T>(
+        &self,
+        len: u64,
+        held: impl Fn() -> bool,
+        mut write: impl FnMut() -> std::io::Result<T>,
+    ) -> std::io::Result<T> {
+        use std::time::{Duration, Instant};
+        const POLL: Duration = Duration::from_millis(10);
+        // How long to go on polling once nothing is held: other brief holders of a closed
+        // file (the commit task a RELEASE spawns, a reader's clone of a local copy) let go
+        // within it.
+        const QUIET: Duration = Duration::from_millis(250);
+        let deadline = Instant::now() + ROOM_WAIT;
+        let mut quiet_since = None;
+        loop {
+            match write() {
+                Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
+                    if self.release_disk(len.max(MIN_RELEASE)) > 0 {
+                        continue;
+                    }
+                    let now = Instant::now();
+                    if held() {
+                        quiet_since = None;
+                    } else if now - *quiet_since.get_or_insert(now) >= QUIET {
+                        return Err(e);
+                    }
+                    if now >= deadline {
+                        return Err(e);
+                    }
+                    std::thread::sleep(POLL);
+                }
+                r => return r,
+            }
+        }
     }
 
     /// The disk tier's I/O engine, if there is a disk tier.

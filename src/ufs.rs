@@ -51,6 +51,11 @@ impl UfsError {
         self.source.kind()
     }
 
+    /// Whether the store said the object (or the version asked for) does not exist.
+    pub fn is_not_found(&self) -> bool {
+        self.kind() == ErrorKind::NotFound
+    }
+
     /// Whether this is a refusal made before any request ([`Ufs::check_key`],
     /// [`Ufs::check_new_name`]).
     pub fn is_refusal(&self) -> bool {

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use alluxio_metaserver::{Lookup, NewNode, SetAttr, XattrMode, is_primary};
 use tokio::runtime::Handle as RtHandle;
 
-use crate::error::FsError;
+use crate::error::{FsError, blocking};
 use crate::fetch::{Fetcher, PageSource};
 use crate::meta::MetaClient;
 use crate::metrics::Metrics;
@@ -279,6 +279,7 @@ impl Vfs {
     fn add_handle(&self, h: Handle) -> FileHandle {
         if let Handle::File { ino, .. } = &h {
             *lock(&self.open_counts).entry(*ino).or_default() += 1;
+            Metrics::inc(&self.metrics.open_file_handles);
         }
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         lock(&self.handles).insert(fh, Arc::new(h));
@@ -376,11 +377,11 @@ impl Vfs {
             };
             if unloaded {
                 self.meta
-                    .load_dir(dir, listing, self.cfg.ownership, token)
+                    .load_dir(dir, listing, self.cfg.ownership, Some(token))
                     .await?;
             } else {
                 self.meta
-                    .resync_dir(dir, listing, self.cfg.ownership, token)
+                    .resync_dir(dir, listing, self.cfg.ownership, Some(token))
                     .await?;
             }
             if policy != crate::config::MetadataSync::Never {
@@ -431,9 +432,7 @@ impl Vfs {
                     // `DiskTier::apply_off_runtime`): not on a runtime thread.
                     let cache = self.cache.clone();
                     let (b, k) =
-                        tokio::task::spawn_blocking(move || cache.free(i, object.as_ref(), pages))
-                            .await
-                            .map_err(|e| FsError::new(libc::EIO, e.to_string()))?;
+                        blocking("free", move || cache.free(i, object.as_ref(), pages)).await?;
                     files += 1;
                     bytes += b;
                     busy += k;
@@ -775,7 +774,7 @@ impl Vfs {
         self.materialize_staging(rec.ino).await?;
         match from.ufs.rename_file(from, to).await {
             Ok(i) => Ok(Some(i)),
-            Err(e) if e.kind() == opendal::ErrorKind::NotFound && is_pending(rec) => Ok(None),
+            Err(e) if e.is_not_found() && is_pending(rec) => Ok(None),
             Err(e) => Err(e.into()),
         }
     }
@@ -1161,9 +1160,8 @@ impl Vfs {
     /// namespace's inode count.
     pub async fn statfs(&self) -> Result<StatFs, FsError> {
         let dir = self.cfg.staging_dir.clone();
-        let st = tokio::task::spawn_blocking(move || nix::sys::statvfs::statvfs(&dir))
-            .await
-            .map_err(|e| FsError::new(libc::EIO, e.to_string()))?
+        let st = blocking("statfs", move || nix::sys::statvfs::statvfs(&dir))
+            .await?
             .map_err(|e| FsError::new(e as i32, format!("statvfs: {e}")))?;
         let used = self.meta.inodes_allocated().await?;
         let frsize = st.fragment_size().max(1);

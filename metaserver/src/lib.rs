@@ -11,6 +11,7 @@
 
 pub mod error;
 pub mod namespace;
+pub mod ops;
 pub mod recent;
 pub mod record;
 pub mod rpc;

@@ -27,6 +27,8 @@ use crate::error::MetaError;
 use crate::namespace::{
     Lookup, MountEntry, Namespace, NewNode, SetAttr, Ttl, TtlAction, UfsChild, XattrMode,
 };
+use crate::ops::OpValue;
+pub use crate::ops::Value;
 use crate::record::{DirEntry, InodeNo, InodeRecord, Ownership};
 use crate::store::NamespaceStore;
 
@@ -56,190 +58,54 @@ pub struct Call {
     pub op: Op,
 }
 
-/// A namespace operation; fields as in [`Namespace`]'s methods.
-#[derive(Debug, Serialize, Deserialize)]
-#[allow(missing_docs)]
-pub enum Op {
-    Get {
-        ino: InodeNo,
-    },
-    Lookup {
-        parent: InodeNo,
-        name: Vec<u8>,
-    },
-    NeedsLoad {
-        dir: InodeNo,
-    },
-    /// A token for a listing about to be taken (see `recent`).
-    BeginListing,
-    /// A listing that began with `token` will not be applied.
-    EndListing {
-        token: u64,
-    },
-    LoadDir {
-        dir: InodeNo,
-        listing: Vec<UfsChild>,
-        defaults: Ownership,
-        #[serde(default)]
-        token: Option<u64>,
-    },
-    ResyncDir {
-        dir: InodeNo,
-        listing: Vec<UfsChild>,
-        defaults: Ownership,
-        #[serde(default)]
-        token: Option<u64>,
-    },
-    List {
-        dir: InodeNo,
-    },
-    Create {
-        parent: InodeNo,
-        name: Vec<u8>,
-        node: NewNode,
-    },
-    Link {
-        ino: InodeNo,
-        newparent: InodeNo,
-        newname: Vec<u8>,
-    },
-    Unlink {
-        parent: InodeNo,
-        name: Vec<u8>,
-        keep_open: bool,
-    },
-    RemoveOrphan {
-        ino: InodeNo,
-    },
-    Rmdir {
-        parent: InodeNo,
-        name: Vec<u8>,
-    },
-    Rename {
-        parent: InodeNo,
-        name: Vec<u8>,
-        newparent: InodeNo,
-        newname: Vec<u8>,
-        noreplace: bool,
-        keep_open: bool,
-    },
-    Exchange {
-        parent: InodeNo,
-        name: Vec<u8>,
-        newparent: InodeNo,
-        newname: Vec<u8>,
-    },
-    SetAttr {
-        ino: InodeNo,
-        attr: SetAttr,
-    },
-    Path {
-        ino: InodeNo,
-    },
-    GetXattr {
-        ino: InodeNo,
-        name: Vec<u8>,
-    },
-    SetXattr {
-        ino: InodeNo,
-        name: Vec<u8>,
-        value: Vec<u8>,
-        mode: XattrMode,
-    },
-    ListXattr {
-        ino: InodeNo,
-    },
-    RemoveXattr {
-        ino: InodeNo,
-        name: Vec<u8>,
-    },
-    InodesAllocated,
-    Sync,
-    Mounts,
-    AddMount {
-        entry: MountEntry,
-    },
-    RemoveMount {
-        path: String,
-    },
-    Pins,
-    SetPin {
-        path: String,
-        pinned: bool,
-    },
-    Ttls,
-    /// Expires `after_ms` from now by the server's clock; `None` clears the TTL.
-    SetTtl {
-        path: String,
-        after_ms: Option<u64>,
-        action: TtlAction,
-    },
-    TakeTtl {
-        path: String,
-        ttl: Ttl,
-    },
+/// Expands the table of operations (`crate::ops`) into the wire's [`Op`], its names, and
+/// [`dispatch`].
+macro_rules! wire {
+    ($(
+        $(#[$doc:meta])*
+        $method:ident $Var:ident $({ $( $(#[$fa:meta])* $f:ident : $t:ty ),* $(,)? })?
+            -> $R:ty = |$ns:ident, $now:ident| $body:expr;
+    )*) => {
+        /// A namespace operation, one per entry of `crate::ops`; fields as in
+        /// [`Namespace`]'s methods.
+        #[derive(Debug, Serialize, Deserialize)]
+        #[allow(missing_docs)]
+        pub enum Op {
+            $( $(#[$doc])* $Var $({ $( $(#[$fa])* $f: $t ),* })?, )*
+        }
+
+        impl Op {
+            /// The operation's name (its variant), for metrics and logs.
+            pub fn name(&self) -> &'static str {
+                match self {
+                    $( Op::$Var { .. } => stringify!($Var), )*
+                }
+            }
+        }
+
+        /// Runs one operation on the namespace, at time `now_ns`.
+        pub fn dispatch<S: NamespaceStore>(
+            ns: &Namespace<S>,
+            op: Op,
+            now_ns: i64,
+        ) -> Result<Value, MetaError> {
+            match op {
+                $( Op::$Var { $($($f),*)? } => {
+                    let $ns = ns;
+                    let $now = now_ns;
+                    let answer: Result<$R, MetaError> = $body;
+                    Ok(answer?.into_value())
+                } )*
+            }
+        }
+    };
 }
 
-impl Op {
-    /// The operation's name (its variant), for metrics and logs.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Op::Get { .. } => "Get",
-            Op::Lookup { .. } => "Lookup",
-            Op::NeedsLoad { .. } => "NeedsLoad",
-            Op::BeginListing => "BeginListing",
-            Op::EndListing { .. } => "EndListing",
-            Op::LoadDir { .. } => "LoadDir",
-            Op::ResyncDir { .. } => "ResyncDir",
-            Op::List { .. } => "List",
-            Op::Create { .. } => "Create",
-            Op::Link { .. } => "Link",
-            Op::Unlink { .. } => "Unlink",
-            Op::RemoveOrphan { .. } => "RemoveOrphan",
-            Op::Rmdir { .. } => "Rmdir",
-            Op::Rename { .. } => "Rename",
-            Op::Exchange { .. } => "Exchange",
-            Op::SetAttr { .. } => "SetAttr",
-            Op::Path { .. } => "Path",
-            Op::GetXattr { .. } => "GetXattr",
-            Op::SetXattr { .. } => "SetXattr",
-            Op::ListXattr { .. } => "ListXattr",
-            Op::RemoveXattr { .. } => "RemoveXattr",
-            Op::InodesAllocated => "InodesAllocated",
-            Op::Sync => "Sync",
-            Op::Mounts => "Mounts",
-            Op::AddMount { .. } => "AddMount",
-            Op::RemoveMount { .. } => "RemoveMount",
-            Op::Pins => "Pins",
-            Op::SetPin { .. } => "SetPin",
-            Op::Ttls => "Ttls",
-            Op::SetTtl { .. } => "SetTtl",
-            Op::TakeTtl { .. } => "TakeTtl",
-        }
-    }
-}
+crate::namespace_ops!(wire);
 
 /// Called after each call with the operation's name, how long it took and whether it
 /// failed (metrics).
 pub type Observer = Arc<dyn Fn(&'static str, std::time::Duration, bool) + Send + Sync>;
-
-/// The value of a successful operation.
-#[derive(Debug, Serialize, Deserialize)]
-#[allow(missing_docs)]
-pub enum Value {
-    Unit,
-    Bool(bool),
-    Count(u64),
-    Record(InodeRecord),
-    MaybeRecord(Option<InodeRecord>),
-    Lookup(Lookup),
-    Entries(Vec<DirEntry>),
-    Names(Vec<Vec<u8>>),
-    Bytes(Vec<u8>),
-    Mounts(Vec<MountEntry>),
-    Paths(Vec<String>),
-    Ttls(Vec<(String, Ttl)>),
-}
 
 /// The reply: the operation's value, or the namespace's error. Transport and
 /// authentication failures are gRPC statuses instead.
@@ -248,132 +114,6 @@ pub enum Value {
 pub enum Reply {
     Ok(Value),
     Err(MetaError),
-}
-
-/// Runs one operation on the namespace, at time `now_ns`.
-pub fn dispatch<S: NamespaceStore>(
-    ns: &Namespace<S>,
-    op: Op,
-    now_ns: i64,
-) -> Result<Value, MetaError> {
-    Ok(match op {
-        Op::Get { ino } => Value::Record(ns.get(ino)?),
-        Op::Lookup { parent, name } => Value::Lookup(ns.lookup(parent, &name)?),
-        Op::NeedsLoad { dir } => Value::Bool(ns.needs_load(dir)?),
-        Op::BeginListing => Value::Count(ns.begin_listing()),
-        Op::EndListing { token } => {
-            ns.end_listing(token);
-            Value::Unit
-        }
-        Op::LoadDir {
-            dir,
-            listing,
-            defaults,
-            token,
-        } => {
-            ns.apply_listing(dir, listing, defaults, now_ns, token, false)?;
-            Value::Unit
-        }
-        Op::ResyncDir {
-            dir,
-            listing,
-            defaults,
-            token,
-        } => {
-            ns.apply_listing(dir, listing, defaults, now_ns, token, true)?;
-            Value::Unit
-        }
-        Op::List { dir } => Value::Entries(ns.list(dir)?),
-        Op::Create { parent, name, node } => Value::Record(ns.create(parent, &name, node, now_ns)?),
-        Op::Link {
-            ino,
-            newparent,
-            newname,
-        } => Value::Record(ns.link(ino, newparent, &newname, now_ns)?),
-        Op::Unlink {
-            parent,
-            name,
-            keep_open,
-        } => Value::Record(ns.unlink(parent, &name, keep_open, now_ns)?),
-        Op::RemoveOrphan { ino } => {
-            ns.remove_orphan(ino)?;
-            Value::Unit
-        }
-        Op::Rmdir { parent, name } => Value::Record(ns.rmdir(parent, &name, now_ns)?),
-        Op::Rename {
-            parent,
-            name,
-            newparent,
-            newname,
-            noreplace,
-            keep_open,
-        } => Value::MaybeRecord(ns.rename(
-            parent, &name, newparent, &newname, noreplace, keep_open, now_ns,
-        )?),
-        Op::Exchange {
-            parent,
-            name,
-            newparent,
-            newname,
-        } => {
-            ns.exchange(parent, &name, newparent, &newname, now_ns)?;
-            Value::Unit
-        }
-        Op::SetAttr { ino, attr } => Value::Record(ns.set_attr(ino, attr)?),
-        Op::Path { ino } => Value::Names(ns.path(ino)?),
-        Op::GetXattr { ino, name } => Value::Bytes(ns.get_xattr(ino, &name)?),
-        Op::SetXattr {
-            ino,
-            name,
-            value,
-            mode,
-        } => {
-            ns.set_xattr(ino, &name, &value, mode, now_ns)?;
-            Value::Unit
-        }
-        Op::ListXattr { ino } => Value::Names(ns.list_xattr(ino)?),
-        Op::RemoveXattr { ino, name } => {
-            ns.remove_xattr(ino, &name, now_ns)?;
-            Value::Unit
-        }
-        Op::InodesAllocated => Value::Count(ns.inodes_allocated()?),
-        Op::Sync => {
-            ns.sync()?;
-            Value::Unit
-        }
-        Op::Mounts => Value::Mounts(ns.mounts()?),
-        Op::AddMount { entry } => {
-            ns.add_mount(entry, now_ns)?;
-            Value::Unit
-        }
-        Op::RemoveMount { path } => {
-            ns.remove_mount(&path, now_ns)?;
-            Value::Unit
-        }
-        Op::Pins => Value::Paths(ns.pins()?),
-        Op::SetPin { path, pinned } => {
-            ns.set_pin(&path, pinned)?;
-            Value::Unit
-        }
-        Op::Ttls => Value::Ttls(ns.ttls()?),
-        Op::SetTtl {
-            path,
-            after_ms,
-            action,
-        } => {
-            let ttl = after_ms.map(|ms| Ttl {
-                expires_ns: now_ns.saturating_add(
-                    i64::try_from(ms)
-                        .unwrap_or(i64::MAX / 1_000_000)
-                        .saturating_mul(1_000_000),
-                ),
-                action,
-            });
-            ns.set_ttl(&path, ttl)?;
-            Value::Unit
-        }
-        Op::TakeTtl { path, ttl } => Value::Bool(ns.take_ttl(&path, ttl)?),
-    })
 }
 
 /// The `authorization` value for `token`.

@@ -64,436 +64,30 @@ use crate::metrics::Metrics;
 use crate::object::{ObjectId, PageKey};
 use crate::types::{InodeNo, PAGE_SIZE};
 
-const MAGIC: &[u8; 8] = b"ALXCF002";
-/// The format before page ids named the object: its logs are dropped, not counted damaged.
-const OLD_MAGIC: &[u8; 8] = b"ALXCF001";
-const REC_LEN: usize = 21;
-const REC_PAGE: u8 = 1;
-const REC_DROP: u8 = 2;
+mod adopt;
+mod evict;
+mod index;
+mod log;
 
-#[derive(Clone, Copy)]
-struct PageMeta {
-    len: u32,
-    crc: u32,
-    tick: u64,
-    verified: bool,
-}
-
-struct Entry {
-    object: Arc<ObjectId>,
-    /// The inode that cached it (0: none), for `free_inode` and path pins.
-    owner: u64,
-    pages: HashMap<u64, PageMeta>,
-    /// Passthrough opens holding the data file; while > 0 no page is evicted.
-    pins: u32,
-    /// A background checksum pass over unverified pages is running.
-    verifying: bool,
-    /// When this process last wrote or verified one of the file's pages (ns since the
-    /// epoch). A data file whose ctime is later was changed by someone else since: it is
-    /// verified again before the kernel may read it directly (see [`DiskTier::backing`]).
-    checked_ns: i64,
-}
-
-#[derive(Default)]
-struct Index {
-    files: HashMap<u64, Entry>,
-    /// Inodes under a pinned path (`alluxio fs pin`): their pages are never evicted.
-    pinned_inodes: std::collections::HashSet<u64>,
-    /// LRU tick → (file id, page index)
-    lru: BTreeMap<u64, (u64, u64)>,
-    used: u64,
-    /// Bytes reserved in `used` whose pages are not written yet: counted against the
-    /// filesystem's free space too, which does not show them yet (see [`DiskTier::limit`]).
-    unwritten: u64,
-    /// Bytes of pages evicted from the index whose holes are not punched yet: out of
-    /// `used` but still on the filesystem ([`Evicted`]). Without them, puts racing one
-    /// another's evictions each saw less room than there was and evicted more, in a
-    /// cascade that emptied the tier.
-    unpunched: u64,
-    /// Puts in progress per file id ([`Writing`]). A file with a put in progress keeps its
-    /// data file and log even when its last indexed page goes: deleting them under the
-    /// writer made its log append fail (ENOENT, which switched the tier off) or left its
-    /// record in a fresh log whose data file lacks the page.
-    writers: HashMap<u64, u32>,
-    tick: u64,
-}
-
-/// Pages taken out of the index by an eviction, to punch or delete outside the lock
-/// ([`DiskTier::apply`]). Their bytes count in `Index::unpunched` until this is dropped,
-/// after the holes are punched (or when the eviction is abandoned).
-struct Evicted {
-    victims: Vec<Victim>,
-    bytes: u64,
-    index: Arc<Mutex<Index>>,
-}
-
-impl Drop for Evicted {
-    fn drop(&mut self) {
-        let mut idx = lock(&self.index);
-        idx.unpunched = idx.unpunched.saturating_sub(self.bytes);
-    }
-}
-
-/// A put in progress on a file id (see `Index::writers`). When the last one ends and the
-/// file has no page left in the index, its files are deleted then.
-struct Writing<'a> {
-    tier: &'a DiskTier,
-    fid: u64,
-}
-
-impl<'a> Writing<'a> {
-    fn begin(tier: &'a DiskTier, fid: u64) -> Self {
-        *lock(&tier.index).writers.entry(fid).or_default() += 1;
-        Self { tier, fid }
-    }
-}
-
-impl Drop for Writing<'_> {
-    fn drop(&mut self) {
-        let orphaned = {
-            let mut idx = lock(&self.tier.index);
-            let last = match idx.writers.get_mut(&self.fid) {
-                Some(n) if *n > 1 => {
-                    *n -= 1;
-                    false
-                }
-                _ => {
-                    idx.writers.remove(&self.fid);
-                    true
-                }
-            };
-            let empty = idx
-                .files
-                .get(&self.fid)
-                .is_none_or(|e| e.pages.is_empty() && e.pins == 0);
-            if last && empty {
-                idx.files.remove(&self.fid);
-            }
-            last && empty
-        };
-        if orphaned {
-            // Rare (an eviction emptied the file while this put ran, and the put failed):
-            // its pages were punched already, so the files are small to delete.
-            self.tier.remove_files(self.fid);
-        }
-    }
-}
-
-/// A put's reservation not yet written; dropped when the write ends, however it ends.
-struct Unwritten<'a>(&'a Mutex<Index>, u64);
-
-impl Drop for Unwritten<'_> {
-    fn drop(&mut self) {
-        let mut idx = lock(self.0);
-        idx.unwritten = idx.unwritten.saturating_sub(self.1);
-    }
-}
-
-impl Index {
-    fn next_tick(&mut self) -> u64 {
-        self.tick += 1;
-        self.tick
-    }
-
-    /// Indexes a verified page whose bytes (and room) are in place, as the newest in the
-    /// LRU. Another put of the same page may have raced this one: one reservation is kept.
-    fn add_page(
-        &mut self,
-        fid: u64,
-        object: &Arc<ObjectId>,
-        owner: InodeNo,
-        page: u64,
-        len: u32,
-        crc: u32,
-    ) {
-        let tick = self.next_tick();
-        let meta = PageMeta {
-            len,
-            crc,
-            tick,
-            verified: true,
-        };
-        let e = self.files.entry(fid).or_insert_with(|| Entry {
-            object: object.clone(),
-            owner: owner.0,
-            pages: HashMap::new(),
-            pins: 0,
-            verifying: false,
-            checked_ns: 0,
-        });
-        e.checked_ns = crate::types::now_ns();
-        if let Some(old) = e.pages.insert(page, meta) {
-            self.lru.remove(&old.tick);
-            self.used -= u64::from(old.len);
-        }
-        self.lru.insert(tick, (fid, page));
-    }
-
-    /// Removes a page from the index; returns whether its entry is now empty.
-    fn remove_page(&mut self, fid: u64, idx: u64) -> Option<bool> {
-        let e = self.files.get_mut(&fid)?;
-        let m = e.pages.remove(&idx)?;
-        self.lru.remove(&m.tick);
-        self.used -= u64::from(m.len);
-        Some(e.pages.is_empty())
-    }
-}
-
-/// What eviction decided; done outside the index lock.
-enum Victim {
-    /// Punch the page's hole and log the drop.
-    Page(u64, u64),
-    /// The file has no pages left: delete it.
-    File(u64),
-}
+pub use adopt::Backing;
+use evict::*;
+use index::*;
+use log::*;
 
 /// The disk tier.
 pub struct DiskTier {
-    dir: PathBuf,
-    capacity: u64,
+    pub(in crate::page_cache) dir: PathBuf,
+    pub(in crate::page_cache) capacity: u64,
     /// Share of the filesystem the tier leaves free (0 ≤ r < 1).
-    free_ratio: f64,
+    pub(in crate::page_cache) free_ratio: f64,
     /// When "device full" was last logged (seconds since the epoch): once a minute.
-    full_logged: std::sync::atomic::AtomicU64,
-    index: Arc<Mutex<Index>>,
-    failed: AtomicBool,
+    pub(in crate::page_cache) full_logged: std::sync::atomic::AtomicU64,
+    pub(in crate::page_cache) index: Arc<Mutex<Index>>,
+    pub(in crate::page_cache) failed: AtomicBool,
     /// Whole aligned pages are written with O_DIRECT (cleared if the filesystem refuses).
-    direct: AtomicBool,
-    metrics: Arc<Metrics>,
-    engine: IoEngine,
-}
-
-/// A fully cached, verified data file handed out for passthrough. While it lives, the
-/// file's pages are not evicted.
-pub struct Backing {
-    /// The data file, opened read-only.
-    pub file: File,
-    index: Arc<Mutex<Index>>,
-    fid: u64,
-}
-
-impl Drop for Backing {
-    fn drop(&mut self) {
-        if let Some(e) = lock(&self.index).files.get_mut(&self.fid) {
-            e.pins = e.pins.saturating_sub(1);
-        }
-    }
-}
-
-fn lock(m: &Mutex<Index>) -> MutexGuard<'_, Index> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn data_path(dir: &Path, fid: u64) -> PathBuf {
-    dir.join(format!("{:02x}", fid >> 56))
-        .join(format!("{fid:016x}"))
-}
-
-fn log_path(dir: &Path, fid: u64) -> PathBuf {
-    data_path(dir, fid).with_extension("m")
-}
-
-fn header(owner: u64, object: &ObjectId) -> Vec<u8> {
-    let parts = [object.store(), object.key(), object.version_text()];
-    let mut b = Vec::with_capacity(32 + parts.iter().map(|p| p.len()).sum::<usize>());
-    b.extend_from_slice(MAGIC);
-    b.extend_from_slice(&owner.to_le_bytes());
-    for p in parts {
-        b.extend_from_slice(&(p.len() as u32).to_le_bytes());
-        b.extend_from_slice(p.as_bytes());
-    }
-    let c = crc32c::crc32c(&b);
-    b.extend_from_slice(&c.to_le_bytes());
-    b
-}
-
-fn record(kind: u8, idx: u64, len: u32, crc: u32) -> [u8; REC_LEN] {
-    let mut r = [0u8; REC_LEN];
-    r[0] = kind;
-    r[1..9].copy_from_slice(&idx.to_le_bytes());
-    r[9..13].copy_from_slice(&len.to_le_bytes());
-    r[13..17].copy_from_slice(&crc.to_le_bytes());
-    let c = crc32c::crc32c(&r[..17]);
-    r[17..].copy_from_slice(&c.to_le_bytes());
-    r
-}
-
-fn u32_at(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
-}
-
-fn u64_at(b: &[u8], at: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
-}
-
-/// A replayed log: the key it names, its pages, and the length of its valid prefix.
-struct Replayed {
-    owner: u64,
-    object: ObjectId,
-    pages: BTreeMap<u64, (u32, u32)>,
-    valid_len: usize,
-}
-
-/// Parses a page log; `None` when its header is not intact. Replay stops at the first
-/// damaged record (a torn append).
-fn replay(buf: &[u8]) -> Option<Replayed> {
-    if buf.get(..8)? != MAGIC {
-        return None;
-    }
-    let owner = u64_at(buf, 8)?;
-    let mut hlen = 16usize;
-    let mut parts = [""; 3];
-    for p in &mut parts {
-        let len = u32_at(buf, hlen)? as usize;
-        let start = hlen + 4;
-        hlen = start.checked_add(len)?;
-        *p = std::str::from_utf8(buf.get(start..hlen)?).ok()?;
-    }
-    if u32_at(buf, hlen)? != crc32c::crc32c(&buf[..hlen]) {
-        return None;
-    }
-    let object = ObjectId::new(Arc::from(parts[0]), parts[1], parts[2]);
-    let mut at = hlen + 4;
-    let mut pages = BTreeMap::new();
-    while let Some(r) = buf.get(at..at + REC_LEN) {
-        if u32_at(r, 17)? != crc32c::crc32c(&r[..17]) {
-            break;
-        }
-        let idx = u64_at(r, 1)?;
-        match r[0] {
-            REC_PAGE => {
-                let len = u32_at(r, 9)?;
-                if len == 0 || u64::from(len) > PAGE_SIZE {
-                    break;
-                }
-                pages.insert(idx, (len, u32_at(r, 13)?));
-            }
-            REC_DROP => {
-                pages.remove(&idx);
-            }
-            _ => break,
-        }
-        at += REC_LEN;
-    }
-    Some(Replayed {
-        owner,
-        object,
-        pages,
-        valid_len: at,
-    })
-}
-
-/// When `f`'s inode last changed (ns since the epoch).
-fn ctime_ns(f: &File) -> Option<i64> {
-    use std::os::unix::fs::MetadataExt;
-    let m = f.metadata().ok()?;
-    Some(
-        m.ctime()
-            .saturating_mul(1_000_000_000)
-            .saturating_add(m.ctime_nsec()),
-    )
-}
-
-/// Appends one record to a file's log.
-fn append(dir: &Path, fid: u64, rec: &[u8; REC_LEN]) -> std::io::Result<()> {
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .open(log_path(dir, fid))?;
-    f.write_all(rec)
-}
-
-/// Creates a file's log with its header, atomically: written under a temporary name and
-/// hard-linked into place, so a concurrent appender never sees a headerless log.
-fn create_log(dir: &Path, fid: u64, owner: u64, object: &ObjectId) -> std::io::Result<()> {
-    let path = log_path(dir, fid);
-    if path.exists() {
-        return Ok(());
-    }
-    let parent = path.parent().unwrap_or(dir);
-    std::fs::create_dir_all(parent)?;
-    let mut tmp = tempfile_in(parent)?;
-    tmp.1.write_all(&header(owner, object))?;
-    let res = match std::fs::hard_link(&tmp.0, &path) {
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        r => r,
-    };
-    let _ = std::fs::remove_file(&tmp.0);
-    res
-}
-
-/// A fresh temporary name in `dir` (deleted at the next start if left behind).
-fn temp_name(dir: &Path) -> PathBuf {
-    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = SEQ.fetch_add(1, Ordering::Relaxed);
-    dir.join(format!("tmp.{}.{n}", std::process::id()))
-}
-
-fn tempfile_in(dir: &Path) -> std::io::Result<(PathBuf, File)> {
-    let p = temp_name(dir);
-    let f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&p)?;
-    Ok((p, f))
-}
-
-/// Carries out evictions: punches the holes of evicted pages, deletes emptied files.
-fn apply_victims(dir: &Path, index: &Mutex<Index>, metrics: &Metrics, victims: Vec<Victim>) {
-    for v in victims {
-        Metrics::inc(&metrics.disk_cache_evictions);
-        match v {
-            Victim::Page(fid, idx) => {
-                if let Err(e) = punch(dir, fid, idx, PAGE_SIZE as u32) {
-                    tracing::debug!(error = %e, "could not punch an evicted page");
-                }
-            }
-            Victim::File(fid) => retire_files(dir, index, fid),
-        }
-    }
-}
-
-/// Deletes the data file and log of `fid`, which left the index, unless it is back: a put
-/// of it began (it holds the files) or finished (it indexed a page in them) since the
-/// decision. The check and taking the files' names away happen under the index lock, so
-/// a put that begins after that makes fresh files; the deletion itself, which can wait on
-/// the device, happens outside it.
-fn retire_files(dir: &Path, index: &Mutex<Index>, fid: u64) {
-    let (log, data) = (log_path(dir, fid), data_path(dir, fid));
-    let parent = data.parent().unwrap_or(dir).to_path_buf();
-    let gone = {
-        let idx = lock(index);
-        if idx.writers.contains_key(&fid) || idx.files.contains_key(&fid) {
-            return;
-        }
-        [log, data].map(|p| {
-            let t = temp_name(&parent);
-            std::fs::rename(&p, &t).ok().map(|()| t)
-        })
-    };
-    for t in gone.into_iter().flatten() {
-        let _ = std::fs::remove_file(t);
-    }
-}
-
-fn punch(dir: &Path, fid: u64, idx: u64, len: u32) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let f = std::fs::OpenOptions::new()
-        .write(true)
-        .open(data_path(dir, fid))?;
-    // SAFETY: plain syscall on an owned descriptor.
-    let r = unsafe {
-        libc::fallocate(
-            f.as_raw_fd(),
-            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-            (idx * PAGE_SIZE) as libc::off_t,
-            libc::off_t::from(len),
-        )
-    };
-    if r != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    append(dir, fid, &record(REC_DROP, idx, 0, 0))
+    pub(in crate::page_cache) direct: AtomicBool,
+    pub(in crate::page_cache) metrics: Arc<Metrics>,
+    pub(in crate::page_cache) engine: IoEngine,
 }
 
 impl DiskTier {
@@ -657,221 +251,6 @@ impl DiskTier {
         self.engine.name()
     }
 
-    /// The filesystem's available bytes and the bytes the tier leaves free on it (`None`
-    /// when `statvfs` fails: then only the capacity binds).
-    fn fs_room(&self) -> Option<(u64, u64)> {
-        let s = nix::sys::statvfs::statvfs(&self.dir).ok()?;
-        let frsize = s.fragment_size() as u64;
-        let total = (s.blocks() as u64).saturating_mul(frsize);
-        let avail = (s.blocks_available() as u64).saturating_mul(frsize);
-        Some((avail, (total as f64 * self.free_ratio) as u64))
-    }
-
-    /// What the tier may hold: the capacity, or what the filesystem has room for while
-    /// `free_ratio` of it stays free. The tier occupies `used - unwritten + unpunched` of
-    /// the filesystem now (reservations not written yet are not on it, evicted pages not
-    /// punched yet still are); `on_disk` bytes of the coming reservation occupy it
-    /// already (a file being adopted).
-    fn limit(&self, idx: &Index, room: Option<(u64, u64)>, on_disk: u64) -> u64 {
-        match room {
-            Some((avail, reserve)) => self.capacity.min(
-                (idx.used + idx.unpunched + avail + on_disk)
-                    .saturating_sub(idx.unwritten + reserve),
-            ),
-            None => self.capacity,
-        }
-    }
-
-    /// An eviction of nothing.
-    fn nothing(&self) -> Evicted {
-        Evicted {
-            victims: Vec::new(),
-            bytes: 0,
-            index: self.index.clone(),
-        }
-    }
-
-    /// Evicts least recently used unpinned pages until `need` more bytes fit, and
-    /// reserves them: `(victims, true)`. When they cannot fit (no room on the filesystem,
-    /// or every candidate is pinned) nothing is reserved, but a tier over its limit (other
-    /// users took the disk) still shrinks to it: `(victims, false)`. `on_disk` of the
-    /// bytes are on the tier's filesystem already (see [`Self::limit`]).
-    fn make_room(&self, need: u64, on_disk: u64) -> (Evicted, bool) {
-        let room = self.fs_room();
-        let mut idx = lock(&self.index);
-        let limit = self.limit(&idx, room, on_disk);
-        if on_disk == 0 {
-            self.metrics
-                .disk_cache_limit
-                .store(limit, Ordering::Relaxed);
-        }
-        if let Some(victims) = limit
-            .checked_sub(need)
-            .and_then(|target| self.evict_locked(&mut idx, target, false))
-        {
-            idx.used += need;
-            idx.unwritten += need - on_disk.min(need);
-            self.metrics
-                .disk_cache_bytes
-                .store(idx.used, Ordering::Relaxed);
-            return (victims, true);
-        }
-        let shrink = if idx.used > limit {
-            self.evict_locked(&mut idx, limit, true)
-        } else {
-            None
-        };
-        (shrink.unwrap_or_else(|| self.nothing()), false)
-    }
-
-    /// Removes least recently used unpinned pages from the index until it holds at most
-    /// `target` bytes, and returns them for [`Self::apply`]. When the unpinned pages are
-    /// not enough: `None` with nothing removed, or with `best_effort`, all of them.
-    fn evict_locked(&self, idx: &mut Index, target: u64, best_effort: bool) -> Option<Evicted> {
-        let mut chosen = Vec::new();
-        let mut freed = 0u64;
-        for (_, &(fid, page)) in idx.lru.iter() {
-            if idx.used - freed <= target {
-                break;
-            }
-            let Some(e) = idx.files.get(&fid) else {
-                continue;
-            };
-            if e.pins > 0 || idx.pinned_inodes.contains(&e.owner) {
-                continue;
-            }
-            freed += e.pages.get(&page).map_or(0, |m| u64::from(m.len));
-            chosen.push((fid, page));
-        }
-        if idx.used - freed > target && !best_effort {
-            return None;
-        }
-        let before = idx.used;
-        let mut victims = Vec::with_capacity(chosen.len());
-        for (fid, page) in chosen {
-            match idx.remove_page(fid, page) {
-                // A put in progress keeps the files (see `Index::writers`).
-                Some(true) if !idx.writers.contains_key(&fid) => {
-                    idx.files.remove(&fid);
-                    victims.push(Victim::File(fid));
-                }
-                Some(_) => victims.push(Victim::Page(fid, page)),
-                None => {}
-            }
-        }
-        let bytes = before - idx.used;
-        idx.unpunched += bytes;
-        self.metrics
-            .disk_cache_bytes
-            .store(idx.used, Ordering::Relaxed);
-        Some(Evicted {
-            victims,
-            bytes,
-            index: self.index.clone(),
-        })
-    }
-
-    /// Gives at least `need` bytes of the filesystem back for a write of bytes that exist
-    /// nowhere else (staging, the journal), evicting least recently used unpinned pages:
-    /// cached pages can be fetched again, those bytes cannot. Blocking (it punches the
-    /// holes before returning, so the room is there when the write is retried). Returns
-    /// the bytes freed; 0 when nothing is left to evict.
-    pub fn release(&self, need: u64) -> u64 {
-        let victims = {
-            let mut idx = lock(&self.index);
-            let target = idx.used.saturating_sub(need);
-            self.evict_locked(&mut idx, target, true)
-        }
-        .unwrap_or_else(|| self.nothing());
-        let freed = victims.bytes;
-        if freed > 0 {
-            tracing::info!(
-                freed,
-                "disk cache gave room to a write on its full filesystem"
-            );
-        }
-        self.apply(victims);
-        freed
-    }
-
-    /// Carries out evictions decided under the lock (blocking).
-    fn apply(&self, mut e: Evicted) {
-        apply_victims(
-            &self.dir,
-            &self.index,
-            &self.metrics,
-            std::mem::take(&mut e.victims),
-        );
-    }
-
-    /// [`Self::apply`] on the blocking pool, for async callers. Punching a hole or
-    /// deleting a file can wait on the device: on a filesystem mounted with `discard`
-    /// the freed blocks are discarded synchronously (measured here: 0.26 ms per punched
-    /// MiB, 46 ms per deleted 256 MiB file), which must not stall a runtime thread.
-    /// Awaited, so the space is given back before the page that needed it is written.
-    async fn apply_off_runtime(&self, mut e: Evicted) {
-        if e.victims.is_empty() {
-            return;
-        }
-        let (dir, metrics) = (self.dir.clone(), self.metrics.clone());
-        let victims = std::mem::take(&mut e.victims);
-        let index = self.index.clone();
-        let _ = tokio::task::spawn_blocking(move || apply_victims(&dir, &index, &metrics, victims))
-            .await;
-    }
-
-    fn remove_files(&self, fid: u64) {
-        retire_files(&self.dir, &self.index, fid);
-    }
-
-    /// Sets the inodes whose pages are never evicted (files under pinned paths).
-    pub fn set_pinned(&self, inodes: std::collections::HashSet<u64>) {
-        lock(&self.index).pinned_inodes = inodes;
-    }
-
-    /// Drops every cached page of `ino` (all versions), except files the kernel is
-    /// reading by passthrough right now. Returns (bytes freed, files kept because busy).
-    pub fn free_inode(&self, ino: InodeNo) -> (u64, usize) {
-        let (freed, busy, gone) = {
-            let mut idx = lock(&self.index);
-            let fids: Vec<(u64, bool)> = idx
-                .files
-                .iter()
-                .filter(|(_, e)| e.owner == ino.0)
-                .map(|(fid, e)| (*fid, e.pins > 0))
-                .collect();
-            let before = idx.used;
-            let (mut busy, mut gone) = (0, Vec::new());
-            for (fid, pinned) in fids {
-                if pinned {
-                    busy += 1;
-                    continue;
-                }
-                let pages: Vec<u64> = idx
-                    .files
-                    .get(&fid)
-                    .map(|e| e.pages.keys().copied().collect())
-                    .unwrap_or_default();
-                for p in pages {
-                    idx.remove_page(fid, p);
-                }
-                idx.files.remove(&fid);
-                // A put in progress keeps the files (see `Index::writers`).
-                if !idx.writers.contains_key(&fid) {
-                    gone.push(fid);
-                }
-            }
-            self.metrics
-                .disk_cache_bytes
-                .store(idx.used, Ordering::Relaxed);
-            (before - idx.used, busy, gone)
-        };
-        for fid in gone {
-            self.remove_files(fid);
-        }
-        (freed, busy)
-    }
-
     /// Whether the index holds the page (no I/O).
     pub fn contains(&self, key: &PageKey) -> bool {
         let fid = key.object.digest();
@@ -881,7 +260,7 @@ impl DiskTier {
             .is_some_and(|e| e.object == key.object && e.pages.contains_key(&key.idx.0))
     }
 
-    fn lookup(&self, key: &PageKey) -> Option<(u64, PageMeta)> {
+    pub(in crate::page_cache) fn lookup(&self, key: &PageKey) -> Option<(u64, PageMeta)> {
         let fid = key.object.digest();
         let idx = lock(&self.index);
         let e = idx.files.get(&fid)?;
@@ -937,7 +316,12 @@ impl DiskTier {
 
     /// Reads and checks one page. `Err(true)` is a checksum mismatch, `Err(false)` an
     /// I/O error.
-    async fn read_page(&self, fid: u64, idx: u64, meta: PageMeta) -> Result<Bytes, bool> {
+    pub(in crate::page_cache) async fn read_page(
+        &self,
+        fid: u64,
+        idx: u64,
+        meta: PageMeta,
+    ) -> Result<Bytes, bool> {
         let path = data_path(&self.dir, fid);
         let file = match File::open(&path) {
             Ok(f) => Arc::new(f),
@@ -964,7 +348,7 @@ impl DiskTier {
         Ok(Bytes::from(buf))
     }
 
-    fn drop_page(&self, fid: u64, page: u64) {
+    pub(in crate::page_cache) fn drop_page(&self, fid: u64, page: u64) {
         let emptied = {
             let mut idx = lock(&self.index);
             let mut r = idx.remove_page(fid, page);
@@ -1053,7 +437,7 @@ impl DiskTier {
         }
     }
 
-    async fn write_page(
+    pub(in crate::page_cache) async fn write_page(
         &self,
         fid: u64,
         key: &PageKey,
@@ -1087,110 +471,12 @@ impl DiskTier {
         append(&self.dir, fid, &record(REC_PAGE, key.idx.0, len, crc))
     }
 
-    /// Takes `file`, which holds all `size` bytes of `object` and is never written
-    /// again (a written file's staging, or an uploaded journal entry), as the version's
-    /// data file: hard-linked into place instead of copied page by page, so a written file
-    /// is cached whole, ready for passthrough, without writing its bytes a second time.
-    /// Every page is indexed as verified: its checksum is computed here from the bytes the
-    /// file holds. Pages of the version cached already give way. `false` (nothing cached)
-    /// when it cannot: a file of that version is pinned by passthrough, no room, or the
-    /// file cannot be linked here (not an unnamed file on this filesystem); the caller then
-    /// caches pages one by one. Blocking: it reads the whole file.
-    pub fn adopt(&self, owner: InodeNo, object: &Arc<ObjectId>, file: &File, size: u64) -> bool {
-        use std::os::unix::fs::FileExt;
-        // The data file must be exactly the object: passthrough reads it to its own end.
-        if self.failed.load(Ordering::Relaxed)
-            || size == 0
-            || file.metadata().map(|m| m.len()).ok() != Some(size)
-        {
-            return false;
-        }
-        let fid = object.digest();
-        if lock(&self.index)
-            .files
-            .get(&fid)
-            .is_some_and(|e| e.pins > 0)
-        {
-            return false;
-        }
-        let mut pages = Vec::with_capacity(size.div_ceil(PAGE_SIZE) as usize);
-        let mut buf = vec![0u8; PAGE_SIZE as usize];
-        for i in 0..size.div_ceil(PAGE_SIZE) {
-            let n = (size - i * PAGE_SIZE).min(PAGE_SIZE) as usize;
-            if file.read_exact_at(&mut buf[..n], i * PAGE_SIZE).is_err() {
-                return false;
-            }
-            pages.push((n as u32, crc32c::crc32c(&buf[..n])));
-        }
-        self.drop_file(fid);
-        // The file's blocks are on this filesystem already: linking it takes no new room.
-        let (victims, reserved) = self.make_room(size, size);
-        self.apply(victims);
-        if !reserved {
-            return false;
-        }
-        if let Err(e) = self.link_in(fid, owner, object, file, &pages) {
-            tracing::debug!(error = %e, "cannot adopt a file into the disk cache; copying its pages");
-            let mut idx = lock(&self.index);
-            idx.used -= size;
-            self.metrics
-                .disk_cache_bytes
-                .store(idx.used, Ordering::Relaxed);
-            return false;
-        }
-        let mut idx = lock(&self.index);
-        for (i, (len, crc)) in pages.into_iter().enumerate() {
-            idx.add_page(fid, object, owner, i as u64, len, crc);
-        }
-        self.metrics
-            .disk_cache_bytes
-            .store(idx.used, Ordering::Relaxed);
-        Metrics::add(&self.metrics.disk_cache_adopted, size.div_ceil(PAGE_SIZE));
-        true
-    }
-
-    /// Puts `file` in place as `fid`'s data file, with a log listing `pages` (length and
-    /// checksum of each). Both are made under temporary names and renamed into place, the
-    /// data first: a data file without its log is deleted at the next start.
-    fn link_in(
+    /// The data file of `fid` for writing, created if absent; `direct` opens it O_DIRECT.
+    pub(in crate::page_cache) fn open_data(
         &self,
         fid: u64,
-        owner: InodeNo,
-        object: &ObjectId,
-        file: &File,
-        pages: &[(u32, u32)],
-    ) -> std::io::Result<()> {
-        let data = data_path(&self.dir, fid);
-        let parent = data.parent().unwrap_or(&self.dir).to_path_buf();
-        std::fs::create_dir_all(&parent)?;
-        let (tmp_log, mut log) = tempfile_in(&parent)?;
-        let tmp_data = temp_name(&parent);
-        let res = (|| {
-            let mut buf = header(owner.0, object);
-            for (i, &(len, crc)) in pages.iter().enumerate() {
-                buf.extend_from_slice(&record(REC_PAGE, i as u64, len, crc));
-            }
-            log.write_all(&buf)?;
-            let fd = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(file));
-            nix::unistd::linkat(
-                nix::fcntl::AT_FDCWD,
-                fd.as_str(),
-                nix::fcntl::AT_FDCWD,
-                &tmp_data,
-                nix::fcntl::AtFlags::AT_SYMLINK_FOLLOW,
-            )?;
-            std::fs::rename(&tmp_data, &data)?;
-            std::fs::rename(&tmp_log, log_path(&self.dir, fid))
-        })();
-        if res.is_err() {
-            let _ = std::fs::remove_file(&tmp_log);
-            let _ = std::fs::remove_file(&tmp_data);
-        }
-        res
-    }
-
-    /// The data file of `fid` for writing, created if absent; `direct` opens it O_DIRECT.
-    fn open_data(&self, fid: u64, direct: bool) -> std::io::Result<Arc<File>> {
+        direct: bool,
+    ) -> std::io::Result<Arc<File>> {
         let file = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
@@ -1201,7 +487,7 @@ impl DiskTier {
         Ok(Arc::new(file))
     }
 
-    fn drop_file(&self, fid: u64) {
+    pub(in crate::page_cache) fn drop_file(&self, fid: u64) {
         let mut idx = lock(&self.index);
         if idx.files.get(&fid).is_some_and(|e| e.pins > 0) {
             return;
@@ -1219,94 +505,6 @@ impl DiskTier {
                 self.remove_files(fid);
             }
         }
-    }
-
-    /// The data file of `object` if it holds the whole object of `size` bytes,
-    /// every page verified in this process, for the kernel to read through passthrough.
-    /// When the pages are all there but some are unverified (cached by an earlier run),
-    /// starts a background checksum pass and returns `None`; a later open gets the file.
-    pub fn backing(
-        self: &Arc<Self>,
-        object: &Arc<ObjectId>,
-        size: u64,
-        rt: &tokio::runtime::Handle,
-    ) -> Option<Backing> {
-        let pages = size.div_ceil(PAGE_SIZE);
-        if pages == 0 {
-            return None;
-        }
-        let fid = object.digest();
-        let unverified = {
-            let mut idx = lock(&self.index);
-            let e = idx.files.get_mut(&fid)?;
-            if e.object != *object || e.pages.len() as u64 != pages {
-                return None;
-            }
-            let mut unverified: Vec<u64> = Vec::new();
-            for i in 0..pages {
-                let want = (size - i * PAGE_SIZE).min(PAGE_SIZE);
-                let m = e.pages.get(&i)?;
-                if u64::from(m.len) != want {
-                    return None;
-                }
-                if !m.verified {
-                    unverified.push(i);
-                }
-            }
-            if unverified.is_empty() {
-                // Open under the lock so eviction cannot run between check and pin.
-                let file = File::open(data_path(&self.dir, fid)).ok()?;
-                // The kernel reads this file with no checksum. Changed by anything but
-                // this process since its pages were checked (the cache directory written
-                // to): every page is checked again first, and this open is served by the
-                // daemon, which checks each page it reads.
-                if ctime_ns(&file).is_none_or(|c| c > e.checked_ns) {
-                    tracing::warn!(
-                        %object,
-                        "a cached data file changed behind the daemon; checking it again before passthrough"
-                    );
-                    Metrics::inc(&self.metrics.disk_cache_changed_files);
-                    for m in e.pages.values_mut() {
-                        m.verified = false;
-                    }
-                    unverified = (0..pages).collect();
-                } else {
-                    e.pins += 1;
-                    return Some(Backing {
-                        file,
-                        index: self.index.clone(),
-                        fid,
-                    });
-                }
-            }
-            if e.verifying {
-                return None;
-            }
-            e.verifying = true;
-            unverified
-        };
-        let this = self.clone();
-        let object = object.clone();
-        rt.spawn(async move {
-            for i in unverified {
-                if this.get(&PageKey::new(&object, i)).await.is_none() {
-                    break;
-                }
-            }
-            if let Some(e) = lock(&this.index).files.get_mut(&fid) {
-                e.verifying = false;
-            }
-        });
-        None
-    }
-
-    /// Number of files currently pinned for passthrough (for tests and stats).
-    pub fn pinned_files(&self) -> usize {
-        lock(&self.index)
-            .files
-            .values()
-            .filter(|e| e.pins > 0)
-            .count()
     }
 }
 

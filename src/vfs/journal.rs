@@ -118,9 +118,12 @@ impl Journal {
         Ok(out)
     }
 
-    /// Drops an entry.
-    pub(super) fn remove(&self, ino: InodeNo, seq: u64) {
-        let _ = std::fs::remove_file(self.data_path(ino, seq));
+    /// Drops an entry (one already gone is dropped).
+    pub(super) fn remove(&self, ino: InodeNo, seq: u64) -> std::io::Result<()> {
+        match std::fs::remove_file(self.data_path(ino, seq)) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            r => r,
+        }
     }
 }
 
@@ -206,8 +209,8 @@ mod tests {
             std::fs::read(j.data_path(InodeNo(6), 3)).unwrap(),
             [9u8; 10]
         );
-        j.remove(InodeNo(5), 7);
-        j.remove(InodeNo(7), 1);
+        j.remove(InodeNo(5), 7).unwrap();
+        j.remove(InodeNo(7), 1).unwrap();
         assert_eq!(j.scan().unwrap(), vec![(InodeNo(6), 3)]);
         assert_eq!(
             ObjectVersion::parse(&pending_tag(InodeNo(6), 3)),

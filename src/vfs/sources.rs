@@ -28,7 +28,7 @@ pub(super) struct LocalCopies {
     offered: Mutex<HashMap<Arc<ObjectId>, Offer>>,
     /// Local copies whose copy has ended and whose file is being closed on the blocking
     /// pool (closing frees its blocks). Together with `offered`, what a write that found
-    /// the cache disk full waits for (see `Vfs::with_disk_room`).
+    /// the cache disk full waits for (see `PageCache::with_disk_room`).
     pub(super) closing: Arc<AtomicUsize>,
     journal: Option<Arc<Journal>>,
     metrics: Arc<Metrics>,

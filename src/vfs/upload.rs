@@ -17,7 +17,8 @@ use tokio::sync::mpsc;
 use super::Vfs;
 use super::journal::pending_tag;
 use super::write::LocalCopy;
-use crate::error::FsError;
+use crate::error::{FsError, blocking};
+use crate::metrics::Metrics;
 use crate::types::{FileKind, InodeNo};
 
 /// A queued upload: the entry, when it may start, and how many attempts failed.
@@ -90,7 +91,10 @@ impl Vfs {
                 tokio::time::sleep_until(item.not_before.into()).await;
                 match this.upload_journaled(item.ino, item.seq).await {
                     Ok(Outcome::Done) => {}
-                    Ok(Outcome::Retry) | Err(_) => {
+                    res @ (Ok(Outcome::Retry) | Err(_)) => {
+                        if let Err(e) = res {
+                            tracing::warn!(ino = item.ino.0, seq = item.seq, error = %e, "background upload failed; will retry with backoff");
+                        }
                         // Back of the queue, with this entry's own backoff: an entry the UFS
                         // keeps refusing must not hold up the others.
                         let failures = item.failures + 1;
@@ -159,13 +163,13 @@ impl Vfs {
             Err(e) => return Err(e),
         };
         let path = journal.data_path(ino, seq);
-        let file = match tokio::task::spawn_blocking(move || std::fs::File::open(path)).await {
-            Ok(Ok(f)) => Arc::new(f),
-            Ok(Err(e)) => {
-                tracing::error!(ino = ino.0, error = %e, "journal entry unreadable; its upload is lost");
+        let file = match blocking("journal", move || std::fs::File::open(path)).await? {
+            Ok(f) => Arc::new(f),
+            Err(e) => {
+                Metrics::inc(&self.metrics.uploads_lost);
+                tracing::error!(ino = ino.0, seq, error = %e, "journal entry unreadable; its upload is lost");
                 return Ok(Outcome::Done);
             }
-            Err(_) => return Ok(Outcome::Retry),
         };
         let len = file.metadata().map(|m| m.len()).unwrap_or(0);
         let mut info = match key.ufs.upload_file(&key, Some(file.clone()), len).await {
@@ -212,10 +216,13 @@ impl Vfs {
                 self.rt.spawn(async move {
                     this.fill_pages(offered, len).await;
                     this.drop_entry(ino, seq).await;
+                    Metrics::inc(&this.metrics.journal_uploads);
                 });
                 return Ok(Outcome::Done);
             }
-            Err(MetaError::VersionMismatch(_)) | Err(MetaError::NotFound(_)) => {}
+            Err(e @ (MetaError::VersionMismatch(_) | MetaError::NotFound(_))) => {
+                tracing::debug!(ino = ino.0, seq, error = %e, "uploaded, but a newer flush or an unlink came first: entry dropped");
+            }
             Err(e) => return Err(e.into()),
         }
         self.drop_entry(ino, seq).await;
@@ -235,7 +242,10 @@ impl Vfs {
             return;
         }
         if let Some(j) = self.journal.clone() {
-            let _ = tokio::task::spawn_blocking(move || j.remove(ino, seq)).await;
+            let removed = blocking("journal", move || j.remove(ino, seq)).await;
+            if let Err(e) = removed.and_then(|r| r.map_err(FsError::from)) {
+                tracing::warn!(ino = ino.0, seq, error = %e, "a done journal entry stays; the next start drops it as superseded");
+            }
         }
     }
 }

@@ -623,6 +623,15 @@ pub fn renameat2(from: &Path, to: &Path, flags: u32) -> std::io::Result<()> {
 }
 
 /// Deterministic pseudo-random bytes (xorshift), different per seed.
+/// Polls `ok` until it holds; fails the test after 60 s with `what`.
+pub fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
+    let t0 = std::time::Instant::now();
+    while !ok() {
+        assert!(t0.elapsed() < Duration::from_secs(60), "{what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Generates one test per backend from `fn name(backend: Backend)`.
 #[macro_export]
 macro_rules! backend_tests {

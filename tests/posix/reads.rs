@@ -224,7 +224,9 @@ fn fuse_passthrough_serves_fully_cached_files() {
     assert_eq!(std::fs::read(m.p("f")).unwrap(), d, "cold read");
     // RELEASE reaches the daemon after close(2) returns; an open racing it would be
     // page-cached (the kernel's mode rules), so let the cold pass's releases land.
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    crate::harness::wait_for("the cold pass's handles were never released", || {
+        m.counter("open_file_handles") == 0
+    });
     let cold = m.counters();
     read_all(&m, &files);
     let warm = m.counters();

@@ -3,7 +3,7 @@
 
 use std::io::Write;
 
-use crate::harness::{Backend, Mount, MountDirs, TestUfs, Tmpfs, data};
+use crate::harness::{Backend, Mount, MountDirs, TestUfs, Tmpfs, data, wait_for};
 use crate::{backend_tests, store_tests};
 
 fn fuse_write_then_read_back(b: Backend) {
@@ -440,8 +440,11 @@ fn fuse_written_files_are_cached_by_adopting_their_staging(b: Backend) {
     wait_for("the upload never landed", || {
         ufs.get("g").as_deref() == Some(&v1[..])
     });
-    // The uploader's caching runs right after the upload; give it time to (wrongly) act.
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    // The uploader caches the journaled bytes right after the upload: let it finish (and
+    // so have had its chance to wrongly adopt the open file).
+    wait_for("the uploader never finished the entry", || {
+        m.counter("journal_uploads") >= 1
+    });
     assert_eq!(m.counter("disk_cache_adopted"), 0, "open: not adopted");
     f.write_all_at(b"XYZ", 1 << 20).unwrap();
     v1[1 << 20..(1 << 20) + 3].copy_from_slice(b"XYZ");
@@ -837,14 +840,6 @@ fn read_direct(path: &std::path::Path) -> Vec<u8> {
     }
 }
 
-fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
-    let t0 = std::time::Instant::now();
-    while !ok() {
-        assert!(t0.elapsed() < std::time::Duration::from_secs(60), "{what}");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-}
-
 /// ASYNC_THROUGH: close returns once the bytes are in the local journal, without waiting
 /// for the background uploader, even while the store stalls in the middle of an upload of
 /// the same file (the uploader holds that file's inode lock for the whole upload). Once
@@ -916,8 +911,12 @@ fn fuse_async_through_close_does_not_wait_for_a_stalled_upload() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     let (from, to) = (m.p("f"), m.p("g"));
+    let busy = m.counter("fuse_in_flight");
     let renamer = std::thread::spawn(move || std::fs::rename(from, to));
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    // The rename waits in the daemon for the stalled upload of its inode.
+    wait_for("the rename never reached the daemon", || {
+        m.counter("fuse_in_flight") > busy
+    });
     proxy.resume();
     renamer.join().unwrap().unwrap();
     wait_for("the renamed file's object is not at its new name", || {

@@ -26,7 +26,7 @@ use bytes::Bytes;
 use tokio::sync::{Notify, oneshot};
 
 use super::{OpenFile, Staging};
-use crate::error::FsError;
+use crate::error::{CommitError, FsError, blocking};
 use crate::metrics::Metrics;
 use crate::types::InodeNo;
 use crate::ufs::{ObjectInfo, Ufs, UploadStream};
@@ -77,7 +77,7 @@ impl WriteStream {
         file: Option<Arc<std::fs::File>>,
         len: u64,
     ) -> Result<ObjectInfo, FsError> {
-        let file = file.ok_or_else(|| FsError::new(libc::EIO, "streamed file has no staging"))?;
+        let file = file.ok_or(CommitError::NoStaging)?;
         let (reply, rx) = oneshot::channel();
         let fin = Finish {
             file,
@@ -86,10 +86,9 @@ impl WriteStream {
             reply,
         };
         if self.done.send(fin).is_err() {
-            return Err(FsError::new(libc::EIO, "upload task ended"));
+            return Err(CommitError::UploadTaskEnded.into());
         }
-        rx.await
-            .map_err(|_| FsError::new(libc::EIO, "upload task ended"))?
+        rx.await.map_err(|_| CommitError::UploadTaskEnded)?
     }
 }
 
@@ -230,7 +229,7 @@ impl Pump {
         };
         let res = match self.up.take() {
             Some(up) => self.complete(up, &fin).await,
-            None => Err(FsError::new(libc::EIO, "an earlier part failed")),
+            None => Err(CommitError::EarlierPartFailed.into()),
         };
         // The upload (and its slot) is gone by now, so a fallback upload can take the slot.
         let _ = fin.reply.send(res);
@@ -242,13 +241,17 @@ impl Pump {
         if fin.len < fin.sent {
             Metrics::inc(&self.metrics.streamed_aborts);
             self.ufs.stream_abort(up).await;
-            return Err(FsError::new(libc::EIO, "staged size below the bytes sent"));
+            return Err(CommitError::BelowSent {
+                staged: fin.len,
+                sent: fin.sent,
+            }
+            .into());
         }
         let mut off = fin.sent;
         while off < fin.len {
             let n = (fin.len - off).min(part) as usize;
             let f = fin.file.clone();
-            let read = tokio::task::spawn_blocking(move || {
+            let read = blocking("staging", move || {
                 let mut b = vec![0u8; n];
                 f.read_exact_at(&mut b, off).map(|_| b)
             })
@@ -260,7 +263,7 @@ impl Pump {
                     .await
                     .map_err(FsError::from),
                 Ok(Err(e)) => Err(FsError::from(e)),
-                Err(e) => Err(FsError::new(libc::EIO, e.to_string())),
+                Err(e) => Err(e),
             };
             if let Err(e) = res {
                 Metrics::inc(&self.metrics.streamed_aborts);

@@ -1,0 +1,187 @@
+//! The in-memory index of the tier: which pages of which file ids are on disk, their
+//! checksums, the LRU order, pins, and the puts in flight that eviction must respect.
+
+use super::*;
+
+#[derive(Clone, Copy)]
+pub(in crate::page_cache) struct PageMeta {
+    pub(in crate::page_cache) len: u32,
+    pub(in crate::page_cache) crc: u32,
+    pub(in crate::page_cache) tick: u64,
+    pub(in crate::page_cache) verified: bool,
+}
+
+pub(in crate::page_cache) struct Entry {
+    pub(in crate::page_cache) object: Arc<ObjectId>,
+    /// The inode that cached it (0: none), for `free_inode` and path pins.
+    pub(in crate::page_cache) owner: u64,
+    pub(in crate::page_cache) pages: HashMap<u64, PageMeta>,
+    /// Passthrough opens holding the data file; while > 0 no page is evicted.
+    pub(in crate::page_cache) pins: u32,
+    /// A background checksum pass over unverified pages is running.
+    pub(in crate::page_cache) verifying: bool,
+    /// When this process last wrote or verified one of the file's pages (ns since the
+    /// epoch). A data file whose ctime is later was changed by someone else since: it is
+    /// verified again before the kernel may read it directly (see [`DiskTier::backing`]).
+    pub(in crate::page_cache) checked_ns: i64,
+}
+
+#[derive(Default)]
+pub(in crate::page_cache) struct Index {
+    pub(in crate::page_cache) files: HashMap<u64, Entry>,
+    /// Inodes under a pinned path (`alluxio fs pin`): their pages are never evicted.
+    pub(in crate::page_cache) pinned_inodes: std::collections::HashSet<u64>,
+    /// LRU tick → (file id, page index)
+    pub(in crate::page_cache) lru: BTreeMap<u64, (u64, u64)>,
+    pub(in crate::page_cache) used: u64,
+    /// Bytes reserved in `used` whose pages are not written yet: counted against the
+    /// filesystem's free space too, which does not show them yet (see [`DiskTier::limit`]).
+    pub(in crate::page_cache) unwritten: u64,
+    /// Bytes of pages evicted from the index whose holes are not punched yet: out of
+    /// `used` but still on the filesystem ([`Evicted`]). Without them, puts racing one
+    /// another's evictions each saw less room than there was and evicted more, in a
+    /// cascade that emptied the tier.
+    pub(in crate::page_cache) unpunched: u64,
+    /// Puts in progress per file id ([`Writing`]). A file with a put in progress keeps its
+    /// data file and log even when its last indexed page goes: deleting them under the
+    /// writer made its log append fail (ENOENT, which switched the tier off) or left its
+    /// record in a fresh log whose data file lacks the page.
+    pub(in crate::page_cache) writers: HashMap<u64, u32>,
+    pub(in crate::page_cache) tick: u64,
+}
+
+/// Pages taken out of the index by an eviction, to punch or delete outside the lock
+/// ([`DiskTier::apply`]). Their bytes count in `Index::unpunched` until this is dropped,
+/// after the holes are punched (or when the eviction is abandoned).
+pub(in crate::page_cache) struct Evicted {
+    pub(in crate::page_cache) victims: Vec<Victim>,
+    pub(in crate::page_cache) bytes: u64,
+    pub(in crate::page_cache) index: Arc<Mutex<Index>>,
+}
+
+impl Drop for Evicted {
+    fn drop(&mut self) {
+        let mut idx = lock(&self.index);
+        idx.unpunched = idx.unpunched.saturating_sub(self.bytes);
+    }
+}
+
+/// A put in progress on a file id (see `Index::writers`). When the last one ends and the
+/// file has no page left in the index, its files are deleted then.
+pub(in crate::page_cache) struct Writing<'a> {
+    pub(in crate::page_cache) tier: &'a DiskTier,
+    pub(in crate::page_cache) fid: u64,
+}
+
+impl<'a> Writing<'a> {
+    pub(in crate::page_cache) fn begin(tier: &'a DiskTier, fid: u64) -> Self {
+        *lock(&tier.index).writers.entry(fid).or_default() += 1;
+        Self { tier, fid }
+    }
+}
+
+impl Drop for Writing<'_> {
+    fn drop(&mut self) {
+        let orphaned = {
+            let mut idx = lock(&self.tier.index);
+            let last = match idx.writers.get_mut(&self.fid) {
+                Some(n) if *n > 1 => {
+                    *n -= 1;
+                    false
+                }
+                _ => {
+                    idx.writers.remove(&self.fid);
+                    true
+                }
+            };
+            let empty = idx
+                .files
+                .get(&self.fid)
+                .is_none_or(|e| e.pages.is_empty() && e.pins == 0);
+            if last && empty {
+                idx.files.remove(&self.fid);
+            }
+            last && empty
+        };
+        if orphaned {
+            // Rare (an eviction emptied the file while this put ran, and the put failed):
+            // its pages were punched already, so the files are small to delete.
+            self.tier.remove_files(self.fid);
+        }
+    }
+}
+
+/// A put's reservation not yet written; dropped when the write ends, however it ends.
+pub(in crate::page_cache) struct Unwritten<'a>(
+    pub(in crate::page_cache) &'a Mutex<Index>,
+    pub(in crate::page_cache) u64,
+);
+
+impl Drop for Unwritten<'_> {
+    fn drop(&mut self) {
+        let mut idx = lock(self.0);
+        idx.unwritten = idx.unwritten.saturating_sub(self.1);
+    }
+}
+
+impl Index {
+    pub(in crate::page_cache) fn next_tick(&mut self) -> u64 {
+        self.tick += 1;
+        self.tick
+    }
+
+    /// Indexes a verified page whose bytes (and room) are in place, as the newest in the
+    /// LRU. Another put of the same page may have raced this one: one reservation is kept.
+    pub(in crate::page_cache) fn add_page(
+        &mut self,
+        fid: u64,
+        object: &Arc<ObjectId>,
+        owner: InodeNo,
+        page: u64,
+        len: u32,
+        crc: u32,
+    ) {
+        let tick = self.next_tick();
+        let meta = PageMeta {
+            len,
+            crc,
+            tick,
+            verified: true,
+        };
+        let e = self.files.entry(fid).or_insert_with(|| Entry {
+            object: object.clone(),
+            owner: owner.0,
+            pages: HashMap::new(),
+            pins: 0,
+            verifying: false,
+            checked_ns: 0,
+        });
+        e.checked_ns = crate::types::now_ns();
+        if let Some(old) = e.pages.insert(page, meta) {
+            self.lru.remove(&old.tick);
+            self.used -= u64::from(old.len);
+        }
+        self.lru.insert(tick, (fid, page));
+    }
+
+    /// Removes a page from the index; returns whether its entry is now empty.
+    pub(in crate::page_cache) fn remove_page(&mut self, fid: u64, idx: u64) -> Option<bool> {
+        let e = self.files.get_mut(&fid)?;
+        let m = e.pages.remove(&idx)?;
+        self.lru.remove(&m.tick);
+        self.used -= u64::from(m.len);
+        Some(e.pages.is_empty())
+    }
+}
+
+/// What eviction decided; done outside the index lock.
+pub(in crate::page_cache) enum Victim {
+    /// Punch the page's hole and log the drop.
+    Page(u64, u64),
+    /// The file has no pages left: delete it.
+    File(u64),
+}
+
+pub(in crate::page_cache) fn lock(m: &Mutex<Index>) -> MutexGuard<'_, Index> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
