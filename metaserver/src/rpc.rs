@@ -301,6 +301,30 @@ mod tests {
     }
 
     #[test]
+    fn the_wire_form_of_operations_is_fixed() {
+        // Clients and servers of one WIRE_VERSION must agree byte for byte: a unit
+        // operation is a bare string, the others an object of their fields.
+        let text = |op: Op| serde_json::to_string(&op).unwrap();
+        assert_eq!(text(Op::Sync), r#""Sync""#);
+        assert_eq!(text(Op::Get { ino: InodeNo(7) }), r#"{"Get":{"ino":7}}"#);
+        assert_eq!(
+            text(Op::SetPin {
+                path: "/a".into(),
+                pinned: true
+            }),
+            r#"{"SetPin":{"path":"/a","pinned":true}}"#
+        );
+        // A listing from a client that sends no token still decodes.
+        let op: Op = serde_json::from_str(
+            r#"{"LoadDir":{"dir":1,"listing":[],"defaults":{"uid":0,"gid":0,"file_mode":420,"dir_mode":493}}}"#,
+        )
+        .unwrap();
+        assert!(matches!(op, Op::LoadDir { token: None, .. }), "{op:?}");
+        assert_eq!(Op::Sync.name(), "Sync");
+        assert_eq!(Op::Get { ino: InodeNo(1) }.name(), "Get");
+    }
+
+    #[test]
     fn calls_round_trip_through_json() {
         let call = Call {
             version: WIRE_VERSION,
