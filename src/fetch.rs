@@ -54,6 +54,9 @@ pub struct ObjectRead {
     pub store: Option<(Arc<Ufs>, String)>,
     /// The local inode reading it (0 on a cache node).
     pub owner: InodeNo,
+    /// Asked by a peer: the chain must not ask peers in turn (a page request travels one
+    /// hop at most, so two nodes can never wait on each other).
+    pub for_peer: bool,
 }
 
 impl std::fmt::Debug for ObjectRead {

@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod mount;
 pub mod object;
 pub mod page_cache;
+pub mod peer;
 pub mod prom;
 pub mod types;
 pub mod ufs;

@@ -126,6 +126,21 @@ counters! {
     journal_uploads,
     /// FUSE requests being answered now (a gauge).
     fuse_in_flight,
+    /// Pages read from a peer cache node.
+    peer_hits,
+    /// Bytes read from peer cache nodes.
+    bytes_from_peers,
+    /// Peer answers "not here" (the next source was asked).
+    peer_misses,
+    /// Peer requests that failed or timed out (the peer is then skipped a while).
+    peer_errors,
+    /// Pages this host served to peers.
+    peer_pages_served,
+    /// Bytes this host served to peers.
+    bytes_served_to_peers,
+    /// Peer connections or requests refused (wrong token, garbage, a length past the
+    /// bound).
+    peer_refused,
     /// File handles open now (a gauge: opens and creates add one, releases take it).
     open_file_handles,
 }

@@ -363,6 +363,21 @@ impl Ufs {
         &self.uri
     }
 
+    /// The store's identity in page ids ([`UfsConfig::store_id`]).
+    pub fn store_id(&self) -> &str {
+        &self.store_id
+    }
+
+    /// The key under this mount's root of the object whose full key in the store is
+    /// `full`, if it is under the root (the inverse of [`Self::object_id`]'s key).
+    pub fn key_under_root<'a>(&self, full: &'a str) -> Option<&'a str> {
+        if self.key_prefix.is_empty() {
+            return Some(full);
+        }
+        full.strip_prefix(self.key_prefix.as_str())?
+            .strip_prefix('/')
+    }
+
     /// The id of `version` of the object at `key` (under this UFS's root): the name its
     /// pages have on every host (see [`crate::object`]).
     pub fn object_id(&self, key: &str, version: &str) -> Arc<ObjectId> {

@@ -29,6 +29,7 @@ use crate::ufs::Ufs;
 
 mod journal;
 mod mounts;
+mod peer_host;
 mod read;
 mod sources;
 mod ttl;
@@ -153,6 +154,8 @@ pub struct Vfs {
     synced: Mutex<HashMap<InodeNo, std::time::Instant>>,
     /// The cache's tiers and the chain of page sources below them.
     fetcher: Arc<Fetcher>,
+    /// Object sizes checked against the store for pages served to peers (`peer_host`).
+    peer_sizes: Mutex<HashMap<Arc<crate::object::ObjectId>, u64>>,
     /// Versions whose bytes are in local files (the first page source).
     local: Arc<sources::LocalCopies>,
     /// Serializes UFS-visible changes per inode (uploads, renames, unlinks). Striped so
@@ -244,6 +247,7 @@ impl Vfs {
             pinned: Mutex::new(HashMap::new()),
             loading: Mutex::new(HashMap::new()),
             synced: Mutex::new(HashMap::new()),
+            peer_sizes: Mutex::new(HashMap::new()),
             fetcher,
             local,
             journal,

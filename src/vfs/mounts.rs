@@ -100,6 +100,7 @@ impl Loc {
             size,
             store: Some((self.ufs.clone(), self.key.clone())),
             owner,
+            for_peer: false,
         })
     }
 
@@ -152,6 +153,18 @@ impl MountTable {
     }
 
     /// The multipart part size (every store gets the root store's upload shape).
+    /// A mounted store that holds the object with full key `full` in store `store_id`,
+    /// and the key under its root.
+    pub(super) fn store_for(&self, store_id: &str, full: &str) -> Option<(Arc<Ufs>, String)> {
+        self.stores.iter().find_map(|s| {
+            let ufs = s.ufs.as_ref().ok()?;
+            if ufs.store_id() != store_id {
+                return None;
+            }
+            Some((ufs.clone(), ufs.key_under_root(full)?.to_string()))
+        })
+    }
+
     pub(super) fn part_bytes(&self) -> u64 {
         self.root_ufs().part_bytes()
     }

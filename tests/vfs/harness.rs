@@ -14,6 +14,9 @@ use alluxio::fetch::PageSource;
 use alluxio::meta::embedded::EmbeddedMeta;
 use alluxio::metrics::Metrics;
 use alluxio::page_cache::{PageCache, PageCacheConfig};
+use alluxio::peer::client::{PeerConfig, Peers};
+use alluxio::peer::ring::Member;
+use alluxio::peer::server::{PeerHost, serve};
 use alluxio::types::{FileHandle, InodeNo, Ownership, ROOT_INO};
 use alluxio::ufs::Ufs;
 use alluxio::vfs::{OpenMode, Vfs, VfsConfig};
@@ -41,6 +44,28 @@ pub struct Options {
     pub prefetch_pages: u64,
     /// Page sources asked after the local copies and before the UFS.
     pub extra: Vec<Arc<dyn PageSource>>,
+    /// A directory store at this path (shared by several envs), instead of a new one.
+    pub dir: Option<std::path::PathBuf>,
+    /// Taking part in a cluster: asking peers, and serving them if a listener is given.
+    pub peer: Option<PeerOptions>,
+}
+
+/// How an env takes part in a cluster.
+pub struct PeerOptions {
+    /// Bound already, so that every member's address is known before any env is built.
+    pub listener: Option<std::net::TcpListener>,
+    pub members: Vec<Member>,
+    pub timeout: Duration,
+}
+
+pub const TOKEN: &str = "test-cluster-token";
+
+/// A listener on a free loopback port, and the ring member it makes.
+pub fn peer_listener() -> (std::net::TcpListener, Member) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.set_nonblocking(true).unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    (l, Member { addr, weight: 1 })
 }
 
 impl Default for Options {
@@ -52,6 +77,8 @@ impl Default for Options {
             // No read-ahead: each read fetches only what it asks for, so counts are exact.
             prefetch_pages: 0,
             extra: Vec::new(),
+            dir: None,
+            peer: None,
         }
     }
 }
@@ -67,6 +94,8 @@ pub struct Env {
     pub store: opendal::Operator,
     pub uid: u32,
     pub gid: u32,
+    /// This env's peer listener, while it serves (abort it to take the node down).
+    pub peer_server: Option<tokio::task::JoinHandle<()>>,
     _dir: tempfile::TempDir,
 }
 
@@ -86,8 +115,8 @@ impl Env {
         let cfg = match o.store {
             Store::Memory => UfsConfig::parse("memory://", &Default::default()).unwrap(),
             Store::Dir => {
-                let root = dir.path().join("ufs");
-                std::fs::create_dir(&root).unwrap();
+                let root = o.dir.clone().unwrap_or_else(|| dir.path().join("ufs"));
+                std::fs::create_dir_all(&root).unwrap();
                 UfsConfig::parse(root.to_str().unwrap(), &Default::default()).unwrap()
             }
         };
@@ -121,6 +150,22 @@ impl Env {
         )
         .unwrap();
         std::fs::create_dir_all(dir.path().join("staging")).unwrap();
+        let mut extra = o.extra;
+        let mut listener = None;
+        if let Some(p) = o.peer {
+            let self_addr = p
+                .listener
+                .as_ref()
+                .map(|l| l.local_addr().unwrap().to_string());
+            let cfg = PeerConfig {
+                token: TOKEN.into(),
+                timeout: p.timeout,
+                self_addr,
+                tries: 2,
+            };
+            extra.push(Arc::new(Peers::new(p.members, cfg, metrics.clone())));
+            listener = p.listener;
+        }
         let vfs = Vfs::with_sources(
             Arc::new(meta),
             Arc::new(ufs),
@@ -139,13 +184,18 @@ impl Env {
                 metadata_sync: MetadataSync::default(),
             },
             rt.handle().clone(),
-            o.extra,
+            extra,
         )
         .unwrap();
-        {
+        let peer_server = {
             let _g = rt.enter();
             vfs.start_background();
-        }
+            listener.map(|l| {
+                let l = tokio::net::TcpListener::from_std(l).unwrap();
+                let host: Arc<dyn PeerHost> = vfs.clone();
+                rt.spawn(serve(l, host, Arc::from(TOKEN), metrics.clone()))
+            })
+        };
         Self {
             vfs,
             rt,
@@ -154,6 +204,7 @@ impl Env {
             store: store.unwrap(),
             uid,
             gid,
+            peer_server,
             _dir: dir,
         }
     }

@@ -14,6 +14,7 @@ mod harness;
 mod model;
 
 mod faults;
+mod peers;
 mod reftest;
 mod sources;
 mod versions;

@@ -521,6 +521,7 @@ mod tests {
             size: len,
             store: None,
             owner: InodeNo(2),
+            for_peer: false,
         };
         Base::new(Arc::new(object), len)
     }

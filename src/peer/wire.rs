@@ -1,0 +1,234 @@
+//! The peer protocol: plain framed TCP, one request and one answer at a time per
+//! connection.
+//!
+//! ```text
+//! frame   = magic "ALXP" | version u16 | kind u16 | len u32 | body (len bytes)
+//! HELLO   body = the cluster token                  (the first frame; answered OK or ERR)
+//! GET     body = store_len u16 | store | key_len u32 | key | version_len u16 | version
+//!                | idx u64 | size u64             (size: the version's length in bytes)
+//! PAGE    body = crc32c u32 | the page's bytes    (the answer to a GET that hit)
+//! MISS    body = empty                            (not here and not readable from here)
+//! ERR     body = a message (UTF-8)
+//! ```
+//!
+//! Invariants:
+//! - Nothing is read past a frame's header before its length is checked: a request body
+//!   is at most [`MAX_REQUEST`] bytes, an answer at most [`MAX_ANSWER`]; a larger prefix
+//!   ends the connection, unread.
+//! - A connection does nothing before a HELLO with the right token (compared in time
+//!   independent of where it differs).
+//! - A page travels with its CRC32C, computed by the node from the bytes it sends; the
+//!   client checks it and the page's length, so a peer's fault is a miss, never bytes.
+
+use std::io;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// First bytes of every frame.
+pub const MAGIC: &[u8; 4] = b"ALXP";
+/// The protocol version this build speaks.
+pub const VERSION: u16 = 1;
+/// Largest request body: a GET names a store and a key (a key is at most a few KiB).
+pub const MAX_REQUEST: u32 = 64 << 10;
+/// Largest answer body: one page and its checksum.
+pub const MAX_ANSWER: u32 = (crate::types::PAGE_SIZE as u32) + 4;
+
+/// A frame's kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u16)]
+pub enum Kind {
+    /// The token.
+    Hello = 1,
+    /// Accepted.
+    Ok = 2,
+    /// A page asked for.
+    Get = 3,
+    /// A page.
+    Page = 4,
+    /// Not here.
+    Miss = 5,
+    /// Refused or failed.
+    Err = 6,
+}
+
+impl Kind {
+    fn from_u16(v: u16) -> Option<Self> {
+        Some(match v {
+            1 => Self::Hello,
+            2 => Self::Ok,
+            3 => Self::Get,
+            4 => Self::Page,
+            5 => Self::Miss,
+            6 => Self::Err,
+            _ => return None,
+        })
+    }
+}
+
+fn bad(msg: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg.into())
+}
+
+/// Writes one frame.
+pub async fn write_frame<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    kind: Kind,
+    body: &[u8],
+) -> io::Result<()> {
+    let len = u32::try_from(body.len()).map_err(|_| bad("frame too long"))?;
+    let mut head = [0u8; 12];
+    head[..4].copy_from_slice(MAGIC);
+    head[4..6].copy_from_slice(&VERSION.to_be_bytes());
+    head[6..8].copy_from_slice(&(kind as u16).to_be_bytes());
+    head[8..12].copy_from_slice(&len.to_be_bytes());
+    w.write_all(&head).await?;
+    w.write_all(body).await?;
+    w.flush().await
+}
+
+/// Reads one frame whose body is at most `max` bytes; a bad magic, another version, an
+/// unknown kind or a longer body is an error, with the body left unread.
+pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, max: u32) -> io::Result<(Kind, Bytes)> {
+    let mut head = [0u8; 12];
+    r.read_exact(&mut head).await?;
+    if &head[..4] != MAGIC {
+        return Err(bad("not an alluxio peer frame"));
+    }
+    let version = u16::from_be_bytes([head[4], head[5]]);
+    if version != VERSION {
+        return Err(bad(format!(
+            "peer protocol version {version}, this build speaks {VERSION}"
+        )));
+    }
+    let kind = Kind::from_u16(u16::from_be_bytes([head[6], head[7]]))
+        .ok_or_else(|| bad("unknown frame kind"))?;
+    let len = u32::from_be_bytes([head[8], head[9], head[10], head[11]]);
+    if len > max {
+        return Err(bad(format!("frame of {len} bytes; at most {max}")));
+    }
+    let mut body = BytesMut::zeroed(len as usize);
+    r.read_exact(&mut body).await?;
+    Ok((kind, body.freeze()))
+}
+
+/// A page asked for: its shareable identity and the length of its version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Get {
+    /// The store (`UfsConfig::store_id`).
+    pub store: String,
+    /// The object's full key in the store.
+    pub key: String,
+    /// The version's text form.
+    pub version: String,
+    /// The page index.
+    pub idx: u64,
+    /// Bytes in the version.
+    pub size: u64,
+}
+
+impl Get {
+    /// The GET body.
+    pub fn encode(&self) -> io::Result<Vec<u8>> {
+        let mut b = Vec::with_capacity(32 + self.store.len() + self.key.len() + self.version.len());
+        let s16 = |s: &str| u16::try_from(s.len()).map_err(|_| bad("field too long"));
+        b.put_u16(s16(&self.store)?);
+        b.put_slice(self.store.as_bytes());
+        b.put_u32(u32::try_from(self.key.len()).map_err(|_| bad("key too long"))?);
+        b.put_slice(self.key.as_bytes());
+        b.put_u16(s16(&self.version)?);
+        b.put_slice(self.version.as_bytes());
+        b.put_u64(self.idx);
+        b.put_u64(self.size);
+        Ok(b)
+    }
+
+    /// Parses a GET body; anything malformed is an error, never a panic.
+    pub fn decode(mut b: Bytes) -> io::Result<Self> {
+        fn take(b: &mut Bytes, n: usize) -> io::Result<String> {
+            if b.remaining() < n {
+                return Err(bad("GET cut short"));
+            }
+            String::from_utf8(b.split_to(n).to_vec()).map_err(|_| bad("GET field not UTF-8"))
+        }
+        let need = |b: &Bytes, n: usize| {
+            if b.remaining() < n {
+                Err(bad("GET cut short"))
+            } else {
+                Ok(())
+            }
+        };
+        need(&b, 2)?;
+        let n = usize::from(b.get_u16());
+        let store = take(&mut b, n)?;
+        need(&b, 4)?;
+        let n = b.get_u32() as usize;
+        let key = take(&mut b, n)?;
+        need(&b, 2)?;
+        let n = usize::from(b.get_u16());
+        let version = take(&mut b, n)?;
+        need(&b, 16)?;
+        let idx = b.get_u64();
+        let size = b.get_u64();
+        if b.has_remaining() {
+            return Err(bad("GET has trailing bytes"));
+        }
+        Ok(Self {
+            store,
+            key,
+            version,
+            idx,
+            size,
+        })
+    }
+}
+
+/// Compares in time independent of where the inputs differ.
+pub fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_get_round_trips_and_garbage_is_refused() {
+        let g = Get {
+            store: "s3:bucket@http://127.0.0.1:9000".into(),
+            key: "data/x".into(),
+            version: "e:abc".into(),
+            idx: 7,
+            size: 9 << 20,
+        };
+        let enc = g.encode().unwrap();
+        assert_eq!(Get::decode(Bytes::from(enc.clone())).unwrap(), g);
+        for cut in 0..enc.len() {
+            assert!(
+                Get::decode(Bytes::copy_from_slice(&enc[..cut])).is_err(),
+                "cut at {cut}"
+            );
+        }
+        let mut long = enc.clone();
+        long.push(0);
+        assert!(Get::decode(Bytes::from(long)).is_err());
+        assert!(Get::decode(Bytes::from_static(&[0xff; 40])).is_err());
+    }
+
+    #[tokio::test]
+    async fn frames_round_trip_and_a_huge_length_is_refused_unread() {
+        let mut buf = Vec::new();
+        write_frame(&mut buf, Kind::Hello, b"token").await.unwrap();
+        let (k, b) = read_frame(&mut &buf[..], MAX_REQUEST).await.unwrap();
+        assert_eq!((k, &b[..]), (Kind::Hello, &b"token"[..]));
+        let mut huge = buf[..8].to_vec();
+        huge.extend_from_slice(&(1u32 << 30).to_be_bytes());
+        let e = read_frame(&mut &huge[..], MAX_REQUEST).await.unwrap_err();
+        assert!(e.to_string().contains("at most"), "{e}");
+        assert!(
+            read_frame(&mut &b"GET / HTTP/1.1\r\n\r\n"[..], MAX_REQUEST)
+                .await
+                .is_err()
+        );
+    }
+}

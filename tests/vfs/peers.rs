@@ -1,0 +1,211 @@
+//! Daemons sharing their caches over the peer protocol, in one process: each env is a
+//! vfs, some serve peers on a loopback port, all read one directory store. Which host
+//! read the store is told by each env's own counters.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use alluxio::peer::ring::{Member, Ring};
+
+use crate::harness::{Env, MIB, Options, PeerOptions, Store, data, peer_listener};
+
+fn count(env: &Env, c: fn(&alluxio::metrics::Metrics) -> &std::sync::atomic::AtomicU64) -> u64 {
+    c(&env.metrics).load(Relaxed)
+}
+
+fn ufs_reads(env: &Env) -> u64 {
+    count(env, |m| &m.ufs_reads)
+}
+
+/// A daemon over `dir`, serving peers with `listener` if given, on a ring of `members`.
+fn daemon(
+    dir: &std::path::Path,
+    listener: Option<std::net::TcpListener>,
+    members: &[Member],
+) -> Env {
+    Env::with(Options {
+        store: Store::Dir,
+        dir: Some(dir.to_path_buf()),
+        peer: Some(PeerOptions {
+            listener,
+            members: members.to_vec(),
+            timeout: Duration::from_millis(500),
+        }),
+        ..Default::default()
+    })
+}
+
+/// A file read through a daemon that serves peers is read whole and right through another
+/// with no store read of its own: its pages come from the first.
+#[test]
+fn vfs_a_page_read_by_one_daemon_is_served_to_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = data(5 * MIB + 3, 11);
+    std::fs::write(dir.path().join("f"), &body).unwrap();
+    let (la, ma) = peer_listener();
+    let a = daemon(dir.path(), Some(la), std::slice::from_ref(&ma));
+    let b = daemon(dir.path(), None, std::slice::from_ref(&ma));
+    assert!(a.read_all(a.ino("f")).unwrap() == body);
+    let a_reads = ufs_reads(&a);
+    assert_eq!(a_reads, 6, "A read each page from the store once");
+    assert!(b.read_all(b.ino("f")).unwrap() == body);
+    assert_eq!(ufs_reads(&b), 0, "B read nothing from the store");
+    assert_eq!(count(&b, |m| &m.peer_hits), 6);
+    assert_eq!(count(&a, |m| &m.peer_pages_served), 6);
+    assert_eq!(ufs_reads(&a), a_reads, "A served from its cache");
+}
+
+/// Two daemons that both serve, on a static list: each page is read from the store once
+/// for the pair, by its owner on the ring; the other gets it from the owner.
+#[test]
+fn vfs_each_page_is_read_from_the_store_once_for_the_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = data(16 * MIB, 12);
+    std::fs::write(dir.path().join("f"), &body).unwrap();
+    let (la, ma) = peer_listener();
+    let (lb, mb) = peer_listener();
+    let members = [ma, mb];
+    let a = daemon(dir.path(), Some(la), &members);
+    let b = daemon(dir.path(), Some(lb), &members);
+    assert!(a.read_all(a.ino("f")).unwrap() == body);
+    assert!(b.read_all(b.ino("f")).unwrap() == body);
+    assert_eq!(
+        ufs_reads(&a) + ufs_reads(&b),
+        16,
+        "16 pages, each read once"
+    );
+    assert!(
+        ufs_reads(&a) > 0 && ufs_reads(&b) > 0,
+        "both own some pages"
+    );
+    // What each asked of the other is what the other owns.
+    assert_eq!(count(&a, |m| &m.peer_hits), ufs_reads(&b));
+    assert_eq!(count(&b, |m| &m.peer_hits), 16 - ufs_reads(&b));
+}
+
+/// A node that goes away in the middle: the reads go on with the right bytes from the
+/// store, the dead node costs at most one timeout, and later reads do not wait on it.
+#[test]
+fn vfs_a_dead_peer_costs_one_timeout_then_is_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = data(8 * MIB, 13);
+    std::fs::write(dir.path().join("f"), &body).unwrap();
+    let (la, ma) = peer_listener();
+    let a = daemon(dir.path(), Some(la), std::slice::from_ref(&ma));
+    let b = daemon(dir.path(), None, std::slice::from_ref(&ma));
+    let fh = b.open(b.ino("f"), false, false).unwrap();
+    assert!(b.read(fh, 0, MIB).unwrap() == body[..MIB], "from A");
+    assert_eq!(count(&b, |m| &m.peer_hits), 1);
+    // A stops answering: its listener goes, and its connections with it.
+    a.peer_server.as_ref().unwrap().abort();
+    drop(a);
+    let t = Instant::now();
+    for p in 1..8 {
+        assert!(
+            b.read(fh, p * MIB, MIB).unwrap() == body[p * MIB..(p + 1) * MIB],
+            "page {p}"
+        );
+    }
+    let took = t.elapsed();
+    assert_eq!(ufs_reads(&b), 7, "the rest came from the store");
+    assert!(
+        count(&b, |m| &m.peer_errors) <= 1,
+        "one failure, then skipped"
+    );
+    // One timeout (500 ms) at most, plus the reads themselves; generous for a loaded host.
+    assert!(took < Duration::from_secs(5), "{took:?}");
+}
+
+/// Members agree on the owner of every page whatever order they were listed in; adding a
+/// fourth node moves at most 1.1/4 of a file's pages, all to it.
+#[test]
+fn vfs_a_fourth_node_takes_at_most_its_share() {
+    let m = |i: u16| Member {
+        addr: format!("127.0.0.1:{}", 9000 + i),
+        weight: 1,
+    };
+    let three = Ring::new([m(0), m(1), m(2)]);
+    let four = Ring::new([m(3), m(2), m(1), m(0)]);
+    let obj = alluxio::object::ObjectId::new(std::sync::Arc::from("fs:x"), "big", "s:1-1");
+    let pages = 64 * 1024; // a 64 GiB file's pages
+    let moved = (0..pages)
+        .filter(|p| {
+            let (x, y) = (&three.owners(&obj, *p, 1)[0], &four.owners(&obj, *p, 1)[0]);
+            assert!(
+                x == y || y.addr == m(3).addr,
+                "a page moved between old nodes"
+            );
+            x != y
+        })
+        .count();
+    let share = moved as f64 / pages as f64;
+    assert!(share <= 1.1 / 4.0, "{share:.3} of the pages moved");
+    assert!(share > 0.15, "the new node got a share: {share:.3}");
+}
+
+/// A peer that accepts and never answers (a hung node): the first page costs one timeout,
+/// then the node is skipped; every page is right, from the store.
+#[test]
+fn vfs_a_hung_peer_costs_one_timeout_then_is_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = data(8 * MIB, 14);
+    std::fs::write(dir.path().join("f"), &body).unwrap();
+    // Accepts connections (the kernel's backlog does) and reads nothing.
+    let (hung, m) = peer_listener();
+    let b = daemon(dir.path(), None, std::slice::from_ref(&m));
+    assert!(b.read_all(b.ino("f")).unwrap() == body);
+    assert_eq!(ufs_reads(&b), 8);
+    assert_eq!(
+        (count(&b, |m| &m.peer_errors), count(&b, |m| &m.peer_hits)),
+        (1, 0),
+        "one timeout, then no more requests to it"
+    );
+    drop(hung);
+}
+
+/// Garbage, a wrong token and a 1 GiB length prefix on the peer port are refused, each
+/// closing only its own connection; the node goes on serving.
+#[test]
+fn vfs_garbage_on_the_peer_port_is_refused_and_the_node_stays_up() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let body = data(2 * MIB, 15);
+    std::fs::write(dir.path().join("f"), &body).unwrap();
+    let (la, ma) = peer_listener();
+    let addr = ma.addr.clone();
+    let a = daemon(dir.path(), Some(la), std::slice::from_ref(&ma));
+    let frame = |kind: u16, body: &[u8], len: u32| {
+        let mut f = b"ALXP".to_vec();
+        f.extend_from_slice(&1u16.to_be_bytes());
+        f.extend_from_slice(&kind.to_be_bytes());
+        f.extend_from_slice(&len.to_be_bytes());
+        f.extend_from_slice(body);
+        f
+    };
+    let attempts: [Vec<u8>; 4] = [
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+        frame(1, b"wrong-token", 11),
+        frame(1, b"", 1 << 30),
+        (0..=255u8).cycle().take(100_000).collect(),
+    ];
+    for bytes in attempts {
+        let mut c = std::net::TcpStream::connect(&addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let _ = c.write_all(&bytes);
+        // The node answers with an error frame or just closes; either way it ends.
+        let mut sink = Vec::new();
+        let _ = c.read_to_end(&mut sink);
+    }
+    assert!(
+        count(&a, |m| &m.peer_refused) >= 4,
+        "{}",
+        count(&a, |m| &m.peer_refused)
+    );
+    let b = daemon(dir.path(), None, std::slice::from_ref(&ma));
+    assert!(b.read_all(b.ino("f")).unwrap() == body);
+    assert_eq!(
+        (ufs_reads(&b), count(&b, |m| &m.peer_hits)),
+        (0, 2),
+        "A still serves"
+    );
+}
