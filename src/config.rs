@@ -300,6 +300,42 @@ pub struct MountConfig {
     pub ufs_timeout: Duration,
     /// Serve Prometheus metrics (`GET /metrics`) on this address.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Sharing pages with peer cache nodes, when configured.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// How a daemon takes part in the cluster cache.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// Serve this daemon's cache to peers on this address (`--serve-peers`); it is then on
+    /// the ring too, under this address as written (give the one peers use).
+    pub serve: Option<String>,
+    /// The static membership (`-o peers=HOST:PORT,...`), this daemon's address included
+    /// or not.
+    pub peers: Vec<String>,
+    /// The cluster token (`--token-file` or `ALLUXIO_TOKEN`).
+    pub token: String,
+    /// Bound on one peer request (`-o peer_timeout=MS`).
+    pub timeout: Duration,
+}
+
+/// Reads a token from `file` if given, else from `ALLUXIO_TOKEN`, for `what`; surrounding
+/// whitespace is not part of it, and an empty one is refused.
+pub fn read_token(file: Option<&Path>, what: &str) -> Result<String, ConfigError> {
+    let token = match file {
+        Some(p) => std::fs::read_to_string(p)
+            .map_err(|e| ConfigError(format!("token file {}: {e}", p.display())))?,
+        None => std::env::var("ALLUXIO_TOKEN").map_err(|_| {
+            ConfigError(format!(
+                "{what} needs a token: --token-file FILE or ALLUXIO_TOKEN"
+            ))
+        })?,
+    };
+    let token = token.trim().to_string();
+    if token.is_empty() {
+        return err(format!("the {what} token is empty"));
+    }
+    Ok(token)
 }
 
 /// When a loaded directory is listed from the UFS again (`-o metadata_sync=`), so that
@@ -355,17 +391,7 @@ impl MetaserverConfig {
     /// Reads the token from `file` if given, else from `ALLUXIO_TOKEN`; surrounding
     /// whitespace (a trailing newline) is not part of it. An empty token is refused.
     pub fn new(addr: &str, token_file: Option<&Path>) -> Result<Self, ConfigError> {
-        let token = match token_file {
-            Some(p) => std::fs::read_to_string(p)
-                .map_err(|e| ConfigError(format!("token file {}: {e}", p.display())))?,
-            None => std::env::var("ALLUXIO_TOKEN").map_err(|_| {
-                ConfigError("a metaserver needs a token: --token-file FILE or ALLUXIO_TOKEN".into())
-            })?,
-        };
-        let token = token.trim().to_string();
-        if token.is_empty() {
-            return err("the metaserver token is empty");
-        }
+        let token = read_token(token_file, "a metaserver")?;
         if addr.is_empty() || addr.contains('/') {
             return err(format!("metaserver address {addr:?}: expected HOST:PORT"));
         }
@@ -435,6 +461,10 @@ pub struct MountOptions {
     pub metadata_sync: MetadataSync,
     /// `ufs_timeout=SECONDS`: how long a store call may go without an answer.
     pub ufs_timeout: Option<Duration>,
+    /// `peers=HOST:PORT,HOST:PORT,...`: the static cluster membership.
+    pub peers: Vec<String>,
+    /// `peer_timeout=MS`: bound on one peer request.
+    pub peer_timeout: Option<Duration>,
 }
 
 fn parse_num<T: std::str::FromStr>(key: &str, v: &str) -> Result<T, ConfigError> {
@@ -454,6 +484,7 @@ fn parse_mode(key: &str, v: &str) -> Result<u32, ConfigError> {
 /// Parses `-o` values (each may hold a comma-separated list).
 pub fn parse_mount_options(values: &[String]) -> Result<MountOptions, ConfigError> {
     let mut o = MountOptions::default();
+    let mut in_peers = false;
     for opt in values
         .iter()
         .flat_map(|v| v.split(','))
@@ -463,7 +494,29 @@ pub fn parse_mount_options(values: &[String]) -> Result<MountOptions, ConfigErro
             Some((k, v)) => (k, Some(v)),
             None => (opt, None),
         };
+        // `peers=a:1,b:2`: the list's later entries arrive as options of their own.
+        if val.is_none() && in_peers && key.contains(':') {
+            o.peers.push(key.to_string());
+            continue;
+        }
+        in_peers = key == "peers";
         match (key, val) {
+            ("peers", Some(v)) => {
+                o.peers
+                    .extend(v.split(';').filter(|p| !p.is_empty()).map(String::from));
+                if o.peers.iter().any(|p| !p.contains(':')) {
+                    return err(format!(
+                        "mount option peers={v}: expected HOST:PORT entries"
+                    ));
+                }
+            }
+            ("peer_timeout", Some(v)) => {
+                let ms: u64 = parse_num(key, v.trim_end_matches("ms"))?;
+                if !(1..=60_000).contains(&ms) {
+                    return err("mount option peer_timeout must be between 1 and 60000 ms");
+                }
+                o.peer_timeout = Some(Duration::from_millis(ms));
+            }
             ("uid", Some(v)) => o.uid = Some(parse_num(key, v)?),
             ("gid", Some(v)) => o.gid = Some(parse_num(key, v)?),
             ("file_mode", Some(v)) => o.file_mode = Some(parse_mode(key, v)?),
@@ -725,6 +778,20 @@ impl MemoryPlan {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_peer_list_spans_the_commas_of_an_option_list() {
+        let o = parse_mount_options(&[
+            "ro,peers=127.0.0.1:7001,127.0.0.1:7002,peer_timeout=300,allow_other".into(),
+            "peers=h:9".into(),
+        ])
+        .unwrap();
+        assert_eq!(o.peers, ["127.0.0.1:7001", "127.0.0.1:7002", "h:9"]);
+        assert_eq!(o.peer_timeout, Some(Duration::from_millis(300)));
+        assert!(o.fuse.read_only && o.fuse.allow_other);
+        assert!(parse_mount_options(&["peers=nohost".into()]).is_err());
+        assert!(parse_mount_options(&["peer_timeout=0".into()]).is_err());
+    }
 
     #[test]
     fn sizes() {

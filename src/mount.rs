@@ -148,7 +148,28 @@ pub fn mount(cfg: &MountConfig, rt: &RtHandle) -> Result<Mounted, MountError> {
         )
         .map_err(|e| MountError::Cache(format!("cannot set up cache: {e}")))?,
     );
-    let vfs = Vfs::new(
+    // The cluster: one more page source, before the store (see `peer`).
+    let mut extra: Vec<Arc<dyn crate::fetch::PageSource>> = Vec::new();
+    if let Some(c) = &cfg.cluster {
+        let mut addrs = c.peers.clone();
+        addrs.extend(c.serve.clone());
+        let members = addrs
+            .into_iter()
+            .map(|addr| crate::peer::ring::Member { addr, weight: 1 })
+            .collect();
+        let pc = crate::peer::client::PeerConfig {
+            token: c.token.clone(),
+            timeout: c.timeout,
+            self_addr: c.serve.clone(),
+            tries: 2,
+        };
+        extra.push(Arc::new(crate::peer::client::Peers::new(
+            members,
+            pc,
+            metrics.clone(),
+        )));
+    }
+    let vfs = Vfs::with_sources(
         meta,
         ufs,
         cache,
@@ -166,8 +187,30 @@ pub fn mount(cfg: &MountConfig, rt: &RtHandle) -> Result<Mounted, MountError> {
             metadata_sync: cfg.metadata_sync,
         },
         rt.clone(),
+        extra,
     )
     .map_err(|e| MountError::Cache(format!("cannot open the write journal: {e}")))?;
+    if let Some(c) = &cfg.cluster
+        && let Some(addr) = &c.serve
+    {
+        let listener = {
+            let _g = rt.enter();
+            std::net::TcpListener::bind(addr)
+                .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                .and_then(tokio::net::TcpListener::from_std)
+        }
+        .map_err(|e| {
+            MountError::Config(ConfigError(format!("cannot serve peers on {addr}: {e}")))
+        })?;
+        let host: Arc<dyn crate::peer::server::PeerHost> = vfs.clone();
+        rt.spawn(crate::peer::server::serve(
+            listener,
+            host,
+            Arc::from(c.token.as_str()),
+            metrics.clone(),
+        ));
+        tracing::info!(%addr, peers = c.peers.len(), "serving pages to peers");
+    }
 
     let ops = Arc::new(crate::prom::OpHistograms::default());
     if let Some(addr) = cfg.metrics_listen {

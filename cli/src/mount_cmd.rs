@@ -49,6 +49,10 @@ pub struct MountArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics (HOST:PORT).
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<std::net::SocketAddr>,
+    /// Serve this daemon's cache to peer daemons on ADDR (HOST:PORT, the address peers
+    /// list in -o peers=); the cluster token comes from --token-file or ALLUXIO_TOKEN.
+    #[arg(long, value_name = "ADDR")]
+    serve_peers: Option<String>,
     /// Check the arguments and the mountpoint, then exit without mounting.
     #[arg(long)]
     check: bool,
@@ -106,6 +110,18 @@ fn config(a: MountArgs) -> Result<MountConfig> {
     let plan =
         MemoryPlan::from_budget(budget, opts.fuse.threads, &opts.upload).context("--mem-budget")?;
     let cache_free_ratio = opts.cache_free_ratio();
+    let cluster = if a.serve_peers.is_some() || !opts.peers.is_empty() {
+        Some(alluxio::config::ClusterConfig {
+            serve: a.serve_peers.clone(),
+            peers: opts.peers.clone(),
+            token: alluxio::config::read_token(a.token_file.as_deref(), "the peer cluster")?,
+            timeout: opts
+                .peer_timeout
+                .unwrap_or(alluxio::peer::client::DEFAULT_PEER_TIMEOUT),
+        })
+    } else {
+        None
+    };
     let euid = nix::unistd::geteuid().as_raw();
     let egid = nix::unistd::getegid().as_raw();
     Ok(MountConfig {
@@ -136,6 +152,7 @@ fn config(a: MountArgs) -> Result<MountConfig> {
             .ufs_timeout
             .unwrap_or(alluxio::ufs::DEFAULT_UFS_TIMEOUT),
         metrics_listen: a.metrics_listen,
+        cluster,
         upload: alluxio::config::UploadShape {
             slots: plan.upload_slots,
             ..opts.upload

@@ -519,6 +519,7 @@ impl Mount {
             metadata_sync: Default::default(),
             ufs_timeout: alluxio::ufs::DEFAULT_UFS_TIMEOUT,
             metrics_listen: None,
+            cluster: None,
             cache_io: Default::default(),
             cache_free_ratio: alluxio::config::DEFAULT_CACHE_FREE_RATIO,
         };
