@@ -167,14 +167,16 @@ impl Metrics {
             "",
             ratio,
         );
-        out.push_str("# HELP alluxio_bytes_served_total Bytes served to readers, by where they came from (no peer cache nodes serve in this build).
+        out.push_str(
+            "# HELP alluxio_bytes_served_total Bytes served to readers, by where they came from.
 # TYPE alluxio_bytes_served_total counter
-");
+",
+        );
         for (source, v) in [
             ("cache", c["bytes_from_cache"]),
             ("ufs", c["bytes_from_ufs"]),
             ("local", c["bytes_from_local"]),
-            ("peer", 0),
+            ("peer", c["bytes_from_peers"]),
         ] {
             out.push_str(&format!(
                 "alluxio_bytes_served_total{{source=\"{source}\"}} {v}\n"
@@ -196,7 +198,9 @@ impl Metrics {
                 | "disk_cache_limit"
                 | "disk_cache_failed"
                 | "mem_cache_capacity"
-                | "disk_io_uring" => "gauge",
+                | "disk_io_uring"
+                | "fuse_in_flight"
+                | "open_file_handles" => "gauge",
                 _ => "counter",
             };
             sample(

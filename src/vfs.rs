@@ -154,8 +154,8 @@ pub struct Vfs {
     synced: Mutex<HashMap<InodeNo, std::time::Instant>>,
     /// The cache's tiers and the chain of page sources below them.
     fetcher: Arc<Fetcher>,
-    /// Object sizes checked against the store for pages served to peers (`peer_host`).
-    peer_sizes: Mutex<HashMap<Arc<crate::object::ObjectId>, u64>>,
+    /// Answers peers from this vfs's fetcher (`peer_host`).
+    page_server: crate::peer::server::PageServer,
     /// Versions whose bytes are in local files (the first page source).
     local: Arc<sources::LocalCopies>,
     /// Serializes UFS-visible changes per inode (uploads, renames, unlinks). Striped so
@@ -247,7 +247,7 @@ impl Vfs {
             pinned: Mutex::new(HashMap::new()),
             loading: Mutex::new(HashMap::new()),
             synced: Mutex::new(HashMap::new()),
-            peer_sizes: Mutex::new(HashMap::new()),
+            page_server: crate::peer::server::PageServer::new(fetcher.clone()),
             fetcher,
             local,
             journal,

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
+mod cache_node_cmd;
 mod fs_client;
 mod fs_cmd;
 mod metaserver_cmd;
@@ -38,6 +39,8 @@ enum Cmd {
     Fs(fs_cmd::FsArgs),
     /// Serve a namespace to FUSE daemons over the network.
     Metaserver(metaserver_cmd::MetaserverArgs),
+    /// Serve pages to FUSE daemons as a peer cache node.
+    CacheNode(cache_node_cmd::CacheNodeArgs),
     /// Measure the store's own read ceiling (parallel ranged GETs, no cache, no FUSE).
     UfsBench(ufs_bench::UfsBenchArgs),
 }
@@ -124,6 +127,7 @@ fn main() -> ExitCode {
         } => stats(mountpoint, json),
         Cmd::UfsBench(args) => ufs_bench::run(args),
         Cmd::Metaserver(args) => metaserver_cmd::run(args),
+        Cmd::CacheNode(args) => cache_node_cmd::run(args),
         Cmd::Fs(args) => fs_cmd::run(args),
     };
     match res {

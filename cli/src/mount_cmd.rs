@@ -62,19 +62,24 @@ pub struct MountArgs {
     options: Vec<String>,
 }
 
-/// The root store recorded in a metaserver's mount table (`alluxio fs mount / URI`).
-fn root_store_of(ms: &MetaserverConfig) -> Result<alluxio_metaserver::MountEntry> {
+/// A metaserver's mount table.
+pub(crate) fn mounts_of(ms: &MetaserverConfig) -> Result<Vec<alluxio_metaserver::MountEntry>> {
     use alluxio::meta::MetaClient;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let mounts = rt.block_on(async {
+    rt.block_on(async {
         let m = alluxio::meta::remote::RemoteMeta::connect(&ms.addr, &ms.token)
             .await
             .map_err(anyhow::Error::msg)?;
         anyhow::Ok(m.mounts().await?)
-    })?;
-    mounts.into_iter().find(|e| e.path == "/").with_context(|| {
+    })
+}
+
+/// The root store recorded in a metaserver's mount table (`alluxio fs mount / URI`).
+fn root_store_of(ms: &MetaserverConfig) -> Result<alluxio_metaserver::MountEntry> {
+    mounts_of(ms)?
+        .into_iter().find(|e| e.path == "/").with_context(|| {
         format!(
             "metaserver {} has no root store: give --ufs, or run `alluxio fs --metaserver {} mount / URI`",
             ms.addr, ms.addr

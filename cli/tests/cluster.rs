@@ -27,7 +27,8 @@ fn cli_two_daemons_with_a_static_peer_list_share_what_either_has_read() {
     std::fs::write(a.ufs().join("f"), &body).unwrap();
     let token = a.base.path().join("token");
     std::fs::write(&token, "cluster-secret\n").unwrap();
-    let peers = format!("peers={pa},{pb}");
+    // A long peer timeout: a slow answer on a loaded machine must not skip a peer here.
+    let peers = format!("peers={pa},{pb},peer_timeout=10000");
     let args = |me: &str| {
         [
             "--serve-peers",
@@ -54,15 +55,14 @@ fn cli_two_daemons_with_a_static_peer_list_share_what_either_has_read() {
         "through A"
     );
     let (a1, b1) = (counter(&a, "ufs_reads"), counter(&b, "ufs_reads"));
+    // Each page read once, by its owner: A's own pages by A, B's by B as it served A.
+    let owned = owned_pages(&ufs, "f", 12, &[pa.as_str(), pb.as_str()]);
     assert_eq!(
-        a1 + b1,
-        12,
-        "each of the 12 pages read from the store once: A {a1}, B {b1}"
+        vec![a1, b1],
+        owned,
+        "store reads by A and B vs pages each owns"
     );
-    assert!(
-        b1 > 0 && counter(&a, "peer_hits") > 0,
-        "A got B's pages from B"
-    );
+    assert_eq!(counter(&a, "peer_hits"), b1, "A got B's pages from B");
     assert!(
         std::fs::read(b.mnt().join("f")).unwrap() == body,
         "through B"
@@ -111,4 +111,221 @@ fn cli_daemons_with_different_tokens_do_not_share() {
     assert!(std::fs::read(b.mnt().join("f")).unwrap() == body);
     assert_eq!(counter(&a, "peer_hits") + counter(&b, "peer_hits"), 0);
     assert!(counter(&a, "peer_refused") + counter(&b, "peer_refused") > 0);
+}
+
+/// A running `alluxio cache-node`, killed on drop.
+struct CacheNode {
+    child: std::process::Child,
+    addr: String,
+    metrics: String,
+    _dir: tempfile::TempDir,
+}
+
+impl CacheNode {
+    fn start(ufs: &std::path::Path, token: &std::path::Path) -> Self {
+        use std::io::BufRead;
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = free_addr();
+        let mut child = std::process::Command::new(BIN)
+            .args([
+                "cache-node",
+                "--listen",
+                "127.0.0.1:0",
+                "--cache-size",
+                "1GiB",
+            ])
+            .arg("--cache-dir")
+            .arg(dir.path().join("cache"))
+            .arg("--ufs")
+            .arg(ufs)
+            .arg("--token-file")
+            .arg(token)
+            .args(["--metrics-listen", &metrics])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("cache node said {line:?}"))
+            .to_string();
+        Self {
+            child,
+            addr,
+            metrics,
+            _dir: dir,
+        }
+    }
+
+    fn counter(&self, name: &str) -> u64 {
+        let (_, body) = http_get(&self.metrics, "/metrics");
+        let key = format!("alluxio_{name} ");
+        body.lines()
+            .find_map(|l| l.strip_prefix(&key))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no {name} in the node's metrics")) as u64
+    }
+}
+
+impl Drop for CacheNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An env whose store holds `f` (`mib` MiB), a token file, and three cache nodes over
+/// that store.
+fn with_nodes(
+    mib: usize,
+    seed: u32,
+) -> (
+    Env,
+    std::path::PathBuf,
+    Vec<u8>,
+    std::path::PathBuf,
+    Vec<CacheNode>,
+) {
+    let a = Env::new();
+    let ufs = a.ufs();
+    let body = pattern(mib << 20, seed);
+    std::fs::write(ufs.join("f"), &body).unwrap();
+    let token = a.base.path().join("token");
+    std::fs::write(&token, "cluster-secret").unwrap();
+    let nodes = (0..3).map(|_| CacheNode::start(&ufs, &token)).collect();
+    (a, ufs, body, token, nodes)
+}
+
+fn addrs(nodes: &[CacheNode]) -> Vec<&str> {
+    nodes.iter().map(|n| n.addr.as_str()).collect()
+}
+
+/// `peers=` with the nodes' addresses.
+fn peers_of(nodes: &[CacheNode]) -> String {
+    let list: Vec<&str> = nodes.iter().map(|n| n.addr.as_str()).collect();
+    format!("peers={},peer_timeout=10000", list.join(","))
+}
+
+/// Three cache nodes and two FUSE daemons that only ask: a file read through A is read
+/// whole and right through B with zero store reads by B, and each page was read from the
+/// store once, by its owning node.
+#[test]
+fn cli_three_cache_nodes_serve_two_daemons() {
+    let (mut a, ufs, body, token, nodes) = with_nodes(16, 9);
+    let mut b = Env::new();
+    let args = [
+        "--token-file",
+        token.to_str().unwrap(),
+        "-o",
+        &peers_of(&nodes),
+    ];
+    a.mount_on(Some(&ufs), &args);
+    b.mount_on(Some(&ufs), &args);
+    assert!(
+        std::fs::read(a.mnt().join("f")).unwrap() == body,
+        "through A"
+    );
+    assert!(
+        std::fs::read(b.mnt().join("f")).unwrap() == body,
+        "through B"
+    );
+    let node_reads: Vec<u64> = nodes.iter().map(|n| n.counter("ufs_reads")).collect();
+    assert_eq!(
+        (counter(&a, "ufs_reads"), counter(&b, "ufs_reads")),
+        (0, 0),
+        "the daemons read nothing from the store; the nodes read {node_reads:?}"
+    );
+    assert_eq!(
+        node_reads.iter().sum::<u64>(),
+        16,
+        "each page once: {node_reads:?}"
+    );
+    let owned = owned_pages(&ufs, "f", 16, &addrs(&nodes));
+    assert_eq!(node_reads, owned, "each node read the pages it owns");
+    assert_eq!(counter(&b, "peer_hits"), 16);
+}
+
+/// How many of the first `pages` pages of `key` each node owns on the ring the daemons
+/// build from the list (computed as a daemon does: store, key, version, page).
+fn owned_pages(ufs: &std::path::Path, key: &str, pages: u64, addrs: &[&str]) -> Vec<u64> {
+    use alluxio::peer::ring::{Member, Ring};
+    let cfg =
+        alluxio::config::UfsConfig::parse(ufs.to_str().unwrap(), &Default::default()).unwrap();
+    let store = alluxio::ufs::Ufs::new(&cfg, Default::default()).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let info = rt.block_on(store.stat(key)).unwrap();
+    let id = store.object_id(key, &info.version);
+    let ring = Ring::new(addrs.iter().map(|a| Member {
+        addr: a.to_string(),
+        weight: 1,
+    }));
+    let mut owned = vec![0u64; addrs.len()];
+    for p in 0..pages {
+        let owner = &ring.owners(&id, p, 1)[0];
+        owned[addrs.iter().position(|a| *a == owner.addr).unwrap()] += 1;
+    }
+    owned
+}
+
+/// Kill -9 one of three nodes in the middle of a read of a 64 MiB file: the read completes
+/// with the right bytes. The store reads it causes are bounded by that node's share: the
+/// survivors read the pages they own once each, plus at most the dead node's pages (read
+/// by the next owner instead), never the whole file again; the daemon reads none itself.
+/// After it failed, the node is not asked again.
+#[test]
+fn cli_a_cache_node_killed_mid_read_costs_only_its_share() {
+    use std::io::Read;
+    let (mut a, ufs, body, token, mut nodes) = with_nodes(64, 10);
+    let other = pattern(8 << 20, 11);
+    std::fs::write(ufs.join("g"), &other).unwrap();
+    let peers = peers_of(&nodes);
+    // No read-ahead past what the kernel asks: the pages after the kill are still to come.
+    a.mount_on(
+        Some(&ufs),
+        &[
+            "--token-file",
+            token.to_str().unwrap(),
+            "--prefetch-pages",
+            "0",
+            "-o",
+            &peers,
+        ],
+    );
+    let mut f = std::fs::File::open(a.mnt().join("f")).unwrap();
+    let mut got = vec![0u8; 8 << 20];
+    f.read_exact(&mut got).unwrap();
+    let owned = owned_pages(&ufs, "f", 64, &addrs(&nodes));
+    let victim = nodes.remove(1);
+    drop(victim); // SIGKILL
+    f.read_to_end(&mut got).unwrap();
+    assert!(got == body, "the read completed with the right bytes");
+    let survivors: u64 = nodes.iter().map(|n| n.counter("ufs_reads")).sum();
+    let (own, dead) = (owned[0] + owned[2], owned[1]);
+    assert!(
+        (own..=own + dead).contains(&survivors),
+        "survivors read {survivors} pages from the store; they own {own}, the dead node {dead}"
+    );
+    assert_eq!(
+        counter(&a, "ufs_reads"),
+        0,
+        "the next owner read the dead node's pages"
+    );
+    // Once it failed, the dead node is not asked again: reading another file, with pages
+    // it owned, adds no peer error.
+    let errors = counter(&a, "peer_errors");
+    assert!(errors > 0, "the dead node's pages were asked of it first");
+    assert!(std::fs::read(a.mnt().join("g")).unwrap() == other);
+    assert_eq!(
+        counter(&a, "peer_errors"),
+        errors,
+        "the dead node was asked again"
+    );
 }

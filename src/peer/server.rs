@@ -7,15 +7,21 @@
 //!   only, and the listener goes on.
 //! - Each page sent carries the CRC32C of the bytes sent (see `wire`).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use alluxio_metaserver::ObjectVersion;
 use bytes::Bytes;
 use tokio::net::{TcpListener, TcpStream};
 
 use super::wire::{self, Get, Kind};
 use crate::error::FsError;
+use crate::fetch::{Fetched, Fetcher, ObjectRead, PageRequest, PageSource};
 use crate::metrics::Metrics;
+use crate::object::{ObjectId, PageKey};
+use crate::types::{InodeNo, PAGE_SIZE};
+use crate::ufs::Ufs;
 
 /// How long a new connection has to say HELLO.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
@@ -26,6 +32,125 @@ pub trait PeerHost: Send + Sync + 'static {
     /// The page `get` names: `Ok(None)` when it is neither cached here nor readable from
     /// a store this host has.
     async fn page(&self, get: Get) -> Result<Option<Bytes>, FsError>;
+}
+
+/// Bound on the table of checked sizes (cleared when full).
+const SIZES_MAX: usize = 1 << 16;
+
+/// Answers peers' GETs from a fetcher: its tiers, then a read-through from the store the
+/// caller found for the page. A request names the version's length, which decides each
+/// page's length; it is checked before the store is read (against the size in a
+/// size+mtime version, else once per version with a stat whose version must be the one
+/// asked for), since a wrong length would put a cut page in this host's cache.
+pub struct PageServer {
+    fetcher: Arc<Fetcher>,
+    sizes: Mutex<HashMap<Arc<ObjectId>, u64>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl PageServer {
+    /// Serves from `fetcher` (whose chain must end with a source that reads
+    /// `ObjectRead::store`).
+    pub fn new(fetcher: Arc<Fetcher>) -> Self {
+        Self {
+            fetcher,
+            sizes: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether `size` is the length of `id` in `ufs`.
+    async fn size_ok(&self, id: &Arc<ObjectId>, ufs: &Ufs, key: &str, size: u64) -> bool {
+        if let ObjectVersion::SizeMtime { size: s, .. } = id.version() {
+            return *s == size;
+        }
+        if let Some(s) = lock(&self.sizes).get(id) {
+            return *s == size;
+        }
+        match ufs.stat(key).await {
+            Ok(info) if info.version == id.version_text() => {
+                let mut m = lock(&self.sizes);
+                if m.len() >= SIZES_MAX {
+                    m.clear();
+                }
+                m.insert(id.clone(), info.size);
+                info.size == size
+            }
+            _ => false,
+        }
+    }
+
+    /// The page `get` names, with `store` (a store this host reads and the key under its
+    /// root) to read it through from: `None` when it is neither cached nor readable here.
+    pub async fn page(
+        &self,
+        get: Get,
+        mut store: Option<(Arc<Ufs>, String)>,
+    ) -> Result<Option<Bytes>, FsError> {
+        let id = Arc::new(ObjectId::new(
+            Arc::from(get.store.as_str()),
+            &get.key,
+            &get.version,
+        ));
+        if !id.shareable() {
+            return Err(FsError::expected(
+                libc::EINVAL,
+                "a version only its own host can read",
+            ));
+        }
+        if get.idx >= get.size.div_ceil(PAGE_SIZE) {
+            return Err(FsError::expected(libc::EINVAL, "page past the end"));
+        }
+        let key = PageKey::new(&id, get.idx);
+        let cached = self.fetcher.has(&key);
+        if let Some((ufs, k)) = &store
+            && !cached
+            && !self.size_ok(&id, ufs, k, get.size).await
+        {
+            // Not the version this host can read (changed since, or a wrong length).
+            store = None;
+        }
+        if store.is_none() && !cached {
+            return Ok(None);
+        }
+        let object = ObjectRead {
+            id,
+            size: get.size,
+            store,
+            owner: InodeNo(0),
+            for_peer: true,
+        };
+        Ok(Some(self.fetcher.page(&object, get.idx).await?.0))
+    }
+}
+
+/// The page source of a host that only serves peers: reads the page from the store the
+/// request names.
+pub struct StoreSource;
+
+#[async_trait::async_trait]
+impl PageSource for StoreSource {
+    fn name(&self) -> &'static str {
+        "store"
+    }
+
+    async fn fetch(&self, req: &PageRequest<'_>) -> Fetched {
+        let Some((ufs, key)) = &req.object.store else {
+            return Fetched::Miss;
+        };
+        match ufs
+            .read_range(key, req.range(), req.key.object.version_text())
+            .await
+        {
+            Ok(b) => Fetched::Hit(b),
+            Err(e) => Fetched::Failed {
+                error: e.into(),
+                try_next: false,
+            },
+        }
+    }
 }
 
 /// Serves peers on `listener` until the task is dropped.
