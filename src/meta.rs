@@ -9,7 +9,8 @@ use async_trait::async_trait;
 use alluxio_metaserver::ops::OpValue;
 use alluxio_metaserver::rpc::{Op, Value};
 use alluxio_metaserver::{
-    Lookup, MetaError, MountEntry, NewNode, SetAttr, Ttl, TtlAction, UfsChild, XattrMode,
+    ClusterMember, Lookup, Membership, MetaError, MountEntry, NewNode, SetAttr, Ttl, TtlAction,
+    UfsChild, XattrMode,
 };
 
 use crate::types::{DirEntry, InodeNo, InodeRecord, Ownership};

@@ -126,6 +126,8 @@ counters! {
     journal_uploads,
     /// FUSE requests being answered now (a gauge).
     fuse_in_flight,
+    /// Members on this host's ring now (a gauge).
+    peer_members,
     /// Pages read from a peer cache node.
     peer_hits,
     /// Bytes read from peer cache nodes.
@@ -200,6 +202,7 @@ impl Metrics {
                 | "mem_cache_capacity"
                 | "disk_io_uring"
                 | "fuse_in_flight"
+                | "peer_members"
                 | "open_file_handles" => "gauge",
                 _ => "counter",
             };

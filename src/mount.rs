@@ -148,26 +148,61 @@ pub fn mount(cfg: &MountConfig, rt: &RtHandle) -> Result<Mounted, MountError> {
         )
         .map_err(|e| MountError::Cache(format!("cannot set up cache: {e}")))?,
     );
-    // The cluster: one more page source, before the store (see `peer`).
+    // The cluster: one more page source, before the store (see `peer`). With a
+    // metaserver, its membership is followed; a static list (`-o peers=`) adds to it.
+    let cluster = cfg.cluster.clone().or_else(|| {
+        cfg.metaserver
+            .as_ref()
+            .map(|ms| crate::config::ClusterConfig {
+                serve: None,
+                peers: Vec::new(),
+                token: ms.token.clone(),
+                timeout: crate::peer::client::DEFAULT_PEER_TIMEOUT,
+            })
+    });
     let mut extra: Vec<Arc<dyn crate::fetch::PageSource>> = Vec::new();
-    if let Some(c) = &cfg.cluster {
-        let mut addrs = c.peers.clone();
-        addrs.extend(c.serve.clone());
-        let members = addrs
-            .into_iter()
-            .map(|addr| crate::peer::ring::Member { addr, weight: 1 })
-            .collect();
+    let mut peers = None;
+    if let Some(c) = &cluster {
+        // Listed members count as 1 GiB of cache each; members from the metaserver by
+        // their capacity. This daemon serves with its disk tier's capacity.
+        let member = |addr: &String, weight| crate::peer::ring::Member {
+            addr: addr.clone(),
+            weight,
+        };
+        let statics: Vec<_> = c.peers.iter().map(|a| member(a, 1 << 30)).collect();
+        let weight = if cfg.metaserver.is_some() {
+            cfg.disk_cache_bytes.max(1)
+        } else {
+            1 << 30
+        };
+        let me = c.serve.as_ref().map(|a| member(a, weight));
+        let mut members = statics.clone();
+        members.extend(me.clone());
         let pc = crate::peer::client::PeerConfig {
             token: c.token.clone(),
             timeout: c.timeout,
             self_addr: c.serve.clone(),
             tries: 2,
         };
-        extra.push(Arc::new(crate::peer::client::Peers::new(
+        let p = Arc::new(crate::peer::client::Peers::new(
             members,
             pc,
             metrics.clone(),
-        )));
+        ));
+        extra.push(p.clone());
+        peers = Some((p, statics, me));
+    }
+    if let Some((p, statics, me)) = &peers
+        && cfg.metaserver.is_some()
+    {
+        rt.spawn(crate::peer::membership::follow(
+            meta.clone(),
+            Some(p.clone()),
+            statics.clone(),
+            me.clone(),
+            crate::peer::membership::DEFAULT_LEASE,
+            metrics.clone(),
+        ));
     }
     let vfs = Vfs::with_sources(
         meta,
@@ -190,7 +225,7 @@ pub fn mount(cfg: &MountConfig, rt: &RtHandle) -> Result<Mounted, MountError> {
         extra,
     )
     .map_err(|e| MountError::Cache(format!("cannot open the write journal: {e}")))?;
-    if let Some(c) = &cfg.cluster
+    if let Some(c) = &cluster
         && let Some(addr) = &c.serve
     {
         let listener = {

@@ -30,9 +30,18 @@ pub struct CacheNodeArgs {
     /// A store it may read pages through from (repeatable); its options in -o.
     #[arg(long)]
     ufs: Vec<String>,
-    /// Take the stores from this metaserver's mount table (HOST:PORT).
+    /// Take the stores from this metaserver's mount table, and join its cluster
+    /// membership (HOST:PORT).
     #[arg(long)]
     metaserver: Option<String>,
+    /// The address daemons reach this node at, as registered with the metaserver
+    /// [default: the address it listens on].
+    #[arg(long)]
+    advertise: Option<String>,
+    /// Seconds the node stays a member without renewing its lease (it renews every
+    /// second): a node that dies leaves the ring after this.
+    #[arg(long, default_value_t = 5.0)]
+    lease: f64,
     /// File holding the cluster token (the metaserver's too) [default: ALLUXIO_TOKEN].
     #[arg(long)]
     token_file: Option<PathBuf>,
@@ -52,11 +61,18 @@ pub fn run(a: CacheNodeArgs) -> Result<()> {
     for u in &a.ufs {
         stores.push(UfsConfig::parse(u, &opts.ufs)?);
     }
-    if let Some(addr) = &a.metaserver {
-        let ms = MetaserverConfig::new(addr, a.token_file.as_deref())?;
-        for e in crate::mount_cmd::mounts_of(&ms)? {
+    let ms = a
+        .metaserver
+        .as_deref()
+        .map(|addr| MetaserverConfig::new(addr, a.token_file.as_deref()))
+        .transpose()?;
+    if let Some(ms) = &ms {
+        for e in crate::mount_cmd::mounts_of(ms)? {
             stores.push(UfsConfig::parse(&e.uri, &e.options)?);
         }
+    }
+    if !(0.5..=3600.0).contains(&a.lease) {
+        anyhow::bail!("--lease must be between 0.5 and 3600 seconds");
     }
     crate::mount_cmd::init_tracing();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -90,6 +106,27 @@ pub fn run(a: CacheNodeArgs) -> Result<()> {
             .await
             .with_context(|| format!("cannot listen on {}", a.listen))?;
         let addr = listener.local_addr()?;
+        let advertised = a.advertise.clone().unwrap_or_else(|| addr.to_string());
+        let mut member = None;
+        if let Some(ms) = &ms {
+            let meta = alluxio::meta::remote::RemoteMeta::connect(&ms.addr, &ms.token)
+                .await
+                .map_err(anyhow::Error::msg)?;
+            let meta: Arc<dyn alluxio::meta::MetaClient> = Arc::new(meta);
+            let me = alluxio::peer::ring::Member {
+                addr: advertised.clone(),
+                weight: cfg.cache_bytes.max(1),
+            };
+            tokio::spawn(alluxio::peer::membership::follow(
+                meta.clone(),
+                None,
+                Vec::new(),
+                Some(me),
+                std::time::Duration::from_secs_f64(a.lease),
+                metrics.clone(),
+            ));
+            member = Some(meta);
+        }
         println!("listening on {addr}");
         tracing::info!(%addr, stores = cfg.stores.len(), "cache node serving");
         let host: Arc<dyn alluxio::peer::server::PeerHost> = node;
@@ -104,6 +141,11 @@ pub fn run(a: CacheNodeArgs) -> Result<()> {
             _ = int.recv() => {}
         }
         tracing::info!("cache node stopping");
+        if let Some(meta) = member
+            && let Err(e) = meta.leave_member(advertised).await
+        {
+            tracing::warn!(error = %e, "cannot leave the cluster membership; it expires with the lease");
+        }
         anyhow::Ok(())
     })
 }

@@ -8,6 +8,8 @@
 
 mod support;
 
+use std::time::Duration;
+
 use support::*;
 
 fn counter(env: &Env, name: &str) -> u64 {
@@ -123,6 +125,19 @@ struct CacheNode {
 
 impl CacheNode {
     fn start(ufs: &std::path::Path, token: &std::path::Path) -> Self {
+        let mut args = vec!["--ufs".to_string(), ufs.to_str().unwrap().to_string()];
+        args.extend(["--token-file".into(), token.to_str().unwrap().into()]);
+        Self::start_with(&args)
+    }
+
+    /// A node that takes its stores from a metaserver and joins its membership.
+    fn joined(ms: &Metaserver) -> Self {
+        let mut args = ms.args();
+        args.extend(["--lease".into(), "2".into()]);
+        Self::start_with(&args)
+    }
+
+    fn start_with(extra: &[String]) -> Self {
         use std::io::BufRead;
         let dir = tempfile::tempdir().unwrap();
         let metrics = free_addr();
@@ -136,10 +151,7 @@ impl CacheNode {
             ])
             .arg("--cache-dir")
             .arg(dir.path().join("cache"))
-            .arg("--ufs")
-            .arg(ufs)
-            .arg("--token-file")
-            .arg(token)
+            .args(extra)
             .args(["--metrics-listen", &metrics])
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
@@ -178,6 +190,18 @@ impl Drop for CacheNode {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Reads `f` whole through A, then through B, and checks both.
+fn read_through_both(a: &Env, b: &Env, body: &[u8]) {
+    assert!(
+        std::fs::read(a.mnt().join("f")).unwrap() == body,
+        "through A"
+    );
+    assert!(
+        std::fs::read(b.mnt().join("f")).unwrap() == body,
+        "through B"
+    );
 }
 
 /// An env whose store holds `f` (`mib` MiB), a token file, and three cache nodes over
@@ -227,14 +251,7 @@ fn cli_three_cache_nodes_serve_two_daemons() {
     ];
     a.mount_on(Some(&ufs), &args);
     b.mount_on(Some(&ufs), &args);
-    assert!(
-        std::fs::read(a.mnt().join("f")).unwrap() == body,
-        "through A"
-    );
-    assert!(
-        std::fs::read(b.mnt().join("f")).unwrap() == body,
-        "through B"
-    );
+    read_through_both(&a, &b, &body);
     let node_reads: Vec<u64> = nodes.iter().map(|n| n.counter("ufs_reads")).collect();
     assert_eq!(
         (counter(&a, "ufs_reads"), counter(&b, "ufs_reads")),
@@ -327,5 +344,68 @@ fn cli_a_cache_node_killed_mid_read_costs_only_its_share() {
         counter(&a, "peer_errors"),
         errors,
         "the dead node was asked again"
+    );
+}
+
+/// One metaserver, three cache nodes that join its membership, and two FUSE daemons on
+/// it: a file read through A is read whole and right through B with zero store reads by
+/// B, from the nodes. A node killed -9 leaves the ring once its lease (2 s) runs out, and
+/// reads after that do not wait on it (no peer error at all).
+#[test]
+fn cli_metaserver_membership_three_nodes_two_daemons() {
+    let ms = Metaserver::start("cluster-token");
+    let mut a = Env::new();
+    let mut b = Env::new();
+    let ufs = a.ufs();
+    let body = pattern(16 << 20, 12);
+    std::fs::write(ufs.join("f"), &body).unwrap();
+    let other = pattern(8 << 20, 13);
+    std::fs::write(ufs.join("g"), &other).unwrap();
+    let mut root = vec!["fs".to_string()];
+    root.extend(ms.args());
+    root.extend(["mount", "/", ufs.to_str().unwrap()].map(String::from));
+    let o = a.run(&root.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mut nodes: Vec<CacheNode> = (0..3).map(|_| CacheNode::joined(&ms)).collect();
+    let mut args = ms.args();
+    args.extend(["-o".into(), "peer_timeout=10000".into()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    a.mount_on(None, &args);
+    b.mount_on(None, &args);
+    for env in [&a, &b] {
+        assert!(
+            within(Duration::from_secs(20), || counter(env, "peer_members")
+                == 3),
+            "the daemon never saw the three nodes"
+        );
+    }
+    read_through_both(&a, &b, &body);
+    let node_reads: u64 = nodes.iter().map(|n| n.counter("ufs_reads")).sum();
+    assert_eq!(
+        (
+            counter(&a, "ufs_reads"),
+            counter(&b, "ufs_reads"),
+            node_reads
+        ),
+        (0, 0, 16),
+        "the daemons read nothing from the store; the nodes each page once"
+    );
+    // A node dies; once its lease runs out the daemons' rings no longer hold it.
+    drop(nodes.remove(0));
+    assert!(
+        within(Duration::from_secs(20), || counter(&b, "peer_members") == 2),
+        "the dead node stayed on B's ring"
+    );
+    let errors = counter(&b, "peer_errors");
+    assert!(std::fs::read(b.mnt().join("g")).unwrap() == other);
+    assert_eq!(
+        counter(&b, "peer_errors"),
+        errors,
+        "a read waited on the dead node"
+    );
+    assert_eq!(
+        counter(&b, "ufs_reads"),
+        0,
+        "g came from the two live nodes"
     );
 }

@@ -20,8 +20,8 @@ pub mod version;
 
 pub use error::MetaError;
 pub use namespace::{
-    Lookup, MountEntry, Namespace, NewNode, SetAttr, Ttl, TtlAction, UfsChild, XattrMode,
-    is_mount_point, is_primary,
+    ClusterMember, Lookup, Membership, MountEntry, Namespace, NewNode, SetAttr, Ttl, TtlAction,
+    UfsChild, XattrMode, is_mount_point, is_primary,
 };
 pub use record::{DirEntry, FileKind, InodeNo, InodeRecord, Ownership, ROOT_INO};
 pub use store::{NamespaceStore, memory::MemoryStore, redb::RedbStore};

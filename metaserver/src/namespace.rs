@@ -68,6 +68,35 @@ const PIN_PREFIX: &str = "pin:";
 /// Name prefix of the TTL table's entries.
 const TTL_PREFIX: &str = "ttl:";
 
+/// Name prefix of the cluster membership's entries (cache nodes and daemons that serve
+/// peers, each with its lease).
+const MEMBER_PREFIX: &str = "member:";
+
+/// One host that serves pages to its peers.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct ClusterMember {
+    /// Its peer address (`host:port`), its identity on the ring.
+    pub addr: String,
+    /// Its weight on the ring (cache capacity in bytes).
+    pub weight: u64,
+}
+
+/// The members whose lease has not expired, and a version that changes exactly when that
+/// set (or a weight) changes.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Membership {
+    /// A digest of the live members: equal versions, equal memberships.
+    pub version: u64,
+    /// The live members, by address.
+    pub members: Vec<ClusterMember>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct MemberEntry {
+    member: ClusterMember,
+    expires_ns: i64,
+}
+
 /// What happens to a path when its TTL expires (`alluxio fs setTtl`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum TtlAction {
@@ -75,6 +104,51 @@ pub enum TtlAction {
     Free,
     /// Delete it, from the namespace and the store (one daemon does it).
     Delete,
+}
+
+/// Every membership entry, with its name.
+fn member_entries(t: &dyn StoreRead) -> Result<Vec<(Vec<u8>, MemberEntry)>, MetaError> {
+    let mut out = Vec::new();
+    for n in t.xattr_names(MOUNT_TABLE)? {
+        if !n.starts_with(MEMBER_PREFIX.as_bytes()) {
+            continue;
+        }
+        let Some(v) = t.xattr(MOUNT_TABLE, &n)? else {
+            continue;
+        };
+        let e = serde_json::from_slice(&v)
+            .map_err(|e| MetaError::Corrupt(format!("member entry: {e}")))?;
+        out.push((n, e));
+    }
+    Ok(out)
+}
+
+/// The live members at `now_ns` and their version.
+fn membership(t: &dyn StoreRead, now_ns: i64) -> Result<Membership, MetaError> {
+    let mut members: Vec<ClusterMember> = member_entries(t)?
+        .into_iter()
+        .filter(|(_, e)| e.expires_ns > now_ns)
+        .map(|(_, e)| e.member)
+        .collect();
+    members.sort_by(|a, b| a.addr.cmp(&b.addr));
+    let mut parts: Vec<Vec<u8>> = Vec::new();
+    for m in &members {
+        parts.push(m.addr.as_bytes().to_vec());
+        parts.push(m.weight.to_le_bytes().to_vec());
+    }
+    // FNV-1a over the parts (the same digest the page ids use), so every server computes
+    // the same version for the same set.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for p in &parts {
+        for b in p.iter().chain(std::iter::once(&0u8)) {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    Ok(Membership {
+        version: h,
+        members,
+    })
 }
 
 /// A TTL: when it expires and what to do then.
@@ -1229,6 +1303,52 @@ impl<S: NamespaceStore> Namespace<S> {
             t.remove_xattr(MOUNT_TABLE, name.as_bytes())?;
             Ok(true)
         })
+    }
+
+    /// Registers `member` (or renews its lease) until `lease_ms` after `now_ns`, and drops
+    /// members whose lease expired. Returns the membership's version.
+    pub fn register_member(
+        &self,
+        member: ClusterMember,
+        lease_ms: u64,
+        now_ns: i64,
+    ) -> Result<u64, MetaError> {
+        if member.addr.is_empty() || member.addr.len() > 255 {
+            return Err(MetaError::InvalidArgument("member address".into()));
+        }
+        let lease_ns = i64::try_from(lease_ms.min(3_600_000)).unwrap_or(0) * 1_000_000;
+        let name = format!("{MEMBER_PREFIX}{}", member.addr);
+        let entry = MemberEntry {
+            member,
+            expires_ns: now_ns.saturating_add(lease_ns),
+        };
+        let value = serde_json::to_vec(&entry)
+            .map_err(|e| MetaError::InvalidArgument(format!("member: {e}")))?;
+        self.store.write(|t| {
+            for (n, e) in member_entries(t)? {
+                if e.expires_ns <= now_ns {
+                    t.remove_xattr(MOUNT_TABLE, &n)?;
+                }
+            }
+            t.put_xattr(MOUNT_TABLE, name.as_bytes(), &value)?;
+            Ok(membership(&*t, now_ns)?.version)
+        })
+    }
+
+    /// Removes a member at once (a clean shutdown); one that is not there is no error.
+    pub fn leave_member(&self, addr: &str) -> Result<(), MetaError> {
+        let name = format!("{MEMBER_PREFIX}{addr}");
+        self.store.write(|t| {
+            if t.xattr(MOUNT_TABLE, name.as_bytes())?.is_some() {
+                t.remove_xattr(MOUNT_TABLE, name.as_bytes())?;
+            }
+            Ok(())
+        })
+    }
+
+    /// The members whose lease runs past `now_ns`.
+    pub fn members(&self, now_ns: i64) -> Result<Membership, MetaError> {
+        self.store.read(|t| membership(t, now_ns))
     }
 
     /// Pinned paths: every file at or below one keeps its cached pages in every daemon.

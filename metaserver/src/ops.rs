@@ -20,7 +20,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::MetaError;
-use crate::namespace::{Lookup, MountEntry, Ttl};
+use crate::namespace::{Lookup, Membership, MountEntry, Ttl};
 use crate::record::{DirEntry, InodeRecord};
 
 /// Calls `$m!` with the table of operations (see the module comment).
@@ -141,6 +141,14 @@ macro_rules! namespace_ops {
             /// Claim an expired TTL (see `Namespace::take_ttl`).
             take_ttl TakeTtl { path: String, ttl: Ttl } -> bool =
                 |ns, _now| ns.take_ttl(&path, ttl);
+            /// Register a cluster member, or renew its lease, for `lease_ms` by the
+            /// server's clock; answers the membership's version.
+            register_member RegisterMember { member: ClusterMember, lease_ms: u64 } -> u64 =
+                |ns, now| ns.register_member(member, lease_ms, now);
+            /// Remove a cluster member now (a clean shutdown).
+            leave_member LeaveMember { addr: String } -> () = |ns, _now| ns.leave_member(&addr);
+            /// The cluster members whose lease has not expired.
+            members Members -> Membership = |ns, now| ns.members(now);
         }
     };
 }
@@ -177,6 +185,7 @@ pub enum Value {
     Mounts(Vec<MountEntry>),
     Paths(Vec<String>),
     Ttls(Vec<(String, Ttl)>),
+    Membership(Membership),
 }
 
 /// An operation's answer and the one [`Value`] variant that carries it.
@@ -222,6 +231,7 @@ op_values! {
     Vec<MountEntry> => Mounts,
     Vec<String> => Paths,
     Vec<(String, Ttl)> => Ttls,
+    Membership => Membership,
 }
 
 impl OpValue for () {

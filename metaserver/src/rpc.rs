@@ -25,7 +25,8 @@ use tonic::{Request, Response, Status};
 
 use crate::error::MetaError;
 use crate::namespace::{
-    Lookup, MountEntry, Namespace, NewNode, SetAttr, Ttl, TtlAction, UfsChild, XattrMode,
+    ClusterMember, Lookup, Membership, MountEntry, Namespace, NewNode, SetAttr, Ttl, TtlAction,
+    UfsChild, XattrMode,
 };
 use crate::ops::OpValue;
 pub use crate::ops::Value;

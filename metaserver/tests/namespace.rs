@@ -628,3 +628,37 @@ fn a_listing_never_undoes_changes_made_while_it_was_taken() {
     assert_eq!(found(&ns, ROOT_INO, "old").version.as_deref(), Some("v3"));
     assert_eq!(ns.lookup(ROOT_INO, b"fresh").unwrap(), Lookup::Missing);
 }
+
+/// Members live while their lease runs, by the server's clock; the version changes
+/// exactly when the live set does; expired entries are dropped at the next registration;
+/// a leave takes effect at once.
+#[test]
+fn members_live_for_their_lease_and_the_version_follows_the_set() {
+    use alluxio_metaserver::ClusterMember;
+    let ns = Namespace::open(MemoryStore::new(), OWN, 0).unwrap();
+    let m = |a: &str, w: u64| ClusterMember {
+        addr: a.into(),
+        weight: w,
+    };
+    const S: i64 = 1_000_000_000;
+    let empty = ns.members(0).unwrap();
+    assert!(empty.members.is_empty());
+    let v1 = ns.register_member(m("n1:1", 10), 5_000, 0).unwrap();
+    let v2 = ns.register_member(m("n2:1", 10), 5_000, S).unwrap();
+    assert_ne!(v1, v2);
+    assert_ne!(empty.version, v1);
+    let live = ns.members(2 * S).unwrap();
+    assert_eq!(live.version, v2);
+    assert_eq!(live.members, [m("n1:1", 10), m("n2:1", 10)]);
+    // A renewal that changes nothing keeps the version.
+    assert_eq!(ns.register_member(m("n2:1", 10), 5_000, 3 * S).unwrap(), v2);
+    // n1's lease (to 5 s) has run out at 6 s; n2's (to 8 s) has not.
+    let later = ns.members(6 * S).unwrap();
+    assert_eq!(later.members, [m("n2:1", 10)]);
+    assert_ne!(later.version, v2);
+    // The same set gets the same version however it came about.
+    ns.leave_member("n2:1").unwrap();
+    ns.leave_member("gone:1").unwrap();
+    assert_eq!(ns.members(6 * S).unwrap(), empty);
+    assert!(ns.register_member(m("", 1), 5_000, 0).is_err());
+}
