@@ -120,6 +120,13 @@ pub trait PageSource: Send + Sync {
     fn name(&self) -> &'static str;
     /// Fetches one page. Never fills a cache tier (the fetcher does).
     async fn fetch(&self, req: &PageRequest<'_>) -> Fetched;
+    /// Whether the source wants the pages of versions written here ([`Self::offer`]).
+    fn shares_writes(&self) -> bool {
+        false
+    }
+    /// Page `key.idx` of a version just written here (`size` bytes in all), for a source
+    /// that shares pages (a peer cache takes it to its owner).
+    async fn offer(&self, _key: &PageKey, _size: u64, _page: Bytes) {}
 }
 
 type Cell = Arc<OnceCell<Result<Bytes, FsError>>>;
@@ -181,6 +188,18 @@ impl Fetcher {
     /// The local cache.
     pub fn cache(&self) -> &Arc<PageCache> {
         &self.cache
+    }
+
+    /// Whether any source wants the pages of versions written here.
+    pub fn shares_writes(&self) -> bool {
+        self.sources.iter().any(|s| s.shares_writes())
+    }
+
+    /// Offers a page of a version written here to the sources that share pages.
+    pub async fn offer(&self, key: &PageKey, size: u64, page: Bytes) {
+        for s in self.sources.iter().filter(|s| s.shares_writes()) {
+            s.offer(key, size, page.clone()).await;
+        }
     }
 
     /// The names of the sources, in the order they are asked.

@@ -140,6 +140,10 @@ counters! {
     peer_pages_served,
     /// Bytes this host served to peers.
     bytes_served_to_peers,
+    /// Pages of files written here pushed to their owners.
+    peer_pushes,
+    /// Pages pushed to this host as their owner, and taken.
+    peer_pages_received,
     /// Peer connections or requests refused (wrong token, garbage, a length past the
     /// bound).
     peer_refused,

@@ -109,4 +109,9 @@ impl PeerHost for Node {
         let store = self.store_for(&get.store, &get.key);
         self.server.page(get, store).await
     }
+
+    async fn offer(&self, get: Get, page: Bytes) -> Result<bool, FsError> {
+        let store = self.store_for(&get.store, &get.key);
+        self.server.offer(get, page, store).await
+    }
 }

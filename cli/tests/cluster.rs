@@ -230,6 +230,14 @@ fn addrs(nodes: &[CacheNode]) -> Vec<&str> {
     nodes.iter().map(|n| n.addr.as_str()).collect()
 }
 
+/// A daemon's arguments to ask `nodes`.
+fn daemon_args(token: &std::path::Path, nodes: &[CacheNode]) -> Vec<String> {
+    let t = token.to_str().unwrap();
+    ["--token-file", t, "-o", &peers_of(nodes)]
+        .map(String::from)
+        .to_vec()
+}
+
 /// `peers=` with the nodes' addresses.
 fn peers_of(nodes: &[CacheNode]) -> String {
     let list: Vec<&str> = nodes.iter().map(|n| n.addr.as_str()).collect();
@@ -243,12 +251,8 @@ fn peers_of(nodes: &[CacheNode]) -> String {
 fn cli_three_cache_nodes_serve_two_daemons() {
     let (mut a, ufs, body, token, nodes) = with_nodes(16, 9);
     let mut b = Env::new();
-    let args = [
-        "--token-file",
-        token.to_str().unwrap(),
-        "-o",
-        &peers_of(&nodes),
-    ];
+    let args = daemon_args(&token, &nodes);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     a.mount_on(Some(&ufs), &args);
     b.mount_on(Some(&ufs), &args);
     read_through_both(&a, &b, &body);
@@ -408,4 +412,37 @@ fn cli_metaserver_membership_three_nodes_two_daemons() {
         0,
         "g came from the two live nodes"
     );
+}
+
+/// A file written and closed through A is read by B from the cluster, not the store: once
+/// durable, its pages were pushed to their owners (three cache nodes here), so neither B
+/// nor the nodes read the store for it.
+#[test]
+fn cli_a_file_written_through_one_daemon_is_read_by_another_from_the_cluster() {
+    let (mut a, ufs, _, token, nodes) = with_nodes(1, 14);
+    let args = daemon_args(&token, &nodes);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    a.mount_on(Some(&ufs), &args);
+    let written = pattern((10 << 20) + 5, 15);
+    std::fs::write(a.mnt().join("w"), &written).unwrap();
+    assert!(
+        within(Duration::from_secs(30), || counter(&a, "peer_pushes") == 11),
+        "pushed {} of 11 pages",
+        counter(&a, "peer_pushes")
+    );
+    let taken: u64 = nodes.iter().map(|n| n.counter("peer_pages_received")).sum();
+    assert_eq!(taken, 11, "the owners took the pages");
+    let mut b = Env::new();
+    b.mount_on(Some(&ufs), &args);
+    assert!(
+        std::fs::read(b.mnt().join("w")).unwrap() == written,
+        "through B"
+    );
+    let node_reads: u64 = nodes.iter().map(|n| n.counter("ufs_reads")).sum();
+    assert_eq!(
+        (counter(&b, "ufs_reads"), node_reads),
+        (0, 0),
+        "B's read came from the owners' caches"
+    );
+    assert_eq!(counter(&b, "peer_hits"), 11);
 }

@@ -22,6 +22,7 @@ use super::ring::{Member, Ring};
 use super::wire::{self, Get, Kind};
 use crate::fetch::{Fetched, PageRequest, PageSource};
 use crate::metrics::Metrics;
+use crate::object::PageKey;
 
 /// How long a peer that failed is skipped.
 pub const DEAD_FOR: Duration = Duration::from_secs(10);
@@ -120,6 +121,32 @@ impl Peers {
         }
     }
 
+    /// Marks a peer failed: skipped for [`DEAD_FOR`], its idle connections dropped.
+    fn failed(&self, addr: &str, why: &dyn std::fmt::Display) {
+        Metrics::inc(&self.metrics.peer_errors);
+        tracing::warn!(peer = %addr, error = %why, "peer failed; skipping it for {} s", DEAD_FOR.as_secs());
+        lock(&self.dead).insert(addr.to_string(), Instant::now() + DEAD_FOR);
+        lock(&self.idle).remove(addr);
+    }
+
+    /// Returns a connection whose exchange completed to the idle pool.
+    fn done_with(&self, addr: &str, c: TcpStream) {
+        let mut idle = lock(&self.idle);
+        let pool = idle.entry(addr.to_string()).or_default();
+        if pool.len() < IDLE_PER_PEER {
+            pool.push(c);
+        }
+    }
+
+    /// One PUT to `addr`: whether the owner took the page.
+    async fn put(&self, addr: &str, body: &[u8]) -> std::io::Result<bool> {
+        let mut c = self.connect(addr).await?;
+        wire::write_frame(&mut c, Kind::Put, body).await?;
+        let (kind, _) = wire::read_frame(&mut c, wire::MAX_REQUEST).await?;
+        self.done_with(addr, c);
+        Ok(kind == Kind::Ok)
+    }
+
     /// One GET to `addr`, on an idle connection or a new one.
     async fn get(&self, addr: &str, get: &Get, want: u64) -> std::io::Result<Answer> {
         let body = get.encode()?;
@@ -152,11 +179,7 @@ impl Peers {
                 ));
             }
         };
-        let mut idle = lock(&self.idle);
-        let pool = idle.entry(addr.to_string()).or_default();
-        if pool.len() < IDLE_PER_PEER {
-            pool.push(c);
-        }
+        self.done_with(addr, c);
         Ok(answer)
     }
 }
@@ -207,20 +230,47 @@ impl PageSource for Peers {
                 Ok(Ok(Answer::Miss)) => {
                     Metrics::inc(&self.metrics.peer_misses);
                 }
-                Ok(Err(e)) => {
-                    Metrics::inc(&self.metrics.peer_errors);
-                    tracing::warn!(peer = %m.addr, error = %e, "peer failed; skipping it for {} s", DEAD_FOR.as_secs());
-                    lock(&self.dead).insert(m.addr.clone(), Instant::now() + DEAD_FOR);
-                    lock(&self.idle).remove(&m.addr);
-                }
-                Err(_) => {
-                    Metrics::inc(&self.metrics.peer_errors);
-                    tracing::warn!(peer = %m.addr, timeout_ms = self.cfg.timeout.as_millis() as u64, "peer timed out; skipping it for {} s", DEAD_FOR.as_secs());
-                    lock(&self.dead).insert(m.addr.clone(), Instant::now() + DEAD_FOR);
-                    lock(&self.idle).remove(&m.addr);
-                }
+                Ok(Err(e)) => self.failed(&m.addr, &e),
+                Err(_) => self.failed(&m.addr, &"no answer within peer_timeout"),
             }
         }
         Fetched::Miss
+    }
+
+    fn shares_writes(&self) -> bool {
+        true
+    }
+
+    /// Pushes a page written here to its owner (best effort: a failure only means the
+    /// owner reads the page from the store when first asked).
+    async fn offer(&self, key: &PageKey, size: u64, page: Bytes) {
+        let id = &key.object;
+        if !id.shareable() {
+            return;
+        }
+        let Some(owner) = self.ring().owners(id, key.idx.0, 1).pop() else {
+            return;
+        };
+        if self.cfg.self_addr.as_deref() == Some(owner.addr.as_str()) || self.is_dead(&owner.addr) {
+            return;
+        }
+        let get = Get {
+            store: id.store().to_string(),
+            key: id.key().to_string(),
+            version: id.version_text().to_string(),
+            idx: key.idx.0,
+            size,
+        };
+        let Ok(body) = wire::encode_put(&get, &page) else {
+            return;
+        };
+        match tokio::time::timeout(self.cfg.timeout, self.put(&owner.addr, &body)).await {
+            Ok(Ok(true)) => Metrics::inc(&self.metrics.peer_pushes),
+            Ok(Ok(false)) => {
+                tracing::debug!(peer = %owner.addr, "owner did not take a pushed page");
+            }
+            Ok(Err(e)) => self.failed(&owner.addr, &e),
+            Err(_) => self.failed(&owner.addr, &"no answer within peer_timeout"),
+        }
     }
 }

@@ -32,6 +32,9 @@ pub trait PeerHost: Send + Sync + 'static {
     /// The page `get` names: `Ok(None)` when it is neither cached here nor readable from
     /// a store this host has.
     async fn page(&self, get: Get) -> Result<Option<Bytes>, FsError>;
+    /// A page just written elsewhere, offered to this host as its owner: whether it was
+    /// taken (into the cache).
+    async fn offer(&self, get: Get, page: Bytes) -> Result<bool, FsError>;
 }
 
 /// Bound on the table of checked sizes (cleared when full).
@@ -80,6 +83,41 @@ impl PageServer {
             }
             _ => false,
         }
+    }
+
+    /// Takes `page`, offered as page `get.idx` of `get`'s version, into the cache, if it
+    /// is one: a shareable version this host can check (`store`), whose length gives the
+    /// page exactly this length. Anything else is refused, never cached.
+    pub async fn offer(
+        &self,
+        get: Get,
+        page: Bytes,
+        store: Option<(Arc<Ufs>, String)>,
+    ) -> Result<bool, FsError> {
+        let id = Arc::new(ObjectId::new(
+            Arc::from(get.store.as_str()),
+            &get.key,
+            &get.version,
+        ));
+        let start = get.idx.saturating_mul(PAGE_SIZE);
+        let want = get
+            .size
+            .min(start.saturating_add(PAGE_SIZE))
+            .saturating_sub(start);
+        if !id.shareable() || start >= get.size || page.len() as u64 != want {
+            return Ok(false);
+        }
+        let Some((ufs, key)) = store else {
+            return Ok(false);
+        };
+        if !self.size_ok(&id, &ufs, &key, get.size).await {
+            return Ok(false);
+        }
+        let key = PageKey::new(&id, get.idx);
+        if !self.fetcher.has(&key) {
+            self.fetcher.cache().put(key, InodeNo(0), page).await;
+        }
+        Ok(true)
     }
 
     /// The page `get` names, with `store` (a store this host reads and the key under its
@@ -203,8 +241,15 @@ async fn connection(
         ));
     }
     wire::write_frame(&mut c, Kind::Ok, &[]).await?;
+    let bound = |k| {
+        if k == Kind::Put {
+            wire::MAX_PUT
+        } else {
+            wire::MAX_REQUEST
+        }
+    };
     loop {
-        let (kind, body) = match wire::read_frame(&mut c, wire::MAX_REQUEST).await {
+        let (kind, body) = match wire::read_frame_by(&mut c, bound).await {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
             Err(e) => {
@@ -213,6 +258,25 @@ async fn connection(
                 return Err(e);
             }
         };
+        if kind == Kind::Put {
+            let taken = match wire::decode_put(body) {
+                Ok((get, page)) => host.offer(get, page).await,
+                Err(e) => {
+                    Metrics::inc(&metrics.peer_refused);
+                    let _ = wire::write_frame(&mut c, Kind::Err, e.to_string().as_bytes()).await;
+                    return Err(e);
+                }
+            };
+            match taken {
+                Ok(true) => {
+                    Metrics::inc(&metrics.peer_pages_received);
+                    wire::write_frame(&mut c, Kind::Ok, &[]).await?
+                }
+                Ok(false) => wire::write_frame(&mut c, Kind::Err, b"not taken").await?,
+                Err(e) => wire::write_frame(&mut c, Kind::Err, e.to_string().as_bytes()).await?,
+            }
+            continue;
+        }
         if kind != Kind::Get {
             let _ = wire::write_frame(&mut c, Kind::Err, b"expected GET").await;
             return Err(std::io::Error::new(

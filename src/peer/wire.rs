@@ -9,6 +9,9 @@
 //! PAGE    body = crc32c u32 | the page's bytes    (the answer to a GET that hit)
 //! MISS    body = empty                            (not here and not readable from here)
 //! ERR     body = a message (UTF-8)
+//! PUT     body = get_len u32 | a GET body | crc32c u32 | the page's bytes
+//!                                                 (a page just written, for its owner;
+//!                                                  answered OK, or ERR when not taken)
 //! ```
 //!
 //! Invariants:
@@ -33,6 +36,8 @@ pub const VERSION: u16 = 1;
 pub const MAX_REQUEST: u32 = 64 << 10;
 /// Largest answer body: one page and its checksum.
 pub const MAX_ANSWER: u32 = (crate::types::PAGE_SIZE as u32) + 4;
+/// Largest PUT body: a GET, its length, and a page with its checksum.
+pub const MAX_PUT: u32 = MAX_REQUEST + 4 + MAX_ANSWER;
 
 /// A frame's kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +55,8 @@ pub enum Kind {
     Miss = 5,
     /// Refused or failed.
     Err = 6,
+    /// A page offered to its owner.
+    Put = 7,
 }
 
 impl Kind {
@@ -61,6 +68,7 @@ impl Kind {
             4 => Self::Page,
             5 => Self::Miss,
             6 => Self::Err,
+            7 => Self::Put,
             _ => return None,
         })
     }
@@ -90,6 +98,14 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(
 /// Reads one frame whose body is at most `max` bytes; a bad magic, another version, an
 /// unknown kind or a longer body is an error, with the body left unread.
 pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, max: u32) -> io::Result<(Kind, Bytes)> {
+    read_frame_by(r, |_| max).await
+}
+
+/// [`read_frame`] with a bound per kind.
+pub async fn read_frame_by<R: AsyncRead + Unpin>(
+    r: &mut R,
+    max: impl Fn(Kind) -> u32,
+) -> io::Result<(Kind, Bytes)> {
     let mut head = [0u8; 12];
     r.read_exact(&mut head).await?;
     if &head[..4] != MAGIC {
@@ -104,6 +120,7 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, max: u32) -> io::Result
     let kind = Kind::from_u16(u16::from_be_bytes([head[6], head[7]]))
         .ok_or_else(|| bad("unknown frame kind"))?;
     let len = u32::from_be_bytes([head[8], head[9], head[10], head[11]]);
+    let max = max(kind);
     if len > max {
         return Err(bad(format!("frame of {len} bytes; at most {max}")));
     }
@@ -183,6 +200,34 @@ impl Get {
     }
 }
 
+/// A PUT body: the page's GET, then its checksum and bytes.
+pub fn encode_put(get: &Get, page: &[u8]) -> io::Result<Vec<u8>> {
+    let g = get.encode()?;
+    let mut b = Vec::with_capacity(8 + g.len() + page.len());
+    b.put_u32(u32::try_from(g.len()).map_err(|_| bad("GET too long"))?);
+    b.put_slice(&g);
+    b.put_u32(crc32c::crc32c(page));
+    b.put_slice(page);
+    Ok(b)
+}
+
+/// Parses a PUT body: the GET and the page, whose checksum must match.
+pub fn decode_put(mut b: Bytes) -> io::Result<(Get, Bytes)> {
+    if b.remaining() < 4 {
+        return Err(bad("PUT cut short"));
+    }
+    let n = b.get_u32() as usize;
+    if b.remaining() < n + 4 {
+        return Err(bad("PUT cut short"));
+    }
+    let get = Get::decode(b.split_to(n))?;
+    let crc = b.get_u32();
+    if crc32c::crc32c(&b) != crc {
+        return Err(bad("PUT page fails its checksum"));
+    }
+    Ok((get, b))
+}
+
 /// Compares in time independent of where the inputs differ.
 pub fn same_secret(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -213,6 +258,15 @@ mod tests {
         long.push(0);
         assert!(Get::decode(Bytes::from(long)).is_err());
         assert!(Get::decode(Bytes::from_static(&[0xff; 40])).is_err());
+        let put = encode_put(&g, b"page bytes").unwrap();
+        let (g2, page) = decode_put(Bytes::from(put.clone())).unwrap();
+        assert_eq!((g2, &page[..]), (g, &b"page bytes"[..]));
+        let mut bad = put.clone();
+        *bad.last_mut().unwrap() ^= 1;
+        assert!(decode_put(Bytes::from(bad)).is_err(), "a flipped byte");
+        for cut in 0..put.len() - 10 {
+            assert!(decode_put(Bytes::copy_from_slice(&put[..cut])).is_err());
+        }
     }
 
     #[tokio::test]

@@ -15,4 +15,9 @@ impl PeerHost for Vfs {
         let store = self.mount_table().store_for(&get.store, &get.key);
         self.page_server.page(get, store).await
     }
+
+    async fn offer(&self, get: Get, page: Bytes) -> Result<bool, FsError> {
+        let store = self.mount_table().store_for(&get.store, &get.key);
+        self.page_server.offer(get, page, store).await
+    }
 }

@@ -156,6 +156,19 @@ impl Vfs {
         let (ino, object, src) = offered.parts();
         let src = src.clone();
         self.fill_from(ino, object, &src, size).await;
+        // The written version's pages go to their owners in the cluster, so another host's
+        // first read of a file just written comes from there.
+        if object.shareable() && self.fetcher.shares_writes() {
+            for idx in 0..size.div_ceil(PAGE_SIZE) {
+                let start = idx * PAGE_SIZE;
+                let Some(b) = src.read(start, size.min(start + PAGE_SIZE), true).await else {
+                    break;
+                };
+                self.fetcher
+                    .offer(&PageKey::new(object, idx), size, Bytes::from(b))
+                    .await;
+            }
+        }
         // Counted as closing before the offer goes, so a write waiting for room never sees
         // neither (`LocalCopies::in_flight`).
         let closing = self.local.closing.clone();

@@ -246,3 +246,54 @@ fn vfs_garbage_on_the_peer_port_is_refused_and_the_node_stays_up() {
         "A still serves"
     );
 }
+
+/// A file written through one daemon is pushed, once durable, to the owners of its pages;
+/// another daemon then reads it from them, and nobody reads the store. A PUT whose page
+/// does not have the length its version gives it is refused, not cached.
+#[test]
+fn vfs_a_written_file_is_pushed_to_its_owners() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ln, mn) = peer_listener();
+    let node = daemon(dir.path(), Some(ln), std::slice::from_ref(&mn));
+    let a = daemon(dir.path(), None, std::slice::from_ref(&mn));
+    let body = data(3 * MIB + 9, 16);
+    a.put("w", &body);
+    assert!(
+        crate::harness::eventually(Duration::from_secs(20), || count(&a, |m| &m.peer_pushes)
+            == 4),
+        "pushed {}",
+        count(&a, |m| &m.peer_pushes)
+    );
+    assert_eq!(count(&node, |m| &m.peer_pages_received), 4);
+    let b = daemon(dir.path(), None, std::slice::from_ref(&mn));
+    assert!(b.read_all(b.ino("w")).unwrap() == body);
+    assert_eq!(
+        (ufs_reads(&b), ufs_reads(&node), count(&b, |m| &m.peer_hits)),
+        (0, 0, 4),
+        "B read the pushed pages from their owner"
+    );
+
+    // A page offered at the wrong length for its version is not taken.
+    use alluxio::peer::server::PeerHost;
+    use alluxio::peer::wire::Get;
+    let id = {
+        let cfg =
+            alluxio::config::UfsConfig::parse(dir.path().to_str().unwrap(), &Default::default())
+                .unwrap();
+        let store = alluxio::ufs::Ufs::new(&cfg, Default::default()).unwrap();
+        let v = node.rt.block_on(store.stat("w")).unwrap().version;
+        store.object_id("w", &v)
+    };
+    let get = Get {
+        store: id.store().into(),
+        key: "w".into(),
+        version: id.version_text().into(),
+        idx: 3,
+        size: body.len() as u64,
+    };
+    let short = bytes::Bytes::from(vec![7u8; 8]);
+    assert!(
+        !node.rt.block_on(node.vfs.offer(get, short)).unwrap(),
+        "a short last page"
+    );
+}
