@@ -14,6 +14,7 @@ mod fs_cmd;
 mod metaserver_cmd;
 mod mount_cmd;
 mod mount_helper;
+mod peer_bench;
 mod ufs_bench;
 
 #[derive(Parser)]
@@ -43,6 +44,8 @@ enum Cmd {
     CacheNode(cache_node_cmd::CacheNodeArgs),
     /// Measure the store's own read ceiling (parallel ranged GETs, no cache, no FUSE).
     UfsBench(ufs_bench::UfsBenchArgs),
+    /// Measure page transfer from cache nodes against a plain TCP stream.
+    PeerBench(peer_bench::PeerBenchArgs),
 }
 
 #[derive(Subcommand)]
@@ -126,6 +129,7 @@ fn main() -> ExitCode {
             cmd: FuseCmd::Stats { mountpoint, json },
         } => stats(mountpoint, json),
         Cmd::UfsBench(args) => ufs_bench::run(args),
+        Cmd::PeerBench(args) => peer_bench::run(args),
         Cmd::Metaserver(args) => metaserver_cmd::run(args),
         Cmd::CacheNode(args) => cache_node_cmd::run(args),
         Cmd::Fs(args) => fs_cmd::run(args),

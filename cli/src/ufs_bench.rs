@@ -43,7 +43,8 @@ pub struct UfsBenchArgs {
     ops: Option<usize>,
 }
 
-fn cpu_seconds() -> f64 {
+/// This process's CPU seconds so far (user and system).
+pub(crate) fn cpu_seconds() -> f64 {
     // SAFETY: getrusage fills the struct we pass.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: as above; RUSAGE_SELF is always valid.

@@ -294,10 +294,8 @@ async fn connection(
         };
         match host.page(get).await {
             Ok(Some(page)) => {
-                let mut body = Vec::with_capacity(4 + page.len());
-                body.extend_from_slice(&crc32c::crc32c(&page).to_be_bytes());
-                body.extend_from_slice(&page);
-                wire::write_frame(&mut c, Kind::Page, &body).await?;
+                let crc = crc32c::crc32c(&page).to_be_bytes();
+                wire::write_frame_parts(&mut c, Kind::Page, &crc, &page).await?;
                 Metrics::inc(&metrics.peer_pages_served);
                 Metrics::add(&metrics.bytes_served_to_peers, page.len() as u64);
             }

@@ -84,12 +84,25 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(
     kind: Kind,
     body: &[u8],
 ) -> io::Result<()> {
-    let len = u32::try_from(body.len()).map_err(|_| bad("frame too long"))?;
-    let mut head = [0u8; 12];
-    head[..4].copy_from_slice(MAGIC);
-    head[4..6].copy_from_slice(&VERSION.to_be_bytes());
-    head[6..8].copy_from_slice(&(kind as u16).to_be_bytes());
-    head[8..12].copy_from_slice(&len.to_be_bytes());
+    write_frame_parts(w, kind, &[], body).await
+}
+
+/// Writes one frame whose body is `prefix` then `body`, without joining them: a page is
+/// sent from its own buffer, never copied into a frame first.
+pub async fn write_frame_parts<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    kind: Kind,
+    prefix: &[u8],
+    body: &[u8],
+) -> io::Result<()> {
+    let len = u32::try_from(prefix.len() + body.len()).map_err(|_| bad("frame too long"))?;
+    // The header and a short prefix go in one write, so a small frame is one segment.
+    let mut head = Vec::with_capacity(12 + prefix.len());
+    head.extend_from_slice(MAGIC);
+    head.extend_from_slice(&VERSION.to_be_bytes());
+    head.extend_from_slice(&(kind as u16).to_be_bytes());
+    head.extend_from_slice(&len.to_be_bytes());
+    head.extend_from_slice(prefix);
     w.write_all(&head).await?;
     w.write_all(body).await?;
     w.flush().await
@@ -124,8 +137,18 @@ pub async fn read_frame_by<R: AsyncRead + Unpin>(
     if len > max {
         return Err(bad(format!("frame of {len} bytes; at most {max}")));
     }
-    let mut body = BytesMut::zeroed(len as usize);
-    r.read_exact(&mut body).await?;
+    // Filled by the reads themselves: a 1 MiB page is not zeroed first.
+    let mut body = BytesMut::with_capacity(len as usize);
+    while body.len() < len as usize {
+        let left = len as usize - body.len();
+        let mut part = (&mut body).limit(left);
+        if r.read_buf(&mut part).await? == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "frame cut short",
+            ));
+        }
+    }
     Ok((kind, body.freeze()))
 }
 

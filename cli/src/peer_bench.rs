@@ -1,0 +1,204 @@
+//! `alluxio peer-bench`: the cluster's page transfer, measured with the daemon's own peer
+//! client and nothing else (no FUSE, no local cache), against the physical limit of the
+//! same loopback: a plain TCP stream of 1 MiB buffers between two processes.
+//!
+//! - `--tcp-serve ADDR` serves the plain stream (1 MiB writes for ever, per connection).
+//! - `--tcp ADDR` reads `--bytes` from it over `--parallel` connections.
+//! - `--peers A,B,...` reads object KEY of `--ufs` whole, page by page, from the owners of
+//!   its pages on the ring of those members, `--parallel` pages in flight (`--rounds`
+//!   times: the first warms the nodes from the store, the others measure warm reads).
+//!
+//! Each measurement prints one JSON object: bytes, seconds, MB/s and this process's CPU
+//! seconds per GiB (the node's own CPU is measured by the script from /proc).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use alluxio::config::{UfsConfig, parse_mount_options, parse_size, read_token};
+use alluxio::fetch::{Fetched, ObjectRead, PageRequest, PageSource};
+use alluxio::metrics::Metrics;
+use alluxio::object::PageKey;
+use alluxio::peer::client::{PeerConfig, Peers};
+use alluxio::peer::ring::Member;
+use alluxio::types::{InodeNo, PAGE_SIZE};
+use alluxio::ufs::Ufs;
+
+use crate::ufs_bench::cpu_seconds;
+
+/// Arguments of `alluxio peer-bench`.
+#[derive(Args)]
+pub struct PeerBenchArgs {
+    /// Serve a plain TCP stream of 1 MiB buffers on ADDR (the physical baseline).
+    #[arg(long, value_name = "ADDR")]
+    tcp_serve: Option<String>,
+    /// Read `--bytes` from a `--tcp-serve` stream at ADDR.
+    #[arg(long, value_name = "ADDR")]
+    tcp: Option<String>,
+    /// Bytes to read from the plain stream.
+    #[arg(long, default_value = "4GiB")]
+    bytes: String,
+    /// Read KEY from these cache nodes (HOST:PORT,...).
+    #[arg(long, value_delimiter = ',')]
+    peers: Vec<String>,
+    /// The store KEY is in (its page ids name it).
+    #[arg(long)]
+    ufs: Option<String>,
+    /// Store options.
+    #[arg(short = 'o', value_name = "OPT[,OPT...]")]
+    options: Vec<String>,
+    /// The object, relative to the store's root.
+    #[arg(long)]
+    key: Option<String>,
+    /// File holding the cluster token [default: ALLUXIO_TOKEN].
+    #[arg(long)]
+    token_file: Option<std::path::PathBuf>,
+    /// Pages (or plain connections) in flight.
+    #[arg(long, default_value_t = 8)]
+    parallel: usize,
+    /// Whole reads of KEY; the first warms the nodes.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+}
+
+fn report(what: &str, bytes: u64, secs: f64, cpu: f64) {
+    let gib = bytes as f64 / f64::from(1u32 << 30);
+    println!(
+        "{{\"what\":\"{what}\",\"bytes\":{bytes},\"seconds\":{secs:.3},\"mb_per_s\":{:.1},\"client_cpu_s_per_gib\":{:.3}}}",
+        bytes as f64 / 1e6 / secs.max(1e-9),
+        cpu / gib.max(1e-9)
+    );
+}
+
+/// Runs the measurement.
+pub fn run(a: PeerBenchArgs) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("start runtime")?;
+    let parallel = a.parallel.clamp(1, 256);
+    if let Some(addr) = &a.tcp_serve {
+        return rt.block_on(tcp_serve(addr));
+    }
+    if let Some(addr) = &a.tcp {
+        let total = parse_size(&a.bytes).context("--bytes")?;
+        return rt.block_on(tcp_read(addr, total, parallel));
+    }
+    let (Some(ufs), Some(key)) = (&a.ufs, &a.key) else {
+        bail!("give --tcp-serve, --tcp, or --peers with --ufs and --key");
+    };
+    if a.peers.is_empty() {
+        bail!("--peers is empty");
+    }
+    let opts = parse_mount_options(&a.options)?;
+    let metrics = Arc::new(Metrics::default());
+    let store = Ufs::new(&UfsConfig::parse(ufs, &opts.ufs)?, metrics.clone())?;
+    let cfg = PeerConfig {
+        token: read_token(a.token_file.as_deref(), "the peer cluster")?,
+        timeout: std::time::Duration::from_secs(30),
+        self_addr: None,
+        tries: 1,
+    };
+    let members = a
+        .peers
+        .iter()
+        .map(|p| Member {
+            addr: p.clone(),
+            weight: 1,
+        })
+        .collect();
+    let peers = Arc::new(Peers::new(members, cfg, metrics.clone()));
+    rt.block_on(async {
+        let info = store.stat(key).await?;
+        let object = Arc::new(ObjectRead {
+            id: store.object_id(key, &info.version),
+            size: info.size,
+            store: None,
+            owner: InodeNo(0),
+            for_peer: false,
+        });
+        for round in 0..a.rounds.max(1) {
+            let (t0, c0) = (Instant::now(), cpu_seconds());
+            let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+            let mut tasks = Vec::new();
+            for _ in 0..parallel {
+                let (peers, object, next) = (peers.clone(), object.clone(), next.clone());
+                tasks.push(tokio::spawn(async move {
+                    let mut got = 0u64;
+                    loop {
+                        let idx = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if idx >= object.pages() {
+                            return anyhow::Ok(got);
+                        }
+                        let key = PageKey::new(&object.id, idx);
+                        let req = PageRequest {
+                            object: &object,
+                            key: &key,
+                            read_ahead: false,
+                        };
+                        match peers.fetch(&req).await {
+                            Fetched::Hit(b) => got += b.len() as u64,
+                            _ => bail!("page {idx}: no peer answered"),
+                        }
+                    }
+                }));
+            }
+            let mut bytes = 0;
+            for t in tasks {
+                bytes += t.await??;
+            }
+            let what = if round == 0 {
+                "peers-first"
+            } else {
+                "peers-warm"
+            };
+            report(what, bytes, t0.elapsed().as_secs_f64(), cpu_seconds() - c0);
+        }
+        anyhow::Ok(())
+    })
+}
+
+async fn tcp_serve(addr: &str) -> Result<()> {
+    let l = tokio::net::TcpListener::bind(addr).await?;
+    println!("listening on {}", l.local_addr()?);
+    loop {
+        let (mut c, _) = l.accept().await?;
+        c.set_nodelay(true)?;
+        tokio::spawn(async move {
+            let buf = vec![0x5au8; PAGE_SIZE as usize];
+            while c.write_all(&buf).await.is_ok() {}
+        });
+    }
+}
+
+async fn tcp_read(addr: &str, total: u64, parallel: usize) -> Result<()> {
+    let (t0, c0) = (Instant::now(), cpu_seconds());
+    let each = total / parallel as u64;
+    let mut tasks = Vec::new();
+    for _ in 0..parallel {
+        let addr = addr.to_string();
+        tasks.push(tokio::spawn(async move {
+            let mut c = tokio::net::TcpStream::connect(addr).await?;
+            c.set_nodelay(true)?;
+            let mut buf = vec![0u8; PAGE_SIZE as usize];
+            let mut got = 0u64;
+            while got < each {
+                let n = c.read(&mut buf).await?;
+                if n == 0 {
+                    break;
+                }
+                got += n as u64;
+            }
+            anyhow::Ok(got)
+        }));
+    }
+    let mut bytes = 0;
+    for t in tasks {
+        bytes += t.await??;
+    }
+    report("tcp", bytes, t0.elapsed().as_secs_f64(), cpu_seconds() - c0);
+    Ok(())
+}
