@@ -26,7 +26,7 @@ use crate::vfs::{Vfs, VfsConfig};
 #[derive(Debug, thiserror::Error)]
 pub enum MountError {
     /// Invalid configuration or unusable local directory.
-    #[error("{0}")]
+    #[error(transparent)]
     Config(#[from] ConfigError),
     /// The UFS could not be configured or reached.
     #[error("{0}")]
@@ -79,6 +79,21 @@ pub fn mount(cfg: &MountConfig, rt: &RtHandle) -> Result<Mounted, MountError> {
     ensure_private_dir(&cfg.cache_dir, "cache directory")?;
     let staging_dir = cfg.cache_dir.join("staging");
     ensure_private_dir(&staging_dir, "staging directory")?;
+    // The peer port first: a port in use fails the mount before anything is set up.
+    let peer_listener = match cfg.cluster.as_ref().and_then(|c| c.serve.as_ref()) {
+        Some(addr) => Some(
+            {
+                let _g = rt.enter();
+                std::net::TcpListener::bind(addr)
+                    .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                    .and_then(tokio::net::TcpListener::from_std)
+            }
+            .map_err(|e| {
+                MountError::Config(ConfigError(format!("cannot serve peers on {addr}: {e}")))
+            })?,
+        ),
+        None => None,
+    };
 
     let metrics = Arc::new(Metrics::default());
     let mut ufs = Ufs::new(&cfg.ufs, metrics.clone()).map_err(|e| {
@@ -227,16 +242,8 @@ pub fn mount(cfg: &MountConfig, rt: &RtHandle) -> Result<Mounted, MountError> {
     .map_err(|e| MountError::Cache(format!("cannot open the write journal: {e}")))?;
     if let Some(c) = &cluster
         && let Some(addr) = &c.serve
+        && let Some(listener) = peer_listener
     {
-        let listener = {
-            let _g = rt.enter();
-            std::net::TcpListener::bind(addr)
-                .and_then(|l| l.set_nonblocking(true).map(|()| l))
-                .and_then(tokio::net::TcpListener::from_std)
-        }
-        .map_err(|e| {
-            MountError::Config(ConfigError(format!("cannot serve peers on {addr}: {e}")))
-        })?;
         let host: Arc<dyn crate::peer::server::PeerHost> = vfs.clone();
         rt.spawn(crate::peer::server::serve(
             listener,

@@ -446,3 +446,78 @@ fn cli_a_file_written_through_one_daemon_is_read_by_another_from_the_cluster() {
     );
     assert_eq!(counter(&b, "peer_hits"), 11);
 }
+
+/// Bad cluster input gets one line and leaves nothing running or mounted: a peer list
+/// entry that is not HOST:PORT, a peer port already taken, a cache node without a token
+/// or with a lease out of range.
+#[test]
+fn cli_bad_cluster_input_is_one_line() {
+    let env = Env::new();
+    let (m, u) = (env.mnt(), env.ufs());
+    let (m, u) = (m.to_str().unwrap(), u.to_str().unwrap());
+    let token = env.base.path().join("token");
+    std::fs::write(&token, "t").unwrap();
+    let t = token.to_str().unwrap();
+    let mount = ["fuse", "mount", m, "--ufs", u, "--token-file", t];
+    refused(
+        &env,
+        &[&mount[..], &["-o", "peers=nohost"]].concat(),
+        "HOST:PORT",
+    );
+    refused(
+        &env,
+        &[&mount[..], &["-o", "peers=a:1,peer_timeout=0"]].concat(),
+        "peer_timeout",
+    );
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    refused(
+        &env,
+        &[&mount[..], &["--serve-peers", &addr]].concat(),
+        "cannot serve peers",
+    );
+    let mut no_token = env.cmd();
+    no_token
+        .args([
+            "cache-node",
+            "--listen",
+            "127.0.0.1:0",
+            "--cache-dir",
+            u,
+            "--cache-size",
+            "1GiB",
+        ])
+        .env_remove("ALLUXIO_TOKEN");
+    let o = with_timeout(no_token, Duration::from_secs(30));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("needs a token"),
+        "{err}"
+    );
+    let node = [
+        "cache-node",
+        "--listen",
+        "127.0.0.1:0",
+        "--cache-dir",
+        u,
+        "--cache-size",
+        "1GiB",
+    ];
+    refused(
+        &env,
+        &[&node[..], &["--token-file", t, "--lease", "0"]].concat(),
+        "--lease",
+    );
+    let bad_size = [
+        "cache-node",
+        "--listen",
+        "127.0.0.1:0",
+        "--cache-dir",
+        u,
+        "--cache-size",
+        "lots",
+        "--token-file",
+        t,
+    ];
+    refused(&env, &bad_size, "--cache-size");
+}

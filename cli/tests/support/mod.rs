@@ -229,6 +229,23 @@ impl Drop for Metaserver {
     }
 }
 
+/// Runs a bad invocation and checks: non-zero exit, one line on stderr naming the
+/// problem, no panic, nothing mounted.
+pub fn refused(env: &Env, args: &[&str], expect: &str) {
+    let o = env.run(args);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{args:?} succeeded");
+    assert!(!err.contains("panicked"), "{args:?}: {err}");
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "{args:?}: expected one line, got {err:?}");
+    assert!(
+        lines[0].contains(expect),
+        "{args:?}: {:?} lacks {expect:?}",
+        lines[0]
+    );
+    assert_eq!(mount_type(&env.mnt()), None, "{args:?} left a mount");
+}
+
 /// Polls `ok` until it holds or `limit` passes; returns whether it held.
 pub fn within(limit: Duration, mut ok: impl FnMut() -> bool) -> bool {
     let t0 = Instant::now();
