@@ -28,7 +28,10 @@ const DEPTH: u32 = 64;
 pub use crate::config::EngineChoice;
 
 enum Buf {
-    Read(Vec<u8>),
+    /// A read of `want` bytes into `buf`'s spare capacity: `buf` has room for `want`
+    /// bytes and length 0 until the kernel has filled all of them (then `want`), so no
+    /// byte is zeroed first and none is ever seen uninitialised.
+    Read { buf: Vec<u8>, want: usize },
     Write(Bytes),
 }
 
@@ -44,14 +47,21 @@ struct Op {
 impl Op {
     fn len(&self) -> usize {
         match &self.buf {
-            Buf::Read(v) => v.len(),
+            Buf::Read { want, .. } => *want,
             Buf::Write(b) => b.len(),
         }
     }
 
     fn finish(self, res: io::Result<()>) {
+        let done = self.done;
         let out = res.map(|()| match self.buf {
-            Buf::Read(v) => v,
+            Buf::Read { mut buf, want } => {
+                debug_assert!(done == want && buf.capacity() >= want);
+                // SAFETY: finished without error means `done == want`: the kernel wrote
+                // bytes `0..want` of the allocation, whose capacity is at least `want`.
+                unsafe { buf.set_len(want.min(done)) };
+                buf
+            }
             Buf::Write(_) => Vec::new(),
         });
         let _ = self.reply.send(out);
@@ -126,7 +136,13 @@ impl IoEngine {
     /// Reads exactly `len` bytes at `offset`; a short file is `UnexpectedEof`.
     pub async fn read_at(&self, file: Arc<File>, offset: u64, len: usize) -> io::Result<Vec<u8>> {
         match &self.0 {
-            Engine::Uring(tx) => submit(tx, file, offset, Buf::Read(vec![0u8; len])).await,
+            Engine::Uring(tx) => {
+                let buf = Buf::Read {
+                    buf: Vec::with_capacity(len),
+                    want: len,
+                };
+                submit(tx, file, offset, buf).await
+            }
             Engine::Psync => {
                 blocking(move || {
                     let mut b = vec![0u8; len];
@@ -181,9 +197,10 @@ fn push(ring: &mut io_uring::IoUring, id: u64, op: &mut Op) -> io::Result<()> {
     let remaining = u32::try_from(op.len() - op.done).unwrap_or(u32::MAX);
     let off = op.offset + op.done as u64;
     let sqe = match &mut op.buf {
-        Buf::Read(v) => {
-            // SAFETY: `done < len`, so the pointer stays inside the vector.
-            let p = unsafe { v.as_mut_ptr().add(op.done) };
+        Buf::Read { buf, .. } => {
+            // SAFETY: `done < want <= capacity`, so the pointer stays inside the
+            // allocation; the kernel writes the spare capacity, never read before.
+            let p = unsafe { buf.as_mut_ptr().add(op.done) };
             opcode::Read::new(fd, p, remaining).offset(off).build()
         }
         Buf::Write(b) => {
