@@ -31,7 +31,10 @@ enum Buf {
     /// A read of `want` bytes into `buf`'s spare capacity: `buf` has room for `want`
     /// bytes and length 0 until the kernel has filled all of them (then `want`), so no
     /// byte is zeroed first and none is ever seen uninitialised.
-    Read { buf: Vec<u8>, want: usize },
+    Read {
+        buf: Vec<u8>,
+        want: usize,
+    },
     Write(Bytes),
 }
 
