@@ -20,7 +20,7 @@
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-pub use alluxio_metaserver::ObjectVersion;
+pub use alluxio_metaserver::{ObjectVersion, digest};
 
 use crate::types::PageIdx;
 
@@ -123,19 +123,6 @@ impl PageKey {
             idx: PageIdx(idx),
         }
     }
-}
-
-/// FNV-1a over the parts, each followed by a NUL (a part never holds one: keys with NUL
-/// are refused, and store names and versions are printable), so part boundaries count.
-pub fn digest(parts: &[&[u8]]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for p in parts {
-        for b in p.iter().chain(std::iter::once(&0u8)) {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    h
 }
 
 #[cfg(test)]

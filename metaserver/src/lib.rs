@@ -25,4 +25,4 @@ pub use namespace::{
 };
 pub use record::{DirEntry, FileKind, InodeNo, InodeRecord, Ownership, ROOT_INO};
 pub use store::{NamespaceStore, memory::MemoryStore, redb::RedbStore};
-pub use version::{MOUNT_PREFIX, ObjectVersion, PENDING_PREFIX};
+pub use version::{MOUNT_PREFIX, ObjectVersion, PENDING_PREFIX, digest};

@@ -131,20 +131,14 @@ fn membership(t: &dyn StoreRead, now_ns: i64) -> Result<Membership, MetaError> {
         .map(|(_, e)| e.member)
         .collect();
     members.sort_by(|a, b| a.addr.cmp(&b.addr));
-    let mut parts: Vec<Vec<u8>> = Vec::new();
-    for m in &members {
-        parts.push(m.addr.as_bytes().to_vec());
-        parts.push(m.weight.to_le_bytes().to_vec());
+    let weights: Vec<[u8; 8]> = members.iter().map(|m| m.weight.to_le_bytes()).collect();
+    let mut parts: Vec<&[u8]> = Vec::with_capacity(2 * members.len());
+    for (m, w) in members.iter().zip(&weights) {
+        parts.push(m.addr.as_bytes());
+        parts.push(w);
     }
-    // FNV-1a over the parts (the same digest the page ids use), so every server computes
-    // the same version for the same set.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for p in &parts {
-        for b in p.iter().chain(std::iter::once(&0u8)) {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
+    // The digest the page ids use, so every server computes the same version for a set.
+    let h = crate::version::digest(&parts);
     Ok(Membership {
         version: h,
         members,
