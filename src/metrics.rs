@@ -138,6 +138,8 @@ counters! {
     peer_errors,
     /// Pages this host served to peers.
     peer_pages_served,
+    /// Of those, pages sent straight from the disk tier's data file (sendfile).
+    peer_pages_sent_from_file,
     /// Bytes this host served to peers.
     bytes_served_to_peers,
     /// Pages of files written here pushed to their owners.

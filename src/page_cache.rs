@@ -27,7 +27,7 @@ pub mod io;
 pub mod mem;
 
 pub use crate::object::PageKey;
-pub use disk::{Backing, DiskTier};
+pub use disk::{Backing, DiskTier, PageFile};
 pub use io::{EngineChoice, IoEngine};
 pub use mem::MemTier;
 
@@ -84,6 +84,19 @@ pub trait Tier: Send + Sync {
     fn engine(&self) -> Option<&'static str> {
         None
     }
+    /// The page as a pinned range of a file, to send from the file (see
+    /// [`DiskTier::page_file`]), for tiers that keep files.
+    fn page_file(&self, _key: &PageKey) -> Option<PageFile> {
+        None
+    }
+}
+
+/// A cached page on its way to a peer.
+pub enum Outgoing {
+    /// In memory.
+    Bytes(Bytes),
+    /// A range of a data file, with its checksum.
+    File(PageFile),
 }
 
 /// A tier that holds nothing: what a tier of size 0 is.
@@ -205,6 +218,25 @@ impl PageCache {
         }
         Metrics::inc(&self.metrics.cache_misses);
         None
+    }
+
+    /// A page to send to a peer: as a range of the disk tier's data file (sent from the
+    /// file, see [`DiskTier::page_file`]) when that range is in the kernel's page cache,
+    /// which costs this process no copy and no checksum; else from memory when the memory
+    /// tier holds it. `None` when neither: the caller reads it the ordinary way
+    /// ([`Self::get`], whose disk read also puts the range in the page cache). A range
+    /// not in the page cache is never sent from the file: the send would wait for the
+    /// device on the caller's (runtime) thread.
+    pub async fn page_to_send(&self, key: &PageKey) -> Option<Outgoing> {
+        if let Some(f) = self.disk.page_file(key)
+            && io::resident(&f.backing.file, f.offset, u64::from(f.len))
+        {
+            Metrics::inc(&self.metrics.cache_hits_disk);
+            return Some(Outgoing::File(f));
+        }
+        let b = self.mem.get(key).await?;
+        Metrics::inc(&self.metrics.cache_hits_mem);
+        Some(Outgoing::Bytes(b))
     }
 
     /// Whether a page is cached in either tier (no counters, no I/O).

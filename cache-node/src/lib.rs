@@ -18,7 +18,7 @@ use alluxio::config::UfsConfig;
 use alluxio::error::FsError;
 use alluxio::fetch::{Fetcher, PageSource};
 use alluxio::metrics::Metrics;
-use alluxio::page_cache::{PageCache, PageCacheConfig};
+use alluxio::page_cache::{Outgoing, PageCache, PageCacheConfig};
 use alluxio::peer::server::{PageServer, PeerHost, StoreSource};
 use alluxio::peer::wire::Get;
 use alluxio::ufs::Ufs;
@@ -105,7 +105,7 @@ impl Node {
 
 #[async_trait::async_trait]
 impl PeerHost for Node {
-    async fn page(&self, get: Get) -> Result<Option<Bytes>, FsError> {
+    async fn page(&self, get: Get) -> Result<Option<Outgoing>, FsError> {
         let store = self.store_for(&get.store, &get.key);
         self.server.page(get, store).await
     }

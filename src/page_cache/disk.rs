@@ -69,7 +69,7 @@ mod evict;
 mod index;
 mod log;
 
-pub use adopt::Backing;
+pub use adopt::{Backing, PageFile};
 use evict::*;
 use index::*;
 use log::*;
@@ -552,6 +552,9 @@ impl super::Tier for DiskTier {
     }
     fn engine(&self) -> Option<&'static str> {
         Some(DiskTier::engine(self))
+    }
+    fn page_file(&self, key: &PageKey) -> Option<PageFile> {
+        DiskTier::page_file(self, key)
     }
 }
 

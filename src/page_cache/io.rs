@@ -296,6 +296,46 @@ fn ring_loop(mut ring: io_uring::IoUring, rx: mpsc::Receiver<Op>) {
     }
 }
 
+/// Whether all `len` bytes at `offset` (a multiple of the system page size) of `file` are
+/// in the kernel's page cache, so reading or sending them does not wait for the device.
+/// `false` when that cannot be told.
+pub fn resident(file: &File, offset: u64, len: u64) -> bool {
+    // SAFETY: sysconf has no preconditions.
+    let sys_page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    let (Ok(sys_page), Ok(len), Ok(off)) = (
+        u64::try_from(sys_page),
+        usize::try_from(len),
+        libc::off_t::try_from(offset),
+    ) else {
+        return false;
+    };
+    if len == 0 || sys_page == 0 || !offset.is_multiple_of(sys_page) {
+        return false;
+    }
+    // SAFETY: a fresh shared read-only mapping of `len` bytes of an open file; nothing
+    // reads through it, and it is unmapped below on every path.
+    let addr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            file.as_raw_fd(),
+            off,
+        )
+    };
+    if addr == libc::MAP_FAILED {
+        return false;
+    }
+    let mut vec = vec![0u8; len.div_ceil(sys_page as usize)];
+    // SAFETY: `addr` is the mapping of `len` bytes made above, `vec` holds one byte per
+    // system page of it.
+    let rc = unsafe { libc::mincore(addr, len, vec.as_mut_ptr()) };
+    // SAFETY: unmaps exactly the mapping made above.
+    unsafe { libc::munmap(addr, len) };
+    rc == 0 && vec.iter().all(|v| v & 1 == 1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -352,5 +392,42 @@ mod tests {
         assert_eq!("psync".parse(), Ok(EngineChoice::Psync));
         assert_eq!("io_uring".parse(), Ok(EngineChoice::IoUring));
         assert!("aio".parse::<EngineChoice>().is_err());
+    }
+
+    /// A range is resident once read; one pushed out of the page cache is not (where the
+    /// filesystem lets it go: tmpfs keeps it), and an unaligned offset is never answered yes.
+    #[test]
+    fn residency_follows_the_page_cache() {
+        use std::io::Write;
+        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+        let path = dir.path().join("f");
+        let mut f = File::create(&path).unwrap();
+        f.write_all(&vec![7u8; 3 << 20]).unwrap();
+        f.sync_all().unwrap();
+        let f = File::open(&path).unwrap();
+        let mut buf = vec![0u8; 1 << 20];
+        f.read_exact_at(&mut buf, 1 << 20).unwrap();
+        assert!(resident(&f, 1 << 20, 1 << 20));
+        assert!(!resident(&f, (1 << 20) + 1, 100));
+        assert!(!resident(&f, 0, 0));
+        let tmpfs = nix::sys::statfs::statfs(dir.path())
+            .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC);
+        if !tmpfs {
+            nix::fcntl::posix_fadvise(
+                &f,
+                0,
+                3 << 20,
+                nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+            )
+            .unwrap();
+            assert!(
+                !resident(&f, 2 << 20, 1 << 20),
+                "dropped from the page cache"
+            );
+            assert!(
+                !resident(&f, 1 << 20, 1 << 20),
+                "dropped from the page cache"
+            );
+        }
     }
 }

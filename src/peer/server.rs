@@ -5,7 +5,13 @@
 //! - A connection must send its HELLO with the token within [`HELLO_TIMEOUT`]; anything
 //!   else (garbage, a wrong token, a length prefix past the bound) closes that connection
 //!   only, and the listener goes on.
-//! - Each page sent carries the CRC32C of the bytes sent (see `wire`).
+//! - Each page sent carries a CRC32C of its bytes (see `wire`): computed here from the
+//!   buffer sent, or, for a page sent from the disk tier's data file, the one the tier
+//!   recorded when it wrote and later checked the page, so the client checks the bytes
+//!   against what the node last verified, end to end.
+//! - A page is sent from the data file (sendfile: no copy through this process) only when
+//!   the range is in the kernel's page cache, so a send never waits for the device on a
+//!   runtime thread; other pages are read the ordinary way first.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -20,6 +26,7 @@ use crate::error::FsError;
 use crate::fetch::{Fetched, Fetcher, ObjectRead, PageRequest, PageSource};
 use crate::metrics::Metrics;
 use crate::object::{ObjectId, PageKey};
+use crate::page_cache::Outgoing;
 use crate::types::{InodeNo, PAGE_SIZE};
 use crate::ufs::Ufs;
 
@@ -31,7 +38,7 @@ pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 pub trait PeerHost: Send + Sync + 'static {
     /// The page `get` names: `Ok(None)` when it is neither cached here nor readable from
     /// a store this host has.
-    async fn page(&self, get: Get) -> Result<Option<Bytes>, FsError>;
+    async fn page(&self, get: Get) -> Result<Option<Outgoing>, FsError>;
     /// A page just written elsewhere, offered to this host as its owner: whether it was
     /// taken (into the cache).
     async fn offer(&self, get: Get, page: Bytes) -> Result<bool, FsError>;
@@ -122,11 +129,14 @@ impl PageServer {
 
     /// The page `get` names, with `store` (a store this host reads and the key under its
     /// root) to read it through from: `None` when it is neither cached nor readable here.
+    /// A cached page comes as the cache hands it out to send ([`PageCache::page_to_send`]).
+    ///
+    /// [`PageCache::page_to_send`]: crate::page_cache::PageCache::page_to_send
     pub async fn page(
         &self,
         get: Get,
         mut store: Option<(Arc<Ufs>, String)>,
-    ) -> Result<Option<Bytes>, FsError> {
+    ) -> Result<Option<Outgoing>, FsError> {
         let id = Arc::new(ObjectId::new(
             Arc::from(get.store.as_str()),
             &get.key,
@@ -142,6 +152,9 @@ impl PageServer {
             return Err(FsError::expected(libc::EINVAL, "page past the end"));
         }
         let key = PageKey::new(&id, get.idx);
+        if let Some(out) = self.fetcher.cache().page_to_send(&key).await {
+            return Ok(Some(out));
+        }
         let cached = self.fetcher.has(&key);
         if let Some((ufs, k)) = &store
             && !cached
@@ -160,7 +173,8 @@ impl PageServer {
             owner: InodeNo(0),
             for_peer: true,
         };
-        Ok(Some(self.fetcher.page(&object, get.idx).await?.0))
+        let page = self.fetcher.page(&object, get.idx).await?.0;
+        Ok(Some(Outgoing::Bytes(page)))
     }
 }
 
@@ -293,11 +307,23 @@ async fn connection(
             }
         };
         match host.page(get).await {
-            Ok(Some(page)) => {
-                let crc = crc32c::crc32c(&page).to_be_bytes();
-                wire::write_frame_parts(&mut c, Kind::Page, &crc, &page).await?;
+            Ok(Some(out)) => {
+                let len = match out {
+                    Outgoing::Bytes(page) => {
+                        let crc = crc32c::crc32c(&page).to_be_bytes();
+                        wire::write_frame_parts(&mut c, Kind::Page, &crc, &page).await?;
+                        page.len()
+                    }
+                    Outgoing::File(f) => {
+                        let len = f.len as usize;
+                        wire::write_page_from_file(&mut c, f.crc, &f.backing.file, f.offset, len)
+                            .await?;
+                        Metrics::inc(&metrics.peer_pages_sent_from_file);
+                        len
+                    }
+                };
                 Metrics::inc(&metrics.peer_pages_served);
-                Metrics::add(&metrics.bytes_served_to_peers, page.len() as u64);
+                Metrics::add(&metrics.bytes_served_to_peers, len as u64);
             }
             Ok(None) => wire::write_frame(&mut c, Kind::Miss, &[]).await?,
             Err(e) => wire::write_frame(&mut c, Kind::Err, e.to_string().as_bytes()).await?,

@@ -108,6 +108,49 @@ pub async fn write_frame_parts<W: AsyncWrite + Unpin>(
     w.flush().await
 }
 
+/// Writes a PAGE frame whose bytes are `len` bytes at `offset` of `file`, sent by the
+/// kernel from the file's page cache (sendfile): no copy through this process. An error
+/// after the header has gone leaves the frame cut short: the caller must drop the
+/// connection (the peer reads a cut frame as an error, never as a page).
+pub async fn write_page_from_file(
+    c: &mut tokio::net::TcpStream,
+    crc: u32,
+    file: &std::fs::File,
+    offset: u64,
+    len: usize,
+) -> io::Result<()> {
+    use std::os::fd::AsFd;
+    let body_len = u32::try_from(len + 4).map_err(|_| bad("frame too long"))?;
+    let mut head = [0u8; 16];
+    head[..4].copy_from_slice(MAGIC);
+    head[4..6].copy_from_slice(&VERSION.to_be_bytes());
+    head[6..8].copy_from_slice(&(Kind::Page as u16).to_be_bytes());
+    head[8..12].copy_from_slice(&body_len.to_be_bytes());
+    head[12..].copy_from_slice(&crc.to_be_bytes());
+    c.write_all(&head).await?;
+    let mut off = libc::off_t::try_from(offset).map_err(|_| bad("offset too large"))?;
+    let mut left = len;
+    while left > 0 {
+        c.writable().await?;
+        let sent = c.try_io(tokio::io::Interest::WRITABLE, || {
+            let sock = c.as_fd();
+            nix::sys::sendfile::sendfile(sock, file, Some(&mut off), left).map_err(io::Error::from)
+        });
+        match sent {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "data file shorter than its page",
+                ));
+            }
+            Ok(n) => left -= n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// Reads one frame whose body is at most `max` bytes; a bad magic, another version, an
 /// unknown kind or a longer body is an error, with the body left unread.
 pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, max: u32) -> io::Result<(Kind, Bytes)> {

@@ -6,12 +6,13 @@ use bytes::Bytes;
 
 use super::Vfs;
 use crate::error::FsError;
+use crate::page_cache::Outgoing;
 use crate::peer::server::PeerHost;
 use crate::peer::wire::Get;
 
 #[async_trait::async_trait]
 impl PeerHost for Vfs {
-    async fn page(&self, get: Get) -> Result<Option<Bytes>, FsError> {
+    async fn page(&self, get: Get) -> Result<Option<Outgoing>, FsError> {
         let store = self.mount_table().store_for(&get.store, &get.key);
         self.page_server.page(get, store).await
     }

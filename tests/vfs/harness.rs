@@ -48,6 +48,9 @@ pub struct Options {
     pub dir: Option<std::path::PathBuf>,
     /// Taking part in a cluster: asking peers, and serving them if a listener is given.
     pub peer: Option<PeerOptions>,
+    /// The memory and disk tiers' sizes in bytes (0: no tier).
+    pub mem_cache: u64,
+    pub disk_cache: u64,
 }
 
 /// How an env takes part in a cluster.
@@ -79,6 +82,8 @@ impl Default for Options {
             extra: Vec::new(),
             dir: None,
             peer: None,
+            mem_cache: 64 << 20,
+            disk_cache: 0,
         }
     }
 }
@@ -140,8 +145,8 @@ impl Env {
         let meta = EmbeddedMeta::new(ns, rt.handle().clone());
         let cache = PageCache::new(
             &PageCacheConfig {
-                mem_bytes: 64 << 20,
-                disk_bytes: 0,
+                mem_bytes: o.mem_cache,
+                disk_bytes: o.disk_cache,
                 disk_dir: dir.path().join("pages"),
                 io_engine: Default::default(),
                 disk_free_ratio: 0.0,
@@ -207,6 +212,11 @@ impl Env {
             peer_server,
             _dir: dir,
         }
+    }
+
+    /// The env's own directory (its cache tiers, staging and journal are under it).
+    pub fn dir(&self) -> &std::path::Path {
+        self._dir.path()
     }
 
     /// The inode at `path` (components split on '/'), or the errno of the lookup.

@@ -46,6 +46,23 @@ fn daemon_with_timeout(
     })
 }
 
+/// A daemon serving peers from a disk tier only (no memory tier), as a cache node does
+/// once its memory is full.
+fn disk_daemon(dir: &std::path::Path, listener: std::net::TcpListener, members: &[Member]) -> Env {
+    Env::with(Options {
+        store: Store::Dir,
+        dir: Some(dir.to_path_buf()),
+        peer: Some(PeerOptions {
+            listener: Some(listener),
+            members: members.to_vec(),
+            timeout: Duration::from_secs(10),
+        }),
+        mem_cache: 0,
+        disk_cache: 256 << 20,
+        ..Default::default()
+    })
+}
+
 /// How many of the first `pages` pages of `key` in directory store `dir` each member
 /// owns, computed as a daemon does (store, key, version, page).
 fn owned_pages(dir: &std::path::Path, key: &str, pages: u64, members: &[Member]) -> Vec<u64> {
@@ -296,4 +313,79 @@ fn vfs_a_written_file_is_pushed_to_its_owners() {
         !node.rt.block_on(node.vfs.offer(get, short)).unwrap(),
         "a short last page"
     );
+}
+
+/// Pages on the serving daemon's disk are sent from its data file once the kernel holds
+/// them in its page cache (before that, they are read and checked the ordinary way, which
+/// puts them there), with the checksum the tier recorded: the bytes arrive right.
+#[test]
+fn vfs_disk_pages_are_sent_from_the_data_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = data(6 * MIB + 5, 21);
+    std::fs::write(dir.path().join("f"), &body).unwrap();
+    let (la, ma) = peer_listener();
+    let a = disk_daemon(dir.path(), la, std::slice::from_ref(&ma));
+    assert!(a.read_all(a.ino("f")).unwrap() == body);
+    let served = |e: &Env| {
+        (
+            count(e, |m| &m.peer_pages_served),
+            count(e, |m| &m.peer_pages_sent_from_file),
+        )
+    };
+    // The first peer read and the second: the pages reach the kernel's page cache by the
+    // first at the latest (A's own pages went to disk bypassing it, or not).
+    for round in 0..2 {
+        let b = daemon(dir.path(), None, std::slice::from_ref(&ma));
+        assert!(b.read_all(b.ino("f")).unwrap() == body, "round {round}");
+        assert_eq!((ufs_reads(&b), count(&b, |m| &m.peer_hits)), (0, 7));
+    }
+    assert_eq!(ufs_reads(&a), 7, "A read the store once per page");
+    let (all, from_file) = served(&a);
+    assert_eq!(all, 14);
+    assert!(
+        from_file >= 7,
+        "the second round came from the file: {from_file}"
+    );
+}
+
+/// A page changed on the serving daemon's disk after its check (the cache directory
+/// written behind the daemon) is sent from the file with its recorded checksum, which the
+/// reader finds wrong: it reads the page from the store instead, and never the bad bytes.
+#[test]
+fn vfs_a_page_damaged_on_the_servers_disk_is_refused_by_the_reader() {
+    use std::os::unix::fs::FileExt;
+    let dir = tempfile::tempdir().unwrap();
+    let body = data(3 * MIB, 22);
+    std::fs::write(dir.path().join("f"), &body).unwrap();
+    let (la, ma) = peer_listener();
+    let a = disk_daemon(dir.path(), la, std::slice::from_ref(&ma));
+    assert!(a.read_all(a.ino("f")).unwrap() == body);
+    let b = daemon(dir.path(), None, std::slice::from_ref(&ma));
+    assert!(b.read_all(b.ino("f")).unwrap() == body);
+    // Every data file of A's tier, damaged in the middle of page 1 (through the page
+    // cache, so the range stays resident and is sent from the file).
+    let pages = a.dir().join("pages");
+    let mut damaged = 0;
+    for sub in std::fs::read_dir(&pages).unwrap() {
+        for f in std::fs::read_dir(sub.unwrap().path()).unwrap() {
+            let p = f.unwrap().path();
+            if p.extension().is_none() {
+                let file = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
+                file.write_all_at(b"not the page", MIB as u64 + 1000)
+                    .unwrap();
+                damaged += 1;
+            }
+        }
+    }
+    assert_eq!(damaged, 1);
+    let c = daemon(dir.path(), None, std::slice::from_ref(&ma));
+    assert!(
+        c.read_all(c.ino("f")).unwrap() == body,
+        "never the damaged bytes"
+    );
+    assert!(
+        count(&c, |m| &m.peer_errors) >= 1,
+        "the bad page was refused"
+    );
+    assert!(ufs_reads(&c) >= 1, "and read from the store");
 }

@@ -1,5 +1,6 @@
-//! Whole files: adopting a written file as a version's data file (a hard link, not a
-//! copy), and handing a fully cached, verified one out for passthrough.
+//! Data files handed out: a written file adopted as a version's data file (a hard link,
+//! not a copy); a fully cached, verified one for passthrough; one verified page of one for
+//! a peer, who is sent it from the file (sendfile) instead of from a buffer.
 
 use super::*;
 
@@ -20,7 +21,54 @@ impl Drop for Backing {
     }
 }
 
+/// One page of a data file, for sending straight from the file: the page's bytes are
+/// `len` bytes at `offset` of `file`, and `crc` is the CRC32C they had when written. While
+/// it lives the file's pages are not evicted (no hole is punched under the send).
+pub struct PageFile {
+    /// The data file and its pin.
+    pub backing: Backing,
+    /// Where the page starts in the file.
+    pub offset: u64,
+    /// Its length.
+    pub len: u32,
+    /// The CRC32C of its bytes, from the index.
+    pub crc: u32,
+}
+
 impl DiskTier {
+    /// Page `key` as a pinned range of its data file, if the index holds it and it has
+    /// passed its checksum in this process (a page cached by an earlier run is read, and
+    /// so checked, the ordinary way first). The bytes are not read here: whoever sends
+    /// them sends `crc` with them and the receiver checks it, so a page damaged since its
+    /// check is refused there, never served. Counts as a use (the LRU order).
+    pub fn page_file(&self, key: &PageKey) -> Option<PageFile> {
+        let fid = key.object.digest();
+        let mut idx = lock(&self.index);
+        let tick = idx.next_tick();
+        let e = idx.files.get_mut(&fid)?;
+        if e.object != key.object {
+            return None;
+        }
+        let m = e.pages.get_mut(&key.idx.0).filter(|m| m.verified)?;
+        let (len, crc, old) = (m.len, m.crc, m.tick);
+        // Opened under the lock so eviction cannot punch the page between check and pin.
+        let file = File::open(data_path(&self.dir, fid)).ok()?;
+        m.tick = tick;
+        e.pins += 1;
+        idx.lru.remove(&old);
+        idx.lru.insert(tick, (fid, key.idx.0));
+        Some(PageFile {
+            backing: Backing {
+                file,
+                index: self.index.clone(),
+                fid,
+            },
+            offset: key.idx.0 * PAGE_SIZE,
+            len,
+            crc,
+        })
+    }
+
     /// Takes `file`, which holds all `size` bytes of `object` and is never written
     /// again (a written file's staging, or an uploaded journal entry), as the version's
     /// data file: hard-linked into place instead of copied page by page, so a written file
