@@ -1,6 +1,8 @@
 //! The control socket: a Unix socket per mount that answers `stats` with the daemon's
 //! counters as JSON (`alluxio fuse stats MOUNTPOINT`), and runs `load-metadata`
-//! (`alluxio fs load-metadata PATH`) and `free` (`alluxio fs free PATH`).
+//! (`alluxio fs load-metadata PATH`), `load` (`alluxio fs load`: pages of one file, on
+//! their owners), `free` (`alluxio fs free PATH`) and `cluster` (the other members'
+//! counters, for `alluxio fs report`).
 //!
 //! Protocol: the client sends one line, `stats` or a JSON object
 //! `{"op":"load-metadata","path":"a/b","recursive":false}`; the server answers one JSON
@@ -57,6 +59,10 @@ fn stats_json(metrics: &Metrics, info: &MountInfo) -> String {
     .to_string()
 }
 
+fn all_pages() -> u64 {
+    u64::MAX
+}
+
 #[derive(serde::Deserialize)]
 #[serde(tag = "op", rename_all = "kebab-case")]
 enum Request {
@@ -68,6 +74,14 @@ enum Request {
     Free {
         path: String,
     },
+    Load {
+        path: String,
+        #[serde(default)]
+        first: u64,
+        #[serde(default = "all_pages")]
+        count: u64,
+    },
+    Cluster,
     Pin {
         path: String,
         pinned: bool,
@@ -107,13 +121,37 @@ async fn answer(line: &str, metrics: &Metrics, info: &MountInfo, vfs: Option<&Vf
             Err(e) => serde_json::json!({ "error": e.to_string(), "errno": e.errno() }).to_string(),
         },
         (Ok(Request::Free { path }), Some(vfs)) => match vfs.free(&path).await {
-            Ok((files, bytes, busy)) => {
-                serde_json::json!({ "files": files, "bytes_freed": bytes, "busy": busy })
-                    .to_string()
-            }
+            Ok(f) => serde_json::json!({
+                "files": f.files, "bytes_freed": f.bytes, "busy": f.busy,
+                "bytes_freed_on_peers": f.bytes_on_peers, "peers_unreachable": f.peers_unreachable,
+            })
+            .to_string(),
             Err(e) => serde_json::json!({ "error": e.to_string(), "errno": e.errno() }).to_string(),
         },
-        _ => serde_json::json!({"error": "unknown request; send \"stats\" or a load-metadata or free object"})
+        (
+            Ok(Request::Load {
+                path,
+                first,
+                count,
+            }),
+            Some(vfs),
+        ) => match vfs.load(&path, first, count).await {
+            Ok(r) => serde_json::json!(r).to_string(),
+            Err(e) => serde_json::json!({ "error": e.to_string(), "errno": e.errno() }).to_string(),
+        },
+        (Ok(Request::Cluster), Some(vfs)) => {
+            let nodes: Vec<_> = vfs
+                .cluster_report()
+                .await
+                .into_iter()
+                .map(|(addr, r)| match r {
+                    Ok(counters) => serde_json::json!({ "addr": addr, "counters": counters }),
+                    Err(e) => serde_json::json!({ "addr": addr, "error": e }),
+                })
+                .collect();
+            serde_json::json!({ "nodes": nodes }).to_string()
+        }
+        _ => serde_json::json!({"error": "unknown request; send \"stats\" or a load-metadata, load, free or cluster object"})
             .to_string(),
     }
 }

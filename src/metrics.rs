@@ -12,6 +12,10 @@ macro_rules! counters {
         #[derive(Debug, Default)]
         pub struct Metrics {
             $( $(#[$doc])* pub $name: AtomicU64, )*
+            /// Latency of each request to a peer (a GET, PUT, LOAD, FREE or STATS, from
+            /// the connection to the answer), by the peer's address; failures and
+            /// timeouts count as errors.
+            pub peer_latency: crate::prom::OpHistograms,
         }
 
         impl Metrics {
@@ -224,6 +228,12 @@ impl Metrics {
         ops.render(
             "alluxio_fuse_op",
             "Latency of FUSE operations served by the daemon.",
+            &mut out,
+        );
+        self.peer_latency.render_by(
+            "alluxio_peer_request",
+            "Latency of requests to each peer cache node, connection included.",
+            "peer",
             &mut out,
         );
         out

@@ -240,6 +240,9 @@ pub fn mount(cfg: &MountConfig, rt: &RtHandle) -> Result<Mounted, MountError> {
         extra,
     )
     .map_err(|e| MountError::Cache(format!("cannot open the write journal: {e}")))?;
+    if let Some((p, _, _)) = &peers {
+        vfs.set_cluster(p.clone());
+    }
     if let Some(c) = &cluster
         && let Some(addr) = &c.serve
         && let Some(listener) = peer_listener

@@ -53,6 +53,11 @@ pub trait Tier: Send + Sync {
     fn free_owner(&self, _owner: InodeNo) -> (u64, usize) {
         (0, 0)
     }
+    /// Drops every page of `object` (one version), whoever cached it; returns (bytes
+    /// freed, files kept because the kernel reads them by passthrough). Blocking.
+    fn free_object(&self, _object: &ObjectId) -> (u64, usize) {
+        (0, 0)
+    }
     /// Sets the owners whose pages are never evicted (files under pinned paths).
     fn set_pinned(&self, _owners: HashSet<u64>) {}
     /// Evicts to give `need` bytes of the tier's filesystem to a write that found it full;
@@ -254,6 +259,22 @@ impl PageCache {
             }
         }
         self.disk.free_owner(ino)
+    }
+
+    /// Drops every cached page of the `size`-byte version `object`, whoever cached it:
+    /// what a peer asks of its owner (`alluxio fs free` over a cluster). Returns (bytes
+    /// freed in the two tiers together, disk files kept because the kernel reads them).
+    /// Blocking.
+    pub fn free_object(&self, object: &Arc<ObjectId>, size: u64) -> (u64, usize) {
+        let mut mem = 0;
+        for idx in 0..size.div_ceil(crate::types::PAGE_SIZE) {
+            if self.mem.remove(&PageKey::new(object, idx)) {
+                let start = idx * crate::types::PAGE_SIZE;
+                mem += size.min(start + crate::types::PAGE_SIZE) - start;
+            }
+        }
+        let (disk, busy) = self.disk.free_object(object);
+        (mem + disk, busy)
     }
 
     /// Drops one page from the memory tier if the disk tier also holds it (so nothing is

@@ -21,7 +21,7 @@ const BUCKETS: [f64; 14] = [
 ];
 
 /// One latency histogram.
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct Histogram {
     /// Per bucket (not cumulative), plus the +Inf bucket last.
     counts: [AtomicU64; BUCKETS.len() + 1],
@@ -29,15 +29,15 @@ struct Histogram {
     errors: AtomicU64,
 }
 
-/// Latency histograms by operation name.
-#[derive(Default)]
+/// Latency histograms by one label's value (a FUSE operation, a peer's address).
+#[derive(Debug, Default)]
 pub struct OpHistograms {
-    ops: RwLock<BTreeMap<&'static str, Arc<Histogram>>>,
+    ops: RwLock<BTreeMap<String, Arc<Histogram>>>,
 }
 
 impl OpHistograms {
     /// Records one operation that took `took`; `failed` counts it as an error too.
-    pub fn observe(&self, op: &'static str, took: Duration, failed: bool) {
+    pub fn observe(&self, op: &str, took: Duration, failed: bool) {
         let h = {
             let known = self.ops.read().unwrap_or_else(|p| p.into_inner());
             known.get(op).cloned()
@@ -48,7 +48,7 @@ impl OpHistograms {
                 .ops
                 .write()
                 .unwrap_or_else(|p| p.into_inner())
-                .entry(op)
+                .entry(op.to_string())
                 .or_default()
                 .clone(),
         };
@@ -68,9 +68,15 @@ impl OpHistograms {
     }
 
     /// Appends `NAME_duration_seconds` (histogram) and `NAME_errors_total` (counter), one
-    /// series per operation, in the text exposition format.
+    /// series per operation (label `op`), in the text exposition format.
     pub fn render(&self, name: &str, help: &str, out: &mut String) {
+        self.render_by(name, help, "op", out);
+    }
+
+    /// [`Self::render`] with the series labelled `label`.
+    pub fn render_by(&self, name: &str, help: &str, label: &str, out: &mut String) {
         let ops = self.ops.read().unwrap_or_else(|p| p.into_inner());
+        let esc = |v: &str| v.replace('\\', "\\\\").replace('"', "\\\"");
         let _ = writeln!(out, "# HELP {name}_duration_seconds {help}");
         let _ = writeln!(out, "# TYPE {name}_duration_seconds histogram");
         for (op, h) in ops.iter() {
@@ -82,18 +88,23 @@ impl OpHistograms {
                     .map_or_else(|| "+Inf".to_string(), |b| b.to_string());
                 let _ = writeln!(
                     out,
-                    "{name}_duration_seconds_bucket{{op=\"{op}\",le=\"{le}\"}} {cum}"
+                    "{name}_duration_seconds_bucket{{{label}=\"{v}\",le=\"{le}\"}} {cum}",
+                    v = esc(op)
                 );
             }
             let sum = h.sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
-            let _ = writeln!(out, "{name}_duration_seconds_sum{{op=\"{op}\"}} {sum}");
-            let _ = writeln!(out, "{name}_duration_seconds_count{{op=\"{op}\"}} {cum}");
+            let v = esc(op);
+            let _ = writeln!(out, "{name}_duration_seconds_sum{{{label}=\"{v}\"}} {sum}");
+            let _ = writeln!(
+                out,
+                "{name}_duration_seconds_count{{{label}=\"{v}\"}} {cum}"
+            );
         }
         let _ = writeln!(out, "# HELP {name}_errors_total Operations that failed.");
         let _ = writeln!(out, "# TYPE {name}_errors_total counter");
         for (op, h) in ops.iter() {
             let e = h.errors.load(Ordering::Relaxed);
-            let _ = writeln!(out, "{name}_errors_total{{op=\"{op}\"}} {e}");
+            let _ = writeln!(out, "{name}_errors_total{{{label}=\"{}\"}} {e}", esc(op));
         }
     }
 }

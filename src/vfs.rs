@@ -27,6 +27,7 @@ use crate::page_cache::PageCache;
 use crate::types::{DirEntry, FileHandle, FileKind, InodeNo, InodeRecord, Ownership, now_ns};
 use crate::ufs::Ufs;
 
+mod cluster;
 mod journal;
 mod mounts;
 mod peer_host;
@@ -36,6 +37,7 @@ mod ttl;
 mod upload;
 mod write;
 
+pub use cluster::{LOAD_CHUNK_PAGES, LoadReport};
 pub use write::OpenMode;
 
 use write::OpenFile;
@@ -67,6 +69,21 @@ pub struct VfsConfig {
     pub upload_delay: std::time::Duration,
     /// When loaded directories are listed from the UFS again.
     pub metadata_sync: crate::config::MetadataSync,
+}
+
+/// What `alluxio fs free` did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Freed {
+    /// Files whose pages were dropped.
+    pub files: u64,
+    /// Disk bytes freed here.
+    pub bytes: u64,
+    /// Files kept because the kernel reads them by passthrough.
+    pub busy: usize,
+    /// Disk bytes the other members freed.
+    pub bytes_on_peers: u64,
+    /// Members that did not answer (their pages stay until evicted).
+    pub peers_unreachable: usize,
 }
 
 /// What `statfs` reports.
@@ -156,6 +173,8 @@ pub struct Vfs {
     fetcher: Arc<Fetcher>,
     /// Answers peers from this vfs's fetcher (`peer_host`).
     page_server: crate::peer::server::PageServer,
+    /// The cluster this mount reads through, for cluster-wide loads, frees and reports.
+    cluster: std::sync::OnceLock<Arc<crate::peer::client::Peers>>,
     /// Versions whose bytes are in local files (the first page source).
     local: Arc<sources::LocalCopies>,
     /// Serializes UFS-visible changes per inode (uploads, renames, unlinks). Striped so
@@ -248,6 +267,7 @@ impl Vfs {
             loading: Mutex::new(HashMap::new()),
             synced: Mutex::new(HashMap::new()),
             page_server: crate::peer::server::PageServer::new(fetcher.clone()),
+            cluster: std::sync::OnceLock::new(),
             fetcher,
             local,
             journal,
@@ -403,14 +423,11 @@ impl Vfs {
     }
 
     /// `alluxio fs free`: drops the cached pages of the file at `path` (relative to the
-    /// mount root), or of every file below the directory there. Returns (files, disk
-    /// bytes freed, files kept because the kernel is reading them by passthrough).
-    pub async fn free(&self, path: &str) -> Result<(u64, u64, usize), FsError> {
-        let mut ino = alluxio_metaserver::ROOT_INO;
-        for part in path.split('/').filter(|p| !p.is_empty() && *p != ".") {
-            ino = self.lookup(ino, part.as_bytes()).await?.ino;
-        }
-        let (mut files, mut bytes, mut busy) = (0u64, 0u64, 0usize);
+    /// mount root), or of every file below the directory there, here and, when this
+    /// mount has peers, on every other member.
+    pub async fn free(&self, path: &str) -> Result<Freed, FsError> {
+        let ino = self.resolve(path).await?.ino;
+        let mut freed = Freed::default();
         let mut todo = vec![ino];
         while let Some(i) = todo.pop() {
             let rec = self.meta.get(i).await?;
@@ -428,23 +445,29 @@ impl Vfs {
                             .key_of(i, FileKind::File)
                             .await
                             .ok()
-                            .map(|l| l.object(v)),
+                            .map(|l| l.read_of(v, rec.size, i)),
                         None => None,
                     };
+                    if let (Some(peers), Some(o)) = (self.cluster.get(), &object) {
+                        let (bytes, unreachable) = peers.free(o).await;
+                        freed.bytes_on_peers += bytes;
+                        freed.peers_unreachable = freed.peers_unreachable.max(unreachable);
+                    }
                     let pages = rec.size.div_ceil(crate::types::PAGE_SIZE);
                     // Deleting cached files can wait on the device (see
                     // `DiskTier::apply_off_runtime`): not on a runtime thread.
                     let cache = self.cache.clone();
+                    let id = object.map(|o| o.id.clone());
                     let (b, k) =
-                        blocking("free", move || cache.free(i, object.as_ref(), pages)).await?;
-                    files += 1;
-                    bytes += b;
-                    busy += k;
+                        blocking("free", move || cache.free(i, id.as_ref(), pages)).await?;
+                    freed.files += 1;
+                    freed.bytes += b;
+                    freed.busy += k;
                 }
                 _ => {}
             }
         }
-        Ok((files, bytes, busy))
+        Ok(freed)
     }
 
     /// `alluxio fs load-metadata`: lists the directory at `path` (relative to the mount

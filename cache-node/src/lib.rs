@@ -114,4 +114,13 @@ impl PeerHost for Node {
         let store = self.store_for(&get.store, &get.key);
         self.server.offer(get, page, store).await
     }
+
+    async fn load(&self, get: Get) -> Result<Option<bool>, FsError> {
+        let store = self.store_for(&get.store, &get.key);
+        self.server.load(get, store).await
+    }
+
+    async fn free(&self, get: Get) -> Result<u64, FsError> {
+        self.server.free(get).await
+    }
 }

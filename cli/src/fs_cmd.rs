@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 
+use crate::local_mount::mount_of;
 use alluxio::config::stores::kind_of;
 use alluxio::config::{MetaserverConfig, UfsConfig, parse_mount_options};
 use alluxio::meta::RunOp;
@@ -110,12 +111,16 @@ pub enum FsCmd {
         /// To.
         dst: String,
     },
-    /// Read files under PATH (a path in a local alluxio mount) through it, so the daemon
-    /// caches them; shows progress. Idempotent, and resumable: pages cached already are
-    /// served from the cache.
+    /// Cache the file at PATH, or a directory's files (with -R every file below it), in
+    /// the cluster: each page on its owner, which reads it from the store (without peers,
+    /// in this host's daemon); progress on stderr. Idempotent, and resumable: pages
+    /// cached already cost a round trip, no store read.
     Load {
         /// A file or directory inside an alluxio mount.
         path: PathBuf,
+        /// Every file below a directory, not only its own.
+        #[arg(short = 'R', short_alias = 'r', long)]
+        recursive: bool,
         /// JSON summary.
         #[arg(long)]
         json: bool,
@@ -178,38 +183,6 @@ pub enum FsCmd {
         #[arg(long)]
         json: bool,
     },
-}
-
-/// The alluxio mount holding `path` (deepest first), and `path` relative to it.
-fn mount_of(path: &Path) -> Result<(PathBuf, String)> {
-    // The path itself may be gone from the namespace (deleted underneath): resolve its
-    // parent then.
-    let abs = match path.canonicalize() {
-        Ok(p) => p,
-        Err(_) => {
-            let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
-            let parent = parent.unwrap_or(Path::new("."));
-            let name = path.file_name().context("PATH has no file name")?;
-            parent
-                .canonicalize()
-                .with_context(|| format!("{}", path.display()))?
-                .join(name)
-        }
-    };
-    let best = alluxio::mount::alluxio_mounts()
-        .into_iter()
-        .filter(|mp| abs.starts_with(mp))
-        .max_by_key(|mp| mp.components().count());
-    let Some(mp) = best else {
-        bail!("{} is not inside an alluxio mount", path.display());
-    };
-    let rel = abs
-        .strip_prefix(&mp)
-        .context("path outside its mount")?
-        .to_str()
-        .context("PATH is not UTF-8; the store cannot hold it")?
-        .to_string();
-    Ok((mp, rel))
 }
 
 /// Connects to the metaserver named by `--metaserver` and runs `op` there.
@@ -310,64 +283,6 @@ fn local(p: &str) -> Option<&Path> {
     p.strip_prefix("file://").map(Path::new)
 }
 
-/// Reads every file under `root` (in a local alluxio mount) through the mount.
-fn load(root: &Path, json: bool) -> Result<()> {
-    use std::io::{IsTerminal, Read};
-    mount_of(root)?; // inside an alluxio mount, or a clear error
-    let mut files = Vec::new();
-    let mut todo = vec![root.to_path_buf()];
-    while let Some(p) = todo.pop() {
-        let md = std::fs::symlink_metadata(&p).with_context(|| format!("{}", p.display()))?;
-        if md.is_dir() {
-            for e in std::fs::read_dir(&p)? {
-                todo.push(e?.path());
-            }
-        } else if md.is_file() {
-            files.push((p, md.len()));
-        }
-    }
-    let total: u64 = files.iter().map(|f| f.1).sum();
-    let tty = std::io::stderr().is_terminal();
-    let (mut done, mut last) = (0u64, std::time::Instant::now());
-    let mut buf = vec![0u8; 1 << 20];
-    for (i, (p, _)) in files.iter().enumerate() {
-        let mut f = std::fs::File::open(p).with_context(|| format!("{}", p.display()))?;
-        loop {
-            let n = f
-                .read(&mut buf)
-                .with_context(|| format!("{}", p.display()))?;
-            if n == 0 {
-                break;
-            }
-            done += n as u64;
-            if last.elapsed() >= Duration::from_millis(if tty { 200 } else { 2000 }) {
-                last = std::time::Instant::now();
-                let pct = (done * 100).checked_div(total).unwrap_or(100);
-                let end = if tty { "\r" } else { "\n" };
-                eprint!(
-                    "loading: {pct:>3}%  {}/{} files  {} of {} MiB{end}",
-                    i,
-                    files.len(),
-                    done >> 20,
-                    total >> 20
-                );
-            }
-        }
-    }
-    if tty {
-        eprintln!();
-    }
-    if json {
-        println!(
-            "{}",
-            serde_json::json!({"files": files.len(), "bytes": done})
-        );
-    } else {
-        println!("loaded {} files, {} bytes", files.len(), done);
-    }
-    Ok(())
-}
-
 /// This host's alluxio mounts with their daemons' counters, and the mount table.
 fn report(a: &FsArgs, json: bool) -> Result<()> {
     let mut rows = Vec::new();
@@ -383,7 +298,15 @@ fn report(a: &FsArgs, json: bool) -> Result<()> {
         let n = |k: &str| c[k].as_u64().unwrap_or(0);
         let hits = n("cache_hits_mem") + n("cache_hits_disk");
         let asked = hits + n("cache_misses");
+        let cluster =
+            alluxio::control::query(&sock, r#"{"op":"cluster"}"#, Duration::from_secs(10))
+                .ok()
+                .and_then(|o| serde_json::from_str::<serde_json::Value>(o.trim()).ok())
+                .and_then(|v| v["nodes"].as_array().cloned())
+                .unwrap_or_default();
+        let nodes: Vec<_> = cluster.iter().map(node_row).collect();
         rows.push(serde_json::json!({
+            "peers": nodes,
             "mountpoint": mp, "ufs": v["ufs"], "pid": v["pid"],
             "kind": kind_of(v["ufs"].as_str().unwrap_or("")),
             "disk_cache_bytes": n("disk_cache_bytes"), "mem_cache_bytes": n("mem_cache_bytes"),
@@ -448,11 +371,62 @@ fn report(a: &FsArgs, json: bool) -> Result<()> {
             r["ufs_errors"].as_u64().unwrap_or(0),
         );
     }
+    for r in &rows {
+        let Some(nodes) = r["peers"].as_array().filter(|n| !n.is_empty()) else {
+            continue;
+        };
+        println!(
+            "  cluster of {} ({} other members):",
+            r["mountpoint"].as_str().unwrap_or("?"),
+            nodes.len()
+        );
+        for p in nodes {
+            let addr = p["addr"].as_str().unwrap_or("?");
+            if let Some(e) = p["error"].as_str() {
+                println!("    {addr}  unreachable: {e}");
+                continue;
+            }
+            let mib = |k: &str| p[k].as_u64().unwrap_or(0) >> 20;
+            println!(
+                "    {addr}  cache: disk {} of {} MiB, memory {} of {} MiB  hit ratio {:.3}  served to peers {} MiB ({} pages), from store {} MiB",
+                mib("disk_cache_bytes"),
+                mib("disk_cache_capacity"),
+                mib("mem_cache_bytes"),
+                mib("mem_cache_capacity"),
+                p["hit_ratio"].as_f64().unwrap_or(0.0),
+                mib("bytes_served_to_peers"),
+                p["peer_pages_served"].as_u64().unwrap_or(0),
+                mib("bytes_from_ufs"),
+            );
+        }
+    }
     if let Some(t) = &table {
         println!("mount table:");
         print_mounts(t, false);
     }
     Ok(())
+}
+
+/// One member of a cluster in `fs report`: its address and the figures of its counters
+/// (or why it did not answer).
+fn node_row(n: &serde_json::Value) -> serde_json::Value {
+    let addr = n["addr"].clone();
+    let c = &n["counters"];
+    if c.is_null() {
+        return serde_json::json!({"addr": addr, "error": n["error"]});
+    }
+    let g = |k: &str| c[k].as_u64().unwrap_or(0);
+    let hits = g("cache_hits_mem") + g("cache_hits_disk");
+    let asked = hits + g("cache_misses");
+    serde_json::json!({
+        "addr": addr,
+        "disk_cache_bytes": g("disk_cache_bytes"), "disk_cache_capacity": g("disk_cache_capacity"),
+        "mem_cache_bytes": g("mem_cache_bytes"), "mem_cache_capacity": g("mem_cache_capacity"),
+        "hit_ratio": if asked == 0 { 0.0 } else { hits as f64 / asked as f64 },
+        "bytes_served_to_peers": g("bytes_served_to_peers"),
+        "peer_pages_served": g("peer_pages_served"),
+        "bytes_from_ufs": g("bytes_from_ufs"), "ufs_reads": g("ufs_reads"),
+    })
 }
 
 /// Sends the request `make(path relative to its mount)` to the daemon serving the mount
@@ -642,19 +616,32 @@ pub fn run(a: FsArgs) -> Result<()> {
             println!("{path} has no TTL now");
             Ok(())
         }
-        FsCmd::Load { path, json } => load(path, *json),
+        FsCmd::Load {
+            path,
+            recursive,
+            json,
+        } => crate::fs_load::run(path, *recursive, *json),
         FsCmd::Free { path, json } => {
             let v = daemon_request(path, |rel| serde_json::json!({"op": "free", "path": rel}))?;
             if *json {
                 println!("{v}");
             } else {
                 println!(
-                    "freed {} bytes of {} files under {}{}",
+                    "freed {} bytes of {} files under {}{}{}",
                     v["bytes_freed"],
                     v["files"],
                     path.display(),
                     match v["busy"].as_u64() {
                         Some(n) if n > 0 => format!(" ({n} kept: in use by passthrough readers)"),
+                        _ => String::new(),
+                    },
+                    match (
+                        v["bytes_freed_on_peers"].as_u64(),
+                        v["peers_unreachable"].as_u64()
+                    ) {
+                        (Some(b), Some(0)) if b > 0 => format!(", and {b} bytes on peers"),
+                        (Some(b), Some(n)) if n > 0 =>
+                            format!(", and {b} bytes on peers ({n} did not answer)"),
                         _ => String::new(),
                     }
                 );

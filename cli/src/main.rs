@@ -11,6 +11,8 @@ use clap::{Parser, Subcommand};
 mod cache_node_cmd;
 mod fs_client;
 mod fs_cmd;
+mod fs_load;
+mod local_mount;
 mod metaserver_cmd;
 mod mount_cmd;
 mod mount_helper;

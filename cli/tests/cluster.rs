@@ -521,3 +521,88 @@ fn cli_bad_cluster_input_is_one_line() {
     ];
     refused(&env, &bad_size, "--cache-size");
 }
+
+/// Runs `alluxio fs ARGS --json` and parses its answer.
+fn fs_json(env: &Env, args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["fs"];
+    all.extend_from_slice(args);
+    all.push("--json");
+    let o = env.run(&all);
+    assert!(
+        o.status.success(),
+        "fs {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+/// `alluxio fs load -R` through a daemon that only asks: every page goes to its owning
+/// node, which reads it from the store (the daemon reads nothing and no bytes come back
+/// to it); a second daemon then reads the file whole with no store read; loading again
+/// reads nothing; `fs report` lists the three nodes with their figures; `fs free` drops
+/// the pages on the nodes.
+#[test]
+fn cli_fs_load_is_spread_over_the_nodes_and_report_and_free_cover_them() {
+    let (mut a, ufs, body, token, nodes) = with_nodes(12, 23);
+    let mut b = Env::new();
+    let args = daemon_args(&token, &nodes);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    a.mount_on(Some(&ufs), &args);
+    b.mount_on(Some(&ufs), &args);
+    let mnt = a.mnt().to_str().unwrap().to_string();
+    let v = fs_json(&a, &["load", "-R", &mnt]);
+    assert_eq!(
+        (
+            v["files"].as_u64(),
+            v["pages"].as_u64(),
+            v["read_by_peers"].as_u64()
+        ),
+        (Some(1), Some(12), Some(12)),
+        "{v}"
+    );
+    let node_reads: Vec<u64> = nodes.iter().map(|n| n.counter("ufs_reads")).collect();
+    assert_eq!(node_reads, owned_pages(&ufs, "f", 12, &addrs(&nodes)));
+    assert_eq!(counter(&a, "ufs_reads"), 0);
+    assert_eq!(counter(&a, "bytes_from_peers"), 0, "no bytes came to A");
+    let again = fs_json(&a, &["load", "-R", &mnt]);
+    assert_eq!(again["cached_before"].as_u64(), Some(12), "{again}");
+
+    assert!(std::fs::read(b.mnt().join("f")).unwrap() == body);
+    assert_eq!(counter(&b, "ufs_reads"), 0, "B read it all from the nodes");
+    let sum: u64 = nodes.iter().map(|n| n.counter("ufs_reads")).sum();
+    assert_eq!(sum, 12, "the nodes read each page once in all");
+
+    let r = fs_json(&a, &["report"]);
+    let mine = r["mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["mountpoint"].as_str() == a.mnt().to_str())
+        .expect("A in the report")
+        .clone();
+    let peers = mine["peers"].as_array().unwrap();
+    assert_eq!(peers.len(), 3, "{mine}");
+    let served: u64 = peers
+        .iter()
+        .map(|p| p["peer_pages_served"].as_u64().unwrap())
+        .sum();
+    assert_eq!(served, 12, "B's reads, as the nodes count them: {peers:?}");
+    assert!(peers.iter().all(|p| p["disk_cache_capacity"] == 1u64 << 30));
+
+    let f = a.mnt().join("f");
+    let freed = fs_json(&a, &["free", f.to_str().unwrap()]);
+    assert_eq!(freed["peers_unreachable"].as_u64(), Some(0), "{freed}");
+    assert!(
+        freed["bytes_freed_on_peers"].as_u64().unwrap() >= 12 << 20,
+        "{freed}"
+    );
+    let again = fs_json(&a, &["load", f.to_str().unwrap()]);
+    assert_eq!(
+        (
+            again["cached_before"].as_u64(),
+            again["read_by_peers"].as_u64()
+        ),
+        (Some(0), Some(12)),
+        "freed everywhere: {again}"
+    );
+}

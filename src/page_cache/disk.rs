@@ -533,6 +533,9 @@ impl super::Tier for DiskTier {
     fn free_owner(&self, owner: InodeNo) -> (u64, usize) {
         self.free_inode(owner)
     }
+    fn free_object(&self, object: &ObjectId) -> (u64, usize) {
+        DiskTier::free_object(self, object)
+    }
     fn set_pinned(&self, owners: std::collections::HashSet<u64>) {
         DiskTier::set_pinned(self, owners);
     }

@@ -20,7 +20,7 @@ use tokio::net::TcpStream;
 
 use super::ring::{Member, Ring};
 use super::wire::{self, Get, Kind};
-use crate::fetch::{Fetched, PageRequest, PageSource};
+use crate::fetch::{Fetched, ObjectRead, PageRequest, PageSource};
 use crate::metrics::Metrics;
 use crate::object::PageKey;
 
@@ -138,22 +138,54 @@ impl Peers {
         }
     }
 
+    /// One request to `addr` within `bound` (on an idle connection or a new one): the
+    /// answer's kind and body. Timed into `peer_latency` under the peer's address; an
+    /// error or a timeout there counts as failed (the caller decides whether the peer
+    /// is skipped).
+    async fn call(
+        &self,
+        addr: &str,
+        kind: Kind,
+        body: &[u8],
+        max: u32,
+        bound: Duration,
+    ) -> std::io::Result<(Kind, Bytes)> {
+        let t0 = Instant::now();
+        let exchange = async {
+            let mut c = self.connect(addr).await?;
+            wire::write_frame(&mut c, kind, body).await?;
+            let answer = wire::read_frame(&mut c, max).await?;
+            self.done_with(addr, c);
+            Ok(answer)
+        };
+        let r = match tokio::time::timeout(bound, exchange).await {
+            Ok(r) => r,
+            Err(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no answer within {} ms", bound.as_millis()),
+            )),
+        };
+        self.metrics
+            .peer_latency
+            .observe(addr, t0.elapsed(), r.is_err());
+        r
+    }
+
     /// One PUT to `addr`: whether the owner took the page.
     async fn put(&self, addr: &str, body: &[u8]) -> std::io::Result<bool> {
-        let mut c = self.connect(addr).await?;
-        wire::write_frame(&mut c, Kind::Put, body).await?;
-        let (kind, _) = wire::read_frame(&mut c, wire::MAX_REQUEST).await?;
-        self.done_with(addr, c);
+        let (kind, _) = self
+            .call(addr, Kind::Put, body, wire::MAX_REQUEST, self.cfg.timeout)
+            .await?;
         Ok(kind == Kind::Ok)
     }
 
-    /// One GET to `addr`, on an idle connection or a new one.
+    /// One GET to `addr`.
     async fn get(&self, addr: &str, get: &Get, want: u64) -> std::io::Result<Answer> {
         let body = get.encode()?;
-        let mut c = self.connect(addr).await?;
-        wire::write_frame(&mut c, Kind::Get, &body).await?;
-        let (kind, body) = wire::read_frame(&mut c, wire::MAX_ANSWER).await?;
-        let answer = match kind {
+        let (kind, body) = self
+            .call(addr, Kind::Get, &body, wire::MAX_ANSWER, self.cfg.timeout)
+            .await?;
+        match kind {
             Kind::Page if body.len() >= 4 => {
                 let crc = u32::from_be_bytes([body[0], body[1], body[2], body[3]]);
                 let page = body.slice(4..);
@@ -163,24 +195,137 @@ impl Peers {
                         format!("peer {addr} sent a page that fails its length or checksum"),
                     ));
                 }
-                Answer::Page(page)
+                Ok(Answer::Page(page))
             }
-            Kind::Miss => Answer::Miss,
-            Kind::Err => {
-                return Err(std::io::Error::other(format!(
-                    "peer {addr}: {}",
-                    String::from_utf8_lossy(&body)
-                )));
-            }
-            _ => {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    format!("peer {addr} answered out of turn"),
-                ));
-            }
+            Kind::Miss => Ok(Answer::Miss),
+            other => Err(unexpected(addr, other, &body)),
+        }
+    }
+
+    /// The members other than this host.
+    fn others(&self) -> Vec<String> {
+        self.ring()
+            .members()
+            .iter()
+            .map(|m| m.addr.clone())
+            .filter(|a| self.cfg.self_addr.as_deref() != Some(a.as_str()))
+            .collect()
+    }
+
+    /// Has the owner of page `idx` of `object` cache it, reading it from the store if it
+    /// must (`alluxio fs load` over the cluster: each node reads its own pages, and no
+    /// bytes come back). Tries the owners as a read does; a peer that fails is skipped
+    /// as it is for reads.
+    pub async fn load(&self, object: &ObjectRead, idx: u64) -> Loaded {
+        let id = &object.id;
+        if !id.shareable() {
+            return Loaded::Here;
+        }
+        let get = Get::page_of(id, idx, object.size);
+        let Ok(body) = get.encode() else {
+            return Loaded::Here;
         };
-        self.done_with(addr, c);
-        Ok(answer)
+        for m in self.ring().owners(id, idx, self.cfg.tries.max(1)) {
+            if self.cfg.self_addr.as_deref() == Some(m.addr.as_str()) {
+                return Loaded::Here;
+            }
+            if self.is_dead(&m.addr) {
+                continue;
+            }
+            let bound = self.cfg.timeout + LOAD_TIMEOUT;
+            match self
+                .call(&m.addr, Kind::Load, &body, wire::MAX_REQUEST, bound)
+                .await
+            {
+                Ok((Kind::Ok, b)) => {
+                    return if b.first() == Some(&1) {
+                        Loaded::Held
+                    } else {
+                        Loaded::Read
+                    };
+                }
+                Ok((Kind::Miss, _)) => Metrics::inc(&self.metrics.peer_misses),
+                Ok((k, b)) => self.failed(&m.addr, &unexpected(&m.addr, k, &b)),
+                Err(e) => self.failed(&m.addr, &e),
+            }
+        }
+        Loaded::Here
+    }
+
+    /// Asks every other member to drop its pages of `object` (`alluxio fs free` over the
+    /// cluster). Returns (bytes freed, members that did not answer).
+    pub async fn free(&self, object: &ObjectRead) -> (u64, usize) {
+        let id = &object.id;
+        if !id.shareable() {
+            return (0, 0);
+        }
+        let get = Get::page_of(id, 0, object.size);
+        let Ok(body) = get.encode() else {
+            return (0, 0);
+        };
+        let asks = self.others().into_iter().map(|addr| {
+            let body = &body;
+            async move {
+                let r = self
+                    .call(&addr, Kind::Free, body, wire::MAX_REQUEST, FREE_TIMEOUT)
+                    .await;
+                match r {
+                    Ok((Kind::Ok, b)) if b.len() == 8 => {
+                        Some(u64::from_be_bytes(b[..].try_into().unwrap_or([0; 8])))
+                    }
+                    _ => None,
+                }
+            }
+        });
+        let answers = futures::future::join_all(asks).await;
+        let freed = answers.iter().flatten().sum();
+        (freed, answers.iter().filter(|a| a.is_none()).count())
+    }
+
+    /// Every other member's counters (`alluxio fs report` over the cluster), by address:
+    /// the counters, or why there are none.
+    pub async fn stats(&self) -> Vec<(String, Result<serde_json::Value, String>)> {
+        let asks = self.others().into_iter().map(|addr| async move {
+            let r = match self
+                .call(&addr, Kind::Stats, &[], wire::MAX_ANSWER, self.cfg.timeout)
+                .await
+            {
+                Ok((Kind::Ok, b)) => serde_json::from_slice(&b).map_err(|e| e.to_string()),
+                Ok((k, b)) => Err(unexpected(&addr, k, &b).to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            (addr, r)
+        });
+        futures::future::join_all(asks).await
+    }
+}
+
+/// Where [`Peers::load`] left a page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Loaded {
+    /// Its owner had it cached already.
+    Held,
+    /// Its owner read it from the store now.
+    Read,
+    /// This host is its owner, or no owner could take it: load it here.
+    Here,
+}
+
+/// Bound on a LOAD's answer past the peer timeout: the owner may read the page through
+/// from the store (whose own calls are bounded by the node's store timeout).
+pub const LOAD_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Bound on a FREE's answer: the owner deletes cache files.
+const FREE_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn unexpected(addr: &str, kind: Kind, body: &[u8]) -> std::io::Error {
+    if kind == Kind::Err {
+        std::io::Error::other(format!("peer {addr}: {}", String::from_utf8_lossy(body)))
+    } else {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("peer {addr} answered {kind:?} out of turn"),
+        )
     }
 }
 
@@ -198,13 +343,7 @@ impl PageSource for Peers {
         let ring = self.ring();
         let owners = ring.owners(id, req.key.idx.0, self.cfg.tries.max(1));
         let range = req.range();
-        let get = Get {
-            store: id.store().to_string(),
-            key: id.key().to_string(),
-            version: id.version_text().to_string(),
-            idx: req.key.idx.0,
-            size: req.object.size,
-        };
+        let get = Get::page_of(id, req.key.idx.0, req.object.size);
         for m in owners.iter() {
             if self.cfg.self_addr.as_deref() == Some(m.addr.as_str()) {
                 // This host owns the page (or is next after a failed owner): it reads the
@@ -214,24 +353,14 @@ impl PageSource for Peers {
             if self.is_dead(&m.addr) {
                 continue;
             }
-            let t0 = Instant::now();
-            match tokio::time::timeout(
-                self.cfg.timeout,
-                self.get(&m.addr, &get, range.end - range.start),
-            )
-            .await
-            {
-                Ok(Ok(Answer::Page(b))) => {
+            match self.get(&m.addr, &get, range.end - range.start).await {
+                Ok(Answer::Page(b)) => {
                     Metrics::inc(&self.metrics.peer_hits);
                     Metrics::add(&self.metrics.bytes_from_peers, b.len() as u64);
-                    tracing::trace!(peer = %m.addr, took_us = t0.elapsed().as_micros() as u64, "page from a peer");
                     return Fetched::Hit(b);
                 }
-                Ok(Ok(Answer::Miss)) => {
-                    Metrics::inc(&self.metrics.peer_misses);
-                }
-                Ok(Err(e)) => self.failed(&m.addr, &e),
-                Err(_) => self.failed(&m.addr, &"no answer within peer_timeout"),
+                Ok(Answer::Miss) => Metrics::inc(&self.metrics.peer_misses),
+                Err(e) => self.failed(&m.addr, &e),
             }
         }
         Fetched::Miss
@@ -254,23 +383,16 @@ impl PageSource for Peers {
         if self.cfg.self_addr.as_deref() == Some(owner.addr.as_str()) || self.is_dead(&owner.addr) {
             return;
         }
-        let get = Get {
-            store: id.store().to_string(),
-            key: id.key().to_string(),
-            version: id.version_text().to_string(),
-            idx: key.idx.0,
-            size,
-        };
+        let get = Get::page_of(id, key.idx.0, size);
         let Ok(body) = wire::encode_put(&get, &page) else {
             return;
         };
-        match tokio::time::timeout(self.cfg.timeout, self.put(&owner.addr, &body)).await {
-            Ok(Ok(true)) => Metrics::inc(&self.metrics.peer_pushes),
-            Ok(Ok(false)) => {
+        match self.put(&owner.addr, &body).await {
+            Ok(true) => Metrics::inc(&self.metrics.peer_pushes),
+            Ok(false) => {
                 tracing::debug!(peer = %owner.addr, "owner did not take a pushed page");
             }
-            Ok(Err(e)) => self.failed(&owner.addr, &e),
-            Err(_) => self.failed(&owner.addr, &"no answer within peer_timeout"),
+            Err(e) => self.failed(&owner.addr, &e),
         }
     }
 }

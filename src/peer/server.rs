@@ -42,6 +42,11 @@ pub trait PeerHost: Send + Sync + 'static {
     /// A page just written elsewhere, offered to this host as its owner: whether it was
     /// taken (into the cache).
     async fn offer(&self, get: Get, page: Bytes) -> Result<bool, FsError>;
+    /// Makes sure the page `get` names is cached here: `Some(true)` when it was already,
+    /// `Some(false)` when it was read now, `None` when this host cannot read it.
+    async fn load(&self, get: Get) -> Result<Option<bool>, FsError>;
+    /// Drops the cached pages of the version `get` names; returns the bytes freed.
+    async fn free(&self, get: Get) -> Result<u64, FsError>;
 }
 
 /// Bound on the table of checked sizes (cleared when full).
@@ -135,27 +140,61 @@ impl PageServer {
     pub async fn page(
         &self,
         get: Get,
-        mut store: Option<(Arc<Ufs>, String)>,
+        store: Option<(Arc<Ufs>, String)>,
     ) -> Result<Option<Outgoing>, FsError> {
+        let (id, key) = identity(&get)?;
+        if let Some(out) = self.fetcher.cache().page_to_send(&key).await {
+            return Ok(Some(out));
+        }
+        Ok(self
+            .read_through(&get, id, &key, store)
+            .await?
+            .map(Outgoing::Bytes))
+    }
+
+    /// Makes sure the page `get` names is cached here (`alluxio fs load` over a cluster:
+    /// the owner reads its own pages from the store): `Some(true)` when it already was,
+    /// `Some(false)` when it was read now, `None` when it cannot be read here.
+    pub async fn load(
+        &self,
+        get: Get,
+        store: Option<(Arc<Ufs>, String)>,
+    ) -> Result<Option<bool>, FsError> {
+        let (id, key) = identity(&get)?;
+        if self.fetcher.has(&key) {
+            return Ok(Some(true));
+        }
+        Ok(self
+            .read_through(&get, id, &key, store)
+            .await?
+            .map(|_| false))
+    }
+
+    /// Drops every cached page of the version `get` names (its index is ignored).
+    /// Returns the bytes freed, memory and disk tiers together.
+    pub async fn free(&self, get: Get) -> Result<u64, FsError> {
         let id = Arc::new(ObjectId::new(
             Arc::from(get.store.as_str()),
             &get.key,
             &get.version,
         ));
-        if !id.shareable() {
-            return Err(FsError::expected(
-                libc::EINVAL,
-                "a version only its own host can read",
-            ));
-        }
-        if get.idx >= get.size.div_ceil(PAGE_SIZE) {
-            return Err(FsError::expected(libc::EINVAL, "page past the end"));
-        }
-        let key = PageKey::new(&id, get.idx);
-        if let Some(out) = self.fetcher.cache().page_to_send(&key).await {
-            return Ok(Some(out));
-        }
-        let cached = self.fetcher.has(&key);
+        let cache = self.fetcher.cache().clone();
+        // Deleting cache files can wait on the device: not on a runtime thread.
+        tokio::task::spawn_blocking(move || cache.free_object(&id, get.size).0)
+            .await
+            .map_err(|e| FsError::from(std::io::Error::other(e.to_string())))
+    }
+
+    /// The page through the fetcher (its tiers, then `store`), after checking that
+    /// `store` holds the version at the length asked for.
+    async fn read_through(
+        &self,
+        get: &Get,
+        id: Arc<ObjectId>,
+        key: &PageKey,
+        mut store: Option<(Arc<Ufs>, String)>,
+    ) -> Result<Option<Bytes>, FsError> {
+        let cached = self.fetcher.has(key);
         if let Some((ufs, k)) = &store
             && !cached
             && !self.size_ok(&id, ufs, k, get.size).await
@@ -173,9 +212,28 @@ impl PageServer {
             owner: InodeNo(0),
             for_peer: true,
         };
-        let page = self.fetcher.page(&object, get.idx).await?.0;
-        Ok(Some(Outgoing::Bytes(page)))
+        Ok(Some(self.fetcher.page(&object, get.idx).await?.0))
     }
+}
+
+/// The page's id and key, for a shareable version and a page inside it.
+fn identity(get: &Get) -> Result<(Arc<ObjectId>, PageKey), FsError> {
+    let id = Arc::new(ObjectId::new(
+        Arc::from(get.store.as_str()),
+        &get.key,
+        &get.version,
+    ));
+    if !id.shareable() {
+        return Err(FsError::expected(
+            libc::EINVAL,
+            "a version only its own host can read",
+        ));
+    }
+    if get.idx >= get.size.div_ceil(PAGE_SIZE) {
+        return Err(FsError::expected(libc::EINVAL, "page past the end"));
+    }
+    let key = PageKey::new(&id, get.idx);
+    Ok((id, key))
 }
 
 /// The page source of a host that only serves peers: reads the page from the store the
@@ -272,61 +330,79 @@ async fn connection(
                 return Err(e);
             }
         };
-        if kind == Kind::Put {
-            let taken = match wire::decode_put(body) {
-                Ok((get, page)) => host.offer(get, page).await,
-                Err(e) => {
-                    Metrics::inc(&metrics.peer_refused);
-                    let _ = wire::write_frame(&mut c, Kind::Err, e.to_string().as_bytes()).await;
-                    return Err(e);
-                }
-            };
-            match taken {
-                Ok(true) => {
-                    Metrics::inc(&metrics.peer_pages_received);
-                    wire::write_frame(&mut c, Kind::Ok, &[]).await?
-                }
-                Ok(false) => wire::write_frame(&mut c, Kind::Err, b"not taken").await?,
-                Err(e) => wire::write_frame(&mut c, Kind::Err, e.to_string().as_bytes()).await?,
-            }
-            continue;
-        }
-        if kind != Kind::Get {
-            let _ = wire::write_frame(&mut c, Kind::Err, b"expected GET").await;
-            return Err(std::io::Error::new(
+        // Every request but STATS names a page (a PUT with its bytes).
+        let parsed = match kind {
+            Kind::Put => wire::decode_put(body).map(|(g, p)| (Some(g), Some(p))),
+            Kind::Get | Kind::Load | Kind::Free => Get::decode(body).map(|g| (Some(g), None)),
+            Kind::Stats => Ok((None, None)),
+            _ => Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
-                "expected GET",
-            ));
-        }
-        let get = match Get::decode(body) {
-            Ok(g) => g,
+                "expected a request",
+            )),
+        };
+        let (get, page) = match parsed {
+            Ok(p) => p,
             Err(e) => {
                 Metrics::inc(&metrics.peer_refused);
                 let _ = wire::write_frame(&mut c, Kind::Err, e.to_string().as_bytes()).await;
                 return Err(e);
             }
         };
-        match host.page(get).await {
-            Ok(Some(out)) => {
-                let len = match out {
-                    Outgoing::Bytes(page) => {
-                        let crc = crc32c::crc32c(&page).to_be_bytes();
-                        wire::write_frame_parts(&mut c, Kind::Page, &crc, &page).await?;
-                        page.len()
-                    }
-                    Outgoing::File(f) => {
-                        let len = f.len as usize;
-                        wire::write_page_from_file(&mut c, f.crc, &f.backing.file, f.offset, len)
-                            .await?;
-                        Metrics::inc(&metrics.peer_pages_sent_from_file);
-                        len
-                    }
-                };
-                Metrics::inc(&metrics.peer_pages_served);
-                Metrics::add(&metrics.bytes_served_to_peers, len as u64);
-            }
-            Ok(None) => wire::write_frame(&mut c, Kind::Miss, &[]).await?,
-            Err(e) => wire::write_frame(&mut c, Kind::Err, e.to_string().as_bytes()).await?,
+        let Some(get) = get else {
+            let counters = serde_json::json!(metrics.snapshot()).to_string();
+            wire::write_frame(&mut c, Kind::Ok, counters.as_bytes()).await?;
+            continue;
+        };
+        match (kind, page) {
+            (Kind::Put, Some(page)) => match host.offer(get, page).await {
+                Ok(true) => {
+                    Metrics::inc(&metrics.peer_pages_received);
+                    wire::write_frame(&mut c, Kind::Ok, &[]).await?
+                }
+                Ok(false) => wire::write_frame(&mut c, Kind::Err, b"not taken").await?,
+                Err(e) => wire::write_frame(&mut c, Kind::Err, e.to_string().as_bytes()).await?,
+            },
+            (Kind::Load, _) => match host.load(get).await {
+                Ok(Some(held)) => wire::write_frame(&mut c, Kind::Ok, &[u8::from(held)]).await?,
+                Ok(None) => wire::write_frame(&mut c, Kind::Miss, &[]).await?,
+                Err(e) => wire::write_frame(&mut c, Kind::Err, e.to_string().as_bytes()).await?,
+            },
+            (Kind::Free, _) => match host.free(get).await {
+                Ok(n) => wire::write_frame(&mut c, Kind::Ok, &n.to_be_bytes()).await?,
+                Err(e) => wire::write_frame(&mut c, Kind::Err, e.to_string().as_bytes()).await?,
+            },
+            _ => serve_get(&mut c, host, get, metrics).await?,
         }
+    }
+}
+
+/// Answers one GET: the page (from the data file where it can), MISS or ERR.
+async fn serve_get(
+    c: &mut TcpStream,
+    host: &dyn PeerHost,
+    get: Get,
+    metrics: &Metrics,
+) -> std::io::Result<()> {
+    match host.page(get).await {
+        Ok(Some(out)) => {
+            let len = match out {
+                Outgoing::Bytes(page) => {
+                    let crc = crc32c::crc32c(&page).to_be_bytes();
+                    wire::write_frame_parts(c, Kind::Page, &crc, &page).await?;
+                    page.len()
+                }
+                Outgoing::File(f) => {
+                    let len = f.len as usize;
+                    wire::write_page_from_file(c, f.crc, &f.backing.file, f.offset, len).await?;
+                    Metrics::inc(&metrics.peer_pages_sent_from_file);
+                    len
+                }
+            };
+            Metrics::inc(&metrics.peer_pages_served);
+            Metrics::add(&metrics.bytes_served_to_peers, len as u64);
+            Ok(())
+        }
+        Ok(None) => wire::write_frame(c, Kind::Miss, &[]).await,
+        Err(e) => wire::write_frame(c, Kind::Err, e.to_string().as_bytes()).await,
     }
 }

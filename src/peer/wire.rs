@@ -12,6 +12,15 @@
 //! PUT     body = get_len u32 | a GET body | crc32c u32 | the page's bytes
 //!                                                 (a page just written, for its owner;
 //!                                                  answered OK, or ERR when not taken)
+//! LOAD    body = a GET body                       (make sure the page is cached there,
+//!                                                  reading it through if need be;
+//!                                                  answered OK with held u8: 1 when
+//!                                                  it was cached already, MISS or ERR)
+//! FREE    body = a GET body (idx ignored)         (drop every cached page of that
+//!                                                  version; answered OK with the bytes
+//!                                                  freed in both tiers, u64)
+//! STATS   body = empty                            (answered OK with the node's counters,
+//!                                                  a JSON object)
 //! ```
 //!
 //! Invariants:
@@ -57,6 +66,12 @@ pub enum Kind {
     Err = 6,
     /// A page offered to its owner.
     Put = 7,
+    /// Cache a page here (no bytes back).
+    Load = 8,
+    /// Drop a version's pages.
+    Free = 9,
+    /// The node's counters.
+    Stats = 10,
 }
 
 impl Kind {
@@ -69,6 +84,9 @@ impl Kind {
             5 => Self::Miss,
             6 => Self::Err,
             7 => Self::Put,
+            8 => Self::Load,
+            9 => Self::Free,
+            10 => Self::Stats,
             _ => return None,
         })
     }
@@ -211,6 +229,17 @@ pub struct Get {
 }
 
 impl Get {
+    /// Page `idx` of `id`, a version of `size` bytes.
+    pub fn page_of(id: &crate::object::ObjectId, idx: u64, size: u64) -> Self {
+        Self {
+            store: id.store().to_string(),
+            key: id.key().to_string(),
+            version: id.version_text().to_string(),
+            idx,
+            size,
+        }
+    }
+
     /// The GET body.
     pub fn encode(&self) -> io::Result<Vec<u8>> {
         let mut b = Vec::with_capacity(32 + self.store.len() + self.key.len() + self.version.len());

@@ -21,4 +21,13 @@ impl PeerHost for Vfs {
         let store = self.mount_table().store_for(&get.store, &get.key);
         self.page_server.offer(get, page, store).await
     }
+
+    async fn load(&self, get: Get) -> Result<Option<bool>, FsError> {
+        let store = self.mount_table().store_for(&get.store, &get.key);
+        self.page_server.load(get, store).await
+    }
+
+    async fn free(&self, get: Get) -> Result<u64, FsError> {
+        self.page_server.free(get).await
+    }
 }

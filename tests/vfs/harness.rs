@@ -157,6 +157,7 @@ impl Env {
         std::fs::create_dir_all(dir.path().join("staging")).unwrap();
         let mut extra = o.extra;
         let mut listener = None;
+        let mut cluster = None;
         if let Some(p) = o.peer {
             let self_addr = p
                 .listener
@@ -168,7 +169,9 @@ impl Env {
                 self_addr,
                 tries: 2,
             };
-            extra.push(Arc::new(Peers::new(p.members, cfg, metrics.clone())));
+            let peers = Arc::new(Peers::new(p.members, cfg, metrics.clone()));
+            cluster = Some(peers.clone());
+            extra.push(peers);
             listener = p.listener;
         }
         let vfs = Vfs::with_sources(
@@ -192,6 +195,9 @@ impl Env {
             extra,
         )
         .unwrap();
+        if let Some(p) = cluster {
+            vfs.set_cluster(p);
+        }
         let peer_server = {
             let _g = rt.enter();
             vfs.start_background();

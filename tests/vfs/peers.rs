@@ -389,3 +389,76 @@ fn vfs_a_page_damaged_on_the_servers_disk_is_refused_by_the_reader() {
     );
     assert!(ufs_reads(&c) >= 1, "and read from the store");
 }
+
+/// `alluxio fs load` over a cluster: each page goes to its owner, which reads it from
+/// the store (none of the bytes come to the host that asked); a second host then reads
+/// the file whole from the owners with no store read; loading again reads nothing; and
+/// `fs free` drops the pages on every member, so the next read goes to the store.
+#[test]
+fn vfs_a_load_is_spread_over_the_owners_and_a_free_reaches_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let pages = 24u64;
+    let body = data(pages as usize * MIB - 5, 21);
+    std::fs::write(dir.path().join("f"), &body).unwrap();
+    let (l1, m1) = peer_listener();
+    let (l2, m2) = peer_listener();
+    let (la, ma) = peer_listener();
+    let members = [m1, m2, ma];
+    let n1 = daemon(dir.path(), Some(l1), &members);
+    let n2 = daemon(dir.path(), Some(l2), &members);
+    let a = daemon(dir.path(), Some(la), &members);
+    let owned = owned_pages(dir.path(), "f", pages, &members);
+    assert!(
+        owned.iter().all(|n| *n > 0),
+        "each member owns some: {owned:?}"
+    );
+
+    let r = a.rt.block_on(a.vfs.load("f", 0, u64::MAX)).unwrap();
+    assert_eq!((r.pages, r.cached_before), (pages, 0));
+    assert_eq!(
+        (r.read_by_peers, r.read_here),
+        (owned[0] + owned[1], owned[2])
+    );
+    assert_eq!(r.bytes, body.len() as u64);
+    assert_eq!(
+        vec![ufs_reads(&n1), ufs_reads(&n2), ufs_reads(&a)],
+        owned,
+        "each member read its own pages from the store"
+    );
+    assert_eq!(count(&a, |m| &m.bytes_from_peers), 0, "no bytes came back");
+
+    let again = a.rt.block_on(a.vfs.load("f", 0, u64::MAX)).unwrap();
+    assert_eq!(
+        (again.pages, again.cached_before),
+        (pages, pages),
+        "idempotent"
+    );
+    let chunk = a.rt.block_on(a.vfs.load("f", 20, 100)).unwrap();
+    assert_eq!(chunk.pages, 4, "a range is clamped to the file");
+    let reads = ufs_reads(&n1) + ufs_reads(&n2) + ufs_reads(&a);
+    assert_eq!(reads, pages, "loading again read nothing");
+
+    let b = daemon(dir.path(), None, &members);
+    assert!(b.read_all(b.ino("f")).unwrap() == body);
+    assert_eq!(ufs_reads(&b), 0, "B read it all from the owners");
+
+    let freed = a.rt.block_on(a.vfs.free("f")).unwrap();
+    assert_eq!(freed.peers_unreachable, 0);
+    assert!(
+        freed.bytes_on_peers >= (owned[0] + owned[1] - 1) * MIB as u64,
+        "the owners dropped their pages: {freed:?}"
+    );
+    let c = daemon(dir.path(), None, &members);
+    assert!(c.read_all(c.ino("f")).unwrap() == body);
+    assert_eq!(
+        ufs_reads(&n1) + ufs_reads(&n2) + ufs_reads(&a) + ufs_reads(&c),
+        2 * pages,
+        "after the free every page was read from the store again, once"
+    );
+    let report = a.rt.block_on(a.vfs.cluster_report());
+    assert_eq!(report.len(), 2, "the other two members");
+    for (addr, r) in report {
+        let v = r.unwrap_or_else(|e| panic!("{addr}: {e}"));
+        assert!(v["peer_pages_served"].as_u64().unwrap() > 0, "{addr}: {v}");
+    }
+}

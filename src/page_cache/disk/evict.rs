@@ -257,12 +257,23 @@ impl DiskTier {
     /// Drops every cached page of `ino` (all versions), except files the kernel is
     /// reading by passthrough right now. Returns (bytes freed, files kept because busy).
     pub fn free_inode(&self, ino: InodeNo) -> (u64, usize) {
+        self.free_files(|_, e| e.owner == ino.0)
+    }
+
+    /// Drops every cached page of `object` (one version, whoever cached it), unless the
+    /// kernel is reading its file by passthrough. Returns (bytes freed, files kept).
+    pub fn free_object(&self, object: &ObjectId) -> (u64, usize) {
+        let fid = object.digest();
+        self.free_files(|f, _| f == fid)
+    }
+
+    fn free_files(&self, pick: impl Fn(u64, &Entry) -> bool) -> (u64, usize) {
         let (freed, busy, gone) = {
             let mut idx = lock(&self.index);
             let fids: Vec<(u64, bool)> = idx
                 .files
                 .iter()
-                .filter(|(_, e)| e.owner == ino.0)
+                .filter(|(fid, e)| pick(**fid, e))
                 .map(|(fid, e)| (*fid, e.pins > 0))
                 .collect();
             let before = idx.used;
