@@ -2,8 +2,12 @@
 # The cluster's page transfer on this machine: a 1 GiB object read page by page from 1, 2
 # and 3 cache nodes (`alluxio peer-bench`, the daemon's own peer client, no FUSE), warm
 # after a first round that fills the nodes from the store, beside the physical limit of
-# the same loopback (a plain TCP stream of 1 MiB buffers between two processes). Prints
-# MB/s, the client's and the nodes' CPU seconds per GiB, and the ratio to the stream.
+# the same loopback (a plain TCP stream of 1 MiB buffers between two processes), and
+# beside tonic (gRPC) streaming 1 MiB messages, the transport the peer protocol was
+# chosen against. Prints MB/s, the client's and the servers' CPU seconds per GiB, and the
+# ratios to the stream. The warm rounds are measured in a second invocation after a
+# first one that fills the nodes and settles their page cache, so the nodes' CPU is
+# counted over exactly the rounds whose bytes it is divided by.
 #
 # usage: scripts/bench-peers.sh [--size SIZE] [--parallel N] [--out DIR]
 set -euo pipefail
@@ -46,6 +50,17 @@ t0=$(ticks "$tcp_pid")
 echo "{\"server_cpu_s\": $(( $(ticks "$tcp_pid") - t0 ))}" | python3 -c "import json,sys; print(json.dumps({'server_cpu_s': json.load(sys.stdin)['server_cpu_s'] / $hz}))" >"$out/tcp-server.json"
 kill "$tcp_pid"; wait "$tcp_pid" 2>/dev/null || true
 
+echo "== tonic (gRPC) streaming 1 MiB messages, $parallel connections"
+"$bin" peer-bench --grpc-serve 127.0.0.1:0 >"$work/grpc.addr" &
+pids+=($!)
+grpc_pid=$!
+for _ in $(seq 50); do [ -s "$work/grpc.addr" ] && break; sleep 0.1; done
+grpc_addr=$(sed -n 's/^listening on //p' "$work/grpc.addr")
+t0=$(ticks "$grpc_pid")
+"$bin" peer-bench --grpc "$grpc_addr" --bytes 4GiB --parallel "$parallel" | tee "$out/grpc.json"
+echo "{\"server_cpu_s\": $(( $(ticks "$grpc_pid") - t0 ))}" | python3 -c "import json,sys; print(json.dumps({'server_cpu_s': json.load(sys.stdin)['server_cpu_s'] / $hz}))" >"$out/grpc-server.json"
+kill "$grpc_pid"; wait "$grpc_pid" 2>/dev/null || true
+
 for n in 1 2 3; do
   echo "== $n cache node(s)"
   addrs=() node_pids=()
@@ -60,12 +75,13 @@ for n in 1 2 3; do
     addrs+=("$(sed -n 's/^listening on //p' "$work/node$n.$i.addr")")
   done
   list=$(IFS=,; echo "${addrs[*]}")
-  before=0; for p in "${node_pids[@]}"; do before=$((before + $(ticks "$p"))); done
+  # Fill from the store, then one warm round that brings the pages (written O_DIRECT,
+  # so not in the page cache) up from the device.
   "$bin" peer-bench --peers "$list" --ufs "$work/ufs" --key obj --token-file "$work/token" \
-    --parallel "$parallel" --rounds 1 >"$out/nodes$n.first.json"
+    --parallel "$parallel" --rounds 2 | head -1 >"$out/nodes$n.first.json"
   mid=0; for p in "${node_pids[@]}"; do mid=$((mid + $(ticks "$p"))); done
   "$bin" peer-bench --peers "$list" --ufs "$work/ufs" --key obj --token-file "$work/token" \
-    --parallel "$parallel" --rounds 3 | grep peers-warm >"$out/nodes$n.warm.json" || true
+    --parallel "$parallel" --rounds 3 --warm | grep peers-warm >"$out/nodes$n.warm.json" || true
   after=0; for p in "${node_pids[@]}"; do after=$((after + $(ticks "$p"))); done
   echo "{\"nodes\": $n, \"node_ticks_warm\": $((after - mid)), \"hz\": $hz}" >"$out/nodes$n.cpu.json"
   cat "$out/nodes$n.first.json" "$out/nodes$n.warm.json"
@@ -76,9 +92,14 @@ python3 - "$out" "$size" <<'PY'
 import json, os, statistics, sys
 out, size = sys.argv[1], sys.argv[2]
 tcp = json.load(open(os.path.join(out, "tcp.json")))
-print(f"\nplain TCP stream: {tcp['mb_per_s']:.0f} MB/s, reader {tcp['client_cpu_s_per_gib']:.2f} CPU-s/GiB")
-print(f"{'nodes':>5} {'first MB/s':>11} {'warm MB/s':>10} {'warm/tcp':>9} {'client s/GiB':>13} {'nodes s/GiB':>12}")
-summary = {"tcp": tcp, "nodes": {}}
+tcp_srv = json.load(open(os.path.join(out, "tcp-server.json")))["server_cpu_s"] / (tcp["bytes"] / 2**30)
+grpc = json.load(open(os.path.join(out, "grpc.json")))
+grpc_srv = json.load(open(os.path.join(out, "grpc-server.json")))["server_cpu_s"] / (grpc["bytes"] / 2**30)
+print(f"\nplain TCP stream: {tcp['mb_per_s']:.0f} MB/s, reader {tcp['client_cpu_s_per_gib']:.2f} CPU-s/GiB, server {tcp_srv:.2f}")
+print(f"tonic streaming:  {grpc['mb_per_s']:.0f} MB/s ({grpc['mb_per_s'] / tcp['mb_per_s']:.2f}x the stream), reader {grpc['client_cpu_s_per_gib']:.2f} CPU-s/GiB, server {grpc_srv:.2f}")
+print(f"{'nodes':>5} {'first MB/s':>11} {'warm MB/s':>10} {'warm/tcp':>9} {'warm/grpc':>10} {'client s/GiB':>13} {'nodes s/GiB':>12}")
+summary = {"tcp": tcp, "tcp_server_cpu_s_per_gib": tcp_srv, "grpc": grpc,
+           "grpc_server_cpu_s_per_gib": grpc_srv, "nodes": {}}
 for n in (1, 2, 3):
     first = json.load(open(os.path.join(out, f"nodes{n}.first.json")))
     warm = [json.loads(l) for l in open(os.path.join(out, f"nodes{n}.warm.json")) if l.strip()]
@@ -87,7 +108,7 @@ for n in (1, 2, 3):
     cl = statistics.median(w["client_cpu_s_per_gib"] for w in warm)
     gib = sum(w["bytes"] for w in warm) / 2**30
     node = cpu["node_ticks_warm"] / cpu["hz"] / gib
-    print(f"{n:>5} {first['mb_per_s']:>11.0f} {mb:>10.0f} {mb / tcp['mb_per_s']:>8.2f}x {cl:>13.2f} {node:>12.2f}")
+    print(f"{n:>5} {first['mb_per_s']:>11.0f} {mb:>10.0f} {mb / tcp['mb_per_s']:>8.2f}x {mb / grpc['mb_per_s']:>9.2f}x {cl:>13.2f} {node:>12.2f}")
     summary["nodes"][n] = {"first": first, "warm_runs_mb_per_s": [w["mb_per_s"] for w in warm],
                            "warm_mb_per_s": mb, "client_cpu_s_per_gib": cl, "nodes_cpu_s_per_gib": node}
 json.dump(summary, open(os.path.join(out, "summary.json"), "w"), indent=2)

@@ -12,6 +12,7 @@ mod cache_node_cmd;
 mod fs_client;
 mod fs_cmd;
 mod fs_load;
+mod grpc_bench;
 mod local_mount;
 mod metaserver_cmd;
 mod mount_cmd;

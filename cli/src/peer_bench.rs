@@ -4,9 +4,12 @@
 //!
 //! - `--tcp-serve ADDR` serves the plain stream (1 MiB writes for ever, per connection).
 //! - `--tcp ADDR` reads `--bytes` from it over `--parallel` connections.
+//! - `--grpc-serve ADDR` and `--grpc ADDR`: the same over tonic streaming
+//!   (`grpc_bench`), the transport the peer protocol was chosen against.
 //! - `--peers A,B,...` reads object KEY of `--ufs` whole, page by page, from the owners of
 //!   its pages on the ring of those members, `--parallel` pages in flight (`--rounds`
-//!   times: the first warms the nodes from the store, the others measure warm reads).
+//!   times: the first warms the nodes from the store, the others measure warm reads;
+//!   with `--warm` every round is a warm one).
 //!
 //! Each measurement prints one JSON object: bytes, seconds, MB/s and this process's CPU
 //! seconds per GiB (the node's own CPU is measured by the script from /proc).
@@ -38,6 +41,15 @@ pub struct PeerBenchArgs {
     /// Read `--bytes` from a `--tcp-serve` stream at ADDR.
     #[arg(long, value_name = "ADDR")]
     tcp: Option<String>,
+    /// Serve a tonic (gRPC) stream of 1 MiB messages on ADDR (the alternative transport).
+    #[arg(long, value_name = "ADDR")]
+    grpc_serve: Option<String>,
+    /// Read `--bytes` from a `--grpc-serve` stream at ADDR.
+    #[arg(long, value_name = "ADDR")]
+    grpc: Option<String>,
+    /// The nodes are warm already: every round counts as warm (`peers-warm`).
+    #[arg(long)]
+    warm: bool,
     /// Bytes to read from the plain stream.
     #[arg(long, default_value = "4GiB")]
     bytes: String,
@@ -64,7 +76,7 @@ pub struct PeerBenchArgs {
     rounds: usize,
 }
 
-fn report(what: &str, bytes: u64, secs: f64, cpu: f64) {
+pub(crate) fn report(what: &str, bytes: u64, secs: f64, cpu: f64) {
     let gib = bytes as f64 / f64::from(1u32 << 30);
     println!(
         "{{\"what\":\"{what}\",\"bytes\":{bytes},\"seconds\":{secs:.3},\"mb_per_s\":{:.1},\"client_cpu_s_per_gib\":{:.3}}}",
@@ -86,6 +98,13 @@ pub fn run(a: PeerBenchArgs) -> Result<()> {
     if let Some(addr) = &a.tcp {
         let total = parse_size(&a.bytes).context("--bytes")?;
         return rt.block_on(tcp_read(addr, total, parallel));
+    }
+    if let Some(addr) = &a.grpc_serve {
+        return rt.block_on(crate::grpc_bench::serve(addr));
+    }
+    if let Some(addr) = &a.grpc {
+        let total = parse_size(&a.bytes).context("--bytes")?;
+        return rt.block_on(crate::grpc_bench::read(addr, total, parallel));
     }
     let (Some(ufs), Some(key)) = (&a.ufs, &a.key) else {
         bail!("give --tcp-serve, --tcp, or --peers with --ufs and --key");
@@ -150,7 +169,7 @@ pub fn run(a: PeerBenchArgs) -> Result<()> {
             for t in tasks {
                 bytes += t.await??;
             }
-            let what = if round == 0 {
+            let what = if round == 0 && !a.warm {
                 "peers-first"
             } else {
                 "peers-warm"
