@@ -146,7 +146,7 @@ pub async fn read(addr: &str, total: u64, parallel: usize) -> Result<()> {
     for t in tasks {
         bytes += t.await??;
     }
-    crate::peer_bench::report(
+    crate::ufs_bench::report(
         "grpc",
         bytes,
         t0.elapsed().as_secs_f64(),

@@ -14,6 +14,7 @@ mod fs_cmd;
 mod fs_load;
 mod grpc_bench;
 mod local_mount;
+mod membership_bench;
 mod metaserver_cmd;
 mod mount_cmd;
 mod mount_helper;

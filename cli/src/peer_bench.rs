@@ -11,6 +11,9 @@
 //!   times: the first warms the nodes from the store, the others measure warm reads;
 //!   with `--warm` every round is a warm one).
 //!
+//! - `--membership ADDR`: the metaserver serving a cluster's membership
+//!   (`membership_bench`).
+//!
 //! Each measurement prints one JSON object: bytes, seconds, MB/s and this process's CPU
 //! seconds per GiB (the node's own CPU is measured by the script from /proc).
 
@@ -30,7 +33,7 @@ use alluxio::peer::ring::Member;
 use alluxio::types::{InodeNo, PAGE_SIZE};
 use alluxio::ufs::Ufs;
 
-use crate::ufs_bench::cpu_seconds;
+use crate::ufs_bench::{cpu_seconds, report};
 
 /// Arguments of `alluxio peer-bench`.
 #[derive(Args)]
@@ -47,6 +50,20 @@ pub struct PeerBenchArgs {
     /// Read `--bytes` from a `--grpc-serve` stream at ADDR.
     #[arg(long, value_name = "ADDR")]
     grpc: Option<String>,
+    /// Measure the metaserver at ADDR serving a membership of `--members` nodes: lease
+    /// renewals and membership reads, `--parallel` clients, for `--seconds`.
+    #[arg(long, value_name = "ADDR")]
+    membership: Option<String>,
+    /// Members registered for `--membership`.
+    #[arg(long, default_value_t = 100)]
+    members: u64,
+    /// How long `--membership` runs.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Instead of peers, read KEY from a disk tier in DIR (filled from the store first):
+    /// the daemon's own disk-tier read, `--rounds` times (`disk-tier`).
+    #[arg(long, value_name = "DIR")]
+    disk_tier: Option<std::path::PathBuf>,
     /// The nodes are warm already: every round counts as warm (`peers-warm`).
     #[arg(long)]
     warm: bool,
@@ -76,15 +93,6 @@ pub struct PeerBenchArgs {
     rounds: usize,
 }
 
-pub(crate) fn report(what: &str, bytes: u64, secs: f64, cpu: f64) {
-    let gib = bytes as f64 / f64::from(1u32 << 30);
-    println!(
-        "{{\"what\":\"{what}\",\"bytes\":{bytes},\"seconds\":{secs:.3},\"mb_per_s\":{:.1},\"client_cpu_s_per_gib\":{:.3}}}",
-        bytes as f64 / 1e6 / secs.max(1e-9),
-        cpu / gib.max(1e-9)
-    );
-}
-
 /// Runs the measurement.
 pub fn run(a: PeerBenchArgs) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -99,6 +107,12 @@ pub fn run(a: PeerBenchArgs) -> Result<()> {
         let total = parse_size(&a.bytes).context("--bytes")?;
         return rt.block_on(tcp_read(addr, total, parallel));
     }
+    if let Some(addr) = &a.membership {
+        let token = read_token(a.token_file.as_deref(), "the metaserver")?;
+        return rt.block_on(crate::membership_bench::run(
+            addr, &token, a.members, parallel, a.seconds,
+        ));
+    }
     if let Some(addr) = &a.grpc_serve {
         return rt.block_on(crate::grpc_bench::serve(addr));
     }
@@ -109,12 +123,15 @@ pub fn run(a: PeerBenchArgs) -> Result<()> {
     let (Some(ufs), Some(key)) = (&a.ufs, &a.key) else {
         bail!("give --tcp-serve, --tcp, or --peers with --ufs and --key");
     };
-    if a.peers.is_empty() {
-        bail!("--peers is empty");
-    }
     let opts = parse_mount_options(&a.options)?;
     let metrics = Arc::new(Metrics::default());
     let store = Ufs::new(&UfsConfig::parse(ufs, &opts.ufs)?, metrics.clone())?;
+    if let Some(dir) = &a.disk_tier {
+        return rt.block_on(disk_tier(dir, &store, key, parallel, a.rounds, metrics));
+    }
+    if a.peers.is_empty() {
+        bail!("--peers is empty");
+    }
     let cfg = PeerConfig {
         token: read_token(a.token_file.as_deref(), "the peer cluster")?,
         timeout: std::time::Duration::from_secs(30),
@@ -178,6 +195,70 @@ pub fn run(a: PeerBenchArgs) -> Result<()> {
         }
         anyhow::Ok(())
     })
+}
+
+/// The daemon's own disk-tier read of KEY: a tier with no memory tier above it in `dir`,
+/// filled from the store, then read whole `rounds` times, `parallel` pages in flight.
+async fn disk_tier(
+    dir: &std::path::Path,
+    store: &Ufs,
+    key: &str,
+    parallel: usize,
+    rounds: usize,
+    metrics: Arc<Metrics>,
+) -> Result<()> {
+    use alluxio::page_cache::{PageCache, PageCacheConfig};
+    let info = store.stat(key).await?;
+    let id = store.object_id(key, &info.version);
+    let cache = Arc::new(PageCache::new(
+        &PageCacheConfig {
+            mem_bytes: 0,
+            disk_bytes: info.size.saturating_mul(2).max(1 << 30),
+            disk_dir: dir.to_path_buf(),
+            io_engine: Default::default(),
+            disk_free_ratio: alluxio::config::DEFAULT_CACHE_FREE_RATIO,
+        },
+        metrics,
+    )?);
+    let pages = info.size.div_ceil(PAGE_SIZE);
+    for idx in 0..pages {
+        let start = idx * PAGE_SIZE;
+        let end = info.size.min(start + PAGE_SIZE);
+        let b = store.read_range(key, start..end, &info.version).await?;
+        cache.put_disk(PageKey::new(&id, idx), InodeNo(0), b).await;
+    }
+    for _ in 0..rounds.max(1) {
+        let (t0, c0) = (Instant::now(), cpu_seconds());
+        let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..parallel {
+            let (cache, id, next) = (cache.clone(), id.clone(), next.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut got = 0u64;
+                loop {
+                    let idx = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if idx >= pages {
+                        return anyhow::Ok(got);
+                    }
+                    match cache.get(&PageKey::new(&id, idx)).await {
+                        Some(b) => got += b.len() as u64,
+                        None => bail!("page {idx} not in the disk tier"),
+                    }
+                }
+            }));
+        }
+        let mut bytes = 0;
+        for t in tasks {
+            bytes += t.await??;
+        }
+        report(
+            "disk-tier",
+            bytes,
+            t0.elapsed().as_secs_f64(),
+            cpu_seconds() - c0,
+        );
+    }
+    Ok(())
 }
 
 async fn tcp_serve(addr: &str) -> Result<()> {

@@ -53,6 +53,17 @@ pub(crate) fn cpu_seconds() -> f64 {
     t(ru.ru_utime) + t(ru.ru_stime)
 }
 
+/// Prints one measurement as a JSON line: bytes, seconds, MB/s, and this process's
+/// `cpu` seconds per GiB.
+pub(crate) fn report(what: &str, bytes: u64, secs: f64, cpu: f64) {
+    let gib = bytes as f64 / f64::from(1u32 << 30);
+    println!(
+        "{{\"what\":\"{what}\",\"bytes\":{bytes},\"seconds\":{secs:.3},\"mb_per_s\":{:.1},\"client_cpu_s_per_gib\":{:.3}}}",
+        bytes as f64 / 1e6 / secs.max(1e-9),
+        cpu / gib.max(1e-9)
+    );
+}
+
 /// Runs the measurement.
 pub fn run(a: UfsBenchArgs) -> Result<()> {
     let opts = parse_mount_options(&a.options)?;
