@@ -455,6 +455,22 @@ fn vfs_a_load_is_spread_over_the_owners_and_a_free_reaches_them() {
         2 * pages,
         "after the free every page was read from the store again, once"
     );
+    // Every request to a peer was timed, by the peer's address.
+    let prom = a
+        .metrics
+        .prometheus(&alluxio::prom::OpHistograms::default());
+    for m in &members[..2] {
+        let count = format!(
+            "alluxio_peer_request_duration_seconds_count{{peer=\"{}\"}} ",
+            m.addr
+        );
+        let line = prom.lines().find(|l| l.starts_with(&count));
+        let n: u64 = line
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no latency series for {}", m.addr));
+        assert!(n >= owned[0].min(owned[1]), "{line:?}");
+    }
     let report = a.rt.block_on(a.vfs.cluster_report());
     assert_eq!(report.len(), 2, "the other two members");
     for (addr, r) in report {
