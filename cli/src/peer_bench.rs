@@ -64,6 +64,10 @@ pub struct PeerBenchArgs {
     /// the daemon's own disk-tier read, `--rounds` times (`disk-tier`).
     #[arg(long, value_name = "DIR")]
     disk_tier: Option<std::path::PathBuf>,
+    /// Compute, on the real ring, how the run length spreads one file's pages over 3, 10
+    /// and 100 equal members (no network): the hot-file parallelism of each choice.
+    #[arg(long)]
+    ring_spread: bool,
     /// The nodes are warm already: every round counts as warm (`peers-warm`).
     #[arg(long)]
     warm: bool,
@@ -106,6 +110,10 @@ pub fn run(a: PeerBenchArgs) -> Result<()> {
     if let Some(addr) = &a.tcp {
         let total = parse_size(&a.bytes).context("--bytes")?;
         return rt.block_on(tcp_read(addr, total, parallel));
+    }
+    if a.ring_spread {
+        ring_spread();
+        return Ok(());
     }
     if let Some(addr) = &a.membership {
         let token = read_token(a.token_file.as_deref(), "the metaserver")?;
@@ -195,6 +203,54 @@ pub fn run(a: PeerBenchArgs) -> Result<()> {
         }
         anyhow::Ok(())
     })
+}
+
+/// For run lengths 1 to 16 pages, members 3, 10 and 100 (equal weights) and files of
+/// 64 MiB, 1 GiB and 10 GiB (averaged over 20 files): the pages on the busiest member
+/// over the mean, and the file's pages over the busiest member's (how many members'
+/// worth of bandwidth readers of the whole file get at once). One JSON line each.
+fn ring_spread() {
+    use alluxio::peer::ring::Ring;
+    for members in [3usize, 10, 100] {
+        let ring = Ring::new((0..members).map(|i| Member {
+            addr: format!("10.0.{}.{}:7080", i / 256, i % 256),
+            weight: 1,
+        }));
+        let index: std::collections::HashMap<&str, usize> = ring
+            .members()
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (m.addr.as_str(), i))
+            .collect();
+        for pages in [64u64, 1024, 10240] {
+            for run in [1u64, 2, 4, 8, 16] {
+                let (mut over_mean, mut parallel) = (0.0, 0.0);
+                let files = 20;
+                for f in 0..files {
+                    let id = alluxio::object::ObjectId::new(
+                        Arc::from("s3:bucket@http://store"),
+                        &format!("data/shard-{f:05}"),
+                        "e:0123456789abcdef",
+                    );
+                    let mut per = vec![0u64; members];
+                    for idx in 0..pages {
+                        let at = Ring::position_in_runs(&id, idx, run);
+                        if let Some(o) = ring.owners_at(at, 1).first() {
+                            per[index[o.addr.as_str()]] += 1;
+                        }
+                    }
+                    let max = per.iter().copied().max().unwrap_or(1).max(1) as f64;
+                    over_mean += max / (pages as f64 / members as f64);
+                    parallel += pages as f64 / max;
+                }
+                println!(
+                    "{{\"what\":\"ring-spread\",\"members\":{members},\"file_mib\":{pages},\"run_pages\":{run},\"busiest_over_mean\":{:.2},\"parallelism\":{:.1}}}",
+                    over_mean / f64::from(files),
+                    parallel / f64::from(files)
+                );
+            }
+        }
+    }
 }
 
 /// The daemon's own disk-tier read of KEY: a tier with no memory tier above it in `dir`,

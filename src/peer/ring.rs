@@ -105,7 +105,14 @@ impl Ring {
 
     /// Where page `idx` of `object` sits on the ring.
     pub fn position(object: &ObjectId, idx: u64) -> u64 {
-        mix(object.digest() ^ mix((idx / RUN_PAGES).wrapping_add(0x9e37_79b9_7f4a_7c15)))
+        Self::position_in_runs(object, idx, RUN_PAGES)
+    }
+
+    /// Where page `idx` of `object` would sit with runs of `run` pages: every host uses
+    /// [`RUN_PAGES`]; other lengths are for measuring the choice (`alluxio peer-bench
+    /// --ring-spread`).
+    pub fn position_in_runs(object: &ObjectId, idx: u64, run: u64) -> u64 {
+        mix(object.digest() ^ mix((idx / run.max(1)).wrapping_add(0x9e37_79b9_7f4a_7c15)))
     }
 
     /// The first `n` distinct members clockwise from `position`: the owner first, then
