@@ -35,6 +35,16 @@ impl FsError {
         }
     }
 
+    /// An error that is an answer, not a fault, and worth a line in the log (an object
+    /// that changed in the store): logged at INFO, not counted as a failure.
+    pub fn notice(errno: i32, message: impl Into<String>) -> Self {
+        Self {
+            errno,
+            message: message.into(),
+            level: Level::INFO,
+        }
+    }
+
     /// The errno.
     pub fn errno(&self) -> i32 {
         self.errno
@@ -92,8 +102,16 @@ impl From<UfsError> for FsError {
             K::PermissionDenied => FsError::new(libc::EACCES, msg),
             K::IsADirectory => FsError::new(libc::EISDIR, msg),
             K::NotADirectory => FsError::new(libc::ENOTDIR, msg),
-            // The object changed under an open handle (If-Match failed).
-            K::ConditionNotMatch => FsError::new(libc::ESTALE, msg),
+            // The object changed under an open handle (If-Match failed): the data set
+            // was refreshed. Said briefly, at INFO: not a fault (the store's answer, a
+            // whole HTTP exchange, is at DEBUG).
+            K::ConditionNotMatch => {
+                tracing::debug!(error = %msg, "object changed in the store");
+                FsError::notice(
+                    libc::ESTALE,
+                    format!("{}: the object changed in the store", e.brief()),
+                )
+            }
             K::Unsupported => FsError::new(libc::EOPNOTSUPP, msg),
             kind => {
                 // A local store reports OS errors as `Unexpected`: keep the OS's errno when

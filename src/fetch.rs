@@ -146,11 +146,13 @@ pub struct Fetcher {
     /// One permit per page buffer fetched and not yet in the cache.
     budget: Arc<Semaphore>,
     fetches: Mutex<HashMap<PageKey, Cell>>,
-    /// Pages that read-ahead put in the cache, with how many of their bytes no read has
-    /// asked for yet. Once reads have asked for as many bytes as the page holds, it leaves
-    /// the memory tier (it stays on disk, and the kernel keeps the bytes it was given): a
-    /// sequential scan is read once, and keeping it in memory would only push out pages
-    /// that are used again, and cost a fresh (faulted, zeroed) buffer for every page read.
+    /// Pages fetched into the cache (by read-ahead or for a read that missed), with how
+    /// many of their bytes no read has asked for yet. Once reads have asked for as many
+    /// bytes as the page holds, it leaves the memory tier (it stays on disk, and the
+    /// kernel keeps the bytes it was given): a sequential scan, or a small file read
+    /// whole, is read once, and keeping it in memory would only push out pages that are
+    /// used again, and cost a fresh (faulted, zeroed) buffer for every page read. (A file
+    /// read whole is then read from the disk tier, by passthrough once it is all there.)
     /// Counting bytes rather than requiring one read of the whole page makes this hold for
     /// any request size and alignment the kernel picks; a page only partly read (a random
     /// reader's) stays in memory. Bounded: cleared when it reaches [`TABLE_MAX`]
@@ -277,8 +279,9 @@ impl Fetcher {
                     }
                     .into());
                 }
-                if read_ahead {
-                    // Before the page is visible, so no read can use it unmarked.
+                // Before the page is visible, so no read can use it unmarked. A page
+                // fetched for a peer is not read here: nothing would ever use it up.
+                if !object.for_peer {
                     let mut f = lock(&self.fresh);
                     if f.len() >= TABLE_MAX {
                         f.clear();
@@ -286,9 +289,7 @@ impl Fetcher {
                     f.insert(key.clone(), b.len() as u64);
                 }
                 self.cache.put(key.clone(), object.owner, b.clone()).await;
-                if read_ahead {
-                    self.release_read(&key);
-                }
+                self.release_read(&key);
                 Ok(b)
             })
             .await

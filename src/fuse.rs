@@ -150,11 +150,20 @@ impl Adapter {
     }
 
     /// Logs an error once at its level, counts it and converts it for the kernel.
+    /// Failures (WARN and ERROR) count in `fuse_errors`; an errno that is the normal
+    /// answer (ENOENT of a lookup, ESTALE of an object that changed) in
+    /// `fuse_expected_errors`, so an alert on the first fires on faults only.
     fn err(&self, e: FsError) -> Errno {
-        Metrics::inc(&self.metrics().fuse_errors);
+        match e.level() {
+            tracing::Level::ERROR | tracing::Level::WARN => {
+                Metrics::inc(&self.metrics().fuse_errors)
+            }
+            _ => Metrics::inc(&self.metrics().fuse_expected_errors),
+        }
         match e.level() {
             tracing::Level::ERROR => tracing::error!(error = %e, "request failed"),
             tracing::Level::WARN => tracing::warn!(error = %e, "request failed"),
+            tracing::Level::INFO => tracing::info!(error = %e, "request answered"),
             _ => tracing::debug!(error = %e, "request failed"),
         }
         Errno::from_i32(e.errno())

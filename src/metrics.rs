@@ -32,8 +32,11 @@ macro_rules! counters {
 counters! {
     /// FUSE requests handled.
     fuse_requests,
-    /// FUSE requests answered with an error.
+    /// FUSE requests that failed (an error logged at WARN or ERROR).
     fuse_errors,
+    /// FUSE requests answered with an errno that is the normal answer, not a failure
+    /// (ENOENT of a lookup, EEXIST of O_EXCL, ESTALE of an object changed in the store).
+    fuse_expected_errors,
     /// Pages served from the memory tier.
     cache_hits_mem,
     /// Pages served from the disk tier.
@@ -64,8 +67,12 @@ counters! {
     ufs_deletes,
     /// UFS renames and copies.
     ufs_renames,
-    /// UFS requests that failed after retries.
+    /// UFS requests that failed after retries (a changed object apart).
     ufs_errors,
+    /// UFS requests answered "not the version asked for" (a 412 to If-Match, a version
+    /// that is gone, a local file changed underneath): the data set changed; the read
+    /// gets ESTALE. Not a fault of the store, so not in `ufs_errors`.
+    ufs_changed,
     /// Pages written to the disk tier.
     disk_cache_writes,
     /// Pages a written file brought into the disk tier by adoption: its local file linked
@@ -104,8 +111,9 @@ counters! {
     prefetch_pages,
     /// Prefetches not started because the fetch budget was in use.
     prefetch_skipped,
-    /// Read-ahead pages dropped from the memory tier after one whole read (they stay on
-    /// disk): a sequential scan does not displace what the memory tier holds.
+    /// Fetched pages (read-ahead, or a read's own miss) dropped from the memory tier once
+    /// reads used all their bytes (they stay on disk): a sequential scan, or a data set of
+    /// small files read once, does not displace what the memory tier holds.
     readahead_released,
     /// Read-ahead GETs that waited for a slot (`--prefetch-gets` was binding).
     prefetch_waits,

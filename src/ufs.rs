@@ -61,6 +61,19 @@ impl UfsError {
     pub fn is_refusal(&self) -> bool {
         self.op == "check"
     }
+
+    /// Whether the store said the object is not the version asked for (a 412 to an
+    /// If-Match, a version that is gone, a local file changed underneath): the data set
+    /// was refreshed, not a fault of the store.
+    pub fn is_changed(&self) -> bool {
+        self.kind() == ErrorKind::ConditionNotMatch
+    }
+
+    /// The operation and key, without the store's response (which for a 412 is a whole
+    /// HTTP exchange).
+    pub fn brief(&self) -> String {
+        format!("{} {}", self.op, self.path)
+    }
 }
 
 /// A multipart upload fed while its file is still being written, so that close or fsync
@@ -477,9 +490,15 @@ impl Ufs {
         Metrics::inc(which);
     }
 
+    /// Counts a failed call (a changed object apart: see [`UfsError::is_changed`]).
     fn fail(&self, op: &'static str, path: &str, e: opendal::Error) -> UfsError {
-        Metrics::inc(&self.metrics.ufs_errors);
-        UfsError::new(op, path, e)
+        let e = UfsError::new(op, path, e);
+        if e.is_changed() {
+            Metrics::inc(&self.metrics.ufs_changed);
+        } else {
+            Metrics::inc(&self.metrics.ufs_errors);
+        }
+        e
     }
 
     /// Verifies the store is reachable and the root is listable.

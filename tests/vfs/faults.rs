@@ -134,7 +134,8 @@ fn vfs_a_short_body_from_the_store_is_never_served() {
 }
 
 /// The store says the version is gone (an If-Match that failed): ESTALE at once, with no
-/// retry, since no retry can bring that version back.
+/// retry, since no retry can bring that version back. It is a refreshed data set, not a
+/// fault: counted in `ufs_changed`, not `ufs_errors`, and the error says so in one line.
 #[test]
 fn vfs_a_changed_version_is_estale_without_retries() {
     let (env, _) = with_object(MIB, Options::default());
@@ -142,6 +143,27 @@ fn vfs_a_changed_version_is_estale_without_retries() {
     let fh = env.open(env.ino("f"), false, false).unwrap();
     assert_eq!(env.read(fh, 0, 4096), Err(libc::ESTALE));
     assert_eq!(env.faults.calls(Call::Read), 1);
+    let m = &env.metrics;
+    assert_eq!(m.ufs_changed.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(m.ufs_errors.load(std::sync::atomic::Ordering::Relaxed), 0);
+    let ino = env.ino("f");
+    let e = env
+        .rt
+        .block_on(async {
+            let mode = alluxio::vfs::OpenMode {
+                write: false,
+                truncate: false,
+            };
+            let (fh, _) = env.vfs.open(ino, mode).await?;
+            env.vfs.read(fh, 0, 4096).await
+        })
+        .unwrap_err();
+    assert_eq!(e.errno(), libc::ESTALE);
+    assert_eq!(e.level(), tracing::Level::INFO, "not a failure: {e}");
+    assert!(
+        e.to_string().contains("changed in the store") && e.to_string().len() < 200,
+        "one short line: {e}"
+    );
 }
 
 /// CACHE_THROUGH: a close whose upload fails returns EIO and the namespace keeps the

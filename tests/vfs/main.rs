@@ -17,4 +17,5 @@ mod faults;
 mod peers;
 mod reftest;
 mod sources;
+mod tiers;
 mod versions;

@@ -1,0 +1,55 @@
+//! What the tiers keep after reads that missed: a page read whole once leaves the memory
+//! tier (it stays on disk), whether read-ahead or the read's own miss fetched it, so a
+//! data set of small files read once per epoch does not fill memory with pages nobody
+//! reads from there; a page read only in part stays in memory for the rest of it.
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use crate::harness::{Env, MIB, Options, Store, data};
+
+#[test]
+fn vfs_a_small_file_read_whole_leaves_memory_and_one_read_in_part_stays() {
+    let env = Env::with(Options {
+        store: Store::Dir,
+        disk_cache: 64 * MIB as u64,
+        prefetch_pages: 0,
+        ..Default::default()
+    });
+    let body = data(300 << 10, 31);
+    env.put_underneath("whole", &body);
+    env.put_underneath("part", &body);
+    let m = &env.metrics;
+    assert!(env.read_all(env.ino("whole")).unwrap() == body);
+    assert_eq!(m.ufs_reads.load(Relaxed), 1);
+    assert_eq!(
+        m.mem_cache_bytes.load(Relaxed),
+        0,
+        "a page read whole left the memory tier"
+    );
+    assert_eq!(m.readahead_released.load(Relaxed), 1);
+    assert!(
+        m.disk_cache_bytes.load(Relaxed) >= body.len() as u64,
+        "it is on disk"
+    );
+
+    let fh = env.open(env.ino("part"), false, false).unwrap();
+    assert!(env.read(fh, 0, 64 << 10).unwrap() == body[..64 << 10]);
+    assert!(
+        m.mem_cache_bytes.load(Relaxed) >= body.len() as u64,
+        "a page read in part stays in memory"
+    );
+    let hits = m.cache_hits_mem.load(Relaxed);
+    assert!(env.read(fh, 64 << 10, 1 << 20).unwrap() == body[64 << 10..]);
+    assert_eq!(
+        m.cache_hits_mem.load(Relaxed),
+        hits + 1,
+        "its rest came from memory"
+    );
+    assert_eq!(m.mem_cache_bytes.load(Relaxed), 0, "and then it left");
+    env.vfs.release(fh);
+
+    // Read again: from the disk tier, right, with no store read.
+    assert!(env.read_all(env.ino("whole")).unwrap() == body);
+    assert_eq!(m.ufs_reads.load(Relaxed), 2, "one per file, never again");
+    assert!(m.cache_hits_disk.load(Relaxed) >= 1);
+}
