@@ -295,6 +295,9 @@ pub struct MountConfig {
     pub upload: UploadShape,
     /// When loaded directories are listed again.
     pub metadata_sync: MetadataSync,
+    /// Bytes of a directory's small files prefetched once readers open some cold
+    /// (`-o dir_prefetch=SIZE`, 0 off; [`DEFAULT_DIR_PREFETCH`]).
+    pub dir_prefetch_bytes: u64,
     /// How long a store call may go without an answer, retries included, before it fails
     /// with EIO (`-o ufs_timeout=`; [`crate::ufs::DEFAULT_UFS_TIMEOUT`]).
     pub ufs_timeout: Duration,
@@ -337,6 +340,12 @@ pub fn read_token(file: Option<&Path>, what: &str) -> Result<String, ConfigError
     }
     Ok(token)
 }
+
+/// Bytes of a directory's small files fetched in the background once readers open some of
+/// them cold (see `vfs::siblings`): a quarter of the default disk tier's worth of a data set
+/// at a time would be far more than a trigger needs; 256 MiB keeps 16 GETs busy for several
+/// seconds at a real store's speed.
+pub const DEFAULT_DIR_PREFETCH: u64 = 256 << 20;
 
 /// When a loaded directory is listed from the UFS again (`-o metadata_sync=`), so that
 /// objects changed by other tools show up. A directory is always listed on first access.
@@ -459,6 +468,8 @@ pub struct MountOptions {
     pub upload: UploadShape,
     /// When loaded directories are listed again.
     pub metadata_sync: MetadataSync,
+    /// `dir_prefetch=SIZE`: bytes of a directory's small files prefetched per trigger.
+    pub dir_prefetch: Option<u64>,
     /// `ufs_timeout=SECONDS`: how long a store call may go without an answer.
     pub ufs_timeout: Option<Duration>,
     /// `peers=HOST:PORT,HOST:PORT,...`: the static cluster membership.
@@ -566,6 +577,11 @@ pub fn parse_mount_options(values: &[String]) -> Result<MountOptions, ConfigErro
                 }
             },
             ("metadata_sync", Some(v)) => o.metadata_sync = v.parse()?,
+            ("dir_prefetch", Some(v)) => {
+                o.dir_prefetch = Some(
+                    parse_size(v).map_err(|e| ConfigError(format!("mount option {key}: {e}")))?,
+                )
+            }
             ("ufs_timeout", Some(v)) => {
                 let secs = parse_secs(key, v.trim_end_matches('s'))?;
                 if secs < 1.0 {

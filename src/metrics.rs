@@ -117,6 +117,9 @@ counters! {
     readahead_released,
     /// Read-ahead GETs that waited for a slot (`--prefetch-gets` was binding).
     prefetch_waits,
+    /// Small files fetched in the background because readers opened others of their
+    /// directory cold (directory-level prefetch).
+    dir_prefetch_files,
     /// Opens served by FUSE passthrough from a fully cached data file.
     passthrough_opens,
     /// 1 when the disk tier does its I/O through io_uring, 0 for psync or no disk tier.

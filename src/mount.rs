@@ -235,6 +235,7 @@ pub fn mount(cfg: &MountConfig, rt: &RtHandle) -> Result<Mounted, MountError> {
             journal_dir: cfg.cache_dir.join("journal"),
             upload_delay: cfg.upload_delay,
             metadata_sync: cfg.metadata_sync,
+            dir_prefetch_bytes: cfg.dir_prefetch_bytes,
         },
         rt.clone(),
         extra,

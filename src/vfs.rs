@@ -32,6 +32,7 @@ mod journal;
 mod mounts;
 mod peer_host;
 mod read;
+mod siblings;
 mod sources;
 mod ttl;
 mod upload;
@@ -69,6 +70,9 @@ pub struct VfsConfig {
     pub upload_delay: std::time::Duration,
     /// When loaded directories are listed from the UFS again.
     pub metadata_sync: crate::config::MetadataSync,
+    /// Bytes of a directory's small files fetched in the background once readers open
+    /// some of them cold (`siblings`); 0 turns it off.
+    pub dir_prefetch_bytes: u64,
 }
 
 /// What `alluxio fs free` did.
@@ -173,6 +177,8 @@ pub struct Vfs {
     fetcher: Arc<Fetcher>,
     /// Answers peers from this vfs's fetcher (`peer_host`).
     page_server: crate::peer::server::PageServer,
+    /// Directory-level prefetch state (`siblings`).
+    dir_prefetch: siblings::Dirs,
     /// The cluster this mount reads through, for cluster-wide loads, frees and reports.
     cluster: std::sync::OnceLock<Arc<crate::peer::client::Peers>>,
     /// Versions whose bytes are in local files (the first page source).
@@ -268,6 +274,7 @@ impl Vfs {
             synced: Mutex::new(HashMap::new()),
             page_server: crate::peer::server::PageServer::new(fetcher.clone()),
             cluster: std::sync::OnceLock::new(),
+            dir_prefetch: Default::default(),
             fetcher,
             local,
             journal,

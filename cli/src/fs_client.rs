@@ -100,6 +100,7 @@ impl Client {
                 journal_dir: scratch.path().join("journal"),
                 upload_delay: Default::default(),
                 metadata_sync: Default::default(),
+                dir_prefetch_bytes: 0,
             },
             rt.handle().clone(),
         )?;

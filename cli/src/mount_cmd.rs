@@ -153,6 +153,9 @@ fn config(a: MountArgs) -> Result<MountConfig> {
         cache_io: opts.cache_io,
         cache_free_ratio,
         metadata_sync: opts.metadata_sync,
+        dir_prefetch_bytes: opts
+            .dir_prefetch
+            .unwrap_or(alluxio::config::DEFAULT_DIR_PREFETCH),
         ufs_timeout: opts
             .ufs_timeout
             .unwrap_or(alluxio::ufs::DEFAULT_UFS_TIMEOUT),

@@ -82,6 +82,9 @@ impl Vfs {
             }
         }
         let snapshot = self.snapshot_of(&rec).await?;
+        if !mode.write {
+            self.note_open(&rec, snapshot.object.as_ref());
+        }
         let keep_cache = {
             let writing = lock(&self.open_files).contains_key(&ino);
             let mut kc = lock(&self.kernel_cached);

@@ -517,6 +517,7 @@ impl Mount {
             upload_delay: Default::default(),
             upload: Default::default(),
             metadata_sync: Default::default(),
+            dir_prefetch_bytes: 0,
             ufs_timeout: alluxio::ufs::DEFAULT_UFS_TIMEOUT,
             metrics_listen: None,
             cluster: None,

@@ -51,6 +51,9 @@ pub struct Options {
     /// The memory and disk tiers' sizes in bytes (0: no tier).
     pub mem_cache: u64,
     pub disk_cache: u64,
+    /// `VfsConfig::dir_prefetch_bytes` (default 0: off, so counts of store reads stay
+    /// exact in other tests).
+    pub dir_prefetch: u64,
 }
 
 /// How an env takes part in a cluster.
@@ -84,6 +87,7 @@ impl Default for Options {
             peer: None,
             mem_cache: 64 << 20,
             disk_cache: 0,
+            dir_prefetch: 0,
         }
     }
 }
@@ -190,6 +194,7 @@ impl Env {
                 journal_dir: dir.path().join("journal"),
                 upload_delay: Duration::ZERO,
                 metadata_sync: MetadataSync::default(),
+                dir_prefetch_bytes: o.dir_prefetch,
             },
             rt.handle().clone(),
             extra,

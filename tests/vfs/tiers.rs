@@ -53,3 +53,53 @@ fn vfs_a_small_file_read_whole_leaves_memory_and_one_read_in_part_stays() {
     assert_eq!(m.ufs_reads.load(Relaxed), 2, "one per file, never again");
     assert!(m.cache_hits_disk.load(Relaxed) >= 1);
 }
+
+/// Directory-level prefetch: once readers open two small files of a directory cold, its
+/// other small files are fetched in the background (a shuffled epoch then overlaps the
+/// store's latency across files); a large file there is left to read-ahead. Reading them
+/// all afterwards reads nothing more from the store, and every byte is right. Off, the
+/// same two reads fetch two files.
+#[test]
+fn vfs_two_cold_small_files_prefetch_their_directory() {
+    use crate::harness::eventually;
+    use std::time::Duration;
+    for on in [true, false] {
+        let env = Env::with(Options {
+            store: Store::Dir,
+            disk_cache: 64 * MIB as u64,
+            dir_prefetch: if on { 256 * MIB as u64 } else { 0 },
+            ..Default::default()
+        });
+        let bodies: Vec<Vec<u8>> = (0..20).map(|i| data(100 << 10, 40 + i)).collect();
+        for (i, b) in bodies.iter().enumerate() {
+            env.put_underneath(&format!("ds/f{i:02}"), b);
+        }
+        env.put_underneath("ds/big", &data(8 * MIB, 39));
+        let m = &env.metrics;
+        for i in [7, 13] {
+            assert!(env.read_all(env.ino(&format!("ds/f{i:02}"))).unwrap() == bodies[i]);
+        }
+        if on {
+            assert!(
+                eventually(Duration::from_secs(10), || m.ufs_reads.load(Relaxed) == 20),
+                "the directory's small files were fetched: {} reads",
+                m.ufs_reads.load(Relaxed)
+            );
+            assert_eq!(m.dir_prefetch_files.load(Relaxed), 18);
+        } else {
+            std::thread::sleep(Duration::from_millis(300));
+            assert_eq!(m.ufs_reads.load(Relaxed), 2, "off: only what was read");
+        }
+        for (i, b) in bodies.iter().enumerate() {
+            assert!(
+                env.read_all(env.ino(&format!("ds/f{i:02}"))).unwrap() == *b,
+                "f{i}"
+            );
+        }
+        assert_eq!(
+            m.ufs_reads.load(Relaxed),
+            20,
+            "every small file read from the store once"
+        );
+    }
+}
