@@ -16,6 +16,7 @@
 # usage: scripts/bench.sh [--smoke] [--size SIZE] [--ufs dir|s3] [--store fast|realistic]
 #                         [--shape "FLAGS"] [--peers] [--budget SIZE] [--repeat N] [--out DIR]
 #                         [--bin PATH] [--jobs "JOB ..."] [--train-files N]
+#                         [--meta-files N] [--meta-tree N]
 #   --smoke   tiny sizes and short runtimes; every mount read is checked with crc32c
 #   --repeat  run each read job N times (default 3) on the local disk (O_DIRECT) and on the
 #             mount's disk tier, alternating the two with the page cache dropped before each,
@@ -39,6 +40,9 @@
 #             the local disk, the mount and, with --peers, JuiceFS
 #   --bin     measure this alluxio binary instead of building one (to alternate two builds)
 #   --jobs    only these read jobs of fio-jobs/ (default: all five)
+#   --meta-files, --meta-tree  files created/stat'ed/unlinked and entries listed by the
+#             metadata script (default 1,000 and 10,000; under CACHE_THROUGH over the
+#             realistic store each create is a 20 ms PUT, so the full tree takes minutes)
 # Results: one JSON per (mode, job), meta.*.json, and summary.json under --out
 # (default target/bench).
 set -euo pipefail
@@ -54,6 +58,8 @@ while [ $# -gt 0 ]; do
     --store) store=$2; shift ;;
     --shape) shape=$2; shift ;;
     --train-files) train_files=$2; shift ;;
+    --meta-files) meta_files=$2; shift ;;
+    --meta-tree) meta_tree=$2; shift ;;
     --peers) peers=1 ;;
     --budget) budget=$2; shift ;;
     --repeat) repeat=$2; shift ;;

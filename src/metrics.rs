@@ -120,6 +120,9 @@ counters! {
     /// Small files fetched in the background because readers opened others of their
     /// directory cold (directory-level prefetch).
     dir_prefetch_files,
+    /// First reads of a large cold file answered by a ranged GET of just their bytes while
+    /// the page was fetched whole behind them (time to the first byte).
+    first_byte_reads,
     /// Opens served by FUSE passthrough from a fully cached data file.
     passthrough_opens,
     /// 1 when the disk tier does its I/O through io_uring, 0 for psync or no disk tier.

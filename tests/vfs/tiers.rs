@@ -103,3 +103,48 @@ fn vfs_two_cold_small_files_prefetch_their_directory() {
         );
     }
 }
+
+/// The first small read of a large cold file is answered by a ranged GET of just its
+/// bytes while the page is fetched whole behind it (the time to the first byte); what
+/// follows is read from the pages. Small files, and mounts without read-ahead, read
+/// pages only.
+#[test]
+fn vfs_the_first_read_of_a_large_cold_file_gets_only_its_bytes_first() {
+    use crate::harness::eventually;
+    use std::time::Duration;
+    let env = Env::with(Options {
+        store: Store::Dir,
+        disk_cache: 64 * MIB as u64,
+        prefetch_pages: 4,
+        ..Default::default()
+    });
+    let big = data(16 * MIB, 51);
+    let small = data(MIB, 52);
+    env.put_underneath("big", &big);
+    env.put_underneath("small", &small);
+    let m = &env.metrics;
+    let fh = env.open(env.ino("big"), false, false).unwrap();
+    assert!(env.read(fh, 0, 4096).unwrap() == big[..4096]);
+    assert_eq!(m.first_byte_reads.load(Relaxed), 1);
+    assert!(
+        eventually(Duration::from_secs(10), || m.bytes_from_ufs.load(Relaxed)
+            >= 4096 + 5 * MIB as u64),
+        "the page and the read-ahead behind it were fetched whole"
+    );
+    let reads = m.ufs_reads.load(Relaxed);
+    assert!(env.read(fh, 4096, 128 << 10).unwrap() == big[4096..4096 + (128 << 10)]);
+    assert_eq!(
+        m.ufs_reads.load(Relaxed),
+        reads,
+        "the rest came from the pages"
+    );
+    assert_eq!(m.first_byte_reads.load(Relaxed), 1, "only the first read");
+    env.vfs.release(fh);
+    assert!(env.read_all(env.ino("small")).unwrap() == small);
+    assert_eq!(
+        m.first_byte_reads.load(Relaxed),
+        1,
+        "a small file reads pages only"
+    );
+    assert!(env.read_all(env.ino("big")).unwrap() == big);
+}
