@@ -208,18 +208,19 @@ impl Vfs {
         {
             return None;
         }
-        // The page and the window behind it, in the background (within the budget).
-        {
+        // The GET is sent first (the first poll of `join!` runs it to its first wait),
+        // then the page and the window behind it are fetched in the background (within
+        // the budget), so the reader's bytes do not queue behind the read-ahead.
+        let get = ufs.read_range(key, offset..end, object.id.version_text());
+        let ahead = async {
             let mut st = lock(stream);
             if let Some(want) = st.plan(offset, end, object.pages(), true, self.cfg.prefetch_pages)
             {
                 st.ahead = self.prefetch(object, idx, want.end);
             }
-        }
-        let b = ufs
-            .read_range(key, offset..end, object.id.version_text())
-            .await
-            .ok()?;
+        };
+        let (b, ()) = tokio::join!(get, ahead);
+        let b = b.ok()?;
         if b.len() as u64 != end - offset {
             return None; // read it the ordinary way, which checks and says why
         }

@@ -6,7 +6,8 @@
 //! across files and the epoch runs at the store's bandwidth.
 //!
 //! Invariants:
-//! - Only within budget: at most [`PARALLEL`] fetches of this kind at once, each holding
+//! - Only within budget: at most [`PARALLEL`] fetches of this kind at once in the mount
+//!   (however many directories are being prefetched), each holding
 //!   one permit of the fetch budget like a reader's miss (so readers always have the
 //!   rest), and at most `VfsConfig::dir_prefetch_bytes` per trigger; a directory larger
 //!   than that is continued from where it stopped on its next trigger.
@@ -50,8 +51,21 @@ pub(super) struct DirState {
     cursor: usize,
 }
 
-/// Per-directory state of the prefetcher.
-pub(super) type Dirs = std::sync::Mutex<HashMap<InodeNo, DirState>>;
+/// The prefetcher's state: per directory, and the slots its fetches share across the
+/// mount (so that many directories triggered at once still make [`PARALLEL`] fetches).
+pub(super) struct Dirs {
+    dirs: std::sync::Mutex<HashMap<InodeNo, DirState>>,
+    slots: Arc<tokio::sync::Semaphore>,
+}
+
+impl Default for Dirs {
+    fn default() -> Self {
+        Self {
+            dirs: Default::default(),
+            slots: Arc::new(tokio::sync::Semaphore::new(PARALLEL)),
+        }
+    }
+}
 
 impl Vfs {
     /// Notes a read-only open of `rec` at `object` (its snapshot's version): a cold small
@@ -67,7 +81,7 @@ impl Vfs {
         }
         let (parent, ino) = (rec.parent, rec.ino);
         let start = {
-            let mut dirs = lock(&self.dir_prefetch);
+            let mut dirs = lock(&self.dir_prefetch.dirs);
             if dirs.len() >= DIRS_MAX && !dirs.contains_key(&parent) {
                 dirs.clear();
             }
@@ -85,7 +99,7 @@ impl Vfs {
             let vfs = self.clone();
             self.rt.spawn(async move {
                 let next = vfs.prefetch_dir(parent, cursor, ino).await;
-                let mut dirs = lock(&vfs.dir_prefetch);
+                let mut dirs = lock(&vfs.dir_prefetch.dirs);
                 let d = dirs.entry(parent).or_default();
                 d.running = false;
                 d.cursor = next;
@@ -141,6 +155,9 @@ impl Vfs {
                 if idx == 0 {
                     Metrics::inc(&self.metrics.dir_prefetch_files);
                 }
+                let Ok(_slot) = self.dir_prefetch.slots.acquire().await else {
+                    return;
+                };
                 let key = PageKey::new(&object.id, idx);
                 if self.fetcher.has(&key) {
                     return;
