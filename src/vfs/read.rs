@@ -183,9 +183,11 @@ impl Vfs {
     /// A whole page at a real store's per-connection bandwidth (80 MB/s: 13 ms a MiB) adds
     /// more than half again to its 20 ms latency. `None`: read the ordinary way.
     ///
-    /// Only for a version in the store (the GET is pinned to it, so its bytes are that
-    /// version's or an error) and files larger than [`super::siblings::SMALL_FILE`] (a small
-    /// file is fetched whole at once anyway: the extra GET would double its requests).
+    /// Only for a version in the store and in no local file (a file just written is read
+    /// from the file it was written from, never from the store), pinned to that version
+    /// (its bytes or an error), and for files larger than [`super::siblings::SMALL_FILE`]
+    /// (a small file is fetched whole at once anyway: the extra GET would double its
+    /// requests).
     async fn first_bytes(
         self: &Arc<Self>,
         object: &Arc<ObjectRead>,
@@ -203,6 +205,7 @@ impl Vfs {
             || end - offset > FIRST_BYTES_MAX
             || (end - 1) / PAGE_SIZE != idx
             || !object.id.version().in_store()
+            || self.local.holds(&object.id)
             || lock(stream).next != 0
             || self.fetcher.has(&PageKey::new(&object.id, idx))
         {

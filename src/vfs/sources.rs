@@ -92,6 +92,12 @@ impl LocalCopies {
         }
     }
 
+    /// Whether a local file holds `object` (a written version being copied into the disk
+    /// tier): its misses are read from there, never from the store.
+    pub(super) fn holds(&self, object: &ObjectId) -> bool {
+        lock(&self.offered).contains_key(object)
+    }
+
     /// Whether a written version of a file other than `except` is being copied into the
     /// disk tier from its local file, or a copied file is still being closed.
     pub(super) fn in_flight(&self, except: InodeNo) -> bool {
