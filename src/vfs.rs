@@ -807,7 +807,16 @@ impl Vfs {
         // which a copy-based move may change.
         self.materialize_staging(rec.ino).await?;
         match from.ufs.rename_file(from, to).await {
-            Ok(i) => Ok(Some(i)),
+            Ok(i) => {
+                // Pages cached under the destination key and the moved object's version
+                // are another object's: an object that was there before with the same
+                // version text (a store without ETags gives size + mtime, and two writes
+                // of one size within its clock's granularity share it). Dropped before the
+                // namespace names the version, so no read can be served them.
+                let (cache, id, size) = (self.cache.clone(), to.object(&i.version), rec.size);
+                blocking("free", move || cache.free_object(&id, size)).await?;
+                Ok(Some(i))
+            }
             Err(e) if e.is_not_found() && is_pending(rec) => Ok(None),
             Err(e) => Err(e.into()),
         }
