@@ -228,6 +228,7 @@ impl Vfs {
             return None; // read it the ordinary way, which checks and says why
         }
         Metrics::inc(&self.metrics.first_byte_reads);
+        Metrics::add(&self.metrics.bytes_from_ufs, b.len() as u64);
         Some(b)
     }
 

@@ -51,9 +51,12 @@ fn fuse_read_sizes_cold_then_warm(b: Backend) {
         cold["ufs_reads"] >= 36,
         "cold pass must read from the UFS: {cold:?}"
     );
-    assert_eq!(
-        cold["bytes_from_ufs"] as usize,
-        SIZES.iter().sum::<usize>(),
+    // Every byte once in pages, plus the first read of a large file, which is answered
+    // by a GET of its own bytes (at most 256 KiB each).
+    let pages = SIZES.iter().sum::<usize>() as u64;
+    let first = cold["first_byte_reads"];
+    assert!(
+        (pages..=pages + first * (256 << 10)).contains(&cold["bytes_from_ufs"]),
         "{cold:?}"
     );
     read_all(&m, &files);

@@ -320,6 +320,26 @@ impl Env {
 
 /// Polls `cond` until it holds or `limit` passes (for state another task changes, where
 /// no event can be awaited): whether it held.
+/// Waits until `value` has not changed for `quiet`, or `limit` passed; true when it
+/// settled (background work such as read-ahead has finished).
+pub fn settled(limit: Duration, quiet: Duration, mut value: impl FnMut() -> u64) -> bool {
+    let end = std::time::Instant::now() + limit;
+    let mut last = value();
+    let mut since = std::time::Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(10));
+        let now = value();
+        if now != last {
+            (last, since) = (now, std::time::Instant::now());
+        } else if since.elapsed() >= quiet {
+            return true;
+        }
+        if std::time::Instant::now() >= end {
+            return false;
+        }
+    }
+}
+
 pub fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let end = std::time::Instant::now() + limit;
     loop {
