@@ -123,6 +123,9 @@ counters! {
     /// First reads of a large cold file answered by a ranged GET of just their bytes while
     /// the page was fetched whole behind them (time to the first byte).
     first_byte_reads,
+    /// Reads answered from the first bytes of an object that a lookup's probe (a ranged
+    /// GET standing in for a HEAD) brought along: no request of their own.
+    probe_reads,
     /// Opens served by FUSE passthrough from a fully cached data file.
     passthrough_opens,
     /// 1 when the disk tier does its I/O through io_uring, 0 for psync or no disk tier.

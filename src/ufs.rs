@@ -208,6 +208,46 @@ pub struct Ufs {
     /// part, and run on the FUSE thread that flushes (so at most one per thread).
     commit_slots: Arc<tokio::sync::Semaphore>,
     stream_slots: Arc<tokio::sync::Semaphore>,
+    /// Whether a probe asks with a ranged GET (S3, Azure Blob: the response has the
+    /// object's size, ETag and mtime, as a HEAD's does, and its first bytes).
+    probe_by_read: bool,
+    /// The first bytes that probes brought, for the reads that follow them.
+    heads: Heads,
+}
+
+/// Bytes a probe reads of an object's start: a small first read (the kernel's first
+/// readahead of a file read from its start is 16 KiB, `head -c` and file-type sniffing
+/// less) is then answered with no request of its own, for under 1 ms of transfer at a
+/// store connection's 80 MB/s.
+const PROBE_BYTES: u64 = 64 << 10;
+
+/// Objects whose first bytes [`Heads`] keeps (at most 4 MiB in all): a lookup is followed
+/// by its open and first read within milliseconds, or not at all.
+const HEADS_KEPT: usize = 64;
+
+/// The first bytes of objects probes read, by key and version, oldest dropped first.
+/// A read is answered from here only for the version the bytes were read at, which is
+/// the version the probe's answer gave the namespace: never another object's bytes.
+#[derive(Default)]
+struct Heads(std::sync::Mutex<std::collections::VecDeque<(String, String, Bytes)>>);
+
+impl Heads {
+    fn put(&self, key: &str, version: &str, bytes: Bytes) {
+        let mut q = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        q.retain(|(k, _, _)| k != key);
+        if q.len() >= HEADS_KEPT {
+            q.pop_front();
+        }
+        q.push_back((key.to_string(), version.to_string(), bytes));
+    }
+
+    /// `range` of `key` at `version`, when kept whole.
+    fn get(&self, key: &str, version: &str, range: &Range<u64>) -> Option<Bytes> {
+        let q = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let (_, _, b) = q.iter().find(|(k, v, _)| k == key && v == version)?;
+        (range.start <= range.end && range.end <= b.len() as u64)
+            .then(|| b.slice(range.start as usize..range.end as usize))
+    }
 }
 
 fn mtime_ns(m: &Metadata) -> i64 {
@@ -296,6 +336,8 @@ impl Ufs {
             upload: UploadShape::default(),
             commit_slots: Arc::new(tokio::sync::Semaphore::new(1)),
             stream_slots: Arc::new(tokio::sync::Semaphore::new(1)),
+            probe_by_read: matches!(cfg.scheme.as_str(), "s3" | "azblob"),
+            heads: Heads::default(),
             op,
             uri: cfg.uri.clone(),
             store_id: Arc::from(cfg.store_id()),
@@ -620,6 +662,74 @@ impl Ufs {
         })
     }
 
+    /// Whether a lookup of a name in a directory not listed yet should ask the store for
+    /// that one key ([`Ufs::probe`]) beside the listing: on a remote store a HEAD is one
+    /// round trip however large the directory, while its listing is one per 1,000 keys
+    /// and more. A local directory lists natively, faster than the probe would answer.
+    pub fn probes_keys(&self) -> bool {
+        self.local_root.is_none()
+    }
+
+    /// The object at key `path` if there is one (a HEAD): `None` when the store has no
+    /// such object, which here is an answer, not a failure (not counted as an error).
+    pub async fn probe(&self, path: &str) -> Result<Option<ObjectInfo>, UfsError> {
+        self.count(&self.metrics.ufs_stats);
+        if self.probe_by_read
+            && let Some(answer) = self.probe_read(path).await
+        {
+            return Ok(answer);
+        }
+        match self.bounded(self.op.stat(&encode(path))).await {
+            Ok(m) if m.mode().is_file() => Ok(Some(ObjectInfo {
+                size: m.content_length(),
+                mtime_ns: mtime_ns(&m),
+                version: version_of(&m),
+            })),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.fail("stat", path, e)),
+        }
+    }
+
+    /// [`Ufs::probe`] by a ranged GET of the object's first [`PROBE_BYTES`]: its response
+    /// says all a HEAD says (the size from Content-Range, the ETag or version id, the
+    /// mtime), and the bytes are kept for the reads that follow ([`Heads`]), so a cold
+    /// file's lookup, open and first read cost one round trip, not two. `None`: this did
+    /// not tell (no strong version in the response, an empty object's 416, a failure);
+    /// ask with a HEAD.
+    async fn probe_read(&self, path: &str) -> Option<Option<ObjectInfo>> {
+        let key = encode(path);
+        let r = match self.bounded(self.op.reader(&key)).await {
+            Ok(r) => r,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Some(None),
+            Err(_) => return None,
+        };
+        let body = self.bounded(r.read(0..PROBE_BYTES)).await;
+        if let Err(e) = &body
+            && e.kind() == ErrorKind::NotFound
+        {
+            return Some(None);
+        }
+        // Known from the response's headers even when the body fell short (an object
+        // smaller than the range answers only what it has).
+        let m = r.metadata()?;
+        if !m.mode().is_file() || (m.etag().is_none() && m.version().is_none()) {
+            return None;
+        }
+        let info = ObjectInfo {
+            size: m.content_length(),
+            mtime_ns: mtime_ns(m),
+            version: version_of(m),
+        };
+        if let Ok(b) = body {
+            let b = aligned_bytes(b);
+            if b.len() as u64 == info.size.min(PROBE_BYTES) {
+                self.heads.put(path, &info.version, b);
+            }
+        }
+        Some(Some(info))
+    }
+
     /// Reads `range` of object `path` at `version`. On ETag-versioned stores the read is
     /// pinned with If-Match, so a changed object fails with ESTALE instead of returning
     /// bytes of another version. A local directory is checked after the read instead: if
@@ -631,6 +741,10 @@ impl Ufs {
         range: Range<u64>,
         version: &str,
     ) -> Result<Bytes, UfsError> {
+        if let Some(b) = self.heads.get(path, version, &range) {
+            Metrics::inc(&self.metrics.probe_reads);
+            return Ok(b);
+        }
         self.count(&self.metrics.ufs_reads);
         let encoded = encode(path);
         let mut req = self.op.read_with(&encoded).range(range);

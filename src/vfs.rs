@@ -189,6 +189,9 @@ pub struct Vfs {
     /// ASYNC_THROUGH only.
     journal: Option<Arc<journal::Journal>>,
     uploads: upload::Queue,
+    /// This vfs, for work that outlives the call that starts it (a directory's listing
+    /// that a lookup answered without, see [`Vfs::lookup_unlisted`]).
+    me: std::sync::Weak<Vfs>,
 }
 
 const INODE_LOCK_STRIPES: usize = 256;
@@ -256,7 +259,8 @@ impl Vfs {
             usize::try_from(cfg.inflight_pages).unwrap_or(usize::MAX),
             metrics.clone(),
         ));
-        Ok(Arc::new(Self {
+        Ok(Arc::new_cyclic(|me| Self {
+            me: me.clone(),
             meta,
             mounts: std::sync::RwLock::new(Arc::new(mounts::MountTable::root_only(ufs))),
             cache,
@@ -544,7 +548,11 @@ impl Vfs {
                 Lookup::Missing => {
                     return Err(FsError::expected(libc::ENOENT, "no such entry"));
                 }
-                Lookup::Unloaded => self.ensure_loaded(parent).await?,
+                Lookup::Unloaded => {
+                    if let Some(rec) = self.lookup_unlisted(parent, name).await? {
+                        return Ok(self.overlay(rec).await);
+                    }
+                }
                 // Known from an earlier mount: the store is listed first, since it may be
                 // ahead (see `Lookup::Stale`); when it cannot be listed, the name is
                 // answered as that mount left it.
@@ -557,6 +565,74 @@ impl Vfs {
             }
         }
         Err(FsError::new(libc::EIO, "directory could not be loaded"))
+    }
+
+    /// A lookup in a directory this mount has not listed yet: its listing starts, and on
+    /// a remote store the name's own key is asked beside it (one HEAD). The first decisive
+    /// answer wins: a file the HEAD found is added to the namespace and returned while the
+    /// listing goes on in the background (it reconciles the directory and keeps this
+    /// inode); otherwise the listing is waited for and `None` says "look it up again".
+    /// A name in a directory of 100,000 keys is then one round trip, not 100 listing
+    /// pages, and so is a cold file's open on a fresh mount.
+    async fn lookup_unlisted(
+        &self,
+        parent: InodeNo,
+        name: &[u8],
+    ) -> Result<Option<InodeRecord>, FsError> {
+        let probe = match (
+            self.me.upgrade(),
+            self.child_key(parent, name, FileKind::File).await,
+        ) {
+            (Some(me), Ok(loc)) if loc.ufs.probes_keys() && !loc.key.is_empty() => Some((me, loc)),
+            _ => None,
+        };
+        let Some((me, loc)) = probe else {
+            self.ensure_loaded(parent).await?;
+            return Ok(None);
+        };
+        // Spawned, so that the listing is not cut off when the probe answers first.
+        let mut listing = self.rt.spawn(async move { me.ensure_loaded(parent).await });
+        let found = tokio::select! {
+            biased;
+            r = &mut listing => {
+                r.map_err(|e| FsError::new(libc::EIO, format!("listing task failed: {e}")))??;
+                return Ok(None);
+            }
+            p = loc.ufs.probe(&loc.key) => p,
+        };
+        let info = match found {
+            Ok(Some(info)) => info,
+            // Not a file (a directory, or nothing), or the HEAD failed: the listing says.
+            Ok(None) | Err(_) => {
+                listing
+                    .await
+                    .map_err(|e| FsError::new(libc::EIO, format!("listing task failed: {e}")))??;
+                return Ok(None);
+            }
+        };
+        let child = alluxio_metaserver::UfsChild {
+            name: name.to_vec(),
+            kind: FileKind::File,
+            size: info.size,
+            mtime_ns: info.mtime_ns,
+            version: Some(info.version),
+        };
+        match self
+            .meta
+            .adopt_child(parent, child, self.cfg.ownership)
+            .await
+        {
+            Ok(Lookup::Found(rec) | Lookup::Stale(rec)) => Ok(Some(rec)),
+            Ok(Lookup::Missing) => Err(FsError::expected(libc::ENOENT, "no such entry")),
+            // Loaded meanwhile, or a namespace that cannot adopt (an older metaserver):
+            // the listing answers.
+            Ok(Lookup::Unloaded) | Err(_) => {
+                listing
+                    .await
+                    .map_err(|e| FsError::new(libc::EIO, format!("listing task failed: {e}")))??;
+                Ok(None)
+            }
+        }
     }
 
     /// Attributes of an inode.

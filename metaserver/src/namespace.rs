@@ -729,6 +729,60 @@ impl<S: NamespaceStore> Namespace<S> {
         })
     }
 
+    /// Adds one file found in the store (a HEAD of its key) to a directory not listed in
+    /// this epoch, so a lookup there is answered without waiting for the listing. The
+    /// directory stays unloaded: the listing still runs and reconciles it, keeping this
+    /// inode for the name (and, for a listing begun before this, this node as it is,
+    /// since it is at least as new). A name the namespace has already is answered as a
+    /// lookup would; in a loaded directory the namespace's answer stands.
+    pub fn adopt_child(
+        &self,
+        dir: InodeNo,
+        child: UfsChild,
+        defaults: Ownership,
+    ) -> Result<Lookup, MetaError> {
+        validate_name(&child.name)?;
+        if child.kind != FileKind::File || child.version.is_none() {
+            return Err(MetaError::InvalidArgument(
+                "only a file with a version is adopted".into(),
+            ));
+        }
+        self.store.write(|t| {
+            let d = get_dir(t, dir)?;
+            let loaded = d.loaded_epoch == self.epoch;
+            match t.dentry(dir, &child.name)? {
+                Some(ino) if loaded => return Ok(Lookup::Found(get(t, ino)?)),
+                Some(ino) => return Ok(Lookup::Stale(get(t, ino)?)),
+                None if loaded => return Ok(Lookup::Missing),
+                None => {}
+            }
+            let ino = alloc_ino(t)?;
+            let rec = InodeRecord {
+                ino,
+                kind: FileKind::File,
+                parent: dir,
+                name: child.name.clone(),
+                size: child.size,
+                mode: defaults.file_mode,
+                uid: defaults.uid,
+                gid: defaults.gid,
+                atime_ns: child.mtime_ns,
+                mtime_ns: child.mtime_ns,
+                ctime_ns: child.mtime_ns,
+                nlink: 1,
+                version: child.version,
+                loaded_epoch: 0,
+                rdev: 0,
+                target: Vec::new(),
+                links: Vec::new(),
+            };
+            t.put_inode(&rec)?;
+            t.put_dentry(dir, &child.name, ino)?;
+            self.recent.touch(ino);
+            Ok(Lookup::Found(rec))
+        })
+    }
+
     /// Creates a node named `name` in the loaded directory `parent`. In a setgid directory
     /// the new node takes the directory's group, and a new directory stays setgid.
     pub fn create(

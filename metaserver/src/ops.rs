@@ -60,6 +60,10 @@ macro_rules! namespace_ops {
                 #[serde(default)]
                 token: Option<u64>,
             } -> () = |ns, now| ns.apply_listing(dir, listing, defaults, now, token, true);
+            /// Add a file a HEAD found to a directory not listed yet (a lookup that does
+            /// not wait for the listing).
+            adopt_child AdoptChild { dir: InodeNo, child: UfsChild, defaults: Ownership } -> Lookup =
+                |ns, _now| ns.adopt_child(dir, child, defaults);
             /// List a loaded directory.
             list List { dir: InodeNo } -> Vec<DirEntry> = |ns, _now| ns.list(dir);
             /// Create a node.

@@ -14,6 +14,7 @@ mod harness;
 mod model;
 
 mod faults;
+mod lookups;
 mod peers;
 mod reftest;
 mod sources;
