@@ -112,8 +112,13 @@ fn config(a: MountArgs) -> Result<MountConfig> {
     ]));
     let disk = parse_size(&a.cache_size).context("--cache-size")?;
     let budget = parse_size(&a.mem_budget).context("--mem-budget")?;
+    let upload = if opts.upload_concurrency_set {
+        opts.upload
+    } else {
+        opts.upload.for_budget(budget)
+    };
     let plan =
-        MemoryPlan::from_budget(budget, opts.fuse.threads, &opts.upload).context("--mem-budget")?;
+        MemoryPlan::from_budget(budget, opts.fuse.threads, &upload).context("--mem-budget")?;
     let cache_free_ratio = opts.cache_free_ratio();
     let cluster = if a.serve_peers.is_some() || !opts.peers.is_empty() {
         Some(alluxio::config::ClusterConfig {
@@ -163,7 +168,7 @@ fn config(a: MountArgs) -> Result<MountConfig> {
         cluster,
         upload: alluxio::config::UploadShape {
             slots: plan.upload_slots,
-            ..opts.upload
+            ..upload
         },
     })
 }
