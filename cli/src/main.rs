@@ -12,6 +12,7 @@ mod cache_node_cmd;
 mod fs_client;
 mod fs_cmd;
 mod fs_load;
+mod fsck_cmd;
 mod grpc_bench;
 mod local_mount;
 mod membership_bench;
@@ -46,6 +47,8 @@ enum Cmd {
     Metaserver(metaserver_cmd::MetaserverArgs),
     /// Serve pages to FUSE daemons as a peer cache node.
     CacheNode(cache_node_cmd::CacheNodeArgs),
+    /// Check a namespace against itself and its store (exit 0 clean, 1 repaired, 4 not).
+    Fsck(fsck_cmd::FsckArgs),
     /// Measure the store's own read ceiling (parallel ranged GETs, no cache, no FUSE).
     UfsBench(ufs_bench::UfsBenchArgs),
     /// Measure page transfer from cache nodes against a plain TCP stream.
@@ -123,6 +126,7 @@ fn main() -> ExitCode {
         }
     };
     let res = match cli.cmd {
+        Cmd::Fsck(args) => return ExitCode::from(fsck_cmd::run(args)),
         Cmd::Fuse {
             cmd: FuseCmd::Mount(args),
         } => mount_cmd::run(*args),

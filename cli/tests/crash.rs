@@ -222,3 +222,109 @@ fn cli_kill9_after_close_reads_what_the_store_has() {
         }
     }
 }
+
+/// `alluxio fsck` over a stopped daemon's state directory: clean after ordinary work;
+/// an object deleted or rewritten underneath and one the namespace never saw are found
+/// (exit 4, the unknown object listed and left alone); `--repair` marks their
+/// directories to be listed again (exit 1), after which the check is clean and the next
+/// mount shows the store's state.
+#[test]
+fn cli_fsck_checks_a_state_dir_against_its_store_and_repairs() {
+    let mut env = Env::new();
+    let state = env.base.path().join("state");
+    let state_arg = state.to_str().unwrap().to_string();
+    // Written, fsynced and closed (`write_fsync` keeps its file open, which would hold
+    // the unmounted connection, and the daemon, alive).
+    let put = |p: &std::path::Path, data: &[u8]| {
+        let f = std::fs::File::create(p).unwrap();
+        std::io::Write::write_all(&mut &f, data).unwrap();
+        f.sync_all().unwrap();
+    };
+    env.mount(&["--state-dir", &state_arg]);
+    std::fs::create_dir(env.mnt().join("a")).unwrap();
+    std::fs::create_dir(env.mnt().join("b")).unwrap();
+    put(&env.mnt().join("a/f1"), &pattern(3 << 20, 1));
+    put(&env.mnt().join("a/f2"), b"two");
+    std::fs::hard_link(env.mnt().join("a/f1"), env.mnt().join("b/h")).unwrap();
+    put(&env.mnt().join("b/g"), b"gee");
+    let o = env.run(&["fuse", "unmount", env.mnt().to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    env.wait();
+    let ufs = env.ufs().to_str().unwrap().to_string();
+    let fsck = |env: &Env, extra: &[&str]| {
+        let mut args = vec!["fsck", "--state-dir", &state_arg, "--ufs", &ufs];
+        args.extend_from_slice(extra);
+        let o = env.run(&args);
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        (o.status.code(), out + &String::from_utf8_lossy(&o.stderr))
+    };
+    let (code, out) = fsck(&env, &[]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains(" 0 inconsistencies"), "{out}");
+    std::fs::remove_file(env.ufs().join("a/f2")).unwrap();
+    std::fs::write(env.ufs().join("b/g"), b"longer now").unwrap();
+    std::fs::write(env.ufs().join("a/extra"), b"x").unwrap();
+    let (code, out) = fsck(&env, &[]);
+    assert_eq!(code, Some(4), "{out}");
+    for want in [
+        "store: a/f2: no object in the store",
+        "store: b/g: the namespace has 3 bytes, the store 10",
+        "not in the namespace: a/extra",
+    ] {
+        assert!(out.contains(want), "{want:?} not in:\n{out}");
+    }
+    let (code, out) = fsck(&env, &["--repair"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("2 directories will be listed from the store again"),
+        "{out}"
+    );
+    assert!(
+        env.ufs().join("a/extra").exists(),
+        "fsck never deletes objects"
+    );
+    let (code, out) = fsck(&env, &[]);
+    assert_eq!(code, Some(0), "{out}");
+    env.mount(&["--state-dir", &state_arg]);
+    let mut names: Vec<String> = std::fs::read_dir(env.mnt().join("a"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["extra", "f1"]);
+    assert_eq!(std::fs::read(env.mnt().join("b/g")).unwrap(), b"longer now");
+    assert_eq!(
+        std::fs::read(env.mnt().join("b/h")).unwrap(),
+        pattern(3 << 20, 1)
+    );
+    // A running daemon holds the namespace: fsck says so, and changes nothing.
+    let (code, out) = fsck(&env, &[]);
+    assert_eq!(code, Some(8), "{out}");
+    assert!(out.contains("stop it first"), "{out}");
+}
+
+/// `alluxio fsck --metaserver`: a running namespace is checked through its metaserver,
+/// against the store of its mount table's root, while daemons use it.
+#[test]
+fn cli_fsck_checks_a_running_metaserver() {
+    let ms = Metaserver::start("fsck-token");
+    let args = ms.args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut env = Env::new();
+    env.mount(&args);
+    std::fs::create_dir(env.mnt().join("d")).unwrap();
+    std::fs::write(env.mnt().join("d/f"), b"through the metaserver").unwrap();
+    std::fs::write(env.ufs().join("d/other"), b"written by another tool").unwrap();
+    let ufs = env.ufs().to_str().unwrap().to_string();
+    let mut fsck = vec!["fsck", "--ufs", &ufs];
+    fsck.extend_from_slice(&args);
+    let o = env.run(&fsck);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(out.contains("not in the namespace: d/other"), "{out}");
+    std::fs::remove_file(env.ufs().join("d/f")).unwrap();
+    let o = env.run(&fsck);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert_eq!(o.status.code(), Some(4), "{out}");
+    assert!(out.contains("store: d/f: no object in the store"), "{out}");
+}

@@ -10,6 +10,7 @@
 //! over RPC without shared references into the store.
 
 pub mod error;
+pub mod fsck;
 pub mod namespace;
 pub mod ops;
 pub mod recent;

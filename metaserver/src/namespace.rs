@@ -30,7 +30,7 @@ pub const LINK_MAX: u32 = 65_000;
 const MAX_DEPTH: usize = 4096;
 const NEXT_INO: &str = "next_ino";
 const EPOCH: &str = "epoch";
-const ORPHAN_PREFIX: &str = "orphan:";
+pub(crate) const ORPHAN_PREFIX: &str = "orphan:";
 /// The parent of an orphan (an inode with no names left).
 pub const NO_PARENT: InodeNo = InodeNo(0);
 const S_ISGID: u32 = 0o2000;
@@ -497,6 +497,11 @@ impl<S: NamespaceStore> Namespace<S> {
             // Above every token an earlier process handed out (2^40 changes each).
             recent: Recent::new(epoch << 40),
         })
+    }
+
+    /// The store under this namespace.
+    pub(crate) fn store(&self) -> &S {
+        &self.store
     }
 
     /// The current load epoch.

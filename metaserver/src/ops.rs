@@ -153,6 +153,9 @@ macro_rules! namespace_ops {
             leave_member LeaveMember { addr: String } -> () = |ns, _now| ns.leave_member(&addr);
             /// The cluster members whose lease has not expired.
             members Members -> Membership = |ns, now| ns.members(now);
+            /// Check the namespace against itself (`alluxio fsck`); with `repair`, fix
+            /// what loses nothing.
+            fsck Fsck { repair: bool } -> $crate::fsck::Report = |ns, _now| ns.fsck(repair);
         }
     };
 }
@@ -190,6 +193,7 @@ pub enum Value {
     Paths(Vec<String>),
     Ttls(Vec<(String, Ttl)>),
     Membership(Membership),
+    Fsck(crate::fsck::Report),
 }
 
 /// An operation's answer and the one [`Value`] variant that carries it.
@@ -236,6 +240,7 @@ op_values! {
     Vec<String> => Paths,
     Vec<(String, Ttl)> => Ttls,
     Membership => Membership,
+    crate::fsck::Report => Fsck,
 }
 
 impl OpValue for () {

@@ -31,6 +31,10 @@ pub trait StoreRead {
     fn xattr(&self, ino: InodeNo, name: &[u8]) -> Result<Option<Vec<u8>>, MetaError>;
     /// All extended attribute names of an inode, ordered.
     fn xattr_names(&self, ino: InodeNo) -> Result<Vec<Vec<u8>>, MetaError>;
+    /// Every inode record, by number (a whole scan, for `fsck`).
+    fn all_inodes(&self) -> Result<Vec<InodeRecord>, MetaError>;
+    /// Every directory entry as (parent, name, child), ordered (a whole scan, for `fsck`).
+    fn all_dentries(&self) -> Result<Vec<(InodeNo, Vec<u8>, InodeNo)>, MetaError>;
 }
 
 /// Write access inside a transaction.
@@ -68,4 +72,23 @@ pub trait NamespaceStore: Send + Sync + 'static {
     ) -> Result<R, MetaError>;
     /// Make every committed transaction durable (fsync, fsyncdir, syncfs, unmount).
     fn sync(&self) -> Result<(), MetaError>;
+}
+
+/// A shared store: a namespace over it while something else (`fsck`, a test) holds it too.
+impl<S: NamespaceStore> NamespaceStore for std::sync::Arc<S> {
+    fn read<R>(
+        &self,
+        f: impl FnOnce(&dyn StoreRead) -> Result<R, MetaError>,
+    ) -> Result<R, MetaError> {
+        (**self).read(f)
+    }
+    fn write<R>(
+        &self,
+        f: impl FnOnce(&mut dyn StoreWrite) -> Result<R, MetaError>,
+    ) -> Result<R, MetaError> {
+        (**self).write(f)
+    }
+    fn sync(&self) -> Result<(), MetaError> {
+        (**self).sync()
+    }
 }

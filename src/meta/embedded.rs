@@ -51,7 +51,11 @@ impl<S: NamespaceStore> RunOp for EmbeddedMeta<S> {
     async fn run(&self, op: Op) -> Result<Value, MetaError> {
         match op {
             // Calls that can take long run on the blocking pool (see the module comment).
-            Op::LoadDir { .. } | Op::ResyncDir { .. } | Op::List { .. } | Op::Sync => {
+            Op::LoadDir { .. }
+            | Op::ResyncDir { .. }
+            | Op::List { .. }
+            | Op::Sync
+            | Op::Fsck { .. } => {
                 self.run_blocking(move |ns| dispatch(ns, op, now_ns()))
                     .await
             }

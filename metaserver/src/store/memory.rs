@@ -47,6 +47,16 @@ impl StoreRead for Maps {
             .map(|((_, n), c)| (n.clone(), InodeNo(*c)))
             .collect())
     }
+    fn all_inodes(&self) -> Result<Vec<InodeRecord>, MetaError> {
+        Ok(self.inodes.values().cloned().collect())
+    }
+    fn all_dentries(&self) -> Result<Vec<(InodeNo, Vec<u8>, InodeNo)>, MetaError> {
+        Ok(self
+            .dentries
+            .iter()
+            .map(|((p, n), c)| (InodeNo(*p), n.clone(), InodeNo(*c)))
+            .collect())
+    }
     fn has_children(&self, parent: InodeNo) -> Result<bool, MetaError> {
         Ok(self
             .dentries

@@ -153,6 +153,23 @@ where
         }
         Ok(out)
     }
+    fn all_inodes(&self) -> Result<Vec<InodeRecord>, MetaError> {
+        let mut out = Vec::new();
+        for item in self.inodes.iter()? {
+            let (_, v) = item?;
+            out.push(InodeRecord::decode(v.value())?);
+        }
+        Ok(out)
+    }
+    fn all_dentries(&self) -> Result<Vec<(InodeNo, Vec<u8>, InodeNo)>, MetaError> {
+        let mut out = Vec::new();
+        for item in self.dentries.iter()? {
+            let (k, v) = item?;
+            let (p, name) = k.value();
+            out.push((InodeNo(p), name.to_vec(), InodeNo(v.value())));
+        }
+        Ok(out)
+    }
     fn has_children(&self, parent: InodeNo) -> Result<bool, MetaError> {
         let empty: &[u8] = &[];
         match self.dentries.range((parent.0, empty)..)?.next() {
