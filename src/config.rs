@@ -219,8 +219,8 @@ pub struct FuseConfig {
     /// Serve fully cached files through FUSE passthrough (kernel ≥ 6.9, root).
     pub passthrough: bool,
     /// Extended attributes. Without them (`-o noxattr`) the first xattr request gets
-    /// ENOSYS, the kernel asks no more and applications get EOPNOTSUPP: `ls -l` then costs
-    /// no round trip per entry for `security.selinux` and `system.posix_acl_access`.
+    /// ENOSYS, the kernel asks no more and applications get EOPNOTSUPP, and each write(2)
+    /// saves the kernel's question for `security.capability`.
     pub xattr: bool,
 }
 

@@ -1184,6 +1184,7 @@ impl Vfs {
 
     /// One extended attribute (`size` 0 asks for the length only).
     pub async fn getxattr(&self, ino: InodeNo, name: &[u8]) -> Result<Vec<u8>, FsError> {
+        xattr_namespace_served(name)?;
         Ok(self.meta.get_xattr(ino, name.to_vec()).await?)
     }
 
@@ -1195,6 +1196,7 @@ impl Vfs {
         value: &[u8],
         flags: i32,
     ) -> Result<(), FsError> {
+        xattr_namespace_served(name)?;
         self.check_writable(ino).await?;
         let mode = if flags & libc::XATTR_CREATE != 0 {
             XattrMode::Create
@@ -1213,6 +1215,9 @@ impl Vfs {
     pub async fn listxattr(&self, ino: InodeNo) -> Result<Vec<u8>, FsError> {
         let mut out = Vec::new();
         for n in self.meta.list_xattr(ino).await? {
+            if xattr_namespace_served(&n).is_err() {
+                continue; // stored by an older mount; never served now
+            }
             out.extend_from_slice(&n);
             out.push(0);
         }
@@ -1221,6 +1226,7 @@ impl Vfs {
 
     /// Removes an extended attribute.
     pub async fn removexattr(&self, ino: InodeNo, name: &[u8]) -> Result<(), FsError> {
+        xattr_namespace_served(name)?;
         self.check_writable(ino).await?;
         Ok(self.meta.remove_xattr(ino, name.to_vec()).await?)
     }
@@ -1294,4 +1300,22 @@ impl Vfs {
             namelen: alluxio_metaserver::namespace::NAME_MAX as u32,
         })
     }
+}
+
+/// Whether the mount serves extended attributes of `name`'s namespace: `user.` and
+/// `trusted.` (the kernel checks who may use each). `security.` (LSM labels, file
+/// capabilities) and `system.` (POSIX ACLs) get EOPNOTSUPP: the mount enforces neither
+/// (FUSE_POSIX_ACL is not negotiated, so a stored ACL would be shown and never applied),
+/// and the answer lets `ls -l` stop asking. It asks `security.selinux` and
+/// `system.posix_acl_access` of every entry until one says the device does not support
+/// them, then never again on that device: two round trips for a whole tree, not two per
+/// entry.
+fn xattr_namespace_served(name: &[u8]) -> Result<(), FsError> {
+    if name.starts_with(b"security.") || name.starts_with(b"system.") {
+        return Err(FsError::expected(
+            libc::EOPNOTSUPP,
+            "security.* and system.* extended attributes are not supported",
+        ));
+    }
+    Ok(())
 }

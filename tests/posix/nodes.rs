@@ -198,6 +198,32 @@ fn fuse_xattrs(b: Backend) {
         xattr::remove(&p, "user.a").unwrap();
         assert_eq!(xattr::get(&p, "user.a").unwrap_err(), libc::ENODATA);
         assert_eq!(xattr::get_small(&p, "user.b").unwrap_err(), libc::ERANGE);
+        // Nothing here enforces LSM labels or POSIX ACLs: those namespaces are refused,
+        // and `ls -l` stops asking for them after the first refusal on the device (it
+        // asked two or three names of every entry while the answer was ENODATA).
+        for name in ["security.selinux", "system.posix_acl_access"] {
+            assert_eq!(xattr::get(&p, name).unwrap_err(), libc::EOPNOTSUPP);
+        }
+        assert_eq!(
+            xattr::set(&p, "security.x", b"1", 0).unwrap_err(),
+            libc::EOPNOTSUPP
+        );
+        std::fs::create_dir(m.p("many")).unwrap();
+        for i in 0..40 {
+            std::fs::write(m.p(&format!("many/f{i}")), b"").unwrap();
+        }
+        let before = m.counter("fuse_expected_errors");
+        let ls = std::process::Command::new("ls")
+            .arg("-lR")
+            .arg(m.p("many"))
+            .output()
+            .unwrap();
+        assert!(ls.status.success());
+        let refused = m.counter("fuse_expected_errors") - before;
+        assert!(
+            refused <= 4,
+            "ls -lR of 41 entries had {refused} xattr requests refused"
+        );
     }
     {
         let m = Mount::new(&ufs, &dirs);

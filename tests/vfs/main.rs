@@ -20,3 +20,4 @@ mod reftest;
 mod sources;
 mod tiers;
 mod versions;
+mod xattrs;
