@@ -188,6 +188,88 @@ fn cli_kill9_async_through_while_the_upload_runs() {
     );
 }
 
+/// Changes that live in the namespace only (modes, owners, xattrs, symlinks, hard links,
+/// a FIFO, an empty directory's rename) are kept through a SIGKILL that comes right after
+/// they returned, with no fsync: each commit is in the namespace's redo log before the
+/// operation returns. (Before the log, a kill lost up to the last second of them.)
+#[test]
+fn cli_kill9_keeps_namespace_changes() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let mut env = Env::new();
+    env.mount(&[]);
+    let m = env.mnt().to_path_buf();
+    std::fs::write(m.join("f"), b"data").unwrap();
+    std::thread::sleep(Duration::from_millis(1500)); // the flusher made the file durable
+    std::fs::set_permissions(m.join("f"), std::fs::Permissions::from_mode(0o640)).unwrap();
+    std::os::unix::fs::chown(m.join("f"), Some(4321), Some(1234)).unwrap();
+    xattr_set(&m.join("f"), "user.tag", b"kept");
+    std::os::unix::fs::symlink("f", m.join("link")).unwrap();
+    std::fs::hard_link(m.join("f"), m.join("second")).unwrap();
+    nix::unistd::mkfifo(
+        &m.join("fifo"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap();
+    std::fs::create_dir(m.join("d1")).unwrap();
+    std::fs::rename(m.join("d1"), m.join("d2")).unwrap();
+    kill9(&mut env);
+    env.mount(&[]);
+    let md = std::fs::metadata(m.join("f")).unwrap();
+    assert_eq!(md.mode() & 0o7777, 0o640);
+    assert_eq!((md.uid(), md.gid()), (4321, 1234));
+    assert_eq!(md.nlink(), 2);
+    assert_eq!(xattr_get(&m.join("f"), "user.tag"), b"kept");
+    assert_eq!(
+        std::fs::read_link(m.join("link")).unwrap(),
+        std::path::Path::new("f")
+    );
+    assert_eq!(std::fs::read(m.join("second")).unwrap(), b"data");
+    use std::os::unix::fs::FileTypeExt;
+    assert!(
+        std::fs::symlink_metadata(m.join("fifo"))
+            .unwrap()
+            .file_type()
+            .is_fifo()
+    );
+    assert!(m.join("d2").is_dir() && !m.join("d1").exists());
+}
+
+fn cpath(p: &std::path::Path) -> std::ffi::CString {
+    std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap()
+}
+
+fn xattr_set(p: &std::path::Path, name: &str, value: &[u8]) {
+    let name = std::ffi::CString::new(name).unwrap();
+    // SAFETY: NUL-terminated path and name, and a value buffer of the given length.
+    let r = unsafe {
+        libc::setxattr(
+            cpath(p).as_ptr(),
+            name.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    assert_eq!(r, 0, "setxattr: {}", std::io::Error::last_os_error());
+}
+
+fn xattr_get(p: &std::path::Path, name: &str) -> Vec<u8> {
+    let name = std::ffi::CString::new(name).unwrap();
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: NUL-terminated path and name, and a buffer of the given length.
+    let n = unsafe {
+        libc::getxattr(
+            cpath(p).as_ptr(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    assert!(n >= 0, "getxattr: {}", std::io::Error::last_os_error());
+    buf.truncate(n as usize);
+    buf
+}
+
 /// CACHE_THROUGH and THROUGH, killed right after close: close uploaded the whole object,
 /// and the namespace change that records it (not yet durable) dies with the daemon. The
 /// next mount lists each directory before it answers a name in it, so it reads what the

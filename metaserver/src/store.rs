@@ -12,6 +12,7 @@ use crate::record::{InodeNo, InodeRecord};
 
 pub mod memory;
 pub mod redb;
+mod redo;
 
 /// Read access inside a transaction.
 pub trait StoreRead {

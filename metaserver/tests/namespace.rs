@@ -761,3 +761,88 @@ fn fsck_redb() {
     let tmp = tempfile::tempdir().unwrap();
     fsck_finds_and_repairs(RedbStore::open(&tmp.path().join("ns.redb")).unwrap());
 }
+
+/// The child side of `commits_survive_a_kill_of_the_process`: makes namespace changes under
+/// `$ALLUXIO_REDO_CRASH_DIR`, then dies without dropping anything (no durable commit).
+#[test]
+#[ignore = "run as a child process by commits_survive_a_kill_of_the_process"]
+fn redo_crash_child() {
+    let Ok(dir) = std::env::var("ALLUXIO_REDO_CRASH_DIR") else {
+        return;
+    };
+    let path = std::path::Path::new(&dir).join("ns.redb");
+    let ns = Namespace::open(RedbStore::open(&path).unwrap(), OWN, 0).unwrap();
+    ns.load_dir(ROOT_INO, vec![], OWN, 1).unwrap();
+    let d = ns.create(ROOT_INO, b"d", node(FileKind::Dir), 1).unwrap();
+    for i in 0..300 {
+        ns.create(d.ino, format!("f{i}").as_bytes(), node(FileKind::File), 1)
+            .unwrap();
+    }
+    let f0 = found(&ns, d.ino, "f0");
+    ns.set_attr(
+        f0.ino,
+        SetAttr {
+            mode: Some(0o600),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    ns.set_xattr(
+        f0.ino,
+        b"user.k",
+        b"v",
+        alluxio_metaserver::XattrMode::Any,
+        1,
+    )
+    .unwrap();
+    ns.rename(d.ino, b"f1", ROOT_INO, b"moved", false, false, 1)
+        .unwrap();
+    ns.unlink(d.ino, b"f2", false, 1).unwrap();
+    std::process::abort();
+}
+
+#[test]
+fn commits_survive_a_kill_of_the_process() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "redo_crash_child", "--ignored", "--nocapture"])
+        .env("ALLUXIO_REDO_CRASH_DIR", tmp.path())
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "the child was to die: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let path = tmp.path().join("ns.redb");
+    assert!(
+        std::fs::metadata(path.with_extension("redo"))
+            .unwrap()
+            .len()
+            > 0,
+        "the child died with its changes in the redo log only"
+    );
+    let ns = Namespace::open(RedbStore::open(&path).unwrap(), OWN, 0).unwrap();
+    let d = found(&ns, ROOT_INO, "d");
+    for i in (0..300).filter(|i| ![1, 2].contains(i)) {
+        found(&ns, d.ino, &format!("f{i}"));
+    }
+    let f0 = found(&ns, d.ino, "f0");
+    assert_eq!(f0.mode & 0o777, 0o600);
+    assert_eq!(ns.get_xattr(f0.ino, b"user.k").unwrap(), b"v");
+    found(&ns, ROOT_INO, "moved");
+    for gone in [&b"f1"[..], b"f2"] {
+        assert!(matches!(
+            ns.lookup(d.ino, gone).unwrap(),
+            Lookup::Missing | Lookup::Unloaded
+        ));
+    }
+    drop(ns);
+    assert_eq!(
+        std::fs::metadata(path.with_extension("redo"))
+            .unwrap()
+            .len(),
+        0,
+        "replayed, made durable, and the log emptied"
+    );
+}

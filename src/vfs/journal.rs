@@ -1,13 +1,15 @@
-//! The ASYNC_THROUGH journal: a file's bytes are made durable on the local cache disk
-//! before close/fsync returns, and uploaded in the background.
+//! The ASYNC_THROUGH journal: a file's bytes are kept on the local cache disk before
+//! close/fsync returns, and uploaded in the background.
 //!
 //! Layout: `<cache-dir>/journal/<ino>.<seq>.data`, one file per flushed version: the
-//! staging file itself, fsynced and then linked under that name, or else a copy written
-//! under a temporary name, fsynced and renamed into place; then the directory is fsynced,
-//! so an entry is either whole or absent. An entry's presence means "upload pending"; it is
-//! removed once the object is in the UFS (or the data was superseded or unlinked). The
-//! namespace records the version `pending:<ino>.<seq>` for such a file, so readers find the
-//! bytes here until the upload lands, and a remount's reconcile leaves the file alone.
+//! staging file itself, linked under that name, or else a copy written under a temporary
+//! name and renamed into place, so an entry is either whole or absent. Close leaves the
+//! entry in the kernel's hands (it outlives a kill of the daemon, as the namespace's redo
+//! log does); fsync makes it durable ([`Journal::sync_entry`]: the entry, then the
+//! directory). An entry's presence means "upload pending"; it is removed once the object is
+//! in the UFS (or the data was superseded or unlinked). The namespace records the version
+//! `pending:<ino>.<seq>` for such a file, so readers find the bytes here until the upload
+//! lands, and a remount's reconcile leaves the file alone.
 
 use std::io::Write;
 use std::os::unix::fs::FileExt;
@@ -42,17 +44,17 @@ impl Journal {
         self.dir.join(format!("{}.{}.data", ino.0, seq))
     }
 
-    /// Durably stores `len` bytes of `src` as entry `(ino, seq)` (blocking). Returns
-    /// whether the entry *is* `src` (linked, not copied): the caller must then never
-    /// change `src` again, because that would change the journaled bytes (see
+    /// Stores `len` bytes of `src` as entry `(ino, seq)` (blocking), whole or not at all,
+    /// safe from a crash of the process (not of the host: [`Journal::sync_entry`] is).
+    /// Returns whether the entry *is* `src` (linked, not copied): the caller must then
+    /// never change `src` again, because that would change the journaled bytes (see
     /// `Staging::frozen`).
     ///
     /// Linking is tried first: an unnamed (O_TMPFILE) staging file of exactly `len` bytes
-    /// on the journal's filesystem gets the entry's name after its bytes are fsynced, so
-    /// a commit costs one fsync instead of a copy of the whole file and a second write of
-    /// it to disk. Anything else (a named-then-unlinked staging file, another filesystem)
-    /// is copied under a temporary name, fsynced and renamed. Either way an entry is whole
-    /// or absent.
+    /// on the journal's filesystem gets the entry's name, so a commit costs one link
+    /// instead of a copy of the whole file and a second write of it to disk. Anything else
+    /// (a named-then-unlinked staging file, another filesystem) is copied under a
+    /// temporary name and renamed.
     pub(super) fn persist(
         &self,
         ino: InodeNo,
@@ -62,8 +64,6 @@ impl Journal {
     ) -> std::io::Result<bool> {
         let path = self.data_path(ino, seq);
         if src.metadata()?.len() == len {
-            // The bytes and the size must be durable before any name points at them.
-            src.sync_all()?;
             let fd = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(src));
             let linked = nix::unistd::linkat(
                 nix::fcntl::AT_FDCWD,
@@ -73,7 +73,6 @@ impl Journal {
                 nix::fcntl::AtFlags::AT_SYMLINK_FOLLOW,
             );
             if linked.is_ok() {
-                std::fs::File::open(&self.dir)?.sync_all()?;
                 return Ok(true);
             }
         }
@@ -88,7 +87,6 @@ impl Journal {
                 out.write_all(&buf[..n])?;
                 off += n as u64;
             }
-            out.sync_all()?;
             drop(out);
             std::fs::rename(&tmp, &path)
         })();
@@ -97,8 +95,18 @@ impl Journal {
             let _ = std::fs::remove_file(&tmp);
             return Err(e);
         }
-        std::fs::File::open(&self.dir)?.sync_all()?;
         Ok(false)
+    }
+
+    /// Makes entry `(ino, seq)` durable (blocking): its bytes and size, then its name.
+    /// An entry already gone (uploaded and dropped) is fine: the store holds its bytes.
+    pub(super) fn sync_entry(&self, ino: InodeNo, seq: u64) -> std::io::Result<()> {
+        match std::fs::File::open(self.data_path(ino, seq)) {
+            Ok(f) => f.sync_all()?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        std::fs::File::open(&self.dir)?.sync_all()
     }
 
     /// Pending entries, oldest first.
@@ -209,8 +217,10 @@ mod tests {
             std::fs::read(j.data_path(InodeNo(6), 3)).unwrap(),
             [9u8; 10]
         );
+        j.sync_entry(InodeNo(5), 7).unwrap();
         j.remove(InodeNo(5), 7).unwrap();
         j.remove(InodeNo(7), 1).unwrap();
+        j.sync_entry(InodeNo(7), 1).unwrap();
         assert_eq!(j.scan().unwrap(), vec![(InodeNo(6), 3)]);
         assert_eq!(
             ObjectVersion::parse(&pending_tag(InodeNo(6), 3)),

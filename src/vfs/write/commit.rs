@@ -103,11 +103,10 @@ impl Vfs {
         // Queued only once the namespace names the entry: the uploader drops an entry
         // whose version the namespace does not hold as superseded, and this commit holds
         // no inode lock that would keep the uploader from looking in between.
+        // Close acknowledges an ASYNC_THROUGH file (SEMANTICS): the entry and the version
+        // naming it outlive a kill of the daemon without an fsync (the namespace commit is
+        // in its redo log), and fsync makes both durable (`Vfs::fsync`).
         if let Some(seq) = queued {
-            // Close acknowledges an ASYNC_THROUGH file (SEMANTICS): the name and the
-            // version naming the entry must survive a kill as the entry does, or the next
-            // start finds an entry no inode names and drops it as superseded.
-            self.meta.sync().await?;
             self.uploads.push(ino, seq, self.cfg.upload_delay);
         }
         st.dirty = false;
@@ -190,15 +189,25 @@ impl Vfs {
             Handle::File { ino, .. } => *ino,
             Handle::Dir { .. } => return self.sync_namespace().await,
         };
-        self.sync_namespace().await?;
-        // ASYNC_THROUGH's durability is its journal, synced by the commit above.
-        if self.cfg.write_type != WriteType::AsyncThrough {
-            match self.key_of(ino, FileKind::File).await {
-                Ok(key) if key.ufs.is_local() => key.ufs.sync_object(&key).await?,
-                Ok(_) => {} // an object store: a completed upload is durable
-                Err(e) if e.errno() == libc::ENOENT => {} // unlinked: nothing to keep
-                Err(e) => return Err(e),
+        if self.cfg.write_type == WriteType::AsyncThrough {
+            // The journal entry this flush (or an earlier close) left, if its upload has
+            // not replaced it yet: durable before the namespace naming it is.
+            if let Ok(rec) = self.meta.get(ino).await
+                && let Some(v) = rec.version.as_deref()
+                && let alluxio_metaserver::ObjectVersion::Pending { ino: pino, seq } =
+                    alluxio_metaserver::ObjectVersion::parse(v)
+                && let Some(journal) = self.journal.clone()
+            {
+                blocking("journal", move || journal.sync_entry(pino, seq)).await??;
             }
+            return self.sync_namespace().await;
+        }
+        self.sync_namespace().await?;
+        match self.key_of(ino, FileKind::File).await {
+            Ok(key) if key.ufs.is_local() => key.ufs.sync_object(&key).await?,
+            Ok(_) => {} // an object store: a completed upload is durable
+            Err(e) if e.errno() == libc::ENOENT => {} // unlinked: nothing to keep
+            Err(e) => return Err(e),
         }
         Ok(())
     }
