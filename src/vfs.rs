@@ -186,6 +186,14 @@ pub struct Vfs {
     /// Serializes UFS-visible changes per inode (uploads, renames, unlinks). Striped so
     /// memory stays bounded; acquired in stripe order, and before a staging lock.
     inode_locks: Vec<tokio::sync::Mutex<()>>,
+    /// Keys come from paths, so a directory rename changes the key of everything below it
+    /// at once, without the locks of those inodes. Every store change at keys derived
+    /// from paths (an upload, an object moved or deleted, a directory marker made or
+    /// removed) holds this shared from deriving its key to the namespace change that
+    /// records it, and a rename that moves a directory holds it exclusively: an upload can
+    /// never land under a directory's old prefix after the directory moved. Taken after
+    /// any inode locks (`tree_shared`, `tree_exclusive`).
+    tree: tokio::sync::RwLock<()>,
     /// ASYNC_THROUGH only.
     journal: Option<Arc<journal::Journal>>,
     uploads: upload::Queue,
@@ -286,6 +294,7 @@ impl Vfs {
             inode_locks: (0..INODE_LOCK_STRIPES)
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
+            tree: tokio::sync::RwLock::new(()),
         }))
     }
 
@@ -308,6 +317,16 @@ impl Vfs {
             guards.push(self.inode_locks[s].lock().await);
         }
         guards
+    }
+
+    /// The tree lock, shared: for a store change at one path-derived key (see `tree`).
+    async fn tree_shared(&self) -> tokio::sync::RwLockReadGuard<'_, ()> {
+        self.tree.read().await
+    }
+
+    /// The tree lock, exclusive: for a rename that moves a directory's whole prefix.
+    async fn tree_exclusive(&self) -> tokio::sync::RwLockWriteGuard<'_, ()> {
+        self.tree.write().await
     }
 
     /// Registers an open handle; file handles are counted per inode (see `release`).
@@ -683,6 +702,7 @@ impl Vfs {
         if let Lookup::Found(_) = self.meta.lookup(parent, name.to_vec()).await? {
             return Err(FsError::expected(libc::EEXIST, "entry exists"));
         }
+        let _tree = self.tree_shared().await;
         let key = self.new_child_key(parent, name, FileKind::Dir).await?;
         key.ufs.create_dir(&key).await?;
         let node = NewNode {
@@ -933,6 +953,7 @@ impl Vfs {
             return Err(FsError::expected(libc::EISDIR, "is a directory"));
         }
         let _locks = self.lock_inodes(&[rec.ino]).await;
+        let _tree = self.tree_shared().await;
         let rec = self.lookup(parent, name).await?;
         let moved = self.name_going_away(parent, name, &rec).await?;
         let open = self.is_open(rec.ino);
@@ -954,6 +975,7 @@ impl Vfs {
         if !self.meta.list(rec.ino).await?.is_empty() {
             return Err(FsError::expected(libc::ENOTEMPTY, "directory not empty"));
         }
+        let _tree = self.tree_shared().await;
         let key = self.key_of(rec.ino, FileKind::Dir).await?;
         // Objects under the prefix that no name shows (keys with an empty, `.` or `..`
         // component, written by other tools) keep the directory from being empty, as a
@@ -1038,25 +1060,34 @@ impl Vfs {
         let _locks = self
             .lock_inodes(&[src.ino, target.as_ref().map_or(src.ino, |t| t.ino)])
             .await;
+        let (_shared, _exclusive) = if src.kind == FileKind::Dir {
+            (None, Some(self.tree_exclusive().await))
+        } else {
+            (Some(self.tree_shared().await), None)
+        };
         // Re-read both under the locks: an upload may have changed versions meanwhile.
         let src = self.lookup(parent, name).await?;
         let target = match self.meta.lookup(newparent, newname.to_vec()).await? {
             Lookup::Found(t) => Some(t),
             _ => None,
         };
-        // UFS first.
+        // UFS first. What moved there, to be put back if the namespace refuses.
         let mut moved = None;
         let mut target_moved = None;
+        let mut undo = None;
         match src.kind {
             FileKind::Dir => {
+                let mut tkey = None;
                 if let Some(t) = &target {
-                    let tkey = self.key_of(t.ino, FileKind::Dir).await?;
-                    tkey.ufs.delete(&tkey).await?;
+                    let k = self.key_of(t.ino, FileKind::Dir).await?;
+                    k.ufs.delete(&k).await?;
+                    tkey = Some(k);
                 }
                 let from = self.key_of(src.ino, FileKind::Dir).await?;
                 let to = self.child_key(newparent, newname, FileKind::Dir).await?;
                 self.materialize_under(src.ino).await?;
                 from.ufs.rename_dir(&from, &to).await?;
+                undo = Some((from, to, tkey));
             }
             _ => {
                 let to = self.child_key(newparent, newname, FileKind::File).await?;
@@ -1067,11 +1098,14 @@ impl Vfs {
                 {
                     let from = self.key_of(src.ino, FileKind::File).await?;
                     moved = self.move_object(&src, &from, &to).await?;
+                    if moved.is_some() {
+                        undo = Some((from, to, None));
+                    }
                 }
             }
         }
         let keep_open = target.as_ref().is_some_and(|t| self.is_open(t.ino));
-        let replaced = self
+        let replaced = match self
             .meta
             .rename(
                 parent,
@@ -1081,7 +1115,33 @@ impl Vfs {
                 noreplace,
                 keep_open,
             )
-            .await?;
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                // The store moved and the namespace did not (a metaserver gone, say): the
+                // move goes back, so the name the namespace still has finds its object,
+                // with its inode's attributes, xattrs and links, instead of a listing
+                // later dropping that name and showing the object as a new file. A target
+                // the store replaced stays replaced: rename was asked to replace it.
+                if let Some((from, to, tkey)) = undo {
+                    let back = match src.kind {
+                        FileKind::Dir => match from.ufs.rename_dir(&to, &from).await {
+                            Ok(()) => match &tkey {
+                                Some(k) => k.ufs.create_dir(k).await,
+                                None => Ok(()),
+                            },
+                            Err(e) => Err(e),
+                        },
+                        _ => from.ufs.rename_file(&to, &from).await.map(|_| ()),
+                    };
+                    if let Err(b) = back {
+                        tracing::error!(error = %b, from = %to.key, to = %from.key, "rename: the namespace refused and moving the object back failed; the next listing shows it at its new name");
+                    }
+                }
+                return Err(e.into());
+            }
+        };
         if let Some(r) = replaced
             && keep_open
             && r.nlink == 0
@@ -1145,6 +1205,7 @@ impl Vfs {
             }
         }
         let _locks = self.lock_inodes(&[a.ino, b.ino]).await;
+        let _tree = self.tree_exclusive().await;
         let a = self.lookup(parent, name).await?;
         let b = self.lookup(newparent, newname).await?;
         let tmp_name = format!(".alluxio-exchange-{}", now_ns());

@@ -131,6 +131,7 @@ impl Vfs {
         // the namespace no longer has. A faster close made that race common enough to
         // fail pjdfstest's rename::preserve_metadata now and then.
         let _lock = self.lock_inodes(&[ino]).await;
+        let _tree = self.tree_shared().await;
         let rec = match self.meta.get(ino).await {
             Ok(r) => r,
             Err(MetaError::NotFound(_)) => {
@@ -139,15 +140,13 @@ impl Vfs {
                     seq,
                     "journal entry of an inode that is gone: dropped"
                 );
-                self.drop_entry(ino, seq).await;
-                return Ok(Outcome::Done);
+                return Ok(self.drop_entry(ino, seq).await);
             }
             Err(e) => return Err(e.into()),
         };
         if rec.version.as_deref() != Some(tag.as_str()) {
             tracing::debug!(ino = ino.0, seq, version = ?rec.version, "journal entry superseded: dropped");
-            self.drop_entry(ino, seq).await;
-            return Ok(Outcome::Done);
+            return Ok(self.drop_entry(ino, seq).await);
         }
         let mut key = match self.key_of(ino, FileKind::File).await {
             Ok(k) => k,
@@ -157,8 +156,7 @@ impl Vfs {
                     seq,
                     "journal entry of an unlinked file: dropped"
                 );
-                self.drop_entry(ino, seq).await;
-                return Ok(Outcome::Done);
+                return Ok(self.drop_entry(ino, seq).await);
             }
             Err(e) => return Err(e),
         };
@@ -215,8 +213,12 @@ impl Vfs {
                 let this = self.clone();
                 self.rt.spawn(async move {
                     this.fill_pages(offered, len).await;
-                    this.drop_entry(ino, seq).await;
-                    Metrics::inc(&this.metrics.journal_uploads);
+                    match this.drop_entry(ino, seq).await {
+                        Outcome::Done => Metrics::inc(&this.metrics.journal_uploads),
+                        // Queued again: it is found superseded, and dropped once the
+                        // namespace can be made durable.
+                        Outcome::Retry => this.uploads.push(ino, seq, Duration::from_secs(1)),
+                    }
                 });
                 return Ok(Outcome::Done);
             }
@@ -225,8 +227,7 @@ impl Vfs {
             }
             Err(e) => return Err(e.into()),
         }
-        self.drop_entry(ino, seq).await;
-        Ok(Outcome::Done)
+        Ok(self.drop_entry(ino, seq).await)
     }
 
     /// Drops a journal entry once the namespace state that makes it unneeded (the store's
@@ -236,10 +237,10 @@ impl Vfs {
     /// pool: deleting a file frees its blocks, which waits on the device where the
     /// filesystem discards synchronously (see `DiskTier::apply_off_runtime`), and must
     /// not stall a runtime thread.
-    async fn drop_entry(&self, ino: InodeNo, seq: u64) {
+    async fn drop_entry(&self, ino: InodeNo, seq: u64) -> Outcome {
         if let Err(e) = self.meta.sync().await {
-            tracing::warn!(ino = ino.0, seq, error = %e, "namespace sync failed; the journal entry stays until the next start");
-            return;
+            tracing::warn!(ino = ino.0, seq, error = %e, "namespace sync failed; the journal entry stays, and is tried again");
+            return Outcome::Retry;
         }
         if let Some(j) = self.journal.clone() {
             let removed = blocking("journal", move || j.remove(ino, seq)).await;
@@ -247,5 +248,6 @@ impl Vfs {
                 tracing::warn!(ino = ino.0, seq, error = %e, "a done journal entry stays; the next start drops it as superseded");
             }
         }
+        Outcome::Done
     }
 }

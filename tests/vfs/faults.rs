@@ -9,6 +9,8 @@ use alluxio::config::WriteType;
 use alluxio::fault::{Call, Fault, Rule};
 use alluxio::fetch::FAILED_FETCH_TTL;
 
+use alluxio::types::ROOT_INO;
+
 use crate::harness::{Env, MIB, Options, data, eventually};
 
 /// An env whose store holds `f` (`len` bytes) written by another client, and the bytes.
@@ -232,4 +234,54 @@ fn vfs_async_through_uploads_after_the_store_recovers() {
         .is_ok_and(|b| b.to_vec() == body)));
     assert_eq!(env.faults.fired(), 2);
     assert!(env.metrics.ufs_writes.load(Relaxed) >= 3);
+}
+
+/// ASYNC_THROUGH: a directory renamed while the upload of a file in it is stalled waits
+/// for that upload, so the object never lands under the directory's old prefix after the
+/// directory moved. Found by the kill -9 campaign: on a local directory, where the upload
+/// writes the file itself and the fault layer cannot stall it, the object landed in the
+/// old directory after the move, made it again, and the next listing showed both.
+#[test]
+fn vfs_a_directory_rename_waits_for_an_upload_below_it() {
+    let env = Env::with(Options {
+        write_type: WriteType::AsyncThrough,
+        ..Default::default()
+    });
+    let vfs = env.vfs.clone();
+    let d = env
+        .rt
+        .block_on(vfs.mkdir(ROOT_INO, b"d", 0o755, env.uid, env.gid))
+        .unwrap()
+        .ino;
+    env.faults
+        .inject(Rule::new(Call::Write, Fault::Stall(None)).on_key("d/f"));
+    let (rec, fh) = env
+        .rt
+        .block_on(vfs.create(d, b"f", 0o644, env.uid, env.gid))
+        .unwrap();
+    let body = data(MIB, 6);
+    env.write(fh, 0, &body).unwrap();
+    env.close(fh).unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || env.faults.fired() == 1),
+        "the upload reached the store"
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    let v = vfs.clone();
+    env.rt.spawn(async move {
+        let _ = tx.send(v.rename(ROOT_INO, b"d", ROOT_INO, b"e", false, false).await);
+    });
+    assert!(
+        rx.recv_timeout(Duration::from_millis(500)).is_err(),
+        "the rename went ahead of the upload below it"
+    );
+    env.faults.clear();
+    rx.recv_timeout(Duration::from_secs(20)).unwrap().unwrap();
+    assert!(eventually(Duration::from_secs(20), || env
+        .rt
+        .block_on(env.store.read("e/f"))
+        .is_ok_and(|b| b.to_vec() == body)));
+    assert!(env.rt.block_on(env.store.read("d/f")).is_err());
+    assert_eq!(env.ino("e/f"), rec.ino);
+    assert!(env.read_all(rec.ino).unwrap() == body);
 }

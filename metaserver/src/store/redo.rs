@@ -247,8 +247,8 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::memory::MemoryStore;
     use crate::store::NamespaceStore;
+    use crate::store::memory::MemoryStore;
 
     #[test]
     fn records_round_trip_and_a_torn_or_damaged_tail_ends_the_log() {

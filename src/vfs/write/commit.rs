@@ -24,7 +24,9 @@ impl Vfs {
         // wait for the uploader, which holds this inode's lock for a whole upload.
         let _lock = match self.cfg.write_type {
             WriteType::AsyncThrough => None,
-            WriteType::CacheThrough | WriteType::Through => Some(self.lock_inodes(&[ino]).await),
+            WriteType::CacheThrough | WriteType::Through => {
+                Some((self.lock_inodes(&[ino]).await, self.tree_shared().await))
+            }
         };
         let mut g = of.st.lock().await;
         let Some(st) = g.as_mut() else { return Ok(()) };
@@ -88,7 +90,8 @@ impl Vfs {
             }
         };
         self.forget_reused_version(ino, &key, &version).await;
-        self.meta
+        let named = self
+            .meta
             .set_attr(
                 ino,
                 SetAttr {
@@ -99,7 +102,16 @@ impl Vfs {
                     ..Default::default()
                 },
             )
-            .await?;
+            .await;
+        if let Err(e) = named {
+            // A journal entry no version names would wait for the next start to be
+            // dropped as superseded; it goes now (the staging file keeps the bytes, and
+            // the file stays dirty for the next flush).
+            if let (Some(seq), Some(journal)) = (queued, self.journal.clone()) {
+                let _ = blocking("journal", move || journal.remove(ino, seq)).await;
+            }
+            return Err(e.into());
+        }
         // Queued only once the namespace names the entry: the uploader drops an entry
         // whose version the namespace does not hold as superseded, and this commit holds
         // no inode lock that would keep the uploader from looking in between.
