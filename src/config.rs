@@ -813,6 +813,30 @@ impl MemoryPlan {
 
 #[cfg(test)]
 mod tests {
+    proptest::proptest! {
+        /// Arbitrary text as a URI, an option list or a size is refused with an error or
+        /// parsed, never a panic.
+        #[test]
+        fn arbitrary_text_never_panics_a_parser(
+            text in "\\PC{0,60}",
+            raw in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..60),
+        ) {
+            let lossy = String::from_utf8_lossy(&raw).into_owned();
+            for t in [text.as_str(), lossy.as_str()] {
+                let _ = UfsConfig::parse(t, &Default::default());
+                let _ = parse_mount_options(&[t.to_string()]);
+                let _ = parse_mount_options(&t.split(',').map(String::from).collect::<Vec<_>>());
+                let _ = parse_size(t);
+                for scheme in ["s3://", "gcs://", "azblob://", "webdav://", "hdfs://", "file://"] {
+                    let _ = UfsConfig::parse(&format!("{scheme}{t}"), &Default::default());
+                }
+                for key in ["cache_size=", "mem_budget=", "write_type=", "peers=", "upload_delay=", "metadata_sync=", "ufs."] {
+                    let _ = parse_mount_options(&[format!("{key}{t}")]);
+                }
+            }
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -846,3 +846,170 @@ fn commits_survive_a_kill_of_the_process() {
         "replayed, made durable, and the log emptied"
     );
 }
+
+mod hostile {
+    //! Calls a client may send, whatever they hold: every one goes through the wire form
+    //! (JSON) and `dispatch` as the metaserver runs it. None may panic, and whatever each
+    //! answers, the namespace afterwards checks clean (`fsck`: entries, link counts,
+    //! primary links, orphans, reachability).
+
+    use super::OWN;
+    use alluxio_metaserver::rpc::{Call, Op, WIRE_VERSION, dispatch};
+    use alluxio_metaserver::{
+        FileKind, InodeNo, MemoryStore, Namespace, NewNode, SetAttr, UfsChild, XattrMode,
+    };
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+
+    fn name() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            4 => prop_oneof![Just(b"a".to_vec()), Just(b"b".to_vec()), Just(b"c".to_vec())],
+            1 => prop_oneof![
+                Just(Vec::new()),
+                Just(b".".to_vec()),
+                Just(b"..".to_vec()),
+                Just(b"x/y".to_vec()),
+                Just(b"n\0l".to_vec()),
+                Just(vec![b'l'; 300]),
+            ],
+            1 => vec(any::<u8>(), 1..5),
+        ]
+    }
+
+    fn ino() -> impl Strategy<Value = InodeNo> {
+        prop_oneof![
+            8 => (1u64..6).prop_map(InodeNo),
+            2 => (0u64..12).prop_map(InodeNo),
+            1 => Just(InodeNo(u64::MAX)),
+        ]
+    }
+
+    fn kind() -> impl Strategy<Value = FileKind> {
+        prop_oneof![
+            Just(FileKind::File),
+            Just(FileKind::Dir),
+            Just(FileKind::Symlink),
+            Just(FileKind::Fifo)
+        ]
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let listing = vec(
+            (
+                name(),
+                prop_oneof![Just(FileKind::File), Just(FileKind::Dir)],
+                0u64..9,
+                proptest::option::of("[a-z0-9]{1,3}"),
+            ),
+            0..5,
+        )
+        .prop_map(|l| {
+            l.into_iter()
+                .map(|(name, kind, size, version)| UfsChild {
+                    name,
+                    kind,
+                    size,
+                    mtime_ns: 1,
+                    version: (kind == FileKind::File).then_some(version).flatten(),
+                })
+                .collect::<Vec<_>>()
+        });
+        prop_oneof![
+            (ino(), name()).prop_map(|(parent, name)| Op::Lookup { parent, name }),
+            (ino(), name(), kind(), any::<u32>()).prop_map(|(parent, name, kind, mode)| {
+                Op::Create {
+                    parent,
+                    name,
+                    node: NewNode {
+                        kind,
+                        mode,
+                        uid: 0,
+                        gid: 0,
+                        rdev: 0,
+                        target: b"t".to_vec(),
+                    },
+                }
+            }),
+            (ino(), ino(), name()).prop_map(|(ino, newparent, newname)| Op::Link {
+                ino,
+                newparent,
+                newname
+            }),
+            (ino(), name(), any::<bool>()).prop_map(|(parent, name, keep_open)| Op::Unlink {
+                parent,
+                name,
+                keep_open
+            }),
+            (ino(), name()).prop_map(|(parent, name)| Op::Rmdir { parent, name }),
+            (ino(), name(), ino(), name(), any::<bool>(), any::<bool>()).prop_map(
+                |(parent, name, newparent, newname, noreplace, keep_open)| Op::Rename {
+                    parent,
+                    name,
+                    newparent,
+                    newname,
+                    noreplace,
+                    keep_open,
+                }
+            ),
+            (ino(), name(), ino(), name()).prop_map(|(parent, name, newparent, newname)| {
+                Op::Exchange {
+                    parent,
+                    name,
+                    newparent,
+                    newname,
+                }
+            }),
+            (
+                ino(),
+                proptest::option::of(0u64..1 << 40),
+                proptest::option::of(any::<u32>()),
+                proptest::option::of(proptest::option::of("[a-z:0-9.]{0,8}")),
+            )
+                .prop_map(|(ino, size, mode, version)| Op::SetAttr {
+                    ino,
+                    attr: SetAttr {
+                        size,
+                        mode,
+                        version,
+                        ..Default::default()
+                    },
+                }),
+            (ino(), name(), vec(any::<u8>(), 0..9)).prop_map(|(ino, name, value)| {
+                Op::SetXattr {
+                    ino,
+                    name,
+                    value,
+                    mode: XattrMode::Any,
+                }
+            }),
+            (ino(), name()).prop_map(|(ino, name)| Op::RemoveXattr { ino, name }),
+            (ino(), listing).prop_map(|(dir, listing)| Op::LoadDir {
+                dir,
+                listing,
+                defaults: OWN,
+                token: None,
+            }),
+            ino().prop_map(|ino| Op::RemoveOrphan { ino }),
+            ino().prop_map(|dir| Op::List { dir }),
+            ino().prop_map(|ino| Op::Path { ino }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+        #[test]
+        fn hostile_calls_never_panic_and_leave_the_namespace_consistent(ops in vec(op(), 1..40)) {
+            let ns = Namespace::open(MemoryStore::new(), OWN, 0).unwrap();
+            // The root listed (empty), as a daemon's first call does; anything after that
+            // is the client's.
+            ns.load_dir(alluxio_metaserver::ROOT_INO, vec![], OWN, 1).unwrap();
+            for op in ops {
+                let wire = serde_json::to_vec(&Call { version: WIRE_VERSION, op }).unwrap();
+                let call: Call = serde_json::from_slice(&wire).unwrap();
+                let _ = dispatch(&ns, call.op, 1);
+            }
+            let report = ns.fsck(false).unwrap();
+            prop_assert!(report.problems.is_empty(), "{:?}", report.problems);
+        }
+    }
+}

@@ -660,6 +660,28 @@ mod tests {
         assert!(replay(&[]).is_none());
     }
 
+    proptest::proptest! {
+        /// Arbitrary bytes as a page log never panic the replay, and a log damaged
+        /// anywhere after its header replays a prefix of its records.
+        #[test]
+        fn log_replay_of_arbitrary_bytes_never_panics(
+            junk in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400),
+            flip in 0usize..200,
+        ) {
+            let _ = replay(&junk);
+            let mut b = header(9, &obj("e:abc"));
+            let hlen = b.len();
+            for i in 0..4 {
+                b.extend_from_slice(&record(REC_PAGE, i, 5, 70 + i as u32));
+            }
+            let at = hlen + flip % (b.len() - hlen);
+            b[at] ^= 0x5a;
+            let r = replay(&b).unwrap();
+            proptest::prop_assert!(r.valid_len <= at + 1 || r.pages.len() == 4);
+            proptest::prop_assert!(r.pages.len() <= 4);
+        }
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn corrupt_page_is_a_miss_and_pages_survive_reopen() {
         let dir = tempfile::tempdir().unwrap();

@@ -364,6 +364,23 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Arbitrary bytes from the network never panic a decoder: frames, GET bodies and
+        /// PUT bodies are refused or decoded.
+        #[test]
+        fn arbitrary_bytes_never_panic_a_decoder(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let _ = rt.block_on(read_frame(&mut &bytes[..], MAX_REQUEST));
+            let mut framed = b"ALXP".to_vec();
+            framed.extend_from_slice(&bytes);
+            let _ = rt.block_on(read_frame(&mut &framed[..], MAX_REQUEST));
+            let _ = Get::decode(Bytes::copy_from_slice(&bytes));
+            let _ = decode_put(Bytes::copy_from_slice(&bytes));
+        }
+    }
+
     #[tokio::test]
     async fn frames_round_trip_and_a_huge_length_is_refused_unread() {
         let mut buf = Vec::new();
