@@ -317,7 +317,9 @@ def differences(t, dirs, files):
 def check_mount(root, log_path):
     """(the tree found, or None; the tree of the acknowledged operations; the operation
     in flight; failures)."""
-    t, pending, _, _ = replay(log_path)
+    t, pending, _, done = replay(log_path)
+    if not done and not os.path.exists(root):
+        return t, t, pending, []  # killed before the writer made its directory
     got = scan(root)
     if isinstance(got, str):
         return None, t, pending, [f"unreadable: {got}"]

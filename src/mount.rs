@@ -233,6 +233,7 @@ pub fn mount(cfg: &MountConfig, rt: &RtHandle) -> Result<Mounted, MountError> {
             read_only: cfg.fuse.read_only,
             write_type: cfg.write_type,
             journal_dir: cfg.cache_dir.join("journal"),
+            rename_log: Some(cfg.cache_dir.join("renames.log")),
             upload_delay: cfg.upload_delay,
             metadata_sync: cfg.metadata_sync,
             dir_prefetch_bytes: cfg.dir_prefetch_bytes,
@@ -336,6 +337,8 @@ pub fn mount(cfg: &MountConfig, rt: &RtHandle) -> Result<Mounted, MountError> {
     if let Err(e) = rt.block_on(vfs.refresh_mounts()) {
         tracing::warn!(error = %e, "cannot read the mount table; only the root store is mounted");
     }
+    // Renames a crash cut between the store and the namespace, before anything is served.
+    rt.block_on(vfs.finish_renames());
     vfs.start_background();
     tracing::info!(mountpoint = %mountpoint.display(), ufs = %cfg.ufs.uri, write_type = ?cfg.write_type, "mounted");
     Ok(Mounted {

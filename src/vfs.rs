@@ -28,6 +28,7 @@ use crate::types::{DirEntry, FileHandle, FileKind, InodeNo, InodeRecord, Ownersh
 use crate::ufs::Ufs;
 
 mod cluster;
+mod intents;
 mod journal;
 mod mounts;
 mod peer_host;
@@ -66,6 +67,9 @@ pub struct VfsConfig {
     pub write_type: crate::config::WriteType,
     /// ASYNC_THROUGH: directory of the local journal.
     pub journal_dir: PathBuf,
+    /// The log of renames in flight (`intents`), finished at the next start after a
+    /// crash; `None` for a vfs that does not outlive its process's work (`alluxio fs`).
+    pub rename_log: Option<PathBuf>,
     /// ASYNC_THROUGH: delay before a journaled file is uploaded.
     pub upload_delay: std::time::Duration,
     /// When loaded directories are listed from the UFS again.
@@ -194,6 +198,9 @@ pub struct Vfs {
     /// never land under a directory's old prefix after the directory moved. Taken after
     /// any inode locks (`tree_shared`, `tree_exclusive`).
     tree: tokio::sync::RwLock<()>,
+    /// Renames in flight, and those an earlier run left unfinished (`finish_renames`).
+    renames: Option<intents::RenameLog>,
+    unfinished_renames: Mutex<Vec<intents::Intent>>,
     /// ASYNC_THROUGH only.
     journal: Option<Arc<journal::Journal>>,
     uploads: upload::Queue,
@@ -248,6 +255,13 @@ impl Vfs {
             }
             _ => None,
         };
+        let (renames, unfinished) = match &cfg.rename_log {
+            Some(p) => {
+                let (log, pending) = intents::RenameLog::open(p)?;
+                (Some(log), pending)
+            }
+            None => (None, Vec::new()),
+        };
         let prefetch_gets = usize::try_from(cfg.prefetch_gets)
             .unwrap_or(usize::MAX)
             .max(1);
@@ -290,6 +304,8 @@ impl Vfs {
             fetcher,
             local,
             journal,
+            renames,
+            unfinished_renames: Mutex::new(unfinished),
             uploads: upload::Queue::new(),
             inode_locks: (0..INODE_LOCK_STRIPES)
                 .map(|_| tokio::sync::Mutex::new(()))
@@ -327,6 +343,121 @@ impl Vfs {
     /// The tree lock, exclusive: for a rename that moves a directory's whole prefix.
     async fn tree_exclusive(&self) -> tokio::sync::RwLockWriteGuard<'_, ()> {
         self.tree.write().await
+    }
+
+    /// Logs a rename about to move the store (`intents`); the guard marks it done.
+    fn log_rename(
+        &self,
+        ino: InodeNo,
+        parent: InodeNo,
+        name: &[u8],
+        newparent: InodeNo,
+        newname: &[u8],
+    ) -> Result<Option<RenameLogged<'_>>, FsError> {
+        let Some(log) = &self.renames else {
+            return Ok(None);
+        };
+        let id = log.begin(intents::Intent::new(ino, parent, name, newparent, newname))?;
+        Ok(Some(RenameLogged {
+            log,
+            id,
+            keep: false,
+        }))
+    }
+
+    /// Finishes the renames an earlier run began and a crash cut between their store step
+    /// and their namespace step (`intents`): each is made in the namespace, and in the
+    /// store too where it had not moved yet. Runs once, before the mount serves.
+    pub async fn finish_renames(self: &Arc<Self>) {
+        let pending = std::mem::take(&mut *lock(&self.unfinished_renames));
+        let Some(log) = &self.renames else { return };
+        if pending.is_empty() {
+            return;
+        }
+        for i in &pending {
+            match self.finish_rename(i).await {
+                Ok(true) => {
+                    tracing::info!(ino = i.ino, from = ?String::from_utf8_lossy(&i.name), to = ?String::from_utf8_lossy(&i.newname), "finished a rename a crash cut short")
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(ino = i.ino, error = %e, "cannot finish a rename a crash cut short; the next listing reconciles")
+                }
+            }
+        }
+        if let Err(e) = log.clear() {
+            tracing::warn!(error = %e, "rename log: cannot empty it");
+        }
+    }
+
+    /// One rename of `finish_renames`: whether it had to be finished.
+    async fn finish_rename(self: &Arc<Self>, i: &intents::Intent) -> Result<bool, FsError> {
+        let named = |l: Lookup| match l {
+            Lookup::Found(r) | Lookup::Stale(r) => Some(r),
+            _ => None,
+        };
+        let (parent, newparent) = (InodeNo(i.parent), InodeNo(i.newparent));
+        if named(self.meta.lookup(newparent, i.newname.clone()).await?)
+            .is_some_and(|r| r.ino.0 == i.ino)
+        {
+            return Ok(false); // the namespace made it
+        }
+        let Some(src) =
+            named(self.meta.lookup(parent, i.name.clone()).await?).filter(|r| r.ino.0 == i.ino)
+        else {
+            return Ok(false); // nothing of it is left to finish
+        };
+        let target = named(self.meta.lookup(newparent, i.newname.clone()).await?);
+        let _tree = self.tree_exclusive().await;
+        if src.kind == FileKind::Dir {
+            let from = self.key_of(src.ino, FileKind::Dir).await?;
+            let to = self.child_key(newparent, &i.newname, FileKind::Dir).await?;
+            if let Some(t) = &target {
+                let k = self.key_of(t.ino, FileKind::Dir).await?;
+                ignore_not_found(k.ufs.delete(&k).await)?;
+            }
+            // Moved again: what is still under the old prefix moves (a store that moves a
+            // prefix object by object may have moved part of it), nothing when all did.
+            ignore_not_found(from.ufs.rename_dir(&from, &to).await)?;
+        } else if src.kind.has_object()
+            && src.version.is_some()
+            && is_primary(&src, parent, &i.name)
+        {
+            let from = self.key_of(src.ino, FileKind::File).await?;
+            let to = self
+                .child_key(newparent, &i.newname, FileKind::File)
+                .await?;
+            // Still at its old key: the store had not moved it (or had only copied it).
+            // A target with other names keeps its bytes at the next of them; one without
+            // is replaced by the move.
+            if store_holds(&from).await? {
+                if let Some(t) = &target
+                    && t.kind.has_object()
+                    && t.version.is_some()
+                    && is_primary(t, newparent, &i.newname)
+                    && let Some((np, nn)) = t.links.first()
+                {
+                    let next = self.child_key(*np, nn, FileKind::File).await?;
+                    if !store_holds(&next).await? {
+                        ignore_not_found(to.ufs.rename_file(&to, &next).await.map(|_| ()))?;
+                    }
+                }
+                from.ufs.rename_file(&from, &to).await?;
+            }
+        }
+        self.meta
+            .finish_rename(parent, i.name.clone(), newparent, i.newname.clone())
+            .await?;
+        // The store's version of the moved object (a copy-based move may give a new one).
+        if src.kind == FileKind::File && !is_pending(&src) {
+            let to = self
+                .child_key(newparent, &i.newname, FileKind::File)
+                .await?;
+            if let Ok(info) = to.ufs.stat(&to).await {
+                self.record_move(src.ino, &src, Some(info)).await?;
+            }
+        }
+        Ok(true)
     }
 
     /// Registers an open handle; file handles are counted per inode (see `release`).
@@ -579,6 +710,17 @@ impl Vfs {
                     if let Err(e) = self.ensure_loaded(parent).await {
                         tracing::debug!(dir = parent.0, error = %e, "store not listable; answering from the namespace");
                         return Ok(self.overlay(rec).await);
+                    }
+                    // A second link of a file whose object lives under its primary name:
+                    // that directory is listed too, or a store ahead of the namespace there
+                    // (a crash between an upload and its commit) would read as ESTALE
+                    // through this name until something lists it.
+                    if rec.kind == FileKind::File
+                        && rec.parent != parent
+                        && !is_primary(&rec, parent, name)
+                        && let Err(e) = self.ensure_loaded(rec.parent).await
+                    {
+                        tracing::debug!(dir = rec.parent.0, error = %e, "the primary link's directory is not listable");
                     }
                 }
             }
@@ -1071,6 +1213,9 @@ impl Vfs {
             Lookup::Found(t) => Some(t),
             _ => None,
         };
+        // Logged before the store moves, done once the namespace has (or the store is
+        // back): a crash in between is finished at the next start (`intents`).
+        let mut logged = self.log_rename(src.ino, parent, name, newparent, newname)?;
         // UFS first. What moved there, to be put back if the namespace refuses.
         let mut moved = None;
         let mut target_moved = None;
@@ -1136,7 +1281,10 @@ impl Vfs {
                         _ => from.ufs.rename_file(&to, &from).await.map(|_| ()),
                     };
                     if let Err(b) = back {
-                        tracing::error!(error = %b, from = %to.key, to = %from.key, "rename: the namespace refused and moving the object back failed; the next listing shows it at its new name");
+                        tracing::error!(error = %b, from = %to.key, to = %from.key, "rename: the namespace refused and moving the object back failed; the next start finishes the rename");
+                        if let Some(l) = logged.as_mut() {
+                            l.keep = true;
+                        }
                     }
                 }
                 return Err(e.into());
@@ -1360,6 +1508,39 @@ impl Vfs {
             bsize: 4096,
             namelen: alluxio_metaserver::namespace::NAME_MAX as u32,
         })
+    }
+}
+
+/// A rename in the log of renames in flight; marked done when dropped, unless `keep`
+/// (its store moved and could not be moved back: the next start finishes it).
+struct RenameLogged<'a> {
+    log: &'a intents::RenameLog,
+    id: u64,
+    keep: bool,
+}
+
+impl Drop for RenameLogged<'_> {
+    fn drop(&mut self) {
+        if !self.keep {
+            self.log.end(self.id);
+        }
+    }
+}
+
+/// Whether the store holds the object at `loc`.
+async fn store_holds(loc: &mounts::Loc) -> Result<bool, FsError> {
+    match loc.ufs.stat(loc).await {
+        Ok(_) => Ok(true),
+        Err(e) if e.is_not_found() => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A store call whose object may be gone already (a step done before a crash).
+fn ignore_not_found(r: Result<(), crate::ufs::UfsError>) -> Result<(), FsError> {
+    match r {
+        Err(e) if e.is_not_found() => Ok(()),
+        r => Ok(r?),
     }
 }
 

@@ -98,6 +98,7 @@ impl Client {
                 read_only: false,
                 write_type: WriteType::CacheThrough,
                 journal_dir: scratch.path().join("journal"),
+                rename_log: None,
                 upload_delay: Default::default(),
                 metadata_sync: Default::default(),
                 dir_prefetch_bytes: 0,

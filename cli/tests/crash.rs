@@ -234,6 +234,110 @@ fn cli_kill9_keeps_namespace_changes() {
     assert!(m.join("d2").is_dir() && !m.join("d1").exists());
 }
 
+/// A rename the daemon was killed in the middle of, between its store step and its
+/// namespace step, is finished at the next mount before anything is served: the renamed
+/// inode keeps its mode, xattrs and bytes under the new name (a listing alone would show
+/// the moved object as a new file), for a file whose object moved, one over a target
+/// whose object it replaced, and a directory that had not moved yet.
+#[test]
+fn cli_kill9_in_a_rename_is_finished_at_the_next_mount() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let mut env = Env::new();
+    env.mount(&[]);
+    let m = env.mnt().to_path_buf();
+    for d in ["a", "b", "d"] {
+        std::fs::create_dir(m.join(d)).unwrap();
+    }
+    for (f, body) in [
+        ("a/f1", "one"),
+        ("a/f2", "two"),
+        ("a/f3", "three"),
+        ("d/x", "x"),
+    ] {
+        std::fs::write(m.join(f), body).unwrap();
+    }
+    std::fs::set_permissions(m.join("a/f1"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    xattr_set(&m.join("a/f1"), "user.k", b"v1");
+    xattr_set(&m.join("a/f3"), "user.k", b"v3");
+    let ino = |p: &str| std::fs::metadata(m.join(p)).unwrap().ino();
+    let (a, b, root) = (ino("a"), ino("b"), ino("."));
+    let (f1, f3, d) = (ino("a/f1"), ino("a/f3"), ino("d"));
+    kill9(&mut env);
+    // The crash states: f1 and f3 moved in the store (f3 over f2's object), d not yet.
+    let ufs = env.ufs();
+    std::fs::rename(ufs.join("a/f1"), ufs.join("b/g")).unwrap();
+    std::fs::rename(ufs.join("a/f3"), ufs.join("a/f2")).unwrap();
+    let cache = std::fs::read_dir(env.base.path().join("home/mounts"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path()
+        .join("cache");
+    let line = |id: u64, ino: u64, parent: u64, name: &str, np: u64, nn: &str| {
+        format!(
+            "{{\"Begin\":{{\"id\":{id},\"intent\":{{\"ino\":{ino},\"parent\":{parent},\"name\":{:?},\"newparent\":{np},\"newname\":{:?}}}}}}}\n",
+            name.as_bytes(),
+            nn.as_bytes()
+        )
+    };
+    std::fs::write(
+        cache.join("renames.log"),
+        [
+            line(1, f1, a, "f1", b, "g"),
+            line(2, f3, a, "f3", a, "f2"),
+            line(3, d, root, "d", root, "e"),
+        ]
+        .concat(),
+    )
+    .unwrap();
+    env.mount(&[]);
+    assert_eq!(std::fs::read(m.join("b/g")).unwrap(), b"one");
+    assert_eq!(ino("b/g"), f1, "the same inode");
+    assert_eq!(
+        std::fs::metadata(m.join("b/g")).unwrap().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(xattr_get(&m.join("b/g"), "user.k"), b"v1");
+    assert!(!m.join("a/f1").exists());
+    assert_eq!(std::fs::read(m.join("a/f2")).unwrap(), b"three");
+    assert_eq!(ino("a/f2"), f3);
+    assert_eq!(xattr_get(&m.join("a/f2"), "user.k"), b"v3");
+    assert!(!m.join("a/f3").exists());
+    assert_eq!(std::fs::read(m.join("e/x")).unwrap(), b"x");
+    assert!(!m.join("d").exists());
+    assert_eq!(
+        std::fs::read(ufs.join("e/x")).unwrap(),
+        b"x",
+        "moved in the store too"
+    );
+    assert_eq!(
+        std::fs::metadata(cache.join("renames.log")).unwrap().len(),
+        0
+    );
+}
+
+/// Killed between an upload and the namespace change recording it: the store is ahead of
+/// the namespace. A file read at the next mount through a second link, in another
+/// directory than its object's, reads the store's bytes (its object's directory is
+/// listed too), not ESTALE (found by the kill -9 campaign).
+#[test]
+fn cli_kill9_a_second_link_reads_what_the_store_has() {
+    let mut env = Env::new();
+    env.mount(&[]);
+    let m = env.mnt().to_path_buf();
+    std::fs::create_dir(m.join("d")).unwrap();
+    std::fs::write(m.join("d/f"), b"old").unwrap();
+    std::fs::hard_link(m.join("d/f"), m.join("g")).unwrap();
+    assert_eq!(std::fs::read(m.join("g")).unwrap(), b"old");
+    kill9(&mut env);
+    // The upload of a rewrite landed; its namespace change did not.
+    std::fs::write(env.ufs().join("d/f"), b"newer bytes").unwrap();
+    env.mount(&[]);
+    assert_eq!(std::fs::read(m.join("g")).unwrap(), b"newer bytes");
+    assert_eq!(std::fs::read(m.join("d/f")).unwrap(), b"newer bytes");
+}
+
 fn cpath(p: &std::path::Path) -> std::ffi::CString {
     std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap()
 }

@@ -988,12 +988,46 @@ impl<S: NamespaceStore> Namespace<S> {
         keep_open: bool,
         now_ns: i64,
     ) -> Result<Option<InodeRecord>, MetaError> {
+        self.rename_in(
+            parent, name, newparent, newname, noreplace, keep_open, now_ns, true,
+        )
+    }
+
+    /// Finishes a rename whose store step a crash left done (or half done) and whose
+    /// namespace step it cut: as [`Namespace::rename`], also into a directory not listed
+    /// in this epoch yet, whose names are then those the last epoch left. Listing such a
+    /// directory first would reconcile the moved object away from the inode it belongs to.
+    pub fn finish_rename(
+        &self,
+        parent: InodeNo,
+        name: &[u8],
+        newparent: InodeNo,
+        newname: &[u8],
+        now_ns: i64,
+    ) -> Result<Option<InodeRecord>, MetaError> {
+        self.rename_in(
+            parent, name, newparent, newname, false, false, now_ns, false,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn rename_in(
+        &self,
+        parent: InodeNo,
+        name: &[u8],
+        newparent: InodeNo,
+        newname: &[u8],
+        noreplace: bool,
+        keep_open: bool,
+        now_ns: i64,
+        listed: bool,
+    ) -> Result<Option<InodeRecord>, MetaError> {
         validate_name(name)?;
         validate_name(newname)?;
         self.store.write(|t| {
             get_dir(t, parent)?;
             let np = get_dir(t, newparent)?;
-            if np.loaded_epoch != self.epoch {
+            if listed && np.loaded_epoch != self.epoch {
                 return Err(MetaError::Unloaded(newparent));
             }
             let ino = t
@@ -1036,7 +1070,7 @@ impl<S: NamespaceStore> Namespace<S> {
                 }
                 t.remove_dentry(newparent, newname)?;
                 if dst_dir {
-                    if trec.loaded_epoch != self.epoch {
+                    if listed && trec.loaded_epoch != self.epoch {
                         return Err(MetaError::Unloaded(target));
                     }
                     if t.has_children(target)? {

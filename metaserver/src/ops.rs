@@ -92,6 +92,16 @@ macro_rules! namespace_ops {
             } -> Option<InodeRecord> = |ns, now| {
                 ns.rename(parent, &name, newparent, &newname, noreplace, keep_open, now)
             };
+            /// Finish a rename a crash cut after its store step (see
+            /// `Namespace::finish_rename`).
+            finish_rename FinishRename {
+                parent: InodeNo,
+                name: Vec<u8>,
+                newparent: InodeNo,
+                newname: Vec<u8>,
+            } -> Option<InodeRecord> = |ns, now| {
+                ns.finish_rename(parent, &name, newparent, &newname, now)
+            };
             /// Exchange two existing names (RENAME_EXCHANGE).
             exchange Exchange {
                 parent: InodeNo,

@@ -192,6 +192,7 @@ impl Env {
                 read_only: false,
                 write_type: o.write_type,
                 journal_dir: dir.path().join("journal"),
+                rename_log: Some(dir.path().join("renames.log")),
                 upload_delay: Duration::ZERO,
                 metadata_sync: MetadataSync::default(),
                 dir_prefetch_bytes: o.dir_prefetch,
