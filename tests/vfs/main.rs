@@ -13,6 +13,7 @@ mod harness;
 #[path = "../common/model.rs"]
 mod model;
 
+mod fault_table;
 mod faults;
 mod lookups;
 mod peers;
