@@ -58,10 +58,35 @@ pub struct Mounted {
 /// How long the UFS may take to answer the startup probe.
 const UFS_PROBE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Checks the mountpoint and returns its canonical path.
+/// Checks the mountpoint and returns its canonical path. A mount of ours whose daemon
+/// died (kill -9: every call answers ENOTCONN) is detached first, so mounting again on
+/// the same path needs no `umount -l`; any other filesystem there is left alone.
 pub fn check_mountpoint(p: &Path) -> Result<PathBuf, ConfigError> {
-    let md = std::fs::metadata(p)
-        .map_err(|e| ConfigError(format!("mountpoint {}: {e}", p.display())))?;
+    let md = match std::fs::metadata(p) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+            let dead = p
+                .parent()
+                .and_then(|d| d.canonicalize().ok())
+                .zip(p.file_name())
+                .map(|(d, n)| d.join(n))
+                .filter(|c| mount_type(c).as_deref() == Some("fuse.alluxio"));
+            match dead {
+                Some(c) => {
+                    nix::mount::umount2(&c, nix::mount::MntFlags::MNT_DETACH).map_err(|e| {
+                        ConfigError(format!(
+                            "mountpoint {}: a dead mount is there and cannot be detached: {e}",
+                            p.display()
+                        ))
+                    })?;
+                    tracing::info!(mountpoint = %c.display(), "detached the dead mount a killed daemon left");
+                    std::fs::metadata(p)
+                }
+                None => Err(e),
+            }
+        }
+        r => r,
+    }
+    .map_err(|e| ConfigError(format!("mountpoint {}: {e}", p.display())))?;
     if !md.is_dir() {
         return Err(ConfigError(format!(
             "mountpoint {} is not a directory",

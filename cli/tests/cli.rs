@@ -110,6 +110,68 @@ fn cli_signals_unmount_cleanly() {
     }
 }
 
+/// SIGTERM with files open: the mount leaves the namespace at once, the open files go on
+/// working (a read handle reads, a write handle's bytes reach the store at its close), and
+/// the daemon exits cleanly after the last close.
+#[test]
+fn cli_sigterm_with_files_open_detaches_and_serves_them_to_the_end() {
+    use std::io::{Read, Write};
+    let mut env = Env::new();
+    std::fs::write(env.ufs().join("r"), b"read me").unwrap();
+    env.mount(&[]);
+    let mut r = std::fs::File::open(env.mnt().join("r")).unwrap();
+    let mut head = [0u8; 4];
+    r.read_exact(&mut head).unwrap();
+    let mut w = std::fs::File::create(env.mnt().join("w")).unwrap();
+    w.write_all(b"written before the signal").unwrap();
+    let pid = nix::unistd::Pid::from_raw(env.child.as_ref().unwrap().id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    assert!(
+        within(Duration::from_secs(10), || mount_type(&env.mnt()).is_none()),
+        "still mounted after SIGTERM"
+    );
+    let mut rest = Vec::new();
+    r.read_to_end(&mut rest).unwrap();
+    assert_eq!(rest, b" me");
+    w.write_all(b", and after").unwrap();
+    drop(w);
+    drop(r);
+    assert!(env.wait().success());
+    assert_eq!(
+        std::fs::read(env.ufs().join("w")).unwrap(),
+        b"written before the signal, and after"
+    );
+}
+
+/// A daemon killed with SIGKILL leaves a mount that answers ENOTCONN; mounting again on
+/// the same path detaches it (no `umount -l`).
+#[test]
+fn cli_a_new_mount_clears_the_dead_mount_of_a_killed_daemon() {
+    let mut env = Env::new();
+    std::fs::write(env.ufs().join("f"), b"x").unwrap();
+    env.mount(&[]);
+    let pid = nix::unistd::Pid::from_raw(env.child.as_ref().unwrap().id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+    let _ = env.wait();
+    assert_eq!(
+        std::fs::metadata(env.mnt()).unwrap_err().raw_os_error(),
+        Some(libc::ENOTCONN)
+    );
+    // (The dead mount has our type too, so the helper's wait for it ends at once.)
+    env.mount(&[]);
+    assert!(
+        within(Duration::from_secs(20), || std::fs::read(
+            env.mnt().join("f")
+        )
+        .is_ok_and(|b| b == b"x")),
+        "the new mount did not replace the dead one"
+    );
+    let o = env.run(&["fuse", "unmount", env.mnt().to_str().unwrap()]);
+    assert!(o.status.success());
+    assert!(env.wait().success());
+    assert_eq!(mount_type(&env.mnt()), None, "the dead mount is gone too");
+}
+
 #[test]
 fn cli_bad_input_is_one_line_and_leaves_no_mount() {
     let env = Env::new();
