@@ -1095,7 +1095,11 @@ impl Ufs {
                 .map_err(|e| opendal::Error::new(ErrorKind::Unexpected, e.to_string()))
                 .and_then(|r| {
                     r.map_err(|e| {
-                        opendal::Error::new(ErrorKind::Unexpected, format!("rename: {e}"))
+                        let kind = match e.kind() {
+                            std::io::ErrorKind::NotFound => ErrorKind::NotFound,
+                            _ => ErrorKind::Unexpected,
+                        };
+                        opendal::Error::new(kind, format!("rename: {e}"))
                     })
                 })
                 .map_err(|e| self.fail("rename", from, e));

@@ -245,7 +245,7 @@ fn cli_kill9_in_a_rename_is_finished_at_the_next_mount() {
     let mut env = Env::new();
     env.mount(&[]);
     let m = env.mnt().to_path_buf();
-    for d in ["a", "b", "d"] {
+    for d in ["a", "b", "d", "k"] {
         std::fs::create_dir(m.join(d)).unwrap();
     }
     for (f, body) in [
@@ -253,6 +253,7 @@ fn cli_kill9_in_a_rename_is_finished_at_the_next_mount() {
         ("a/f2", "two"),
         ("a/f3", "three"),
         ("d/x", "x"),
+        ("k/y", "y"),
     ] {
         std::fs::write(m.join(f), body).unwrap();
     }
@@ -261,12 +262,14 @@ fn cli_kill9_in_a_rename_is_finished_at_the_next_mount() {
     xattr_set(&m.join("a/f3"), "user.k", b"v3");
     let ino = |p: &str| std::fs::metadata(m.join(p)).unwrap().ino();
     let (a, b, root) = (ino("a"), ino("b"), ino("."));
-    let (f1, f3, d) = (ino("a/f1"), ino("a/f3"), ino("d"));
+    xattr_set(&m.join("k/y"), "user.k", b"vy");
+    let (f1, f3, d, k) = (ino("a/f1"), ino("a/f3"), ino("d"), ino("k"));
     kill9(&mut env);
-    // The crash states: f1 and f3 moved in the store (f3 over f2's object), d not yet.
+    // The crash states: f1, f3 (over f2's object) and k moved in the store, d not yet.
     let ufs = env.ufs();
     std::fs::rename(ufs.join("a/f1"), ufs.join("b/g")).unwrap();
     std::fs::rename(ufs.join("a/f3"), ufs.join("a/f2")).unwrap();
+    std::fs::rename(ufs.join("k"), ufs.join("k2")).unwrap();
     let cache = std::fs::read_dir(env.base.path().join("home/mounts"))
         .unwrap()
         .next()
@@ -287,6 +290,7 @@ fn cli_kill9_in_a_rename_is_finished_at_the_next_mount() {
             line(1, f1, a, "f1", b, "g"),
             line(2, f3, a, "f3", a, "f2"),
             line(3, d, root, "d", root, "e"),
+            line(4, k, root, "k", root, "k2"),
         ]
         .concat(),
     )
@@ -306,6 +310,8 @@ fn cli_kill9_in_a_rename_is_finished_at_the_next_mount() {
     assert!(!m.join("a/f3").exists());
     assert_eq!(std::fs::read(m.join("e/x")).unwrap(), b"x");
     assert!(!m.join("d").exists());
+    assert_eq!(xattr_get(&m.join("k2/y"), "user.k"), b"vy");
+    assert!(!m.join("k").exists());
     assert_eq!(
         std::fs::read(ufs.join("e/x")).unwrap(),
         b"x",
