@@ -83,7 +83,7 @@ if [ -z "$bin" ]; then
 fi
 mkdir -p "$out"
 out=$(realpath "$out")
-rm -f "$out"/*.json "$out/rss.txt" "$out/phases.txt" "$out/train.cpu.txt" "$out/ttfb.mount.txt"
+rm -f "$out"/*.json "$out/rss.txt" "$out/phases.txt" "$out/train.cpu.txt" "$out/ttfb.mount.txt" "$out/jfs.cpu.txt"
 work=$(mktemp -d /var/tmp/alluxio-bench.XXXXXX)
 chmod 755 "$work"
 mnt=$work/mnt
@@ -353,24 +353,44 @@ if [ $peers = 1 ] && [ "$ufs_kind" = s3 ]; then
     juicefs mount -d --cache-dir "$work/jfscache" --cache-size 20480 "sqlite3://$work/jfs.db" \
       "$jfsmnt" >>"$work/jfs.log" 2>&1
   }
+  # JuiceFS's CPU, measured as the daemon's is: user + system ticks of its mount
+  # processes (the -d supervisor and the client it runs) over exactly one run.
+  jfs_ticks() {
+    local t=0 p
+    for p in $(pgrep -f "juicefs mount.*$jfsmnt" || true); do
+      t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
+    done
+    echo "$t"
+  }
+  jphase() { # MODE JOB [fio args...]: one JuiceFS run, with its CPU
+    local mode=$1 job=$2 t0
+    shift 2
+    t0=$(jfs_ticks)
+    run "$mode" "$job" "$jfsmnt" "$@"
+    echo "$mode $job $(($(jfs_ticks) - t0))" >>"$out/jfs.cpu.txt"
+  }
+  : >"$out/jfs.cpu.txt"
   jmount
   for job in $reads; do DIR=$jfsmnt fio --create_only=1 "fio-jobs/$job.fio" >/dev/null; done
   for job in $reads; do
     jumount; rm -rf "$work/jfscache"; jmount
-    drop; run jfs-cold "$job" "$jfsmnt"
-    drop; run jfs-disk "$job" "$jfsmnt"
-    run jfs-mem "$job" "$jfsmnt" --invalidate=0
+    drop; jphase jfs-cold "$job"
+    drop; jphase jfs-disk "$job"
+    jphase jfs-mem "$job" --invalidate=0
   done
   rm -f "$jfsmnt/seq_write.dat"
-  run jfs-cold seq_write_fsync "$jfsmnt"
+  jphase jfs-cold seq_write_fsync
   python3 scripts/bench-meta.py "$jfsmnt" --files "$meta_files" --tree "$meta_tree" >"$out/meta.jfs.json"
   if [ "$store" = realistic ]; then
     echo "== training-shaped reader on JuiceFS, epoch 1 cold, epoch 2 warm"
     (cd "$work/train-local" && find . -type d | sed 's|^\./||' | while read -r d; do mkdir -p "$jfsmnt/train/$d"; done
      find . -type f -print0 | xargs -0 -P 16 -I{} cp {} "$jfsmnt/train/{}")
     jumount; rm -rf "$work/jfscache"; jmount
-    epoch jfs "$jfsmnt/train" 1
-    epoch jfs "$jfsmnt/train" 2
+    for e in 1 2; do
+      t0=$(jfs_ticks)
+      epoch jfs "$jfsmnt/train" "$e"
+      echo "train e$e $(($(jfs_ticks) - t0))" >>"$out/jfs.cpu.txt"
+    done
   fi
   jumount
 fi
@@ -536,6 +556,31 @@ if fb:
     summary["realistic"]["train"] = tr
     summary["realistic"]["train_ratios"] = ratios
     summary["realistic"]["train_daemon_peak_rss_kib"] = int(rss.get("train", 0))
+p = os.path.join(out, "jfs.cpu.txt")
+if os.path.exists(p):
+    # CPU-seconds per GiB moved, the daemon's beside JuiceFS's, measured the same way.
+    jcpu = {tuple(l.split()[:2]): int(l.split()[2]) / hz for l in open(p) if l.strip()}
+    rows = []
+    for label, mode, jmode, job in [("cold read 1 MiB", "mount-cold", "jfs-cold", "seq_read_1m_1job"),
+                                    ("warm read 1 MiB", "mount-disk", "jfs-disk", "seq_read_1m_1job"),
+                                    ("write 1 GiB + fsync", "mount-cold", "jfs-cold", "seq_write_fsync")]:
+        ph = phases.get((mode, job))
+        jf = os.path.join(out, f"{jmode}.{job}.json")
+        if not ph or (jmode, job) not in jcpu or not os.path.exists(jf):
+            continue
+        ours = ph["daemon_cpu_s"] / (io_bytes(mode, job) / 2**30)
+        theirs = jcpu[(jmode, job)] / (io_bytes(jmode, job) / 2**30)
+        rows.append((label, ours, theirs))
+    tr = summary.get("realistic", {}).get("train", {})
+    for e in (1, 2):
+        m, j = tr.get(f"mount.e{e}"), tr.get(f"jfs.e{e}")
+        if m and j and ("train", f"e{e}") in jcpu:
+            rows.append((f"training epoch {e}", m["daemon_cpu_s_per_gib"],
+                         jcpu[("train", f"e{e}")] / (j["bytes"] / 2**30)))
+    print(f"\n{'daemon CPU-s per GiB':<22}{'mount':>8}{'JuiceFS':>9}{'mount/JuiceFS':>15}")
+    for label, ours, theirs in rows:
+        print(f"{label:<22}{ours:>8.2f}{theirs:>9.2f}{(ours / theirs if theirs else 0):>14.2f}x")
+    summary["cpu_per_gib"] = {l: {"mount": o, "juicefs": t} for l, o, t in rows}
 print(f"memory budget {size(budget) >> 20} MiB; peak RSS per job in the last column")
 json.dump(summary, open(os.path.join(out, "summary.json"), "w"), indent=2)
 print(f"saved {os.path.join(out, 'summary.json')}")

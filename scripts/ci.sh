@@ -3,7 +3,7 @@
 # lints, starts local servers for S3, Azure Blob, GCS and WebDAV, runs pjdfstest on the
 # local disk and on mounts over a local directory, over S3 and over Azure Blob, a smoke
 # run of the benchmark, short runs of the stress-ng filename stressor, the memory-budget
-# check and the kill -9 campaign, the vfs tests as an unprivileged user with no
+# check, the kill -9 campaign and the soak, the vfs tests as an unprivileged user with no
 # /dev/fuse, then every test, including the ones that mount FUSE
 # through the kernel. Must run as root (mounting needs
 # /dev/fuse, mode 0600).
@@ -73,6 +73,9 @@ python3 scripts/mem-budget.py --size 512M --readers 16 --budgets 256MiB --runtim
 
 echo "== kill -9 campaign, short (the full one: scripts/kill9-campaign.py --points 100)"
 python3 scripts/kill9-campaign.py --points 4 --work "$work/kill9"
+
+echo "== soak, short (the full one: scripts/soak.py --minutes 30)"
+python3 scripts/soak.py --minutes 1 --workers 4 --work "$work/soak"
 
 echo "== the vfs target as nobody, with no /dev/fuse (README: runs anywhere, as any user)"
 scripts/vfs-tests-unprivileged.sh
