@@ -489,12 +489,16 @@ class Daemon:
         return False
 
     def journal_entries(self):
+        """Uploads and deletes (ASYNC_THROUGH) not done yet."""
         n = 0
         mounts = os.path.join(self.home, "mounts")
         for m in os.listdir(mounts) if os.path.isdir(mounts) else []:
             j = os.path.join(mounts, m, "cache", "journal")
             if os.path.isdir(j):
                 n += len(os.listdir(j))
+            d = os.path.join(mounts, m, "cache", "deletes.log")
+            if os.path.exists(d) and os.path.getsize(d) > 0:
+                n += 1
         return n
 
 

@@ -3,7 +3,8 @@
 descriptors must not grow after warm-up, and every byte read must be right.
 
 Workers (processes) write files of 0-8 MiB whose bytes follow from their names, read
-random files whole and check them, rename and unlink, over a local-directory store, with a
+random files whole and check them, rename and unlink (each keeps at most 24 files, so the
+data set stays under 2 GiB for 8 workers), over a local-directory store, with a
 cache far smaller than the data (so pages are evicted all the time) and a small memory
 budget. Every SAMPLE seconds the daemon's RSS (VmRSS), its open descriptors and the
 operations done so far are recorded.
@@ -30,6 +31,7 @@ import tempfile
 import time
 
 MIB = 1 << 20
+MAX_FILES = 24
 
 
 def body(name, size):
@@ -43,13 +45,15 @@ def worker(mnt, wid, seconds, counter_path):
     rnd = random.Random(wid)
     root = os.path.join(mnt, f"w{wid}")
     os.makedirs(root, exist_ok=True)
-    files = {}  # name -> size
+    files = {}  # name -> size; at most MAX_FILES, so the data set stays bounded
     n = ops = bad = 0
     end = time.time() + seconds
     last_note = 0.0
     while time.time() < end:
         r = rnd.random()
         try:
+            if len(files) >= MAX_FILES:
+                r = 0.95  # unlink: the data set stays at most MAX_FILES x 8 MiB a worker
             if r < 0.35 or len(files) < 4:
                 n += 1
                 size = rnd.choice([0, 4096, MIB - 1, MIB, 3 * MIB + 5, rnd.randrange(8 * MIB)])

@@ -28,6 +28,7 @@ use crate::types::{DirEntry, FileHandle, FileKind, InodeNo, InodeRecord, Ownersh
 use crate::ufs::Ufs;
 
 mod cluster;
+mod deletes;
 mod intents;
 mod journal;
 mod mounts;
@@ -203,6 +204,8 @@ pub struct Vfs {
     unfinished_renames: Mutex<Vec<intents::Intent>>,
     /// ASYNC_THROUGH only.
     journal: Option<Arc<journal::Journal>>,
+    /// ASYNC_THROUGH only: unlinks whose objects go in the background.
+    deletes: Option<deletes::Deletes>,
     uploads: upload::Queue,
     /// This vfs, for work that outlives the call that starts it (a directory's listing
     /// that a lookup answered without, see [`Vfs::lookup_unlisted`]).
@@ -255,6 +258,12 @@ impl Vfs {
             }
             _ => None,
         };
+        let deletes = match &journal {
+            Some(_) => Some(deletes::Deletes::open(
+                &cfg.journal_dir.with_file_name("deletes.log"),
+            )?),
+            None => None,
+        };
         let (renames, unfinished) = match &cfg.rename_log {
             Some(p) => {
                 let (log, pending) = intents::RenameLog::open(p)?;
@@ -304,6 +313,7 @@ impl Vfs {
             fetcher,
             local,
             journal,
+            deletes,
             renames,
             unfinished_renames: Mutex::new(unfinished),
             uploads: upload::Queue::new(),
@@ -553,13 +563,18 @@ impl Vfs {
             // being listed (an upload landing, a commit, an unlink) is newer than the
             // listing, and the reconcile leaves it alone.
             let token = self.meta.begin_listing().await?;
-            let listing = match key.ufs.list_dir(&key).await {
+            let mut listing = match key.ufs.list_dir(&key).await {
                 Ok(l) => l,
                 Err(e) => {
                     let _ = self.meta.end_listing(token).await;
                     return Err(e.into());
                 }
             };
+            // Objects whose unlink is done and delete pending (`deletes`) are not shown.
+            let gone = self.pending_in(&self.meta.path(dir).await?);
+            if !gone.is_empty() {
+                listing.retain(|c| c.kind != FileKind::File || !gone.contains(&c.name));
+            }
             if unloaded {
                 self.meta
                     .load_dir(dir, listing, self.cfg.ownership, Some(token))
@@ -740,11 +755,19 @@ impl Vfs {
         parent: InodeNo,
         name: &[u8],
     ) -> Result<Option<InodeRecord>, FsError> {
+        let pending = self.deletes.is_some() && {
+            let mut parts = self.meta.path(parent).await?;
+            parts.push(name.to_vec());
+            self.delete_pending(&parts)
+        };
         let probe = match (
             self.me.upgrade(),
             self.child_key(parent, name, FileKind::File).await,
         ) {
-            (Some(me), Ok(loc)) if loc.ufs.probes_keys() && !loc.key.is_empty() => Some((me, loc)),
+            // An object whose delete is pending is the listing's to leave out.
+            (Some(me), Ok(loc)) if loc.ufs.probes_keys() && !loc.key.is_empty() && !pending => {
+                Some((me, loc))
+            }
             _ => None,
         };
         let Some((me, loc)) = probe else {
@@ -799,7 +822,30 @@ impl Vfs {
     /// Attributes of an inode.
     pub async fn getattr(&self, ino: InodeNo) -> Result<InodeRecord, FsError> {
         let rec = self.meta.get(ino).await?;
+        let rec = self.with_primary_dir_listed(rec).await?;
         Ok(self.overlay(rec).await)
+    }
+
+    /// A file with other names may be reached through one of them (a listing answers an
+    /// open or a getattr by inode, with no lookup in the object's directory): that
+    /// directory is listed first in this epoch, or a store ahead of the namespace there (a
+    /// crash between an upload and its commit) would show the old size and read as ESTALE
+    /// until something lists it. Costs nothing for a file with one name.
+    pub(crate) async fn with_primary_dir_listed(
+        &self,
+        rec: InodeRecord,
+    ) -> Result<InodeRecord, FsError> {
+        if rec.kind != FileKind::File
+            || rec.links.is_empty()
+            || !self.meta.needs_load(rec.parent).await.unwrap_or(false)
+        {
+            return Ok(rec);
+        }
+        if let Err(e) = self.ensure_loaded(rec.parent).await {
+            tracing::debug!(dir = rec.parent.0, error = %e, "the primary link's directory is not listable");
+            return Ok(rec);
+        }
+        Ok(self.meta.get(rec.ino).await?)
     }
 
     /// Changes attributes; a size change rewrites the object.
@@ -844,6 +890,11 @@ impl Vfs {
         if let Lookup::Found(_) = self.meta.lookup(parent, name.to_vec()).await? {
             return Err(FsError::expected(libc::EEXIST, "entry exists"));
         }
+        let mut parts = self.meta.path(parent).await?;
+        parts.push(name.to_vec());
+        // A file's object at this path whose delete is pending goes first (a local
+        // directory cannot hold both).
+        self.flush_deletes_under(&parts).await?;
         let _tree = self.tree_shared().await;
         let key = self.new_child_key(parent, name, FileKind::Dir).await?;
         key.ufs.create_dir(&key).await?;
@@ -1097,8 +1148,24 @@ impl Vfs {
         let _locks = self.lock_inodes(&[rec.ino]).await;
         let _tree = self.tree_shared().await;
         let rec = self.lookup(parent, name).await?;
-        let moved = self.name_going_away(parent, name, &rec).await?;
         let open = self.is_open(rec.ino);
+        // ASYNC_THROUGH: the object of a file's last name goes in the background
+        // (`deletes`); the unlink waits for no store round trip.
+        if self.deletes.is_some()
+            && rec.kind.has_object()
+            && rec.version.is_some()
+            && rec.links.is_empty()
+            && !open
+            && is_primary(&rec, parent, name)
+        {
+            let mut parts = self.meta.path(parent).await?;
+            parts.push(name.to_vec());
+            self.defer_delete(parts.clone())?;
+            self.meta.unlink(parent, name.to_vec(), false).await?;
+            self.uploads.push_delete(parts);
+            return Ok(());
+        }
+        let moved = self.name_going_away(parent, name, &rec).await?;
         let after = self.meta.unlink(parent, name.to_vec(), open).await?;
         if open && after.nlink == 0 {
             self.note_orphan(rec.ino).await;
@@ -1117,6 +1184,8 @@ impl Vfs {
         if !self.meta.list(rec.ino).await?.is_empty() {
             return Err(FsError::expected(libc::ENOTEMPTY, "directory not empty"));
         }
+        self.flush_deletes_under(&self.meta.path(rec.ino).await?)
+            .await?;
         let _tree = self.tree_shared().await;
         let key = self.key_of(rec.ino, FileKind::Dir).await?;
         // Objects under the prefix that no name shows (keys with an empty, `.` or `..`
@@ -1202,6 +1271,17 @@ impl Vfs {
         let _locks = self
             .lock_inodes(&[src.ino, target.as_ref().map_or(src.ino, |t| t.ino)])
             .await;
+        // Pending deletes (ASYNC_THROUGH unlinks) below a directory that moves are carried
+        // out first; one at a file's new path must not take the object moving there.
+        let mut to_parts = self.meta.path(newparent).await?;
+        to_parts.push(newname.to_vec());
+        if src.kind == FileKind::Dir {
+            self.flush_deletes_under(&self.meta.path(src.ino).await?)
+                .await?;
+            self.flush_deletes_under(&to_parts).await?;
+        } else {
+            self.settle_delete(&to_parts).await;
+        }
         let (_shared, _exclusive) = if src.kind == FileKind::Dir {
             (None, Some(self.tree_exclusive().await))
         } else {
@@ -1353,6 +1433,10 @@ impl Vfs {
             }
         }
         let _locks = self.lock_inodes(&[a.ino, b.ino]).await;
+        for ino in [a.ino, b.ino] {
+            self.flush_deletes_under(&self.meta.path(ino).await?)
+                .await?;
+        }
         let _tree = self.tree_exclusive().await;
         let a = self.lookup(parent, name).await?;
         let b = self.lookup(newparent, newname).await?;

@@ -340,8 +340,47 @@ fn cli_kill9_a_second_link_reads_what_the_store_has() {
     // The upload of a rewrite landed; its namespace change did not.
     std::fs::write(env.ufs().join("d/f"), b"newer bytes").unwrap();
     env.mount(&[]);
+    // Listed first, as `ls` or a directory walk does: the kernel may then open g by the
+    // inode the listing gave, with no lookup.
+    assert_eq!(std::fs::read_dir(&m).unwrap().count(), 2);
     assert_eq!(std::fs::read(m.join("g")).unwrap(), b"newer bytes");
     assert_eq!(std::fs::read(m.join("d/f")).unwrap(), b"newer bytes");
+}
+
+/// ASYNC_THROUGH, killed after an unlink returned and before its object's background
+/// delete ran: the next mount never shows the file again (its listing leaves the object
+/// out) and deletes the object.
+#[test]
+fn cli_kill9_async_through_after_an_unlink_its_delete_still_happens() {
+    let mut env = Env::new();
+    env.mount(&["-o", "write_type=ASYNC_THROUGH"]);
+    std::fs::write(env.mnt().join("f"), b"to be unlinked").unwrap();
+    assert!(
+        within(Duration::from_secs(20), || env.ufs().join("f").exists()
+            && journal_entries(&env) == 0),
+        "f was not uploaded"
+    );
+    kill9(&mut env);
+    // A queue held up by an upload's delay: the delete waits behind it.
+    env.mount(&["-o", "write_type=ASYNC_THROUGH,upload_delay=30"]);
+    std::fs::write(env.mnt().join("g"), b"g").unwrap();
+    std::fs::remove_file(env.mnt().join("f")).unwrap();
+    assert!(
+        env.ufs().join("f").exists(),
+        "the delete ran before the kill"
+    );
+    kill9(&mut env);
+    env.mount(&["-o", "write_type=ASYNC_THROUGH"]);
+    let names: Vec<_> = std::fs::read_dir(env.mnt())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(!names.contains(&"f".to_string()), "{names:?}");
+    assert_eq!(std::fs::read(env.mnt().join("g")).unwrap(), b"g");
+    assert!(
+        within(Duration::from_secs(20), || !env.ufs().join("f").exists()),
+        "the object was not deleted after the restart"
+    );
 }
 
 fn cpath(p: &std::path::Path) -> std::ffi::CString {

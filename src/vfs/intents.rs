@@ -46,8 +46,8 @@ impl Intent {
 }
 
 #[derive(Serialize, Deserialize)]
-enum Line {
-    Begin { id: u64, intent: Intent },
+enum Line<T> {
+    Begin { id: u64, intent: T },
     End { id: u64 },
 }
 
@@ -57,15 +57,23 @@ struct Inner {
     open: usize,
 }
 
-/// The log of renames in flight.
-pub(super) struct RenameLog {
+/// A log of operations in flight whose store step a crash could cut from the rest: one
+/// JSON line per begin and per end, each one write(2) (kept through a crash of the
+/// process), emptied whenever none is in flight. Renames use it (`Intent`), and so do the
+/// ASYNC_THROUGH unlinks whose objects go in the background (`deletes`).
+pub(super) struct IntentLog<T> {
     path: PathBuf,
     inner: Mutex<Inner>,
+    _t: std::marker::PhantomData<fn(T) -> T>,
 }
 
-impl RenameLog {
-    /// Opens (creates) the log and returns the renames it holds begun and not ended.
-    pub(super) fn open(path: &Path) -> std::io::Result<(Self, Vec<Intent>)> {
+/// The log of renames in flight.
+pub(super) type RenameLog = IntentLog<Intent>;
+
+impl<T: Serialize + serde::de::DeserializeOwned> IntentLog<T> {
+    /// Opens (creates) the log and returns what it holds begun and not ended, in order,
+    /// with their ids.
+    pub(super) fn open_with_ids(path: &Path) -> std::io::Result<(Self, Vec<(u64, T)>)> {
         use std::os::unix::fs::OpenOptionsExt;
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
@@ -75,9 +83,9 @@ impl RenameLog {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(e),
         };
-        let mut begun: Vec<(u64, Intent)> = Vec::new();
+        let mut begun: Vec<(u64, T)> = Vec::new();
         for line in text.split(|&b| b == b'\n') {
-            match serde_json::from_slice::<Line>(line) {
+            match serde_json::from_slice::<Line<T>>(line) {
                 Ok(Line::Begin { id, intent }) => begun.push((id, intent)),
                 Ok(Line::End { id }) => begun.retain(|(b, _)| *b != id),
                 Err(_) => {} // a torn last line, or an empty one
@@ -88,25 +96,33 @@ impl RenameLog {
             .create(true)
             .mode(0o600)
             .open(path)?;
+        let next = begun.iter().map(|(id, _)| id + 1).max().unwrap_or(1);
         let log = Self {
             path: path.to_path_buf(),
             inner: Mutex::new(Inner {
                 file,
-                next: 1,
-                open: 0,
+                next,
+                open: begun.len(),
             }),
+            _t: std::marker::PhantomData,
         };
+        Ok((log, begun))
+    }
+
+    /// Opens (creates) the log and returns what it holds begun and not ended.
+    pub(super) fn open(path: &Path) -> std::io::Result<(Self, Vec<T>)> {
+        let (log, begun) = Self::open_with_ids(path)?;
         Ok((log, begun.into_iter().map(|(_, i)| i).collect()))
     }
 
-    fn append(inner: &mut Inner, line: &Line) -> std::io::Result<()> {
+    fn append(inner: &mut Inner, line: &Line<T>) -> std::io::Result<()> {
         let mut buf = serde_json::to_vec(line).map_err(std::io::Error::other)?;
         buf.push(b'\n');
         inner.file.write_all(&buf)
     }
 
-    /// Logs a rename about to move the store; its id, for [`RenameLog::end`].
-    pub(super) fn begin(&self, intent: Intent) -> std::io::Result<u64> {
+    /// Logs an operation about to change the store; its id, for [`IntentLog::end`].
+    pub(super) fn begin(&self, intent: T) -> std::io::Result<u64> {
         let mut g = super::lock(&self.inner);
         let id = g.next;
         g.next += 1;
@@ -115,8 +131,8 @@ impl RenameLog {
         Ok(id)
     }
 
-    /// Marks a rename done (its namespace step made, or its store step undone); empties
-    /// the log when nothing else is in flight.
+    /// Marks an operation done (or undone); empties the log when nothing else is in
+    /// flight.
     pub(super) fn end(&self, id: u64) {
         let mut g = super::lock(&self.inner);
         g.open = g.open.saturating_sub(1);
@@ -126,15 +142,17 @@ impl RenameLog {
             Self::append(&mut g, &Line::End { id })
         };
         if let Err(e) = res {
-            // A rename left marked in flight is finished again at the next start, where
-            // finding it done already costs two lookups.
-            tracing::warn!(path = %self.path.display(), error = %e, "rename log: cannot mark a rename done");
+            // Left marked in flight, it is looked at again at the next start, where
+            // finding it done already costs a lookup or two.
+            tracing::warn!(path = %self.path.display(), error = %e, "intent log: cannot mark an operation done");
         }
     }
 
-    /// Empties the log once the renames it held are finished.
+    /// Empties the log once what it held is finished.
     pub(super) fn clear(&self) -> std::io::Result<()> {
-        super::lock(&self.inner).file.set_len(0)
+        let mut g = super::lock(&self.inner);
+        g.open = 0;
+        g.file.set_len(0)
     }
 }
 

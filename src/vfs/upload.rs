@@ -21,10 +21,18 @@ use crate::error::{FsError, blocking};
 use crate::metrics::Metrics;
 use crate::types::{FileKind, InodeNo};
 
-/// A queued upload: the entry, when it may start, and how many attempts failed.
+/// What a queued item does.
+#[derive(Clone)]
+enum Job {
+    /// Upload journal entry `(ino, seq)`.
+    Upload { ino: InodeNo, seq: u64 },
+    /// Carry out the pending delete of the object at this path (`deletes`).
+    Delete(super::deletes::Parts),
+}
+
+/// A queued item: the job, when it may start, and how many attempts failed.
 struct Item {
-    ino: InodeNo,
-    seq: u64,
+    job: Job,
     not_before: Instant,
     failures: u32,
 }
@@ -46,9 +54,17 @@ impl Queue {
 
     pub(super) fn push(&self, ino: InodeNo, seq: u64, delay: Duration) {
         self.send(Item {
-            ino,
-            seq,
+            job: Job::Upload { ino, seq },
             not_before: Instant::now() + delay,
+            failures: 0,
+        });
+    }
+
+    /// Queues a pending delete (`deletes`), behind the uploads queued before it.
+    pub(super) fn push_delete(&self, parts: super::deletes::Parts) {
+        self.send(Item {
+            job: Job::Delete(parts),
+            not_before: Instant::now(),
             failures: 0,
         });
     }
@@ -74,6 +90,13 @@ impl Vfs {
         let Some(mut rx) = self.uploads.rx.lock().ok().and_then(|mut g| g.take()) else {
             return;
         };
+        // Deletes an earlier run logged and did not carry out, first: their objects must
+        // not stay in the store (a listing would bring the files back).
+        if let Some(d) = &self.deletes {
+            for parts in d.all() {
+                self.uploads.push_delete(parts);
+            }
+        }
         match journal.scan() {
             Ok(pending) => {
                 if !pending.is_empty() {
@@ -89,11 +112,18 @@ impl Vfs {
         self.rt.spawn(async move {
             while let Some(item) = rx.recv().await {
                 tokio::time::sleep_until(item.not_before.into()).await;
-                match this.upload_journaled(item.ino, item.seq).await {
+                let res = match &item.job {
+                    Job::Upload { ino, seq } => this.upload_journaled(*ino, *seq).await,
+                    Job::Delete(parts) => this.run_delete(parts).await.map(|()| Outcome::Done),
+                };
+                match res {
                     Ok(Outcome::Done) => {}
                     res @ (Ok(Outcome::Retry) | Err(_)) => {
                         if let Err(e) = res {
-                            tracing::warn!(ino = item.ino.0, seq = item.seq, error = %e, "background upload failed; will retry with backoff");
+                            match &item.job {
+                                Job::Upload { ino, seq } => tracing::warn!(ino = ino.0, seq, error = %e, "background upload failed; will retry with backoff"),
+                                Job::Delete(parts) => tracing::warn!(path = ?parts.iter().map(|p| String::from_utf8_lossy(p).into_owned()).collect::<Vec<_>>(), error = %e, "background delete failed; will retry with backoff"),
+                            }
                         }
                         // Back of the queue, with this entry's own backoff: an entry the UFS
                         // keeps refusing must not hold up the others.

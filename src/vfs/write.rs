@@ -68,6 +68,7 @@ impl Vfs {
         if rec.kind == FileKind::Dir {
             return Err(FsError::expected(libc::EISDIR, "is a directory"));
         }
+        let rec = self.with_primary_dir_listed(rec).await?;
         if mode.write {
             self.check_writable(ino).await?;
             let of = self.acquire_open_file(ino);

@@ -285,3 +285,58 @@ fn vfs_a_directory_rename_waits_for_an_upload_below_it() {
     assert_eq!(env.ino("e/f"), rec.ino);
     assert!(env.read_all(rec.ino).unwrap() == body);
 }
+
+/// ASYNC_THROUGH: an unlink waits for no store round trip (the store's DELETE is stalled
+/// here); the name is gone at once, the object goes in the background once the store
+/// answers, and a file made at the same name meanwhile keeps its own object.
+#[test]
+fn vfs_async_through_unlink_does_not_wait_for_the_store() {
+    let env = Env::with(Options {
+        write_type: WriteType::AsyncThrough,
+        ..Default::default()
+    });
+    let vfs = env.vfs.clone();
+    let old = data(MIB, 31);
+    env.put("f", &old);
+    env.put("g", b"g");
+    let uploaded = |k: &str, want: &[u8]| {
+        eventually(Duration::from_secs(20), || {
+            env.rt
+                .block_on(env.store.read(k))
+                .is_ok_and(|b| b.to_vec() == want)
+        })
+    };
+    assert!(uploaded("f", &old) && uploaded("g", b"g"));
+    env.faults
+        .inject(Rule::new(Call::Delete, Fault::Stall(None)));
+    let t = Instant::now();
+    env.rt.block_on(vfs.unlink(ROOT_INO, b"f")).unwrap();
+    env.rt.block_on(vfs.unlink(ROOT_INO, b"g")).unwrap();
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "the unlinks waited for the store: {:?}",
+        t.elapsed()
+    );
+    assert_eq!(env.resolve("f"), Err(libc::ENOENT));
+    // A listing while the deletes wait does not bring the files back.
+    env.rt.block_on(vfs.load_metadata("", false)).unwrap();
+    assert_eq!(env.resolve("g"), Err(libc::ENOENT));
+    // A new file at f before its delete ran: its upload replaces the old object.
+    let new = data(MIB + 1, 32);
+    env.put("f", &new);
+    assert!(
+        eventually(Duration::from_secs(10), || env.faults.calls(Call::Delete)
+            >= 1),
+        "the delete was sent"
+    );
+    env.faults.clear();
+    assert!(uploaded("f", &new), "the new file's object");
+    assert!(
+        eventually(Duration::from_secs(20), || env
+            .rt
+            .block_on(env.store.read("g"))
+            .is_err()),
+        "g's object was deleted in the background"
+    );
+    assert!(env.read_all(env.ino("f")).unwrap() == new);
+}
