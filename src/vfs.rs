@@ -1145,26 +1145,40 @@ impl Vfs {
         if rec.kind == FileKind::Dir {
             return Err(FsError::expected(libc::EISDIR, "is a directory"));
         }
-        let _locks = self.lock_inodes(&[rec.ino]).await;
-        let _tree = self.tree_shared().await;
-        let rec = self.lookup(parent, name).await?;
-        let open = self.is_open(rec.ino);
         // ASYNC_THROUGH: the object of a file's last name goes in the background
-        // (`deletes`); the unlink waits for no store round trip.
+        // (`deletes`), so the unlink changes no store key and waits for no round trip,
+        // nor for the inode lock, which the uploader holds for a whole upload (a loop of
+        // creates then unlinks ran in step with the uploads). An upload of this file in
+        // flight lands before the delete, which is queued behind it.
         if self.deletes.is_some()
             && rec.kind.has_object()
             && rec.version.is_some()
             && rec.links.is_empty()
-            && !open
+            && !self.is_open(rec.ino)
             && is_primary(&rec, parent, name)
         {
             let mut parts = self.meta.path(parent).await?;
             parts.push(name.to_vec());
             self.defer_delete(parts.clone())?;
-            self.meta.unlink(parent, name.to_vec(), false).await?;
+            let after = self.meta.unlink(parent, name.to_vec(), false).await?;
+            if after.nlink > 0 && after.ino == rec.ino {
+                // A link made meanwhile (from another directory): the object moves to
+                // the name that is now primary, as `name_going_away` does, not away.
+                self.settle_delete(&parts).await;
+                let _locks = self.lock_inodes(&[rec.ino]).await;
+                let _tree = self.tree_shared().await;
+                let from = self.loc_of(&parts, FileKind::File)?;
+                let to = self.key_of(rec.ino, FileKind::File).await?;
+                let moved = self.move_object(&rec, &from, &to).await?;
+                return self.record_move(rec.ino, &rec, moved).await;
+            }
             self.uploads.push_delete(parts);
             return Ok(());
         }
+        let _locks = self.lock_inodes(&[rec.ino]).await;
+        let _tree = self.tree_shared().await;
+        let rec = self.lookup(parent, name).await?;
+        let open = self.is_open(rec.ino);
         let moved = self.name_going_away(parent, name, &rec).await?;
         let after = self.meta.unlink(parent, name.to_vec(), open).await?;
         if open && after.nlink == 0 {

@@ -209,7 +209,16 @@ impl Vfs {
         };
         // A rename while uploading: follow the name.
         loop {
-            let now = self.key_of(ino, FileKind::File).await?;
+            let now = match self.key_of(ino, FileKind::File).await {
+                Ok(k) => k,
+                Err(e) if e.errno() == libc::ENOENT => {
+                    // Unlinked while uploading (an unlink does not wait for the upload):
+                    // its delete, queued behind this, removes the object.
+                    tracing::debug!(ino = ino.0, seq, "unlinked while uploading: entry dropped");
+                    return Ok(self.drop_entry(ino, seq).await);
+                }
+                Err(e) => return Err(e),
+            };
             if now == key {
                 break;
             }

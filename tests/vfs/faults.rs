@@ -340,3 +340,38 @@ fn vfs_async_through_unlink_does_not_wait_for_the_store() {
     );
     assert!(env.read_all(env.ino("f")).unwrap() == new);
 }
+
+/// ASYNC_THROUGH: an unlink does not wait for an upload of the same file that the store
+/// has stalled; once the upload lands, the delete queued behind it removes the object.
+#[test]
+fn vfs_async_through_unlink_does_not_wait_for_its_upload() {
+    let env = Env::with(Options {
+        write_type: WriteType::AsyncThrough,
+        ..Default::default()
+    });
+    env.faults
+        .inject(Rule::new(Call::Write, Fault::Stall(None)).on_key("f"));
+    env.put("f", &data(MIB, 33));
+    assert!(
+        eventually(Duration::from_secs(10), || env.faults.fired() == 1),
+        "the upload reached the store"
+    );
+    let t = Instant::now();
+    env.rt.block_on(env.vfs.unlink(ROOT_INO, b"f")).unwrap();
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "the unlink waited for the upload: {:?}",
+        t.elapsed()
+    );
+    env.faults.clear();
+    assert!(
+        eventually(Duration::from_secs(20), || env
+            .metrics
+            .ufs_deletes
+            .load(Relaxed)
+            >= 1
+            && env.rt.block_on(env.store.read("f")).is_err()),
+        "the object is gone once the upload landed"
+    );
+    assert_eq!(env.resolve("f"), Err(libc::ENOENT));
+}
