@@ -40,6 +40,43 @@ def body(name, size):
     return (block * (size // len(block) + 1))[:size]
 
 
+def diagnose(path, got, want):
+    """Where a wrong read differs, and what the store and a read past the kernel's page
+    cache (O_DIRECT) hold: which layer served the wrong bytes."""
+    first = next((i for i in range(min(len(got), len(want))) if got[i] != want[i]),
+                 min(len(got), len(want)))
+    end = first
+    while end < min(len(got), len(want)) and got[end] != want[end]:
+        end += 1
+    zeros = not any(got[first:end])
+    out = (f"{len(got)} bytes read, {len(want)} expected; first difference at {first} "
+           f"({end - first} bytes{' of zeros' if zeros else ''})")
+    try:
+        import mmap
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
+        buf = mmap.mmap(-1, 1 << 20)  # page-aligned, as O_DIRECT may want
+        direct, off = b"", 0
+        while True:
+            n = os.preadv(fd, [buf], off)
+            if not n:
+                break
+            direct += buf[:n]
+            off += n
+        os.close(fd)
+        out += f"; O_DIRECT read {'right' if direct == want else 'wrong too'}"
+    except OSError as e:
+        out += f"; O_DIRECT read: {e.strerror}"
+    again = open(path, "rb").read()
+    out += f"; read again {'right' if again == want else 'wrong'}"
+    ufs = path.replace(os.sep + "mnt" + os.sep, os.sep + "ufs" + os.sep, 1)
+    try:
+        stored = open(ufs, "rb").read()
+        out += f"; the store holds {'the right bytes' if stored == want else 'wrong bytes too'}"
+    except OSError as e:
+        out += f"; the store: {e}"
+    return out
+
+
 def worker(mnt, wid, seconds, counter_path):
     """Writes, reads (checked), renames and unlinks in mnt/w{wid} until time is up."""
     rnd = random.Random(wid)
@@ -66,9 +103,12 @@ def worker(mnt, wid, seconds, counter_path):
                 with open(os.path.join(root, name), "rb") as f:
                     got = f.read()
                 # A renamed file keeps the bytes of the name it was written under.
-                if got != body(name.split("~")[0], files[name]):
+                want = body(name.split("~")[0], files[name])
+                if got != want:
                     bad += 1
-                    print(f"wrong bytes in {root}/{name}", flush=True)
+                    print(f"wrong bytes in {root}/{name}: {diagnose(os.path.join(root, name), got, want)}",
+                          flush=True)
+                    del files[name]  # kept as it is, for a look afterwards
             elif r < 0.90:
                 name = rnd.choice(list(files))
                 n += 1
