@@ -88,13 +88,12 @@ impl DiskTier {
             return false;
         }
         let fid = object.digest();
-        if lock(&self.index)
-            .files
-            .get(&fid)
-            .is_some_and(|e| e.pins > 0)
-        {
+        // Refused while the version's file is pinned, or a punch of its old file is
+        // pending (it would land in the adopted one); holds off puts, evictions and
+        // punches of the version until the adopted pages are indexed.
+        let Some(_adopting) = Adopting::begin(&self.index, fid) else {
             return false;
-        }
+        };
         let mut pages = Vec::with_capacity(size.div_ceil(PAGE_SIZE) as usize);
         let mut buf = vec![0u8; PAGE_SIZE as usize];
         for i in 0..size.div_ceil(PAGE_SIZE) {

@@ -13,10 +13,11 @@ pub(in crate::page_cache) fn apply_victims(
     for v in victims {
         Metrics::inc(&metrics.disk_cache_evictions);
         match v {
-            Victim::Page(fid, idx) => {
-                if let Err(e) = punch(dir, fid, idx, PAGE_SIZE as u32) {
+            Victim::Page(fid, page) => {
+                if let Err(e) = punch(dir, fid, page, PAGE_SIZE as u32) {
                     tracing::debug!(error = %e, "could not punch an evicted page");
                 }
+                lock(index).punched(fid, page);
             }
             Victim::File(fid) => retire_files(dir, index, fid),
         }
@@ -162,7 +163,11 @@ impl DiskTier {
             let Some(e) = idx.files.get(&fid) else {
                 continue;
             };
-            if e.pins > 0 || idx.pinned_inodes.contains(&e.owner) {
+            if e.pins > 0
+                || idx.pinned_inodes.contains(&e.owner)
+                || idx.filling.contains_key(&(fid, page))
+                || idx.adopting.contains(&fid)
+            {
                 continue;
             }
             freed += e.pages.get(&page).map_or(0, |m| u64::from(m.len));
@@ -180,7 +185,10 @@ impl DiskTier {
                     idx.files.remove(&fid);
                     victims.push(Victim::File(fid));
                 }
-                Some(_) => victims.push(Victim::Page(fid, page)),
+                Some(_) => {
+                    idx.punching(fid, page);
+                    victims.push(Victim::Page(fid, page));
+                }
                 None => {}
             }
         }

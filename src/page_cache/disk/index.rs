@@ -47,6 +47,17 @@ pub(in crate::page_cache) struct Index {
     /// writer made its log append fail (ENOENT, which switched the tier off) or left its
     /// record in a fresh log whose data file lacks the page.
     pub(in crate::page_cache) writers: HashMap<u64, u32>,
+    /// Evicted pages (file id, page) whose holes are decided but not punched yet. A put
+    /// of such a page, or an adoption of its file, waits for the punch (it is skipped):
+    /// the punch, done outside the lock, would otherwise take the new bytes away while
+    /// the index listed them, and passthrough reads the data file unchecked.
+    pub(in crate::page_cache) punching: HashMap<(u64, u64), u32>,
+    /// Puts in progress per page (file id, page). Eviction passes such a page by: a
+    /// second put of a page already indexed would write its bytes under the punch.
+    pub(in crate::page_cache) filling: HashMap<(u64, u64), u32>,
+    /// File ids whose data file an adoption is replacing: none of their pages is put,
+    /// evicted or punched meanwhile (a punch would land in the adopted file).
+    pub(in crate::page_cache) adopting: std::collections::HashSet<u64>,
     pub(in crate::page_cache) tick: u64,
 }
 
@@ -63,6 +74,75 @@ impl Drop for Evicted {
     fn drop(&mut self) {
         let mut idx = lock(&self.index);
         idx.unpunched = idx.unpunched.saturating_sub(self.bytes);
+        // Victims still here were never applied: their holes will not be punched.
+        for v in &self.victims {
+            if let Victim::Page(fid, page) = *v {
+                idx.punched(fid, page);
+            }
+        }
+    }
+}
+
+/// An adoption of a data file in progress (see `Index::adopting`); `None` when the file
+/// has a punch pending or another adoption under way.
+pub(in crate::page_cache) struct Adopting<'a> {
+    index: &'a Mutex<Index>,
+    fid: u64,
+}
+
+impl<'a> Adopting<'a> {
+    pub(in crate::page_cache) fn begin(index: &'a Mutex<Index>, fid: u64) -> Option<Self> {
+        let mut idx = lock(index);
+        if idx.files.get(&fid).is_some_and(|e| e.pins > 0)
+            || idx.punching.keys().any(|&(f, _)| f == fid)
+            || !idx.adopting.insert(fid)
+        {
+            return None;
+        }
+        Some(Self { index, fid })
+    }
+}
+
+impl Drop for Adopting<'_> {
+    fn drop(&mut self) {
+        lock(self.index).adopting.remove(&self.fid);
+    }
+}
+
+/// A put of one page in progress (see `Index::filling`); `None` when the page waits for
+/// a punch and must not be written now.
+pub(in crate::page_cache) struct Filling<'a> {
+    index: &'a Mutex<Index>,
+    key: (u64, u64),
+}
+
+impl<'a> Filling<'a> {
+    pub(in crate::page_cache) fn begin(
+        index: &'a Mutex<Index>,
+        fid: u64,
+        page: u64,
+    ) -> Option<Self> {
+        let mut idx = lock(index);
+        if idx.punching.contains_key(&(fid, page)) || idx.adopting.contains(&fid) {
+            return None;
+        }
+        *idx.filling.entry((fid, page)).or_default() += 1;
+        Some(Self {
+            index,
+            key: (fid, page),
+        })
+    }
+}
+
+impl Drop for Filling<'_> {
+    fn drop(&mut self) {
+        let mut idx = lock(self.index);
+        if let Some(n) = idx.filling.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                idx.filling.remove(&self.key);
+            }
+        }
     }
 }
 
@@ -162,6 +242,21 @@ impl Index {
             self.used -= u64::from(old.len);
         }
         self.lru.insert(tick, (fid, page));
+    }
+
+    /// Marks `page` of `fid` as waiting for its hole to be punched.
+    pub(in crate::page_cache) fn punching(&mut self, fid: u64, page: u64) {
+        *self.punching.entry((fid, page)).or_default() += 1;
+    }
+
+    /// The punch marked by [`Self::punching`] is done (or abandoned).
+    pub(in crate::page_cache) fn punched(&mut self, fid: u64, page: u64) {
+        if let Some(n) = self.punching.get_mut(&(fid, page)) {
+            *n -= 1;
+            if *n == 0 {
+                self.punching.remove(&(fid, page));
+            }
+        }
     }
 
     /// Removes a page from the index; returns whether its entry is now empty.
