@@ -798,8 +798,10 @@ impl Drop for Tmpfs {
 /// Runs `script` under python3 with boto3 (the AWS SDK, installed with moto) against the
 /// test S3 server: an S3 client that sends keys exactly as given.
 fn boto3(endpoint: &str, bucket: &str, script: &str, args: &[&str]) -> std::process::Output {
+    // Arguments travel as JSON strings: a key may hold NUL, which argv cannot.
     let prelude = format!(
         "import boto3, sys, json\n\
+         sys.argv[1:] = [json.loads(a) for a in sys.argv[1:]]\n\
          s3 = boto3.client('s3', endpoint_url={endpoint:?}, aws_access_key_id='test', \
          aws_secret_access_key='test', region_name='us-east-1')\n\
          bucket = {bucket:?}\n"
@@ -807,7 +809,7 @@ fn boto3(endpoint: &str, bucket: &str, script: &str, args: &[&str]) -> std::proc
     std::process::Command::new("python3")
         .arg("-c")
         .arg(format!("{prelude}{script}"))
-        .args(args)
+        .args(args.iter().map(|a| serde_json::to_string(a).unwrap()))
         .output()
         .expect("python3")
 }

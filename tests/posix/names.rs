@@ -119,7 +119,7 @@ backend_tests!(fuse_names_map_to_exactly_their_own_keys);
 store_tests!(fuse_names_map_to_exactly_their_own_keys);
 
 /// Keys other tools wrote that no POSIX name can carry (an empty component from `//`, a
-/// `.` or `..` component) are not shown and are never deleted behind the user's back:
+/// leading `/`, a `.` or `..` component, NUL, a component over 255 bytes) are not shown and are never deleted behind the user's back:
 /// rmdir of a directory whose prefix still holds them gets ENOTEMPTY. A rename of a
 /// directory moves every key under it byte for byte, `//` ones included; one holding a
 /// `.` or `..` component gets EOPNOTSUPP before anything moves (a request URL cannot name
@@ -128,9 +128,11 @@ store_tests!(fuse_names_map_to_exactly_their_own_keys);
 fn fuse_s3_keys_that_are_not_paths_are_hidden_kept_and_moved() {
     let ufs = TestUfs::new(Backend::S3);
     let long = format!("h/{}", "x".repeat(300));
-    let hidden = ["h/a//x", "h//double", long.as_str()];
+    let hidden = ["h/a//x", "h//double", long.as_str(), "h/nul\0x"];
     let dotted = ["d/a/../../escape", "d/./dot"];
-    for k in hidden.iter().chain(&dotted) {
+    // A key with a leading `/` under the mount's root (`data//lead` in the bucket).
+    let rooted = ["/lead"];
+    for k in hidden.iter().chain(&dotted).chain(&rooted) {
         ufs.put_exact(k, k.as_bytes());
     }
     ufs.put_exact("h/ok", b"ok");
@@ -139,11 +141,17 @@ fn fuse_s3_keys_that_are_not_paths_are_hidden_kept_and_moved() {
     let m = Mount::new(&ufs, &dirs);
     assert_eq!(listed(&m, "h"), sorted(&["a", "ok"]));
     assert_eq!(listed(&m, "h/a"), Vec::<String>::new());
+    assert_eq!(listed(&m, ""), sorted(&["d", "h"]));
     assert_eq!(listed(&m, "d"), sorted(&["a", "ok"]));
     let e = std::fs::remove_dir(m.p("h/a")).unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::ENOTEMPTY), "{e}");
     assert!(m.p("h/a").is_dir(), "still there");
-    let mut all: Vec<&str> = hidden.iter().chain(&dotted).copied().collect();
+    let mut all: Vec<&str> = hidden
+        .iter()
+        .chain(&dotted)
+        .chain(&rooted)
+        .copied()
+        .collect();
     all.extend(["h/ok", "d/ok"]);
     assert_eq!(ufs.keys(), sorted(&all), "nothing deleted");
 
@@ -156,7 +164,7 @@ fn fuse_s3_keys_that_are_not_paths_are_hidden_kept_and_moved() {
     let mut from: Vec<&str> = hidden.to_vec();
     from.push("h/ok");
     let mut now: Vec<String> = from.iter().map(|k| k.replacen("h/", "moved/", 1)).collect();
-    now.extend(dotted.iter().map(|k| k.to_string()));
+    now.extend(dotted.iter().chain(&rooted).map(|k| k.to_string()));
     now.push("d/ok".into());
     let now: Vec<&str> = now.iter().map(|s| s.as_str()).collect();
     assert_eq!(
