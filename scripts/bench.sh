@@ -16,7 +16,7 @@
 # usage: scripts/bench.sh [--smoke] [--size SIZE] [--ufs dir|s3] [--store fast|realistic]
 #                         [--shape "FLAGS"] [--peers] [--budget SIZE] [--repeat N] [--out DIR]
 #                         [--bin PATH] [--jobs "JOB ..."] [--train-files N]
-#                         [--meta-files N] [--meta-tree N]
+#                         [--meta-files N] [--meta-tree N] [--dbench SECONDS]
 #   --smoke   tiny sizes and short runtimes; every mount read is checked with crc32c
 #   --repeat  run each read job N times (default 3) on the local disk (O_DIRECT) and on the
 #             mount's disk tier, alternating the two with the page cache dropped before each,
@@ -40,6 +40,9 @@
 #             the local disk, the mount and, with --peers, JuiceFS
 #   --bin     measure this alluxio binary instead of building one (to alternate two builds)
 #   --jobs    only these read jobs of fio-jobs/ (default: all five)
+#   --dbench  seconds of dbench (4 clients, its client.txt load) on the local disk, through
+#             a mount over a local directory on it, and with --peers on JuiceFS with
+#             --storage file on it (default 60; 0 skips it)
 #   --meta-files, --meta-tree  files created/stat'ed/unlinked and entries listed by the
 #             metadata script (default 1,000 and 10,000; under CACHE_THROUGH over the
 #             realistic store each create is a 20 ms PUT, so the full tree takes minutes)
@@ -49,10 +52,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 smoke=0 size=1G runtime=10 nrfiles=2000 out=target/bench ufs_kind=dir budget=2GiB peers=0 repeat=3
 meta_files=1000 meta_tree=10000 bin= only_jobs= store=fast shape="--latency-ms 20 --conn-mb-per-s 80"
-train_files=10000
+train_files=10000 dbench_s=60
 while [ $# -gt 0 ]; do
   case $1 in
-    --smoke) smoke=1 size=16M runtime=2 nrfiles=64 meta_files=100 meta_tree=500 repeat=2 ;;
+    --smoke) smoke=1 size=16M runtime=2 nrfiles=64 meta_files=100 meta_tree=500 repeat=2 dbench_s=5 ;;
     --size) size=$2; shift ;;
     --ufs) ufs_kind=$2; shift ;;
     --store) store=$2; shift ;;
@@ -60,6 +63,7 @@ while [ $# -gt 0 ]; do
     --train-files) train_files=$2; shift ;;
     --meta-files) meta_files=$2; shift ;;
     --meta-tree) meta_tree=$2; shift ;;
+    --dbench) dbench_s=$2; shift ;;
     --peers) peers=1 ;;
     --budget) budget=$2; shift ;;
     --repeat) repeat=$2; shift ;;
@@ -83,7 +87,7 @@ if [ -z "$bin" ]; then
 fi
 mkdir -p "$out"
 out=$(realpath "$out")
-rm -f "$out"/*.json "$out/rss.txt" "$out/phases.txt" "$out/train.cpu.txt" "$out/ttfb.mount.txt" "$out/jfs.cpu.txt"
+rm -f "$out"/*.json "$out/rss.txt" "$out/phases.txt" "$out/train.cpu.txt" "$out/ttfb.mount.txt" "$out/jfs.cpu.txt" "$out"/dbench.*
 work=$(mktemp -d /var/tmp/alluxio-bench.XXXXXX)
 chmod 755 "$work"
 mnt=$work/mnt
@@ -395,6 +399,40 @@ if [ $peers = 1 ] && [ "$ufs_kind" = s3 ]; then
   jumount
 fi
 
+if [ "$dbench_s" != 0 ]; then
+  command -v dbench >/dev/null || { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dbench </dev/null; }
+  echo "== dbench, 4 clients, $dbench_s s: the local disk, a mount over a local directory on it"
+  dbench_run() { # NAME DIR: one dbench run in DIR, its output in dbench.NAME.txt
+    dbench -c /usr/share/dbench/client.txt -D "$2" -t "$dbench_s" 4 >"$out/dbench.$1.txt" 2>&1
+    rm -rf "$2/clients"
+    grep -o 'Throughput [0-9.]* MB/sec' "$out/dbench.$1.txt" | tail -1
+  }
+  mkdir -p "$work/dbench-local" "$work/dbench-ufs"
+  drop; dbench_run local "$work/dbench-local"
+  rm -rf "$work/dbench-local"
+  saved_ufs=("${ufs_args[@]}")
+  ufs_args=(--ufs "$work/dbench-ufs")
+  rm -rf "$work/cache" "$work/state"; mount_alluxio "$work/cache"
+  t0=$(cpu_ticks)
+  drop; dbench_run mount "$mnt"
+  echo "dbench $(($(cpu_ticks) - t0))" >"$out/dbench.cpu.txt"
+  echo "dbench $(rss_kb)" >>"$out/rss.txt"
+  stop
+  ufs_args=("${saved_ufs[@]}")
+  rm -rf "$work/dbench-ufs"
+  if [ $peers = 1 ]; then
+    echo "== dbench on JuiceFS with --storage file on the same disk (sqlite metadata)"
+    mkdir -p "$work/jfsfile-mnt"
+    juicefs format --storage file --bucket "$work/jfsfile/" --trash-days 0 \
+      "sqlite3://$work/jfsfile.db" jfsfile >>"$work/jfs.log" 2>&1
+    juicefs mount -d --cache-dir "$work/jfsfile-cache" "sqlite3://$work/jfsfile.db" \
+      "$work/jfsfile-mnt" >>"$work/jfs.log" 2>&1
+    drop; dbench_run jfs "$work/jfsfile-mnt"
+    juicefs umount "$work/jfsfile-mnt" >/dev/null 2>&1 || umount -l "$work/jfsfile-mnt"
+    rm -rf "$work/jfsfile" "$work/jfsfile-cache"
+  fi
+fi
+
 if [ $smoke = 1 ]; then
   echo "== smoke: crc32c-verified write and read through a mount"
   rm -rf "$work/cache" "$work/state"; mount_alluxio "$work/cache"
@@ -581,6 +619,22 @@ if os.path.exists(p):
     for label, ours, theirs in rows:
         print(f"{label:<22}{ours:>8.2f}{theirs:>9.2f}{(ours / theirs if theirs else 0):>14.2f}x")
     summary["cpu_per_gib"] = {l: {"mount": o, "juicefs": t} for l, o, t in rows}
+def dbench(name):
+    p = os.path.join(out, f"dbench.{name}.txt")
+    m = re.findall(r"Throughput ([0-9.]+) MB/sec", open(p).read()) if os.path.exists(p) else []
+    return float(m[-1]) if m else None
+db = {n: dbench(n) for n in ("local", "mount", "jfs")}
+if db["local"] and db["mount"]:
+    line = (f"\ndbench 4 clients: local disk {db['local']:.1f} MB/s, mount over a local directory "
+            f"{db['mount']:.1f} MB/s = {db['mount'] / db['local']:.3f}x the disk")
+    if db["jfs"]:
+        line += f"; JuiceFS --storage file {db['jfs']:.1f} MB/s (mount/JuiceFS {db['mount'] / db['jfs']:.2f}x)"
+    p = os.path.join(out, "dbench.cpu.txt")
+    if os.path.exists(p):
+        db["daemon_cpu_s"] = int(open(p).read().split()[1]) / hz
+        line += f"; daemon {db['daemon_cpu_s']:.1f} CPU-s, peak RSS {int(rss.get('dbench', 0)) >> 10} MiB"
+    print(line)
+    summary["dbench_mb_per_s"] = db
 print(f"memory budget {size(budget) >> 20} MiB; peak RSS per job in the last column")
 json.dump(summary, open(os.path.join(out, "summary.json"), "w"), indent=2)
 print(f"saved {os.path.join(out, 'summary.json')}")

@@ -125,11 +125,16 @@ def worker(mnt, wid, seconds, counter_path):
             print(f"worker {wid}: {e}", flush=True)
             time.sleep(0.5)
         if time.time() - last_note > 1:
-            with open(counter_path, "w") as f:
-                f.write(f"{ops} {bad}\n")
+            note(counter_path, ops, bad)
             last_note = time.time()
-    with open(counter_path, "w") as f:
+    note(counter_path, ops, bad)
+
+
+def note(counter_path, ops, bad):
+    """Writes a worker's counts whole (a sample never reads a half-written file)."""
+    with open(counter_path + ".tmp", "w") as f:
         f.write(f"{ops} {bad}\n")
+    os.replace(counter_path + ".tmp", counter_path)
 
 
 def mounted(mnt):
