@@ -226,6 +226,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// How long a rename whose store step is done waits for an unreachable namespace to take
+/// its namespace step ([`Vfs::rename_forward`]), and the pause between tries.
+const RENAME_FORWARD_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+const RENAME_FORWARD_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
 impl Vfs {
     /// Wires the vfs; blocking work, prefetch and upload tasks run on `rt`. Fails only when
     /// the ASYNC_THROUGH journal directory cannot be opened. Call
@@ -1357,32 +1362,38 @@ impl Vfs {
             .await
         {
             Ok(r) => r,
-            Err(e) => {
-                // The store moved and the namespace did not (a metaserver gone, say): the
-                // move goes back, so the name the namespace still has finds its object,
-                // with its inode's attributes, xattrs and links, instead of a listing
-                // later dropping that name and showing the object as a new file. A target
-                // the store replaced stays replaced: rename was asked to replace it.
-                if let Some((from, to, tkey)) = undo {
-                    let back = match src.kind {
-                        FileKind::Dir => match from.ufs.rename_dir(&to, &from).await {
-                            Ok(()) => match &tkey {
-                                Some(k) => k.ufs.create_dir(k).await,
-                                None => Ok(()),
+            Err(e) => match self
+                .rename_forward(&e, src.ino, parent, name, newparent, newname)
+                .await
+            {
+                Some(r) => r,
+                None => {
+                    // The store moved and the namespace did not, and will not: the move goes
+                    // back, so the name the namespace still has finds its object, with its
+                    // inode's attributes, xattrs and links, instead of a listing later
+                    // dropping that name and showing the object as a new file. A target the
+                    // store replaced stays replaced (its bytes are gone from the store).
+                    if let Some((from, to, tkey)) = undo {
+                        let back = match src.kind {
+                            FileKind::Dir => match from.ufs.rename_dir(&to, &from).await {
+                                Ok(()) => match &tkey {
+                                    Some(k) => k.ufs.create_dir(k).await,
+                                    None => Ok(()),
+                                },
+                                Err(e) => Err(e),
                             },
-                            Err(e) => Err(e),
-                        },
-                        _ => from.ufs.rename_file(&to, &from).await.map(|_| ()),
-                    };
-                    if let Err(b) = back {
-                        tracing::error!(error = %b, from = %to.key, to = %from.key, "rename: the namespace refused and moving the object back failed; the next start finishes the rename");
-                        if let Some(l) = logged.as_mut() {
-                            l.keep = true;
+                            _ => from.ufs.rename_file(&to, &from).await.map(|_| ()),
+                        };
+                        if let Err(b) = back {
+                            tracing::error!(error = %b, from = %to.key, to = %from.key, "rename: the namespace refused and moving the object back failed; the next start finishes the rename");
+                            if let Some(l) = logged.as_mut() {
+                                l.keep = true;
+                            }
                         }
                     }
+                    return Err(e.into());
                 }
-                return Err(e.into());
-            }
+            },
         };
         if let Some(r) = replaced
             && keep_open
@@ -1396,6 +1407,52 @@ impl Vfs {
             self.record_move(t.ino, t, target_moved).await?;
         }
         Ok(())
+    }
+
+    /// After a rename's namespace step failed with its store step done: when the namespace
+    /// could not be reached (a metaserver down or restarting: `MetaError::Storage`), takes
+    /// the namespace step again until it answers, for at most [`RENAME_FORWARD_WAIT`], as
+    /// the next start would after a crash. Moving the store back instead loses a replaced
+    /// target: the store step replaced (or deleted) its object, so the name the namespace
+    /// keeps would have no bytes (the metaserver campaign found that). `Some` with what
+    /// the namespace replaced once the rename is made (`None` inside when the failed call
+    /// had made it and only its answer was lost); `None` when the namespace refused for
+    /// another reason or stayed out of reach, and the caller moves the store back.
+    async fn rename_forward(
+        &self,
+        e: &alluxio_metaserver::MetaError,
+        ino: InodeNo,
+        parent: InodeNo,
+        name: &[u8],
+        newparent: InodeNo,
+        newname: &[u8],
+    ) -> Option<Option<InodeRecord>> {
+        use alluxio_metaserver::MetaError;
+        if !matches!(e, MetaError::Storage(_)) {
+            return None;
+        }
+        tracing::warn!(error = %e, "rename: the namespace is out of reach after the store step; finishing the rename when it answers");
+        let deadline = tokio::time::Instant::now() + RENAME_FORWARD_WAIT;
+        loop {
+            match self.meta.lookup(newparent, newname.to_vec()).await {
+                Ok(Lookup::Found(r) | Lookup::Stale(r)) if r.ino == ino => return Some(None),
+                Ok(_) => match self
+                    .meta
+                    .finish_rename(parent, name.to_vec(), newparent, newname.to_vec())
+                    .await
+                {
+                    Ok(r) => return Some(r),
+                    Err(MetaError::Storage(_)) => {}
+                    Err(_) => return None,
+                },
+                Err(MetaError::Storage(_)) => {}
+                Err(_) => return None,
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(RENAME_FORWARD_PAUSE).await;
+        }
     }
 
     /// Moves what the UFS holds for the name `name_of` of `rec` from key `from` to key `to`:

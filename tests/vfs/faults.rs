@@ -375,3 +375,58 @@ fn vfs_async_through_unlink_does_not_wait_for_its_upload() {
     );
     assert_eq!(env.resolve("f"), Err(libc::ENOENT));
 }
+
+/// A rename over an existing file whose namespace step fails because the namespace is out
+/// of reach (a metaserver that dies under it and comes back) is finished forward once it
+/// answers: the target holds the renamed file's bytes, in the store and through the vfs,
+/// and the old name is gone. Moving the store back instead left the target's name with no
+/// object (its bytes were replaced by the store step): acknowledged data lost, which the
+/// metaserver kill campaign found. The same when the namespace made the rename and only
+/// its answer was lost. Under every write type that moves objects.
+#[test]
+fn vfs_a_rename_cut_by_a_namespace_outage_is_finished_not_lost() {
+    use std::sync::atomic::Ordering::SeqCst;
+    for wt in [WriteType::CacheThrough, WriteType::Through] {
+        for lost_answer in [false, true] {
+            let outage = crate::harness::MetaOutage::default();
+            let env = Env::with(Options {
+                write_type: wt,
+                meta_outage: Some(outage.clone()),
+                ..Default::default()
+            });
+            let (src, dst) = (data(MIB + 5, 1), data(2 * MIB, 2));
+            env.put("src", &src);
+            env.put("dst", &dst);
+            let back = {
+                let o = outage.clone();
+                std::thread::spawn(move || {
+                    // The metaserver comes back after a while.
+                    std::thread::sleep(Duration::from_millis(400));
+                    o.down.store(false, SeqCst);
+                })
+            };
+            if lost_answer {
+                outage.renames_lost.store(1, SeqCst);
+            } else {
+                outage.down_at_next_rename.store(true, SeqCst);
+            }
+            let t = Instant::now();
+            let r = env.rt.block_on(
+                env.vfs
+                    .rename(ROOT_INO, b"src", ROOT_INO, b"dst", false, false),
+            );
+            back.join().unwrap();
+            assert!(r.is_ok(), "{wt:?} lost answer {lost_answer}: {r:?}");
+            assert!(t.elapsed() < Duration::from_secs(10), "bounded");
+            let got = env.read_all(env.ino("dst")).unwrap();
+            assert!(got == src, "{wt:?}: the target has the renamed bytes");
+            assert_eq!(env.resolve("src").unwrap_err(), libc::ENOENT);
+            let stored = env.rt.block_on(env.store.read("dst")).unwrap().to_vec();
+            assert!(stored == src, "{wt:?}: the store holds them at the target");
+            assert!(
+                env.rt.block_on(env.store.read("src")).is_err(),
+                "nothing left behind"
+            );
+        }
+    }
+}

@@ -12,6 +12,7 @@ use alluxio::config::{MetadataSync, UfsConfig, WriteType};
 use alluxio::fault::{FaultLayer, Faults};
 use alluxio::fetch::PageSource;
 use alluxio::meta::embedded::EmbeddedMeta;
+use alluxio::meta::{MetaClient, RunOp};
 use alluxio::metrics::Metrics;
 use alluxio::page_cache::{PageCache, PageCacheConfig};
 use alluxio::peer::client::{PeerConfig, Peers};
@@ -20,7 +21,8 @@ use alluxio::peer::server::{PeerHost, serve};
 use alluxio::types::{FileHandle, InodeNo, Ownership, ROOT_INO};
 use alluxio::ufs::Ufs;
 use alluxio::vfs::{OpenMode, Vfs, VfsConfig};
-use alluxio_metaserver::{MemoryStore, Namespace};
+use alluxio_metaserver::rpc::{Op, Value};
+use alluxio_metaserver::{MemoryStore, MetaError, Namespace};
 
 pub use crate::model::data;
 
@@ -54,6 +56,52 @@ pub struct Options {
     /// `VfsConfig::dir_prefetch_bytes` (default 0: off, so counts of store reads stay
     /// exact in other tests).
     pub dir_prefetch: u64,
+    /// Outages of the namespace, as a metaserver that dies and comes back gives them.
+    pub meta_outage: Option<MetaOutage>,
+}
+
+/// Outages of the namespace the env's vfs talks to: every call fails as one to a
+/// metaserver that is down does (`MetaError::Storage`) while `down` is set, and the next
+/// `renames_lost` renames are made and then reported failed (the answer lost on the way).
+#[derive(Clone, Default)]
+pub struct MetaOutage {
+    pub down: Arc<std::sync::atomic::AtomicBool>,
+    pub renames_lost: Arc<std::sync::atomic::AtomicU32>,
+    /// Set down by the next rename, before it runs (the metaserver dies under it).
+    pub down_at_next_rename: Arc<std::sync::atomic::AtomicBool>,
+}
+
+struct OutageMeta<R> {
+    inner: R,
+    outage: MetaOutage,
+}
+
+#[async_trait::async_trait]
+impl<R: RunOp> RunOp for OutageMeta<R> {
+    async fn run(&self, op: Op) -> Result<Value, MetaError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let rename = matches!(op, Op::Rename { .. });
+        if rename && self.outage.down_at_next_rename.swap(false, SeqCst) {
+            self.outage.down.store(true, SeqCst);
+        }
+        if self.outage.down.load(SeqCst) {
+            return Err(MetaError::Storage(
+                "metaserver unreachable (test outage)".into(),
+            ));
+        }
+        let r = self.inner.run(op).await;
+        if rename
+            && r.is_ok()
+            && self
+                .outage
+                .renames_lost
+                .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+        {
+            return Err(MetaError::Storage("answer lost (test outage)".into()));
+        }
+        r
+    }
 }
 
 /// How an env takes part in a cluster.
@@ -88,6 +136,7 @@ impl Default for Options {
             mem_cache: 64 << 20,
             disk_cache: 0,
             dir_prefetch: 0,
+            meta_outage: None,
         }
     }
 }
@@ -147,6 +196,13 @@ impl Env {
         };
         let ns = Namespace::open(MemoryStore::new(), own, 1).unwrap();
         let meta = EmbeddedMeta::new(ns, rt.handle().clone());
+        let meta: Arc<dyn MetaClient> = match o.meta_outage {
+            Some(outage) => Arc::new(OutageMeta {
+                inner: meta,
+                outage,
+            }),
+            None => Arc::new(meta),
+        };
         let cache = PageCache::new(
             &PageCacheConfig {
                 mem_bytes: o.mem_cache,
@@ -179,7 +235,7 @@ impl Env {
             listener = p.listener;
         }
         let vfs = Vfs::with_sources(
-            Arc::new(meta),
+            meta,
             Arc::new(ufs),
             Arc::new(cache),
             metrics.clone(),
