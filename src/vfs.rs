@@ -1084,6 +1084,16 @@ impl Vfs {
         if let Some(old) = lock(&self.pinned).insert(ino, of) {
             self.release_open_file(ino, &old);
         }
+        // The last handle may have closed while the copy was made (the kernel sends
+        // RELEASE after close returns, so an unlink right after a close can find the file
+        // still open): that release found nothing pinned to let go, so it goes here. Kept
+        // pinned, its staging file and descriptor stayed for the life of the daemon (the
+        // soak saw one per such unlink).
+        if !self.is_open(ino)
+            && let Some(of) = lock(&self.pinned).remove(&ino)
+        {
+            self.release_open_file(ino, &of);
+        }
         Ok(())
     }
 
