@@ -87,7 +87,7 @@ if [ -z "$bin" ]; then
 fi
 mkdir -p "$out"
 out=$(realpath "$out")
-rm -f "$out"/*.json "$out/rss.txt" "$out/phases.txt" "$out/train.cpu.txt" "$out/ttfb.mount.txt" "$out/jfs.cpu.txt" "$out"/dbench.*
+rm -f "$out"/*.json "$out/rss.txt" "$out/phases.txt" "$out/train.cpu.txt" "$out/ttfb.mount.txt" "$out/jfs.cpu.txt" "$out"/dbench.* "$out/meta.async.json"
 work=$(mktemp -d /var/tmp/alluxio-bench.XXXXXX)
 chmod 755 "$work"
 mnt=$work/mnt
@@ -310,6 +310,11 @@ stop
 rm -rf "$work/cache" "$work/state"; mount_alluxio "$work/cache" -o noxattr
 python3 scripts/bench-meta.py "$mnt" --files "$meta_files" --tree "$meta_tree" >"$out/meta.noxattr.json"
 stop
+# Creates and unlinks under ASYNC_THROUGH, which wait for no store round trip (a small tree:
+# its listing is the same as above).
+rm -rf "$work/cache" "$work/state"; mount_alluxio "$work/cache" -o write_type=ASYNC_THROUGH
+python3 scripts/bench-meta.py "$mnt" --files "$meta_files" --tree 100 >"$out/meta.async.json"
+stop
 
 epoch() { # NAME DIR EPOCH: one epoch of the training-shaped reader, page cache dropped
   drop
@@ -529,6 +534,13 @@ if peers:
     for k in ["create_per_s", "stat_per_s", "unlink_per_s", "ls_lR_entries_per_s"]:
         print(f"{k:<20} JuiceFS {mj[k]:>10.0f}   mount/JuiceFS {mm[k] / mj[k]:.2f}x"
               f"   with -o noxattr {mx[k] / mj[k]:.2f}x")
+ma = json.load(open(os.path.join(out, "meta.async.json")))
+summary["metadata_async"] = ma
+line = f"ASYNC_THROUGH: create {ma['create_per_s']:.0f}/s, unlink {ma['unlink_per_s']:.0f}/s"
+if peers:
+    line += (f"; mount/JuiceFS create {ma['create_per_s'] / mj['create_per_s']:.2f}x, "
+             f"unlink {ma['unlink_per_s'] / mj['unlink_per_s']:.2f}x")
+print(line)
 p = os.path.join(out, "s3-ops.json")
 if os.path.exists(p):
     f = json.load(open(p))
