@@ -69,6 +69,8 @@ pub struct MetaOutage {
     pub renames_lost: Arc<std::sync::atomic::AtomicU32>,
     /// Set down by the next rename, before it runs (the metaserver dies under it).
     pub down_at_next_rename: Arc<std::sync::atomic::AtomicBool>,
+    /// The next this many attribute changes are made and then reported failed.
+    pub set_attrs_lost: Arc<std::sync::atomic::AtomicU32>,
 }
 
 struct OutageMeta<R> {
@@ -81,6 +83,7 @@ impl<R: RunOp> RunOp for OutageMeta<R> {
     async fn run(&self, op: Op) -> Result<Value, MetaError> {
         use std::sync::atomic::Ordering::SeqCst;
         let rename = matches!(op, Op::Rename { .. });
+        let set_attr = matches!(op, Op::SetAttr { .. });
         if rename && self.outage.down_at_next_rename.swap(false, SeqCst) {
             self.outage.down.store(true, SeqCst);
         }
@@ -90,6 +93,16 @@ impl<R: RunOp> RunOp for OutageMeta<R> {
             ));
         }
         let r = self.inner.run(op).await;
+        if set_attr
+            && r.is_ok()
+            && self
+                .outage
+                .set_attrs_lost
+                .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+        {
+            return Err(MetaError::Storage("answer lost (test outage)".into()));
+        }
         if rename
             && r.is_ok()
             && self

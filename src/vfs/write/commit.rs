@@ -104,11 +104,23 @@ impl Vfs {
             )
             .await;
         if let Err(e) = named {
-            // A journal entry no version names would wait for the next start to be
-            // dropped as superseded; it goes now (the staging file keeps the bytes, and
-            // the file stays dirty for the next flush).
-            if let (Some(seq), Some(journal)) = (queued, self.journal.clone()) {
-                let _ = blocking("journal", move || journal.remove(ino, seq)).await;
+            match (queued, self.journal.clone()) {
+                // The namespace may have taken the change and only its answer been lost
+                // (a metaserver killed between its commit and its reply): the entry stays
+                // and is queued, and the uploader, which asks the namespace, uploads it if
+                // the version names it and drops it as superseded if not. Removed here, a
+                // version the namespace did take named an entry that was gone: the file
+                // read ESTALE for ever (the metaserver kill campaign found that).
+                (Some(seq), Some(_)) if matches!(e, alluxio_metaserver::MetaError::Storage(_)) => {
+                    self.uploads.push(ino, seq, self.cfg.upload_delay);
+                }
+                // Refused: no version names the entry, which would otherwise wait for the
+                // next start to be dropped as superseded; it goes now (the staging file
+                // keeps the bytes, and the file stays dirty for the next flush).
+                (Some(seq), Some(journal)) => {
+                    let _ = blocking("journal", move || journal.remove(ino, seq)).await;
+                }
+                _ => {}
             }
             return Err(e.into());
         }
