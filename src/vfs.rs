@@ -1420,7 +1420,8 @@ impl Vfs {
     }
 
     /// After a rename's namespace step failed with its store step done: when the namespace
-    /// could not be reached (a metaserver down or restarting: `MetaError::Storage`), takes
+    /// could not be reached (a metaserver down or restarting: `MetaError::Storage`), or
+    /// came back in a new epoch with the target directory not listed (`Unloaded`), takes
     /// the namespace step again until it answers, for at most [`RENAME_FORWARD_WAIT`], as
     /// the next start would after a crash. Moving the store back instead loses a replaced
     /// target: the store step replaced (or deleted) its object, so the name the namespace
@@ -1438,7 +1439,9 @@ impl Vfs {
         newname: &[u8],
     ) -> Option<Option<InodeRecord>> {
         use alluxio_metaserver::MetaError;
-        if !matches!(e, MetaError::Storage(_)) {
+        // Out of reach, or back after a restart that began a new epoch, in which the
+        // target directory is not listed yet (`Unloaded`): neither refuses the rename.
+        if !matches!(e, MetaError::Storage(_) | MetaError::Unloaded(_)) {
             return None;
         }
         tracing::warn!(error = %e, "rename: the namespace is out of reach after the store step; finishing the rename when it answers");

@@ -387,7 +387,7 @@ fn vfs_async_through_unlink_does_not_wait_for_its_upload() {
 fn vfs_a_rename_cut_by_a_namespace_outage_is_finished_not_lost() {
     use std::sync::atomic::Ordering::SeqCst;
     for wt in [WriteType::CacheThrough, WriteType::Through] {
-        for lost_answer in [false, true] {
+        for how in ["outage", "lost answer", "new epoch"] {
             let outage = crate::harness::MetaOutage::default();
             let env = Env::with(Options {
                 write_type: wt,
@@ -405,10 +405,10 @@ fn vfs_a_rename_cut_by_a_namespace_outage_is_finished_not_lost() {
                     o.down.store(false, SeqCst);
                 })
             };
-            if lost_answer {
-                outage.renames_lost.store(1, SeqCst);
-            } else {
-                outage.down_at_next_rename.store(true, SeqCst);
+            match how {
+                "lost answer" => outage.renames_lost.store(1, SeqCst),
+                "new epoch" => outage.rename_unloaded.store(true, SeqCst),
+                _ => outage.down_at_next_rename.store(true, SeqCst),
             }
             let t = Instant::now();
             let r = env.rt.block_on(
@@ -416,7 +416,7 @@ fn vfs_a_rename_cut_by_a_namespace_outage_is_finished_not_lost() {
                     .rename(ROOT_INO, b"src", ROOT_INO, b"dst", false, false),
             );
             back.join().unwrap();
-            assert!(r.is_ok(), "{wt:?} lost answer {lost_answer}: {r:?}");
+            assert!(r.is_ok(), "{wt:?} {how}: {r:?}");
             assert!(t.elapsed() < Duration::from_secs(10), "bounded");
             let got = env.read_all(env.ino("dst")).unwrap();
             assert!(got == src, "{wt:?}: the target has the renamed bytes");

@@ -71,6 +71,9 @@ pub struct MetaOutage {
     pub down_at_next_rename: Arc<std::sync::atomic::AtomicBool>,
     /// The next this many attribute changes are made and then reported failed.
     pub set_attrs_lost: Arc<std::sync::atomic::AtomicU32>,
+    /// The next rename is refused as a restarted metaserver refuses one into a directory
+    /// its new epoch has not listed (`MetaError::Unloaded`), without being made.
+    pub rename_unloaded: Arc<std::sync::atomic::AtomicBool>,
 }
 
 struct OutageMeta<R> {
@@ -86,6 +89,11 @@ impl<R: RunOp> RunOp for OutageMeta<R> {
         let set_attr = matches!(op, Op::SetAttr { .. });
         if rename && self.outage.down_at_next_rename.swap(false, SeqCst) {
             self.outage.down.store(true, SeqCst);
+        }
+        if let Op::Rename { newparent, .. } = &op
+            && self.outage.rename_unloaded.swap(false, SeqCst)
+        {
+            return Err(MetaError::Unloaded(*newparent));
         }
         if self.outage.down.load(SeqCst) {
             return Err(MetaError::Storage(
