@@ -86,7 +86,12 @@ impl<R: RunOp> RunOp for OutageMeta<R> {
     async fn run(&self, op: Op) -> Result<Value, MetaError> {
         use std::sync::atomic::Ordering::SeqCst;
         let rename = matches!(op, Op::Rename { .. });
-        let set_attr = matches!(op, Op::SetAttr { .. });
+        // The calls whose answers the plan loses: the next `n` of each kind.
+        let lost = match &op {
+            Op::Rename { .. } => Some(&self.outage.renames_lost),
+            Op::SetAttr { .. } => Some(&self.outage.set_attrs_lost),
+            _ => None,
+        };
         if rename && self.outage.down_at_next_rename.swap(false, SeqCst) {
             self.outage.down.store(true, SeqCst);
         }
@@ -101,23 +106,8 @@ impl<R: RunOp> RunOp for OutageMeta<R> {
             ));
         }
         let r = self.inner.run(op).await;
-        if set_attr
-            && r.is_ok()
-            && self
-                .outage
-                .set_attrs_lost
-                .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
-                .is_ok()
-        {
-            return Err(MetaError::Storage("answer lost (test outage)".into()));
-        }
-        if rename
-            && r.is_ok()
-            && self
-                .outage
-                .renames_lost
-                .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
-                .is_ok()
+        if r.is_ok()
+            && lost.is_some_and(|n| n.fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1)).is_ok())
         {
             return Err(MetaError::Storage("answer lost (test outage)".into()));
         }
