@@ -11,6 +11,7 @@ pub mod fault;
 pub mod fetch;
 #[cfg(feature = "fuse")]
 pub mod fuse;
+pub mod holes;
 pub mod meta;
 pub mod metrics;
 #[cfg(feature = "fuse")]

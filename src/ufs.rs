@@ -804,7 +804,6 @@ impl Ufs {
         len: u64,
     ) -> Result<ObjectInfo, UfsError> {
         let len = if file.is_some() { len } else { 0 };
-        use std::os::unix::fs::FileExt;
         self.count(&self.metrics.ufs_writes);
         if let Some(root) = &self.local_root {
             let (root, key) = (root.clone(), path.to_string());
@@ -837,17 +836,14 @@ impl Ufs {
         while let Some(file) = file.as_ref().filter(|_| off < len) {
             let n = (len - off).min(self.upload.part_bytes) as usize;
             let f = file.clone();
-            let chunk = tokio::task::spawn_blocking(move || {
-                let mut buf = vec![0u8; n];
-                f.read_exact_at(&mut buf, off).map(|_| buf)
-            })
-            .await
-            .map_err(|e| opendal::Error::new(ErrorKind::Unexpected, e.to_string()))
-            .and_then(|r| {
-                r.map_err(|e| {
-                    opendal::Error::new(ErrorKind::Unexpected, format!("staging read: {e}"))
-                })
-            });
+            let chunk = tokio::task::spawn_blocking(move || crate::holes::read_at(&f, off, n))
+                .await
+                .map_err(|e| opendal::Error::new(ErrorKind::Unexpected, e.to_string()))
+                .and_then(|r| {
+                    r.map_err(|e| {
+                        opendal::Error::new(ErrorKind::Unexpected, format!("staging read: {e}"))
+                    })
+                });
             let chunk = match chunk {
                 Ok(c) => c,
                 Err(e) => {
@@ -884,7 +880,6 @@ impl Ufs {
         file: Option<Arc<std::fs::File>>,
         len: u64,
     ) -> Result<ObjectInfo, UfsError> {
-        use std::os::unix::fs::FileExt;
         if let (Some(put), Some(f)) = (&self.stream_put, &file)
             && len > self.upload.part_bytes
         {
@@ -917,9 +912,7 @@ impl Ufs {
                 let mut off = 0u64;
                 while off < len {
                     let n = (len - off).min(chunk) as usize;
-                    let mut buf = vec![0u8; n];
-                    f.read_exact_at(&mut buf, off)?;
-                    parts.push(Bytes::from(buf));
+                    parts.push(crate::holes::read_at(&f, off, n)?);
                     off += n as u64;
                 }
                 Ok::<_, std::io::Error>(opendal::Buffer::from(parts))

@@ -10,7 +10,6 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use opendal::ErrorKind;
 
 /// Bytes read from the file per chunk of the body.
@@ -127,14 +126,11 @@ impl StreamPut {
                     return None;
                 }
                 let n = (len - off).min(CHUNK as u64) as usize;
-                let read = tokio::task::spawn_blocking(move || {
-                    use std::os::unix::fs::FileExt;
-                    let mut buf = vec![0u8; n];
-                    file.read_exact_at(&mut buf, off).map(|()| Bytes::from(buf))
-                })
-                .await
-                .map_err(std::io::Error::other)
-                .and_then(|r| r);
+                let read =
+                    tokio::task::spawn_blocking(move || crate::holes::read_at(&file, off, n))
+                        .await
+                        .map_err(std::io::Error::other)
+                        .and_then(|r| r);
                 Some((read, off + n as u64))
             }
         });

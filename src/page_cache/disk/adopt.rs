@@ -98,10 +98,15 @@ impl DiskTier {
         let mut buf = vec![0u8; PAGE_SIZE as usize];
         for i in 0..size.div_ceil(PAGE_SIZE) {
             let n = (size - i * PAGE_SIZE).min(PAGE_SIZE) as usize;
-            if file.read_exact_at(&mut buf[..n], i * PAGE_SIZE).is_err() {
+            // A hole (a preallocated, never written stretch) is zeros with no read.
+            let bytes = if crate::holes::is_hole(file, i * PAGE_SIZE, n as u64) {
+                &crate::holes::zeros(n)[..]
+            } else if file.read_exact_at(&mut buf[..n], i * PAGE_SIZE).is_ok() {
+                &buf[..n]
+            } else {
                 return false;
-            }
-            pages.push((n as u32, crc32c::crc32c(&buf[..n])));
+            };
+            pages.push((n as u32, crc32c::crc32c(bytes)));
         }
         self.drop_file(fid);
         // The file's blocks are on this filesystem already: linking it takes no new room.

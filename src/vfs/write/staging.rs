@@ -232,6 +232,17 @@ impl OpenFile {
 }
 
 pub(in crate::vfs) fn new_staging_file(dir: &Path, ino: InodeNo) -> std::io::Result<std::fs::File> {
+    let f = open_staging_file(dir, ino)?;
+    // No read-ahead on staging: its reads (a streamed upload's parts, a commit's upload)
+    // are of bytes just written, so in the page cache, and read-ahead past them runs into
+    // the hole a preallocating writer left (fio fallocates the whole file, then writes from
+    // 0), zero-filling folios the writer then has to take over: measured, a 1 GiB
+    // fallocate-then-write cost the daemon 3.8 CPU-s instead of 1.0, 60% in memset.
+    let _ = nix::fcntl::posix_fadvise(&f, 0, 0, nix::fcntl::PosixFadviseAdvice::POSIX_FADV_RANDOM);
+    Ok(f)
+}
+
+fn open_staging_file(dir: &Path, ino: InodeNo) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
     // An unnamed file in the staging directory; where O_TMPFILE is unsupported, a named
     // one unlinked at once. Either way a crash leaves nothing behind.

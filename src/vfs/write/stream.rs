@@ -19,7 +19,6 @@
 //!   with no commit left to do), the stream's sender drops with it and the upload is
 //!   aborted, so no task or upload slot outlives the file.
 
-use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
@@ -190,15 +189,13 @@ impl Pump {
             return None;
         }
         let off = ws.sent;
-        let read = tokio::task::spawn_blocking(move || {
-            let mut b = vec![0u8; part as usize];
-            file.read_exact_at(&mut b, off).map(|_| b)
-        })
-        .await;
+        let read =
+            tokio::task::spawn_blocking(move || crate::holes::read_at(&file, off, part as usize))
+                .await;
         match read {
             Ok(Ok(b)) => {
                 ws.sent += part;
-                Some(Bytes::from(b))
+                Some(b)
             }
             _ => {
                 // Unreadable staging: drop the stream (its sender goes, so this task ends
@@ -251,15 +248,11 @@ impl Pump {
         while off < fin.len {
             let n = (fin.len - off).min(part) as usize;
             let f = fin.file.clone();
-            let read = blocking("staging", move || {
-                let mut b = vec![0u8; n];
-                f.read_exact_at(&mut b, off).map(|_| b)
-            })
-            .await;
+            let read = blocking("staging", move || crate::holes::read_at(&f, off, n)).await;
             let res = match read {
                 Ok(Ok(b)) => self
                     .ufs
-                    .stream_write(&mut up, Bytes::from(b))
+                    .stream_write(&mut up, b)
                     .await
                     .map_err(FsError::from),
                 Ok(Err(e)) => Err(FsError::from(e)),
