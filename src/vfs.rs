@@ -1175,20 +1175,14 @@ impl Vfs {
             let mut parts = self.meta.path(parent).await?;
             parts.push(name.to_vec());
             self.defer_delete(parts.clone())?;
-            let after = self.meta.unlink(parent, name.to_vec(), false).await?;
-            if after.nlink > 0 && after.ino == rec.ino {
-                // A link made meanwhile (from another directory): the object moves to
-                // the name that is now primary, as `name_going_away` does, not away.
-                self.settle_delete(&parts).await;
-                let _locks = self.lock_inodes(&[rec.ino]).await;
-                let _tree = self.tree_shared().await;
-                let from = self.loc_of(&parts, FileKind::File)?;
-                let to = self.key_of(rec.ino, FileKind::File).await?;
-                let moved = self.move_object(&rec, &from, &to).await?;
-                return self.record_move(rec.ino, &rec, moved).await;
-            }
+            let res = self.unlink_deferred(parent, name, &rec, &parts).await;
+            // Queued whatever happened, and only now (a link made meanwhile has moved the
+            // object by now): the uploader asks the namespace before it deletes, so a
+            // failed namespace step, made with its answer lost or not made at all, is
+            // settled either way, and the logged delete is never left pending (hiding
+            // the path from listings) until the next start.
             self.uploads.push_delete(parts);
-            return Ok(());
+            return res;
         }
         let _locks = self.lock_inodes(&[rec.ino]).await;
         let _tree = self.tree_shared().await;
@@ -1200,6 +1194,29 @@ impl Vfs {
             self.note_orphan(rec.ino).await;
         }
         self.record_move(rec.ino, &rec, moved).await
+    }
+
+    /// The namespace step of an ASYNC_THROUGH unlink whose delete is logged at `parts`.
+    async fn unlink_deferred(
+        self: &Arc<Self>,
+        parent: InodeNo,
+        name: &[u8],
+        rec: &InodeRecord,
+        parts: &deletes::Parts,
+    ) -> Result<(), FsError> {
+        let after = self.meta.unlink(parent, name.to_vec(), false).await?;
+        if after.nlink > 0 && after.ino == rec.ino {
+            // A link made meanwhile (from another directory): the object moves to the
+            // name that is now primary, as `name_going_away` does, not away.
+            self.settle_delete(parts).await;
+            let _locks = self.lock_inodes(&[rec.ino]).await;
+            let _tree = self.tree_shared().await;
+            let from = self.loc_of(parts, FileKind::File)?;
+            let to = self.key_of(rec.ino, FileKind::File).await?;
+            let moved = self.move_object(rec, &from, &to).await?;
+            return self.record_move(rec.ino, rec, moved).await;
+        }
+        Ok(())
     }
 
     /// Removes an empty directory.

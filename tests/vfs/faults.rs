@@ -527,3 +527,53 @@ fn vfs_an_async_close_whose_answer_was_lost_keeps_its_entry() {
     );
     assert!(env.rt.block_on(env.store.read("f")).unwrap().to_vec() == new);
 }
+
+/// An ASYNC_THROUGH unlink whose namespace step fails with the namespace out of reach: the
+/// name may be gone with only the answer lost (a metaserver killed between its commit and
+/// its reply), or still there (one down before it). Either way the logged delete is
+/// settled by the uploader, which asks the namespace first: the object goes with the
+/// name, or stays with it, and no delete is left pending until the next start (the
+/// metaserver-kill campaign found objects no name showed, their deletes never queued).
+#[test]
+fn vfs_an_async_unlink_cut_by_a_namespace_outage_is_settled() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let outage = crate::harness::MetaOutage::default();
+    let env = Env::with(Options {
+        write_type: WriteType::AsyncThrough,
+        meta_outage: Some(outage.clone()),
+        ..Default::default()
+    });
+    let journal = env.dir().join("journal");
+    let deletes = env.dir().join("deletes.log");
+    let settled = || {
+        std::fs::read_dir(&journal).unwrap().count() == 0
+            && std::fs::metadata(&deletes).map_or(0, |m| m.len()) == 0
+    };
+    let (f, g) = (data(MIB + 5, 6), data(3000, 7));
+    env.put("f", &f);
+    let g_ino = env.put("g", &g);
+    assert!(eventually(Duration::from_secs(10), settled), "uploaded");
+
+    // The answer lost: the name is gone, and so is the object, without a restart.
+    outage.unlinks_lost.store(1, SeqCst);
+    assert!(env.rt.block_on(env.vfs.unlink(ROOT_INO, b"f")).is_err());
+    assert_eq!(outage.unlinks_lost.load(SeqCst), 0, "the unlink was made");
+    assert_eq!(env.resolve("f"), Err(libc::ENOENT));
+    assert!(
+        eventually(Duration::from_secs(20), || settled()
+            && env.rt.block_on(env.store.read("f")).is_err()),
+        "the object of the unlinked name is deleted and nothing stays pending"
+    );
+
+    // Down before the unlink: the name stays, with its object and its bytes.
+    outage.down.store(true, SeqCst);
+    assert!(env.rt.block_on(env.vfs.unlink(ROOT_INO, b"g")).is_err());
+    outage.down.store(false, SeqCst);
+    assert!(
+        eventually(Duration::from_secs(20), settled),
+        "the delete is settled without a restart"
+    );
+    assert_eq!(env.resolve("g"), Ok(g_ino));
+    assert!(env.rt.block_on(env.store.read("g")).unwrap().to_vec() == g);
+    assert!(env.read_all(g_ino) == Ok(g.clone()));
+}

@@ -71,6 +71,8 @@ pub struct MetaOutage {
     pub down_at_next_rename: Arc<std::sync::atomic::AtomicBool>,
     /// The next this many attribute changes are made and then reported failed.
     pub set_attrs_lost: Arc<std::sync::atomic::AtomicU32>,
+    /// The next this many unlinks are made and then reported failed.
+    pub unlinks_lost: Arc<std::sync::atomic::AtomicU32>,
     /// The next rename is refused as a restarted metaserver refuses one into a directory
     /// its new epoch has not listed (`MetaError::Unloaded`), without being made.
     pub rename_unloaded: Arc<std::sync::atomic::AtomicBool>,
@@ -90,6 +92,7 @@ impl<R: RunOp> RunOp for OutageMeta<R> {
         let lost = match &op {
             Op::Rename { .. } => Some(&self.outage.renames_lost),
             Op::SetAttr { .. } => Some(&self.outage.set_attrs_lost),
+            Op::Unlink { .. } => Some(&self.outage.unlinks_lost),
             _ => None,
         };
         if rename && self.outage.down_at_next_rename.swap(false, SeqCst) {
