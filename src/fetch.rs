@@ -131,6 +131,31 @@ pub trait PageSource: Send + Sync {
 
 type Cell = Arc<OnceCell<Result<Bytes, FsError>>>;
 
+/// The one GET of a run of read-ahead pages, shared by whoever asks first for any of its
+/// pages: it answers one buffer per page.
+pub type RunGet =
+    futures::future::Shared<futures::future::BoxFuture<'static, Result<Arc<Vec<Bytes>>, FsError>>>;
+
+/// Consecutive pages of one object registered in flight for one ranged read
+/// ([`Fetcher::begin_run`], [`Fetcher::fetch_run`]).
+pub struct Run {
+    cells: Vec<(PageKey, Cell)>,
+    permits: Vec<OwnedSemaphorePermit>,
+    get: RunGet,
+}
+
+impl Run {
+    /// Pages in the run.
+    pub fn len(&self) -> u64 {
+        self.cells.len() as u64
+    }
+
+    /// Whether the run has no page.
+    pub fn is_empty(&self) -> bool {
+        self.cells.is_empty()
+    }
+}
+
 /// Bound on [`Fetcher::fresh`] and [`Fetcher::failed`].
 const TABLE_MAX: usize = 1 << 16;
 
@@ -146,6 +171,11 @@ pub struct Fetcher {
     /// One permit per page buffer fetched and not yet in the cache.
     budget: Arc<Semaphore>,
     fetches: Mutex<HashMap<PageKey, Cell>>,
+    /// Pages in flight as part of a run ([`Self::begin_run`]): the run's GET and the
+    /// page's place in its answer. Whoever initializes such a page's cell (the run's task
+    /// or a reader that came first) takes the page from that GET, so a page is never
+    /// fetched twice. An entry goes when its page's fetch settles.
+    run_pages: Mutex<HashMap<PageKey, (RunGet, usize)>>,
     /// Pages fetched into the cache (by read-ahead or for a read that missed), with how
     /// many of their bytes no read has asked for yet. Once reads have asked for as many
     /// bytes as the page holds, it leaves the memory tier (it stays on disk, and the
@@ -161,6 +191,12 @@ pub struct Fetcher {
     /// Pages whose fetch failed with EIO just now, with the error and when (see the
     /// module's invariants). Bounded like `fresh`.
     failed: Mutex<HashMap<PageKey, (FsError, std::time::Instant)>>,
+}
+
+/// Page `i` of a run's answer; one a short answer lacks is empty (its length check
+/// refuses it, as a short page's).
+async fn run_page(get: RunGet, i: usize) -> Result<Bytes, FsError> {
+    Ok(get.await?.get(i).cloned().unwrap_or_default())
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -182,6 +218,7 @@ impl Fetcher {
             metrics,
             budget: Arc::new(Semaphore::new(budget.max(1))),
             fetches: Mutex::new(HashMap::new()),
+            run_pages: Mutex::new(HashMap::new()),
             fresh: Mutex::new(HashMap::new()),
             failed: Mutex::new(HashMap::new()),
         }
@@ -254,6 +291,12 @@ impl Fetcher {
                 {
                     return Ok(b);
                 }
+                // A page of a run: its bytes come from the run's GET (whose permits
+                // cover them), whoever asks first.
+                let of_run = lock(&self.run_pages).get(&key).cloned();
+                if let Some((get, i)) = of_run {
+                    return self.admit(object, &key, run_page(get, i).await?).await;
+                }
                 let _permit = match permit {
                     Some(p) => p,
                     None => self
@@ -269,38 +312,52 @@ impl Fetcher {
                     read_ahead,
                 };
                 let b = self.walk(&req).await?;
-                let want = req.range();
-                if b.len() as u64 != want.end - want.start {
-                    return Err(ReadError::WrongLength {
-                        object: key.object.to_string(),
-                        idx: key.idx.0,
-                        got: b.len() as u64,
-                        want: want.end - want.start,
-                    }
-                    .into());
-                }
-                // Before the page is visible, so no read can use it unmarked. A page
-                // fetched for a peer is not read here: nothing would ever use it up.
-                if !object.for_peer {
-                    let mut f = lock(&self.fresh);
-                    if f.len() >= TABLE_MAX {
-                        f.clear();
-                    }
-                    f.insert(key.clone(), b.len() as u64);
-                }
-                self.cache.put(key.clone(), object.owner, b.clone()).await;
-                self.release_read(&key);
-                Ok(b)
+                self.admit(object, &key, b).await
             })
             .await
             .clone();
+        self.settle(&key, &cell, &res);
+        res
+    }
+
+    /// A fetched page checked against the length its version has at that index, marked
+    /// fresh and put in the cache.
+    async fn admit(&self, object: &ObjectRead, key: &PageKey, b: Bytes) -> Result<Bytes, FsError> {
+        let want = object.page_range(key.idx.0);
+        if b.len() as u64 != want.end - want.start {
+            return Err(ReadError::WrongLength {
+                object: key.object.to_string(),
+                idx: key.idx.0,
+                got: b.len() as u64,
+                want: want.end - want.start,
+            }
+            .into());
+        }
+        // Before the page is visible, so no read can use it unmarked. A page fetched for a
+        // peer is not read here: nothing would ever use it up.
+        if !object.for_peer {
+            let mut f = lock(&self.fresh);
+            if f.len() >= TABLE_MAX {
+                f.clear();
+            }
+            f.insert(key.clone(), b.len() as u64);
+        }
+        self.cache.put(key.clone(), object.owner, b.clone()).await;
+        self.release_read(key);
+        Ok(b)
+    }
+
+    /// After a page's fetch: out of the in-flight table, and an EIO remembered for
+    /// [`FAILED_FETCH_TTL`].
+    fn settle(&self, key: &PageKey, cell: &Cell, res: &Result<Bytes, FsError>) {
         let mut m = lock(&self.fetches);
-        if m.get(&key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
-            m.remove(&key);
+        if m.get(key).is_some_and(|c| Arc::ptr_eq(c, cell)) {
+            m.remove(key);
+            lock(&self.run_pages).remove(key);
         }
         drop(m);
         let mut failed = lock(&self.failed);
-        match &res {
+        match res {
             Err(e) if e.errno() == libc::EIO => {
                 if failed.len() >= TABLE_MAX {
                     failed.retain(|_, (_, at)| at.elapsed() < FAILED_FETCH_TTL);
@@ -308,14 +365,93 @@ impl Fetcher {
                         failed.clear();
                     }
                 }
-                failed.insert(key, (e.clone(), std::time::Instant::now()));
+                failed.insert(key.clone(), (e.clone(), std::time::Instant::now()));
             }
             Ok(_) => {
-                failed.remove(&key);
+                failed.remove(key);
             }
             Err(_) => {}
         }
-        res
+    }
+
+    /// Registers in flight the pages of `want` of `object` as one run, fetched with one
+    /// read of their whole byte range: `get`, given that range, answers one buffer per
+    /// page (read-ahead of a version the store holds: one ranged GET of several pages
+    /// costs the store and the daemon a fraction of one GET per page, and against a
+    /// store's first-byte latency keeps far more bytes in flight per request). The run is
+    /// the pages from `want.start` up to the first one cached, in flight or failed just
+    /// now, one per permit of `permits` (each covers its page's buffer until the page is
+    /// in the cache; those of pages not in the run are given back). `None` when no page
+    /// is. From here on a reader of any of its pages waits for that read, never sends its
+    /// own; [`Self::fetch_run`] carries the run out.
+    pub fn begin_run(
+        &self,
+        object: &ObjectRead,
+        want: std::ops::Range<u64>,
+        mut permits: Vec<OwnedSemaphorePermit>,
+        get: impl FnOnce(
+            std::ops::Range<u64>,
+        ) -> futures::future::BoxFuture<'static, Result<Vec<Bytes>, FsError>>,
+    ) -> Option<Run> {
+        use futures::FutureExt;
+        let failed = lock(&self.failed);
+        let mut m = lock(&self.fetches);
+        let mut keys = Vec::new();
+        for idx in want.start..want.end.min(want.start + permits.len() as u64) {
+            let key = PageKey::new(&object.id, idx);
+            let recent = failed
+                .get(&key)
+                .is_some_and(|(_, at)| at.elapsed() < FAILED_FETCH_TTL);
+            if recent || m.contains_key(&key) || self.cache.contains(&key) {
+                break;
+            }
+            keys.push(key);
+        }
+        let first = keys.first()?.idx.0;
+        let last = first + keys.len() as u64 - 1;
+        let bytes = object.page_range(first).start..object.page_range(last).end;
+        let run_get: RunGet = get(bytes).map(|r| r.map(Arc::new)).boxed().shared();
+        let mut runs = lock(&self.run_pages);
+        let cells = keys
+            .into_iter()
+            .enumerate()
+            .map(|(i, key)| {
+                let cell = Cell::default();
+                m.insert(key.clone(), cell.clone());
+                runs.insert(key.clone(), (run_get.clone(), i));
+                (key, cell)
+            })
+            .collect::<Vec<_>>();
+        permits.truncate(cells.len());
+        Some(Run {
+            cells,
+            permits,
+            get: run_get,
+        })
+    }
+
+    /// Carries out a run from [`Self::begin_run`]: each page is taken from the run's
+    /// read, checked, cached and settled as [`Self::fetch`] does.
+    pub async fn fetch_run(&self, object: &ObjectRead, run: Run) {
+        let Run {
+            cells,
+            permits,
+            get,
+        } = run;
+        let admits = cells.iter().enumerate().map(|(i, (key, cell))| {
+            let get = get.clone();
+            async move {
+                let res = cell
+                    .get_or_init(|| async move {
+                        self.admit(object, key, run_page(get, i).await?).await
+                    })
+                    .await
+                    .clone();
+                self.settle(key, cell, &res);
+            }
+        });
+        futures::future::join_all(admits).await;
+        drop(permits);
     }
 
     /// Asks the sources in order until one answers.

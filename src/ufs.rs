@@ -741,9 +741,41 @@ impl Ufs {
         range: Range<u64>,
         version: &str,
     ) -> Result<Bytes, UfsError> {
+        Ok(aligned_bytes(self.read_buffer(path, range, version).await?))
+    }
+
+    /// [`Self::read_range`] answered as consecutive pieces of `piece` bytes (the last may
+    /// be shorter), each in its own aligned buffer: one GET for several cache pages, each
+    /// page then cached and freed on its own.
+    pub async fn read_pieces(
+        &self,
+        path: &str,
+        range: Range<u64>,
+        version: &str,
+        piece: u64,
+    ) -> Result<Vec<Bytes>, UfsError> {
+        let buf = self.read_buffer(path, range, version).await?;
+        let piece = usize::try_from(piece.max(1)).unwrap_or(usize::MAX);
+        let mut out = Vec::with_capacity(buf.len().div_ceil(piece));
+        let mut at = 0;
+        while at < buf.len() {
+            let n = (buf.len() - at).min(piece);
+            out.push(aligned_bytes(buf.slice(at..at + n)));
+            at += n;
+        }
+        Ok(out)
+    }
+
+    /// The bytes of [`Self::read_range`] as the store's client answered them (in chunks).
+    async fn read_buffer(
+        &self,
+        path: &str,
+        range: Range<u64>,
+        version: &str,
+    ) -> Result<opendal::Buffer, UfsError> {
         if let Some(b) = self.heads.get(path, version, &range) {
             Metrics::inc(&self.metrics.probe_reads);
-            return Ok(b);
+            return Ok(opendal::Buffer::from(b));
         }
         self.count(&self.metrics.ufs_reads);
         let encoded = encode(path);
@@ -791,7 +823,7 @@ impl Ufs {
                 return Err(self.fail("read", path, e));
             }
         }
-        Ok(aligned_bytes(buf))
+        Ok(buf)
     }
 
     /// Uploads `len` bytes of a local file as object `path`, streaming in chunks, and

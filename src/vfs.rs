@@ -188,6 +188,8 @@ pub struct Vfs {
     cluster: std::sync::OnceLock<Arc<crate::peer::client::Peers>>,
     /// Versions whose bytes are in local files (the first page source).
     local: Arc<sources::LocalCopies>,
+    /// The store, the last page source (read-ahead runs ask it directly).
+    ufs_source: Arc<sources::UfsSource>,
     /// Serializes UFS-visible changes per inode (uploads, renames, unlinks). Striped so
     /// memory stays bounded; acquired in stripe order, and before a staging lock.
     inode_locks: Vec<tokio::sync::Mutex<()>>,
@@ -288,7 +290,7 @@ impl Vfs {
         // The chain of page sources, in the order a miss asks them.
         let mut chain: Vec<Arc<dyn PageSource>> = vec![local.clone()];
         chain.extend(extra);
-        chain.push(ufs_source);
+        chain.push(ufs_source.clone());
         let fetcher = Arc::new(Fetcher::new(
             cache.clone(),
             chain,
@@ -317,6 +319,7 @@ impl Vfs {
             dir_prefetch: Default::default(),
             fetcher,
             local,
+            ufs_source,
             journal,
             deletes,
             renames,

@@ -245,6 +245,37 @@ pub(super) struct UfsSource {
 }
 
 impl UfsSource {
+    /// Bytes `range` of a version the store holds, in one ranged GET answered page by
+    /// page, for a run of read-ahead pages (`Fetcher::fetch_run`). It waits for a
+    /// read-ahead GET slot, as a read-ahead page's GET does.
+    pub(super) async fn get_run(
+        &self,
+        object: &crate::fetch::ObjectRead,
+        range: std::ops::Range<u64>,
+    ) -> Result<Vec<Bytes>, FsError> {
+        let Some((ufs, key)) = &object.store else {
+            return Err(FsError::new(libc::EIO, "read of a file that has no object"));
+        };
+        let _slot = match self.slots.clone().try_acquire_owned() {
+            Ok(p) => Some(p),
+            Err(_) => {
+                Metrics::inc(&self.metrics.prefetch_waits);
+                self.slots.clone().acquire_owned().await.ok()
+            }
+        };
+        let pages = ufs
+            .read_pieces(
+                key,
+                range,
+                object.id.version_text(),
+                crate::types::PAGE_SIZE,
+            )
+            .await?;
+        let got = pages.iter().map(|p| p.len() as u64).sum();
+        Metrics::add(&self.metrics.bytes_from_ufs, got);
+        Ok(pages)
+    }
+
     /// A version the store does not hold (a pending ASYNC_THROUGH one) whose journal entry
     /// is not here is either uploaded already (the namespace moved on; the store holds its
     /// bytes) or still pending in another daemon's journal (through a shared metaserver):
