@@ -1348,6 +1348,7 @@ impl Vfs {
         // UFS first. What moved there, to be put back if the namespace refuses.
         let mut moved = None;
         let mut target_moved = None;
+        let mut target_delete = None;
         let mut undo = None;
         match src.kind {
             FileKind::Dir => {
@@ -1365,12 +1366,38 @@ impl Vfs {
             }
             _ => {
                 let to = self.child_key(newparent, newname, FileKind::File).await?;
+                let src_moves = src.kind.has_object()
+                    && src.version.is_some()
+                    && is_primary(&src, parent, name);
+                // Every namespace answer the store step needs comes before the store
+                // changes: a namespace that stops answering in between (a metaserver
+                // killed) must not leave a step half done.
+                let from = match src_moves {
+                    true => Some(self.key_of(src.ino, FileKind::File).await?),
+                    false => None,
+                };
                 if let Some(t) = &target {
-                    target_moved = self.name_going_away(newparent, newname, t).await?;
+                    let owns = t.kind.has_object()
+                        && t.version.is_some()
+                        && is_primary(t, newparent, newname);
+                    if owns && t.links.is_empty() {
+                        // The target's object goes only once nothing can fail before it
+                        // would have: the source's object replaces it in one store step
+                        // (a rename or copy onto its key), or it is deleted after the
+                        // namespace renamed. Deleted first, a failure in between left the
+                        // target's name with no bytes (the metaserver-kill campaign lost
+                        // replaced targets that way). An open target keeps a local copy.
+                        if self.is_open(t.ino) {
+                            self.pin_staging(t.ino).await?;
+                        }
+                        if !src_moves {
+                            target_delete = Some(self.key_of(t.ino, FileKind::File).await?);
+                        }
+                    } else {
+                        target_moved = self.name_going_away(newparent, newname, t).await?;
+                    }
                 }
-                if src.kind.has_object() && src.version.is_some() && is_primary(&src, parent, name)
-                {
-                    let from = self.key_of(src.ino, FileKind::File).await?;
+                if let Some(from) = from {
                     moved = self.move_object(&src, &from, &to).await?;
                     if moved.is_some() {
                         undo = Some((from, to, None));
@@ -1431,6 +1458,16 @@ impl Vfs {
             && r.kind != FileKind::Dir
         {
             self.note_orphan(r.ino).await;
+        }
+        if let Some(k) = target_delete {
+            match k.ufs.delete(&k).await {
+                Ok(()) => {}
+                Err(e) if e.is_not_found() => {}
+                Err(e) => {
+                    tracing::warn!(key = %k.key, error = %e, "rename: the replaced target's object could not be deleted");
+                    return Err(e.into());
+                }
+            }
         }
         self.record_move(src.ino, &src, moved).await?;
         if let Some(t) = &target {

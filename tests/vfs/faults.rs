@@ -577,3 +577,46 @@ fn vfs_an_async_unlink_cut_by_a_namespace_outage_is_settled() {
     assert!(env.rt.block_on(env.store.read("g")).unwrap().to_vec() == g);
     assert!(env.read_all(g_ino) == Ok(g.clone()));
 }
+
+/// A rename over an existing file whose store step fails leaves the target whole: the
+/// target's object goes only in the step that replaces it with the source's (or once the
+/// namespace has renamed), never before a step that may still fail. (It was deleted
+/// first, so a store or namespace failure after that left the target's name with no
+/// bytes: the metaserver-kill campaign lost replaced targets that way.)
+#[test]
+fn vfs_a_failed_rename_keeps_the_target_it_would_have_replaced() {
+    for wt in [WriteType::CacheThrough, WriteType::Through] {
+        let env = Env::with(Options {
+            write_type: wt,
+            ..Default::default()
+        });
+        let (src, dst) = (data(MIB + 5, 11), data(2 * MIB, 12));
+        env.put("src", &src);
+        env.put("dst", &dst);
+        // The source's bytes cannot be written at the target's key.
+        env.faults
+            .inject(Rule::new(Call::Write, fail()).on_key("dst"));
+        let r = env.rt.block_on(
+            env.vfs
+                .rename(ROOT_INO, b"src", ROOT_INO, b"dst", false, false),
+        );
+        assert!(r.is_err(), "{wt:?}: the rename fails");
+        env.faults.clear();
+        assert!(
+            env.rt
+                .block_on(env.store.read("dst"))
+                .map(|b| b.to_vec())
+                .ok()
+                == Some(dst.clone()),
+            "{wt:?}: the target's object is still in the store"
+        );
+        assert!(
+            env.read_all(env.ino("dst")) == Ok(dst.clone()),
+            "{wt:?}: target"
+        );
+        assert!(
+            env.read_all(env.ino("src")) == Ok(src.clone()),
+            "{wt:?}: source"
+        );
+    }
+}
