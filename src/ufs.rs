@@ -297,6 +297,12 @@ pub(crate) fn aligned_bytes(buf: opendal::Buffer) -> Bytes {
     {
         return buf.to_bytes(); // one chunk, used as it is
     }
+    aligned_copy(buf)
+}
+
+/// The bytes of `buf` copied into one new buffer aligned for direct I/O.
+fn aligned_copy(buf: opendal::Buffer) -> Bytes {
+    let len = buf.len();
     let mut v: Vec<u8> = Vec::with_capacity(len + DIRECT_ALIGN);
     let off = v.as_ptr().align_offset(DIRECT_ALIGN).min(DIRECT_ALIGN);
     v.resize(off, 0);
@@ -756,11 +762,21 @@ impl Ufs {
     ) -> Result<Vec<Bytes>, UfsError> {
         let buf = self.read_buffer(path, range, version).await?;
         let piece = usize::try_from(piece.max(1)).unwrap_or(usize::MAX);
+        // Each piece is copied into its own buffer (unless it is the whole answer): a slice
+        // of a larger chunk (a local file is read in one) would keep that chunk alive for
+        // as long as any one page of it stays cached, while the memory tier counts only
+        // that page. (An answer in many small chunks, as HTTP bodies come, is copied
+        // anyway, into one aligned page.)
+        let whole = buf.len() <= piece;
         let mut out = Vec::with_capacity(buf.len().div_ceil(piece));
         let mut at = 0;
         while at < buf.len() {
             let n = (buf.len() - at).min(piece);
-            out.push(aligned_bytes(buf.slice(at..at + n)));
+            let part = buf.slice(at..at + n);
+            out.push(match whole {
+                true => aligned_bytes(part),
+                false => aligned_copy(part),
+            });
             at += n;
         }
         Ok(out)
