@@ -1366,6 +1366,7 @@ impl Vfs {
             }
             _ => {
                 let to = self.child_key(newparent, newname, FileKind::File).await?;
+                let mut target_key = None;
                 let src_moves = src.kind.has_object()
                     && src.version.is_some()
                     && is_primary(&src, parent, name);
@@ -1390,9 +1391,7 @@ impl Vfs {
                         if self.is_open(t.ino) {
                             self.pin_staging(t.ino).await?;
                         }
-                        if !src_moves {
-                            target_delete = Some(self.key_of(t.ino, FileKind::File).await?);
-                        }
+                        target_key = Some(self.key_of(t.ino, FileKind::File).await?);
                     } else {
                         target_moved = self.name_going_away(newparent, newname, t).await?;
                     }
@@ -1402,6 +1401,13 @@ impl Vfs {
                     if moved.is_some() {
                         undo = Some((from, to, None));
                     }
+                }
+                // What the store step did not replace (a source with no object, or one
+                // whose version is pending upload and has none yet) goes once the
+                // namespace renamed: left, it would show as a file again once the name
+                // moves on before the upload lands.
+                if moved.is_none() {
+                    target_delete = target_key;
                 }
             }
         }

@@ -620,3 +620,40 @@ fn vfs_a_failed_rename_keeps_the_target_it_would_have_replaced() {
         );
     }
 }
+
+/// ASYNC_THROUGH: a file whose upload is pending renamed over a file the store holds,
+/// then renamed on before its upload lands: the replaced file's object does not stay
+/// behind at the first name (the rename's store step moved nothing onto it), where a
+/// listing would show it as a file again.
+#[test]
+fn vfs_a_pending_file_renamed_over_another_leaves_no_object_behind() {
+    let env = Env::with(Options {
+        write_type: WriteType::AsyncThrough,
+        ..Default::default()
+    });
+    let journal = env.dir().join("journal");
+    let settled = || std::fs::read_dir(&journal).unwrap().count() == 0;
+    let (old, new) = (data(MIB + 3, 21), data(2 * MIB + 1, 22));
+    env.put("dst", &old);
+    assert!(eventually(Duration::from_secs(10), settled), "uploaded");
+    // Uploads stall from here: "src" stays pending through both renames.
+    env.faults
+        .inject(Rule::new(Call::Write, Fault::Stall(None)));
+    let ino = env.put("src", &new);
+    let rename = |a: &[u8], b: &[u8]| {
+        env.rt
+            .block_on(env.vfs.rename(ROOT_INO, a, ROOT_INO, b, false, false))
+    };
+    rename(b"src", b"dst").unwrap();
+    rename(b"dst", b"last").unwrap();
+    env.faults.clear();
+    assert!(eventually(Duration::from_secs(30), settled), "uploaded");
+    assert!(
+        env.rt.block_on(env.store.read("dst")).is_err(),
+        "the replaced file's object stayed at the first name"
+    );
+    assert_eq!(env.resolve("dst"), Err(libc::ENOENT));
+    assert_eq!(env.resolve("last"), Ok(ino));
+    assert!(env.read_all(ino) == Ok(new.clone()));
+    assert!(env.rt.block_on(env.store.read("last")).unwrap().to_vec() == new);
+}
