@@ -427,6 +427,7 @@ impl Vfs {
         };
         let target = named(self.meta.lookup(newparent, i.newname.clone()).await?);
         let _tree = self.tree_exclusive().await;
+        let (mut delete_after, mut to_key) = (false, None);
         if src.kind == FileKind::Dir {
             let from = self.key_of(src.ino, FileKind::Dir).await?;
             let to = self.child_key(newparent, &i.newname, FileKind::Dir).await?;
@@ -437,35 +438,57 @@ impl Vfs {
             // Moved again: what is still under the old prefix moves (a store that moves a
             // prefix object by object may have moved part of it), nothing when all did.
             ignore_not_found(from.ufs.rename_dir(&from, &to).await)?;
-        } else if src.kind.has_object()
-            && src.version.is_some()
-            && is_primary(&src, parent, &i.name)
-        {
-            let from = self.key_of(src.ino, FileKind::File).await?;
+        } else {
             let to = self
                 .child_key(newparent, &i.newname, FileKind::File)
                 .await?;
-            // Still at its old key: the store had not moved it (or had only copied it).
-            // A target with other names keeps its bytes at the next of them; one without
-            // is replaced by the move.
-            if store_holds(&from).await? {
-                if let Some(t) = &target
-                    && t.kind.has_object()
-                    && t.version.is_some()
-                    && is_primary(t, newparent, &i.newname)
-                    && let Some((np, nn)) = t.links.first()
-                {
-                    let next = self.child_key(*np, nn, FileKind::File).await?;
-                    if !store_holds(&next).await? {
-                        ignore_not_found(to.ufs.rename_file(&to, &next).await.map(|_| ()))?;
-                    }
+            // The target's object is dealt with whatever the source is: when this was its
+            // primary name and it has others, its bytes go to the next of them (unless the
+            // rename had moved them), as the rename does before its own store step. Tied
+            // to the source's move, a source with nothing to move (not uploaded yet, a
+            // second link) left the target's other name on a key with no object (ENOENT),
+            // and the source's upload then overwrote the target's bytes.
+            let target_owns = target.as_ref().is_some_and(|t| {
+                t.kind.has_object() && t.version.is_some() && is_primary(t, newparent, &i.newname)
+            });
+            let target_next = match target.as_ref().and_then(|t| t.links.first()) {
+                Some((np, nn)) if target_owns => {
+                    Some(self.child_key(*np, nn, FileKind::File).await?)
                 }
-                from.ufs.rename_file(&from, &to).await?;
+                _ => None,
+            };
+            if let Some(next) = &target_next
+                && !store_holds(next).await?
+            {
+                ignore_not_found(to.ufs.rename_file(&to, next).await.map(|_| ()))?;
             }
+            let src_moves =
+                src.kind.has_object() && src.version.is_some() && is_primary(&src, parent, &i.name);
+            let mut replaced = false;
+            if src_moves {
+                let from = self.key_of(src.ino, FileKind::File).await?;
+                // Still at its old key: the store had not moved it (or had only copied it).
+                if store_holds(&from).await? {
+                    from.ufs.rename_file(&from, &to).await?;
+                    replaced = true;
+                }
+            }
+            // Nothing replaced the new key now: what is there is the target's old object
+            // (the source had none to move), which goes once the namespace renamed, as in
+            // a rename; or, for a pending source, an older object of its own that its
+            // upload replaces anyway. A source moved before the crash keeps its object.
+            delete_after = target_owns
+                && target_next.is_none()
+                && !replaced
+                && (!src_moves || is_pending(&src));
+            to_key = Some(to);
         }
         self.meta
             .finish_rename(parent, i.name.clone(), newparent, i.newname.clone())
             .await?;
+        if delete_after && let Some(to) = &to_key {
+            ignore_not_found(to.ufs.delete(to).await)?;
+        }
         // The store's version of the moved object (a copy-based move may give a new one).
         if src.kind == FileKind::File && !is_pending(&src) {
             let to = self

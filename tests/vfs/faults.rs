@@ -11,7 +11,7 @@ use alluxio::fetch::FAILED_FETCH_TTL;
 
 use alluxio::types::ROOT_INO;
 
-use crate::harness::{Env, MIB, Options, data, eventually};
+use crate::harness::{Env, MIB, Options, Store, data, eventually};
 
 /// An env whose store holds `f` (`len` bytes) written by another client, and the bytes.
 fn with_object(len: usize, o: Options) -> (Env, Vec<u8>) {
@@ -656,4 +656,58 @@ fn vfs_a_pending_file_renamed_over_another_leaves_no_object_behind() {
     assert_eq!(env.resolve("last"), Ok(ino));
     assert!(env.read_all(ino) == Ok(new.clone()));
     assert!(env.rt.block_on(env.store.read("last")).unwrap().to_vec() == new);
+}
+
+/// A daemon killed after a rename was logged and before its store step, with a source
+/// whose ASYNC_THROUGH upload is pending (no object to move) and a target with a second
+/// name: the next start finishes the rename, and the target's bytes go to that other
+/// name, as the rename would have moved them. Before, they stayed at the renamed-over
+/// key (the other name read ENOENT) until the source's upload overwrote them.
+#[test]
+fn vfs_a_rename_cut_before_its_store_step_keeps_the_replaced_files_other_name() {
+    let opts = || Options {
+        store: Store::Dir,
+        write_type: WriteType::AsyncThrough,
+        restartable: true,
+        ..Default::default()
+    };
+    let env = Env::with(opts());
+    let journal = env.dir().join("journal");
+    let settled = move || std::fs::read_dir(&journal).unwrap().count() == 0;
+    let (old, new) = (data(MIB + 3, 31), data(2 * MIB + 1, 32));
+    let target = env.put("dst", &old);
+    assert!(eventually(Duration::from_secs(10), &settled), "uploaded");
+    env.rt
+        .block_on(env.vfs.link(target, ROOT_INO, b"other"))
+        .unwrap();
+    // Uploads stall from here: "src" is pending when the daemon dies.
+    env.faults
+        .inject(Rule::new(Call::Write, Fault::Stall(None)));
+    let src = env.put("src", &new);
+    // The rename's intent is logged and nothing else of it happens: the kill.
+    let intent = format!(
+        "{{\"Begin\":{{\"id\":1,\"intent\":{{\"ino\":{},\"parent\":{},\"name\":{:?},\"newparent\":{},\"newname\":{:?}}}}}}}\n",
+        src.0,
+        ROOT_INO.0,
+        b"src".to_vec(),
+        ROOT_INO.0,
+        b"dst".to_vec()
+    );
+    std::fs::write(env.dir().join("renames.log"), intent).unwrap();
+    let env = env.restart(opts());
+    assert_eq!(
+        env.resolve("src"),
+        Err(libc::ENOENT),
+        "the rename is finished"
+    );
+    assert_eq!(env.resolve("dst"), Ok(src));
+    assert_eq!(env.resolve("other"), Ok(target));
+    assert!(
+        env.read_all(target) == Ok(old.clone()),
+        "the other name's bytes"
+    );
+    assert!(eventually(Duration::from_secs(30), settled), "uploaded");
+    assert!(env.read_all(src) == Ok(new.clone()));
+    assert!(env.rt.block_on(env.store.read("dst")).unwrap().to_vec() == new);
+    assert!(env.rt.block_on(env.store.read("other")).unwrap().to_vec() == old);
 }

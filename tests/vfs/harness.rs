@@ -22,7 +22,7 @@ use alluxio::types::{FileHandle, InodeNo, Ownership, ROOT_INO};
 use alluxio::ufs::Ufs;
 use alluxio::vfs::{OpenMode, Vfs, VfsConfig};
 use alluxio_metaserver::rpc::{Op, Value};
-use alluxio_metaserver::{MemoryStore, MetaError, Namespace};
+use alluxio_metaserver::{MemoryStore, MetaError, Namespace, NamespaceStore, RedbStore};
 
 pub use crate::model::data;
 
@@ -58,6 +58,9 @@ pub struct Options {
     pub dir_prefetch: u64,
     /// Outages of the namespace, as a metaserver that dies and comes back gives them.
     pub meta_outage: Option<MetaOutage>,
+    /// The namespace in a redb file in the env's directory, so [`Env::restart`] finds it
+    /// again (in memory otherwise).
+    pub restartable: bool,
 }
 
 /// Outages of the namespace the env's vfs talks to: every call fails as one to a
@@ -118,6 +121,24 @@ impl<R: RunOp> RunOp for OutageMeta<R> {
     }
 }
 
+/// The namespace over `store`, as the env's vfs reaches it.
+fn meta_client<S: NamespaceStore + 'static>(
+    store: S,
+    own: Ownership,
+    rt: &tokio::runtime::Runtime,
+    outage: Option<MetaOutage>,
+) -> Arc<dyn MetaClient> {
+    let ns = Namespace::open(store, own, 1).unwrap();
+    let meta = EmbeddedMeta::new(ns, rt.handle().clone());
+    match outage {
+        Some(outage) => Arc::new(OutageMeta {
+            inner: meta,
+            outage,
+        }),
+        None => Arc::new(meta),
+    }
+}
+
 /// How an env takes part in a cluster.
 pub struct PeerOptions {
     /// Bound already, so that every member's address is known before any env is built.
@@ -151,6 +172,7 @@ impl Default for Options {
             disk_cache: 0,
             dir_prefetch: 0,
             meta_outage: None,
+            restartable: false,
         }
     }
 }
@@ -177,12 +199,38 @@ impl Env {
     }
 
     pub fn with(o: Options) -> Self {
+        Self::build(o, tempfile::tempdir().unwrap())
+    }
+
+    /// The daemon killed and started again: the vfs and its runtime go without any
+    /// clean-up of their own (what they had in flight is dropped), and a new vfs opens
+    /// the same namespace (a new epoch), store directory, cache directory and logs, and
+    /// finishes what the logs say was cut short, as a mount does before it serves.
+    /// Needs `restartable` and [`Store::Dir`] in both runs' options.
+    pub fn restart(self, o: Options) -> Self {
+        assert!(
+            o.restartable && o.store == Store::Dir,
+            "restart needs a durable env"
+        );
+        let Env {
+            vfs,
+            rt,
+            peer_server,
+            _dir,
+            ..
+        } = self;
+        drop(peer_server);
+        drop(vfs);
+        rt.shutdown_timeout(Duration::from_secs(5));
+        Self::build(o, _dir)
+    }
+
+    fn build(o: Options, dir: tempfile::TempDir) -> Self {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .unwrap();
-        let dir = tempfile::tempdir().unwrap();
         let metrics = Arc::new(Metrics::default());
         let cfg = match o.store {
             Store::Memory => UfsConfig::parse("memory://", &Default::default()).unwrap(),
@@ -208,14 +256,14 @@ impl Env {
             file_mode: 0o644,
             dir_mode: 0o755,
         };
-        let ns = Namespace::open(MemoryStore::new(), own, 1).unwrap();
-        let meta = EmbeddedMeta::new(ns, rt.handle().clone());
-        let meta: Arc<dyn MetaClient> = match o.meta_outage {
-            Some(outage) => Arc::new(OutageMeta {
-                inner: meta,
-                outage,
-            }),
-            None => Arc::new(meta),
+        let meta = match o.restartable {
+            true => meta_client(
+                RedbStore::open(&dir.path().join("namespace.redb")).unwrap(),
+                own,
+                &rt,
+                o.meta_outage,
+            ),
+            false => meta_client(MemoryStore::new(), own, &rt, o.meta_outage),
         };
         let cache = PageCache::new(
             &PageCacheConfig {
@@ -274,6 +322,7 @@ impl Env {
         if let Some(p) = cluster {
             vfs.set_cluster(p);
         }
+        rt.block_on(vfs.finish_renames());
         let peer_server = {
             let _g = rt.enter();
             vfs.start_background();
