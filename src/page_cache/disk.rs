@@ -972,7 +972,7 @@ mod tests {
             let target = idx.used - PAGE_SIZE;
             t.evict_locked(&mut idx, target, false).unwrap()
         };
-        let Victim::Page(fid, p) = ev.victims[0] else {
+        let Victim::Page(fid, p, _) = ev.victims[0] else {
             panic!("a page")
         };
         drop(ev);

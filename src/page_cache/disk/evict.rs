@@ -12,14 +12,18 @@ pub(in crate::page_cache) fn apply_victims(
 ) {
     for v in victims {
         Metrics::inc(&metrics.disk_cache_evictions);
+        {
+            let mut idx = lock(index);
+            idx.unpunched = idx.unpunched.saturating_sub(v.bytes());
+        }
         match v {
-            Victim::Page(fid, page) => {
+            Victim::Page(fid, page, _) => {
                 if let Err(e) = punch(dir, fid, page, PAGE_SIZE as u32) {
                     tracing::debug!(error = %e, "could not punch an evicted page");
                 }
                 lock(index).punched(fid, page);
             }
-            Victim::File(fid) => retire_files(dir, index, fid),
+            Victim::File(fid, _) => retire_files(dir, index, fid),
         }
     }
 }
@@ -118,8 +122,12 @@ impl DiskTier {
     /// users took the disk) still shrinks to it: `(victims, false)`. `on_disk` of the
     /// bytes are on the tier's filesystem already (see [`Self::limit`]).
     pub(in crate::page_cache) fn make_room(&self, need: u64, on_disk: u64) -> (Evicted, bool) {
-        let room = self.fs_room();
+        // The filesystem is asked under the lock: a page write that completes and gives
+        // back its `unwritten` in between would otherwise be counted twice (its bytes
+        // still in this `avail`, no longer in `unwritten`), and with many pages filling at
+        // once the limit came out megabytes over the disk's free share (ENOSPC for pages).
         let mut idx = lock(&self.index);
+        let room = self.fs_room();
         let limit = self.limit(&idx, room, on_disk);
         if on_disk == 0 {
             self.metrics
@@ -179,15 +187,20 @@ impl DiskTier {
         let before = idx.used;
         let mut victims = Vec::with_capacity(chosen.len());
         for (fid, page) in chosen {
+            let len = idx
+                .files
+                .get(&fid)
+                .and_then(|e| e.pages.get(&page))
+                .map_or(0, |m| u64::from(m.len));
             match idx.remove_page(fid, page) {
                 // A put in progress keeps the files (see `Index::writers`).
                 Some(true) if !idx.writers.contains_key(&fid) => {
                     idx.files.remove(&fid);
-                    victims.push(Victim::File(fid));
+                    victims.push(Victim::File(fid, len));
                 }
                 Some(_) => {
                     idx.punching(fid, page);
-                    victims.push(Victim::Page(fid, page));
+                    victims.push(Victim::Page(fid, page, len));
                 }
                 None => {}
             }

@@ -62,8 +62,10 @@ pub(in crate::page_cache) struct Index {
 }
 
 /// Pages taken out of the index by an eviction, to punch or delete outside the lock
-/// ([`DiskTier::apply`]). Their bytes count in `Index::unpunched` until this is dropped,
-/// after the holes are punched (or when the eviction is abandoned).
+/// ([`DiskTier::apply`]). Each victim's bytes count in `Index::unpunched` until it is
+/// applied (taken out of the count just before its hole is punched: the filesystem's free
+/// space must never show them while the count still does, or the tier's limit comes out
+/// over the disk's free share) or, for victims never applied, until this is dropped.
 pub(in crate::page_cache) struct Evicted {
     pub(in crate::page_cache) victims: Vec<Victim>,
     pub(in crate::page_cache) bytes: u64,
@@ -73,10 +75,10 @@ pub(in crate::page_cache) struct Evicted {
 impl Drop for Evicted {
     fn drop(&mut self) {
         let mut idx = lock(&self.index);
-        idx.unpunched = idx.unpunched.saturating_sub(self.bytes);
         // Victims still here were never applied: their holes will not be punched.
         for v in &self.victims {
-            if let Victim::Page(fid, page) = *v {
+            idx.unpunched = idx.unpunched.saturating_sub(v.bytes());
+            if let Victim::Page(fid, page, _) = *v {
                 idx.punched(fid, page);
             }
         }
@@ -271,10 +273,19 @@ impl Index {
 
 /// What eviction decided; done outside the index lock.
 pub(in crate::page_cache) enum Victim {
-    /// Punch the page's hole and log the drop.
-    Page(u64, u64),
-    /// The file has no pages left: delete it.
-    File(u64),
+    /// Punch the page's hole and log the drop: file id, page, the page's bytes.
+    Page(u64, u64, u64),
+    /// The file has no pages left: delete it (file id, the bytes its last page held).
+    File(u64, u64),
+}
+
+impl Victim {
+    /// The bytes of the filesystem it gives back (counted in `Index::unpunched` until then).
+    pub(in crate::page_cache) fn bytes(&self) -> u64 {
+        match *self {
+            Victim::Page(_, _, n) | Victim::File(_, n) => n,
+        }
+    }
 }
 
 pub(in crate::page_cache) fn lock(m: &Mutex<Index>) -> MutexGuard<'_, Index> {
