@@ -232,14 +232,15 @@ impl From<std::io::Error> for FsError {
     }
 }
 
-/// Runs `f` on the blocking pool (file I/O that may wait on the device must not hold a
-/// runtime thread). A task that panicked, or was cancelled by a runtime shutting down,
-/// is EIO naming `what`; this is the one place a blocking task's join error is mapped.
+/// Runs `f` where blocking is allowed (`offload`: file I/O that may wait on the device
+/// must not hold a runtime thread). A task that panicked, or was cancelled by a runtime
+/// shutting down, is EIO naming `what`; this is the one place a blocking task's failure
+/// is mapped.
 pub async fn blocking<T: Send + 'static>(
     what: &'static str,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, FsError> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| FsError {
+    crate::offload::run(f).await.map_err(|e| FsError {
         errno: libc::EIO,
         message: format!("{what}: the blocking task failed: {e}"),
         level: Level::ERROR,

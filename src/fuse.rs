@@ -138,6 +138,8 @@ impl Adapter {
         op: &'static str,
         fut: impl Future<Output = Result<T, FsError>>,
     ) -> Result<T, FsError> {
+        // Only session threads get here: they may block for the request (`offload`).
+        crate::offload::enter_session_thread();
         Metrics::inc(&self.metrics().fuse_requests);
         Metrics::inc(&self.metrics().fuse_in_flight);
         let t0 = std::time::Instant::now();

@@ -17,6 +17,7 @@ pub mod metrics;
 #[cfg(feature = "fuse")]
 pub mod mount;
 pub mod object;
+pub mod offload;
 pub mod page_cache;
 pub mod peer;
 pub mod prom;

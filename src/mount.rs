@@ -171,7 +171,7 @@ pub fn mount(cfg: &MountConfig, rt: &RtHandle) -> Result<Mounted, MountError> {
             let ns = Namespace::open(store, cfg.ownership, now_ns()).map_err(|e| {
                 MountError::Namespace(format!("cannot open namespace {}: {e}", db_path.display()))
             })?;
-            Arc::new(EmbeddedMeta::new(ns, rt.clone()))
+            Arc::new(EmbeddedMeta::new(ns))
         }
     };
 

@@ -511,7 +511,7 @@ impl Ufs {
             return Ok(());
         };
         let path = root.join(key);
-        tokio::task::spawn_blocking(move || {
+        crate::offload::run(move || {
             std::fs::File::open(&path)?.sync_all()?;
             match path.parent() {
                 Some(dir) => std::fs::File::open(dir)?.sync_all(),
@@ -855,17 +855,15 @@ impl Ufs {
         self.count(&self.metrics.ufs_writes);
         if let Some(root) = &self.local_root {
             let (root, key) = (root.clone(), path.to_string());
-            let res = tokio::task::spawn_blocking(move || {
-                local_upload(&root, &key, file.as_deref(), len)
-            })
-            .await
-            .map_err(|e| opendal::Error::new(ErrorKind::Unexpected, e.to_string()))
-            .and_then(|r| {
-                r.map_err(|e| {
-                    let kind = ErrorKind::Unexpected;
-                    opendal::Error::new(kind, format!("write: {e}")).set_source(e)
-                })
-            });
+            let res = crate::offload::run(move || local_upload(&root, &key, file.as_deref(), len))
+                .await
+                .map_err(|e| opendal::Error::new(ErrorKind::Unexpected, e.to_string()))
+                .and_then(|r| {
+                    r.map_err(|e| {
+                        let kind = ErrorKind::Unexpected;
+                        opendal::Error::new(kind, format!("write: {e}")).set_source(e)
+                    })
+                });
             res.map_err(|e| self.fail("write", path, e))?;
             Metrics::add(&self.metrics.bytes_to_ufs, len);
             return self.stat(path).await;
@@ -1131,7 +1129,7 @@ impl Ufs {
                 root.join(from.trim_end_matches('/')),
                 root.join(to.trim_end_matches('/')),
             );
-            return tokio::task::spawn_blocking(move || std::fs::rename(a, b))
+            return crate::offload::run(move || std::fs::rename(a, b))
                 .await
                 .map_err(|e| opendal::Error::new(ErrorKind::Unexpected, e.to_string()))
                 .and_then(|r| {
@@ -1381,11 +1379,12 @@ fn local_upload(
     Ok(())
 }
 
-/// Runs blocking local-filesystem work on the blocking pool, as an OpenDAL error.
+/// Runs blocking local-filesystem work where blocking is allowed (`offload`), as an
+/// OpenDAL error.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
 ) -> Result<T, opendal::Error> {
-    match tokio::task::spawn_blocking(f).await {
+    match crate::offload::run(f).await {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => {
             let kind = match e.kind() {

@@ -6,12 +6,12 @@
 //! the blocking pool and back that used to dominate a create. They are called mostly from
 //! FUSE session threads; on a runtime worker they block it for that long at most. Calls
 //! that can take long, listing reconciliation, readdir of a whole directory and the
-//! durable `sync`, still run on the blocking pool.
+//! durable `sync`, run where blocking is allowed (`offload`: the blocking pool from a
+//! runtime worker).
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use tokio::runtime::Handle;
 
 use alluxio_metaserver::rpc::{Op, Value, dispatch};
 use alluxio_metaserver::{MetaError, Namespace, NamespaceStore};
@@ -22,16 +22,12 @@ use crate::types::now_ns;
 /// A namespace served in-process.
 pub struct EmbeddedMeta<S> {
     ns: Arc<Namespace<S>>,
-    rt: Handle,
 }
 
 impl<S: NamespaceStore> EmbeddedMeta<S> {
-    /// Wraps an opened namespace; blocking work is spawned on `rt`.
-    pub fn new(ns: Namespace<S>, rt: Handle) -> Self {
-        Self {
-            ns: Arc::new(ns),
-            rt,
-        }
+    /// Wraps an opened namespace.
+    pub fn new(ns: Namespace<S>) -> Self {
+        Self { ns: Arc::new(ns) }
     }
 
     async fn run_blocking<R: Send + 'static>(
@@ -39,8 +35,7 @@ impl<S: NamespaceStore> EmbeddedMeta<S> {
         f: impl FnOnce(&Namespace<S>) -> Result<R, MetaError> + Send + 'static,
     ) -> Result<R, MetaError> {
         let ns = self.ns.clone();
-        self.rt
-            .spawn_blocking(move || f(&ns))
+        crate::offload::run(move || f(&ns))
             .await
             .map_err(|e| MetaError::Storage(format!("namespace task failed: {e}")))?
     }

@@ -125,11 +125,10 @@ impl<R: RunOp> RunOp for OutageMeta<R> {
 fn meta_client<S: NamespaceStore + 'static>(
     store: S,
     own: Ownership,
-    rt: &tokio::runtime::Runtime,
     outage: Option<MetaOutage>,
 ) -> Arc<dyn MetaClient> {
     let ns = Namespace::open(store, own, 1).unwrap();
-    let meta = EmbeddedMeta::new(ns, rt.handle().clone());
+    let meta = EmbeddedMeta::new(ns);
     match outage {
         Some(outage) => Arc::new(OutageMeta {
             inner: meta,
@@ -260,10 +259,9 @@ impl Env {
             true => meta_client(
                 RedbStore::open(&dir.path().join("namespace.redb")).unwrap(),
                 own,
-                &rt,
                 o.meta_outage,
             ),
-            false => meta_client(MemoryStore::new(), own, &rt, o.meta_outage),
+            false => meta_client(MemoryStore::new(), own, o.meta_outage),
         };
         let cache = PageCache::new(
             &PageCacheConfig {
