@@ -209,6 +209,8 @@ pub struct Vfs {
     /// ASYNC_THROUGH only: unlinks whose objects go in the background.
     deletes: Option<deletes::Deletes>,
     uploads: upload::Queue,
+    /// ASYNC_THROUGH only: journal entries done with, waiting for a durable namespace.
+    drops: upload::Drops,
     /// This vfs, for work that outlives the call that starts it (a directory's listing
     /// that a lookup answered without, see [`Vfs::lookup_unlisted`]).
     me: std::sync::Weak<Vfs>,
@@ -325,6 +327,7 @@ impl Vfs {
             renames,
             unfinished_renames: Mutex::new(unfinished),
             uploads: upload::Queue::new(),
+            drops: upload::Drops::default(),
             inode_locks: (0..INODE_LOCK_STRIPES)
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),

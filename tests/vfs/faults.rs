@@ -11,7 +11,7 @@ use alluxio::fetch::FAILED_FETCH_TTL;
 
 use alluxio::types::ROOT_INO;
 
-use crate::harness::{Env, MIB, Options, Store, data, eventually};
+use crate::harness::{Env, MIB, MetaOutage, Options, Store, data, eventually};
 
 /// An env whose store holds `f` (`len` bytes) written by another client, and the bytes.
 fn with_object(len: usize, o: Options) -> (Env, Vec<u8>) {
@@ -710,4 +710,31 @@ fn vfs_a_rename_cut_before_its_store_step_keeps_the_replaced_files_other_name() 
     assert!(env.read_all(src) == Ok(new.clone()));
     assert!(env.rt.block_on(env.store.read("dst")).unwrap().to_vec() == new);
     assert!(env.rt.block_on(env.store.read("other")).unwrap().to_vec() == old);
+}
+
+/// ASYNC_THROUGH: the journal entries of many uploads are dropped after one durable
+/// namespace commit each batch, not one each: a durable commit holds every namespace
+/// writer back for its fsync, and one per upload stalled the creates and unlinks the
+/// uploads were behind. Every entry still goes, and every file reads back.
+#[test]
+fn vfs_async_uploads_share_their_durable_namespace_commits() {
+    let outage = MetaOutage::default();
+    let env = Env::with(Options {
+        write_type: WriteType::AsyncThrough,
+        meta_outage: Some(outage.clone()),
+        ..Default::default()
+    });
+    let journal = env.dir().join("journal");
+    let settled = || std::fs::read_dir(&journal).unwrap().count() == 0;
+    let files: Vec<_> = (0..40u64)
+        .map(|i| env.put(&format!("f{i}"), &data(1000 + i as usize, i)))
+        .collect();
+    assert!(eventually(Duration::from_secs(30), settled), "uploaded");
+    let syncs = outage.syncs.load(Relaxed);
+    assert!(syncs < 20, "{syncs} durable commits for 40 uploads");
+    for (i, ino) in files.into_iter().enumerate() {
+        assert!(env.read_all(ino) == Ok(data(1000 + i, i as u64)));
+        let stored = env.rt.block_on(env.store.read(&format!("f{i}"))).unwrap();
+        assert!(stored.to_vec() == data(1000 + i, i as u64));
+    }
 }

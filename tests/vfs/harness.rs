@@ -79,6 +79,8 @@ pub struct MetaOutage {
     /// The next rename is refused as a restarted metaserver refuses one into a directory
     /// its new epoch has not listed (`MetaError::Unloaded`), without being made.
     pub rename_unloaded: Arc<std::sync::atomic::AtomicBool>,
+    /// Durable commits asked for (`Op::Sync`), counted.
+    pub syncs: Arc<std::sync::atomic::AtomicU32>,
 }
 
 struct OutageMeta<R> {
@@ -91,6 +93,9 @@ impl<R: RunOp> RunOp for OutageMeta<R> {
     async fn run(&self, op: Op) -> Result<Value, MetaError> {
         use std::sync::atomic::Ordering::SeqCst;
         let rename = matches!(op, Op::Rename { .. });
+        if matches!(op, Op::Sync) {
+            self.outage.syncs.fetch_add(1, SeqCst);
+        }
         // The calls whose answers the plan loses: the next `n` of each kind.
         let lost = match &op {
             Op::Rename { .. } => Some(&self.outage.renames_lost),

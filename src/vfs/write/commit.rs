@@ -236,7 +236,7 @@ impl Vfs {
         Ok(())
     }
 
-    /// Makes every namespace change so far durable (fsyncdir, fsync).
+    /// Makes every namespace change so far durable (fsyncdir, fsync, unmount).
     pub async fn sync_namespace(&self) -> Result<(), FsError> {
         Ok(self.meta.sync().await?)
     }
