@@ -219,6 +219,12 @@ pub struct Vfs {
 const INODE_LOCK_STRIPES: usize = 256;
 
 /// Whether the file's latest bytes are in the local journal, not yet in the UFS.
+/// Whether `rec`'s object is kept at the key of its name `name` in `parent`: a file with a
+/// version (in the store, or pending upload) whose primary name that is.
+fn keeps_object_at(rec: &InodeRecord, parent: InodeNo, name: &[u8]) -> bool {
+    rec.kind.has_object() && rec.version.is_some() && is_primary(rec, parent, name)
+}
+
 fn is_pending(rec: &InodeRecord) -> bool {
     rec.version
         .as_deref()
@@ -430,7 +436,7 @@ impl Vfs {
         };
         let target = named(self.meta.lookup(newparent, i.newname.clone()).await?);
         let _tree = self.tree_exclusive().await;
-        let (mut delete_after, mut to_key) = (false, None);
+        let mut delete_after = None;
         if src.kind == FileKind::Dir {
             let from = self.key_of(src.ino, FileKind::Dir).await?;
             let to = self.child_key(newparent, &i.newname, FileKind::Dir).await?;
@@ -451,9 +457,9 @@ impl Vfs {
             // to the source's move, a source with nothing to move (not uploaded yet, a
             // second link) left the target's other name on a key with no object (ENOENT),
             // and the source's upload then overwrote the target's bytes.
-            let target_owns = target.as_ref().is_some_and(|t| {
-                t.kind.has_object() && t.version.is_some() && is_primary(t, newparent, &i.newname)
-            });
+            let target_owns = target
+                .as_ref()
+                .is_some_and(|t| keeps_object_at(t, newparent, &i.newname));
             let target_next = match target.as_ref().and_then(|t| t.links.first()) {
                 Some((np, nn)) if target_owns => {
                     Some(self.child_key(*np, nn, FileKind::File).await?)
@@ -465,8 +471,7 @@ impl Vfs {
             {
                 ignore_not_found(to.ufs.rename_file(&to, next).await.map(|_| ()))?;
             }
-            let src_moves =
-                src.kind.has_object() && src.version.is_some() && is_primary(&src, parent, &i.name);
+            let src_moves = keeps_object_at(&src, parent, &i.name);
             let mut replaced = false;
             if src_moves {
                 let from = self.key_of(src.ino, FileKind::File).await?;
@@ -480,16 +485,15 @@ impl Vfs {
             // (the source had none to move), which goes once the namespace renamed, as in
             // a rename; or, for a pending source, an older object of its own that its
             // upload replaces anyway. A source moved before the crash keeps its object.
-            delete_after = target_owns
-                && target_next.is_none()
-                && !replaced
-                && (!src_moves || is_pending(&src));
-            to_key = Some(to);
+            if target_owns && target_next.is_none() && !replaced && (!src_moves || is_pending(&src))
+            {
+                delete_after = Some(to);
+            }
         }
         self.meta
             .finish_rename(parent, i.name.clone(), newparent, i.newname.clone())
             .await?;
-        if delete_after && let Some(to) = &to_key {
+        if let Some(to) = &delete_after {
             ignore_not_found(to.ufs.delete(to).await)?;
         }
         // The store's version of the moved object (a copy-based move may give a new one).
@@ -1078,7 +1082,7 @@ impl Vfs {
         name: &[u8],
         rec: &InodeRecord,
     ) -> Result<Option<crate::ufs::ObjectInfo>, FsError> {
-        if !rec.kind.has_object() || rec.version.is_none() || !is_primary(rec, parent, name) {
+        if !keeps_object_at(rec, parent, name) {
             return Ok(None);
         }
         let key = self.key_of(rec.ino, FileKind::File).await?;
@@ -1195,11 +1199,9 @@ impl Vfs {
         // creates then unlinks ran in step with the uploads). An upload of this file in
         // flight lands before the delete, which is queued behind it.
         if self.deletes.is_some()
-            && rec.kind.has_object()
-            && rec.version.is_some()
+            && keeps_object_at(&rec, parent, name)
             && rec.links.is_empty()
             && !self.is_open(rec.ino)
-            && is_primary(&rec, parent, name)
         {
             let mut parts = self.meta.path(parent).await?;
             parts.push(name.to_vec());
@@ -1393,9 +1395,7 @@ impl Vfs {
             _ => {
                 let to = self.child_key(newparent, newname, FileKind::File).await?;
                 let mut target_key = None;
-                let src_moves = src.kind.has_object()
-                    && src.version.is_some()
-                    && is_primary(&src, parent, name);
+                let src_moves = keeps_object_at(&src, parent, name);
                 // Every namespace answer the store step needs comes before the store
                 // changes: a namespace that stops answering in between (a metaserver
                 // killed) must not leave a step half done.
@@ -1404,10 +1404,7 @@ impl Vfs {
                     false => None,
                 };
                 if let Some(t) = &target {
-                    let owns = t.kind.has_object()
-                        && t.version.is_some()
-                        && is_primary(t, newparent, newname);
-                    if owns && t.links.is_empty() {
+                    if keeps_object_at(t, newparent, newname) && t.links.is_empty() {
                         // The target's object goes only once nothing can fail before it
                         // would have: the source's object replaces it in one store step
                         // (a rename or copy onto its key), or it is deleted after the

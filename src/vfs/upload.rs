@@ -196,13 +196,13 @@ impl Vfs {
                     seq,
                     "journal entry of an inode that is gone: dropped"
                 );
-                return Ok(self.drop_entry(ino, seq).await);
+                return Ok(self.drop_entry(ino, seq));
             }
             Err(e) => return Err(e.into()),
         };
         if rec.version.as_deref() != Some(tag.as_str()) {
             tracing::debug!(ino = ino.0, seq, version = ?rec.version, "journal entry superseded: dropped");
-            return Ok(self.drop_entry(ino, seq).await);
+            return Ok(self.drop_entry(ino, seq));
         }
         let mut key = match self.key_of(ino, FileKind::File).await {
             Ok(k) => k,
@@ -212,7 +212,7 @@ impl Vfs {
                     seq,
                     "journal entry of an unlinked file: dropped"
                 );
-                return Ok(self.drop_entry(ino, seq).await);
+                return Ok(self.drop_entry(ino, seq));
             }
             Err(e) => return Err(e),
         };
@@ -241,7 +241,7 @@ impl Vfs {
                     // Unlinked while uploading (an unlink does not wait for the upload):
                     // its delete, queued behind this, removes the object.
                     tracing::debug!(ino = ino.0, seq, "unlinked while uploading: entry dropped");
-                    return Ok(self.drop_entry(ino, seq).await);
+                    return Ok(self.drop_entry(ino, seq));
                 }
                 Err(e) => return Err(e),
             };
@@ -287,7 +287,7 @@ impl Vfs {
             }
             Err(e) => return Err(e.into()),
         }
-        Ok(self.drop_entry(ino, seq).await)
+        Ok(self.drop_entry(ino, seq))
     }
 
     /// Drops a journal entry once the namespace state that makes it unneeded (the store's
@@ -295,7 +295,7 @@ impl Vfs {
     /// whose entry is gone would read as ESTALE for ever. Queued for the next batch
     /// (`Drops`); a crash before it runs leaves an entry the next start drops as
     /// superseded.
-    async fn drop_entry(&self, ino: InodeNo, seq: u64) -> Outcome {
+    fn drop_entry(&self, ino: InodeNo, seq: u64) -> Outcome {
         self.queue_drop(ino, seq, false);
         Outcome::Done
     }

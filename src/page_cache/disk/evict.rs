@@ -178,20 +178,16 @@ impl DiskTier {
             {
                 continue;
             }
-            freed += e.pages.get(&page).map_or(0, |m| u64::from(m.len));
-            chosen.push((fid, page));
+            let len = e.pages.get(&page).map_or(0, |m| u64::from(m.len));
+            freed += len;
+            chosen.push((fid, page, len));
         }
         if idx.used - freed > target && !best_effort {
             return None;
         }
         let before = idx.used;
         let mut victims = Vec::with_capacity(chosen.len());
-        for (fid, page) in chosen {
-            let len = idx
-                .files
-                .get(&fid)
-                .and_then(|e| e.pages.get(&page))
-                .map_or(0, |m| u64::from(m.len));
+        for (fid, page, len) in chosen {
             match idx.remove_page(fid, page) {
                 // A put in progress keeps the files (see `Index::writers`).
                 Some(true) if !idx.writers.contains_key(&fid) => {
