@@ -392,7 +392,19 @@ impl Mounted {
         } = self;
         let r = session.run();
         drop(_control);
-        r
+        match r {
+            // The kernel ended the connection. A read of the device answers ENODEV then
+            // (fuser takes it as the end) or, seen on Linux 6.18 when the last close of a
+            // detached mount (SIGTERM with files open) tears the connection down while a
+            // RELEASE is in flight, ECONNABORTED: the same end, not a failure. Every
+            // FLUSH, which commits under each write type, was answered before that close
+            // returned.
+            Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => {
+                tracing::info!("FUSE connection ended by the kernel: {e}");
+                Ok(())
+            }
+            r => r,
+        }
     }
 
     /// Serves requests on a background thread; dropping or `umount_and_join` ends it.

@@ -127,14 +127,15 @@ pub fn run(a: CacheNodeArgs) -> Result<()> {
             ));
             member = Some(meta);
         }
+        // Installed before "listening" (see the metaserver's).
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).context("signal handler")?;
+        let mut int = signal(SignalKind::interrupt()).context("signal handler")?;
         println!("listening on {addr}");
         tracing::info!(%addr, stores = cfg.stores.len(), "cache node serving");
         let host: Arc<dyn alluxio::peer::server::PeerHost> = node;
         let serve =
             alluxio::peer::server::serve(listener, host, Arc::from(token.as_str()), metrics);
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).context("signal handler")?;
-        let mut int = signal(SignalKind::interrupt()).context("signal handler")?;
         tokio::select! {
             _ = serve => {}
             _ = term.recv() => {}

@@ -91,21 +91,17 @@ pub fn run(a: MetaserverArgs) -> Result<()> {
         let addr = listener.local_addr()?;
         let incoming =
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        // Installed before "listening": a signal sent as soon as a script sees that line
+        // shuts down cleanly instead of killing with the default action.
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).context("install the SIGTERM handler")?;
+        let mut int = signal(SignalKind::interrupt()).context("install the SIGINT handler")?;
         println!("listening on {addr}");
         tracing::info!(%addr, data_dir = %a.data_dir.display(), "metaserver serving");
-        let shutdown = async {
-            use tokio::signal::unix::{SignalKind, signal};
-            match (
-                signal(SignalKind::terminate()),
-                signal(SignalKind::interrupt()),
-            ) {
-                (Ok(mut term), Ok(mut int)) => {
-                    tokio::select! {
-                        _ = term.recv() => {}
-                        _ = int.recv() => {}
-                    }
-                }
-                _ => std::future::pending::<()>().await,
+        let shutdown = async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
             }
             tracing::info!("signal received; shutting down");
         };

@@ -205,17 +205,19 @@ pub fn run(args: MountArgs) -> Result<()> {
         .enable_all()
         .build()
         .context("start runtime")?;
+    // The handlers are installed before the mount appears: a signal sent as soon as the
+    // mount is visible must unmount, not kill the daemon with the default action.
+    let (mut term, mut int) = {
+        use tokio::signal::unix::{SignalKind, signal};
+        let _rt = rt.enter();
+        (
+            signal(SignalKind::terminate()).context("install the SIGTERM handler")?,
+            signal(SignalKind::interrupt()).context("install the SIGINT handler")?,
+        )
+    };
     let mounted = alluxio::mount::mount(&cfg, rt.handle())?;
     let mp = mounted.mountpoint().to_path_buf();
     rt.spawn(async move {
-        use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
-            tracing::error!("cannot install signal handlers");
-            return;
-        };
         tokio::select! {
             _ = term.recv() => {}
             _ = int.recv() => {}

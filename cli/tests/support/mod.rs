@@ -95,6 +95,14 @@ impl Env {
         let start = Instant::now();
         loop {
             if let Some(st) = child.try_wait().unwrap() {
+                if !st.success() {
+                    // The daemon's own words say why; the test's output shows them.
+                    let mut err = String::new();
+                    if let Some(mut e) = child.stderr.take() {
+                        let _ = std::io::Read::read_to_string(&mut e, &mut err);
+                    }
+                    eprintln!("daemon exited with {st}; its stderr:\n{err}");
+                }
                 self.child = None;
                 return st;
             }
