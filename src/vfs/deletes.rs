@@ -4,7 +4,7 @@
 //! deletes the object, in the queue's order with the uploads.
 //!
 //! Invariants:
-//! - A pending delete is logged (`<cache-dir>/journal/deletes.log`, kept through a crash
+//! - A pending delete is logged (`<cache-dir>/deletes.log`, kept through a crash
 //!   of the process) before the namespace drops the name, and is carried out at the next
 //!   start if a crash came first.
 //! - The object is deleted only while no name is at its path: a file made there since (its

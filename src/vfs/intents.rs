@@ -15,6 +15,7 @@
 //! log is), and emptied whenever no rename is in flight. A torn last line is ignored: its
 //! rename had not begun moving anything.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -54,8 +55,17 @@ enum Line<T> {
 struct Inner {
     file: std::fs::File,
     next: u64,
-    open: usize,
+    /// The begin line of each operation in flight, by id (what a compaction rewrites).
+    open: BTreeMap<u64, Vec<u8>>,
+    /// End lines in the file, dropped by the next compaction or emptying.
+    ended: usize,
+    /// Whether the log's name is durable in its directory ([`IntentLog::sync`]).
+    named_durably: bool,
 }
+
+/// End lines that make a log rewritten with only its operations in flight, once they
+/// also outnumber those (a log that is never idle stays bounded).
+const COMPACT_AFTER: usize = 4096;
 
 /// A log of operations in flight whose store step a crash could cut from the rest: one
 /// JSON line per begin and per end, each one write(2) (kept through a crash of the
@@ -83,11 +93,17 @@ impl<T: Serialize + serde::de::DeserializeOwned> IntentLog<T> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(e),
         };
-        let mut begun: Vec<(u64, T)> = Vec::new();
+        let mut begun: BTreeMap<u64, (T, Vec<u8>)> = BTreeMap::new();
         for line in text.split(|&b| b == b'\n') {
             match serde_json::from_slice::<Line<T>>(line) {
-                Ok(Line::Begin { id, intent }) => begun.push((id, intent)),
-                Ok(Line::End { id }) => begun.retain(|(b, _)| *b != id),
+                Ok(Line::Begin { id, intent }) => {
+                    let mut raw = line.to_vec();
+                    raw.push(b'\n');
+                    begun.insert(id, (intent, raw));
+                }
+                Ok(Line::End { id }) => {
+                    begun.remove(&id);
+                }
                 Err(_) => {} // a torn last line, or an empty one
             }
         }
@@ -96,17 +112,25 @@ impl<T: Serialize + serde::de::DeserializeOwned> IntentLog<T> {
             .create(true)
             .mode(0o600)
             .open(path)?;
-        let next = begun.iter().map(|(id, _)| id + 1).max().unwrap_or(1);
+        let next = begun.keys().next_back().map_or(1, |id| id + 1);
+        let mut open = BTreeMap::new();
+        let mut out = Vec::with_capacity(begun.len());
+        for (id, (intent, raw)) in begun {
+            open.insert(id, raw);
+            out.push((id, intent));
+        }
         let log = Self {
             path: path.to_path_buf(),
             inner: Mutex::new(Inner {
                 file,
                 next,
-                open: begun.len(),
+                open,
+                ended: 0,
+                named_durably: false,
             }),
             _t: std::marker::PhantomData,
         };
-        Ok((log, begun))
+        Ok((log, out))
     }
 
     /// Opens (creates) the log and returns what it holds begun and not ended.
@@ -115,31 +139,36 @@ impl<T: Serialize + serde::de::DeserializeOwned> IntentLog<T> {
         Ok((log, begun.into_iter().map(|(_, i)| i).collect()))
     }
 
-    fn append(inner: &mut Inner, line: &Line<T>) -> std::io::Result<()> {
+    fn line(line: &Line<T>) -> std::io::Result<Vec<u8>> {
         let mut buf = serde_json::to_vec(line).map_err(std::io::Error::other)?;
         buf.push(b'\n');
-        inner.file.write_all(&buf)
+        Ok(buf)
     }
 
     /// Logs an operation about to change the store; its id, for [`IntentLog::end`].
     pub(super) fn begin(&self, intent: T) -> std::io::Result<u64> {
         let mut g = super::lock(&self.inner);
         let id = g.next;
+        let buf = Self::line(&Line::Begin { id, intent })?;
+        g.file.write_all(&buf)?;
         g.next += 1;
-        Self::append(&mut g, &Line::Begin { id, intent })?;
-        g.open += 1;
+        g.open.insert(id, buf);
         Ok(id)
     }
 
     /// Marks an operation done (or undone); empties the log when nothing else is in
-    /// flight.
+    /// flight, and rewrites it with only what is when ended ones dominate it.
     pub(super) fn end(&self, id: u64) {
         let mut g = super::lock(&self.inner);
-        g.open = g.open.saturating_sub(1);
-        let res = if g.open == 0 {
+        g.open.remove(&id);
+        let res = if g.open.is_empty() {
+            g.ended = 0;
             g.file.set_len(0)
+        } else if g.ended >= COMPACT_AFTER && g.ended > g.open.len() {
+            self.compact(&mut g)
         } else {
-            Self::append(&mut g, &Line::End { id })
+            g.ended += 1;
+            Self::line(&Line::End { id }).and_then(|b| g.file.write_all(&b))
         };
         if let Err(e) = res {
             // Left marked in flight, it is looked at again at the next start, where
@@ -148,10 +177,49 @@ impl<T: Serialize + serde::de::DeserializeOwned> IntentLog<T> {
         }
     }
 
+    /// Replaces the log by one holding only the operations in flight: written and made
+    /// durable under a temporary name, then renamed over it, so a crash of the process
+    /// or the host leaves the old log or the new one, each whole.
+    fn compact(&self, g: &mut Inner) -> std::io::Result<()> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let tmp = self.path.with_extension("compact");
+        match std::fs::remove_file(&tmp) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        let all: Vec<u8> = g.open.values().flatten().copied().collect();
+        f.write_all(&all)?;
+        f.sync_data()?;
+        std::fs::rename(&tmp, &self.path)?;
+        g.file = f;
+        g.ended = 0;
+        g.named_durably = false;
+        Ok(())
+    }
+
+    /// Makes what the log holds durable (fsync): its bytes, and its name once.
+    pub(super) fn sync(&self) -> std::io::Result<()> {
+        let mut g = super::lock(&self.inner);
+        g.file.sync_data()?;
+        if !g.named_durably {
+            if let Some(dir) = self.path.parent() {
+                std::fs::File::open(dir)?.sync_all()?;
+            }
+            g.named_durably = true;
+        }
+        Ok(())
+    }
+
     /// Empties the log once what it held is finished.
     pub(super) fn clear(&self) -> std::io::Result<()> {
         let mut g = super::lock(&self.inner);
-        g.open = 0;
+        g.open.clear();
+        g.ended = 0;
         g.file.set_len(0)
     }
 }
@@ -190,5 +258,30 @@ mod tests {
         log.end(id);
         assert_eq!(std::fs::metadata(&p).unwrap().len(), 0, "emptied when idle");
         assert!(RenameLog::open(&p).unwrap().1.is_empty());
+    }
+
+    #[test]
+    fn a_log_never_idle_is_compacted_to_what_is_in_flight() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("x.log");
+        let (log, _) = IntentLog::<u64>::open(&p).unwrap();
+        let kept = log.begin(7).unwrap();
+        let mut longest = 0;
+        for i in 0..3 * COMPACT_AFTER as u64 {
+            let id = log.begin(100 + i).unwrap();
+            log.end(id);
+            longest = longest.max(std::fs::metadata(&p).unwrap().len());
+        }
+        let late = log.begin(8).unwrap();
+        assert!(
+            longest < 2 * COMPACT_AFTER as u64 * 40,
+            "{longest} bytes: not compacted"
+        );
+        log.sync().unwrap();
+        drop(log);
+        let (log, left) = IntentLog::<u64>::open_with_ids(&p).unwrap();
+        assert_eq!(left, vec![(kept, 7), (late, 8)]);
+        // Ids go on after the highest in flight.
+        assert!(log.begin(9).unwrap() > late);
     }
 }

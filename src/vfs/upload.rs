@@ -216,17 +216,25 @@ impl Vfs {
             }
             Err(e) => return Err(e),
         };
-        let path = journal.data_path(ino, seq);
-        let file = match blocking("journal", move || std::fs::File::open(path)).await? {
-            Ok(f) => Arc::new(f),
-            Err(e) => {
-                Metrics::inc(&self.metrics.uploads_lost);
-                tracing::error!(ino = ino.0, seq, error = %e, "journal entry unreadable; its upload is lost");
-                return Ok(Outcome::Done);
+        // An entry of no bytes has no file (see `journal`).
+        let file = if journal.is_empty_entry(ino, seq) {
+            None
+        } else {
+            let path = journal.data_path(ino, seq);
+            match blocking("journal", move || std::fs::File::open(path)).await? {
+                Ok(f) => Some(Arc::new(f)),
+                Err(e) => {
+                    Metrics::inc(&self.metrics.uploads_lost);
+                    tracing::error!(ino = ino.0, seq, error = %e, "journal entry unreadable; its upload is lost");
+                    return Ok(Outcome::Done);
+                }
             }
         };
-        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-        let mut info = match key.ufs.upload_file(&key, Some(file.clone()), len).await {
+        let len = file
+            .as_ref()
+            .and_then(|f| f.metadata().ok())
+            .map_or(0, |m| m.len());
+        let mut info = match key.ufs.upload_file(&key, file.clone(), len).await {
             Ok(i) => i,
             Err(e) => {
                 tracing::warn!(ino = ino.0, error = %e, "background upload failed; will retry with backoff");
@@ -267,9 +275,14 @@ impl Vfs {
             Some(&object),
             info.size.div_ceil(crate::types::PAGE_SIZE),
         );
-        let offered = self.local.offer(ino, object, LocalCopy::immutable(file));
+        let offered = file.map(|f| self.local.offer(ino, object, LocalCopy::immutable(f)));
         match self.meta.set_attr(ino, cas).await {
             Ok(_) => {
+                let Some(offered) = offered else {
+                    // No bytes to cache.
+                    self.queue_drop(ino, seq, true);
+                    return Ok(Outcome::Done);
+                };
                 // The journaled bytes are the store's version now: cache them under it, so
                 // reads after the upload stay local. The entry goes only after that: the
                 // disk tier adopts it by linking it, which its name must still allow (the

@@ -61,6 +61,8 @@ pub struct Options {
     /// The namespace in a redb file in the env's directory, so [`Env::restart`] finds it
     /// again (in memory otherwise).
     pub restartable: bool,
+    /// `VfsConfig::upload_delay` (ASYNC_THROUGH).
+    pub upload_delay: Duration,
 }
 
 /// Outages of the namespace the env's vfs talks to: every call fails as one to a
@@ -177,6 +179,7 @@ impl Default for Options {
             dir_prefetch: 0,
             meta_outage: None,
             restartable: false,
+            upload_delay: Duration::ZERO,
         }
     }
 }
@@ -314,7 +317,7 @@ impl Env {
                 write_type: o.write_type,
                 journal_dir: dir.path().join("journal"),
                 rename_log: Some(dir.path().join("renames.log")),
-                upload_delay: Duration::ZERO,
+                upload_delay: o.upload_delay,
                 metadata_sync: MetadataSync::default(),
                 dir_prefetch_bytes: o.dir_prefetch,
             },

@@ -50,12 +50,18 @@ impl Vfs {
             WriteType::AsyncThrough => {
                 let journal = self.journal.clone().expect("ASYNC_THROUGH has a journal");
                 let seq = crate::vfs::journal::next_seq();
-                let (file, size) = (st.file(&self.cfg.staging_dir, ino)?, st.size);
+                // An empty file needs no staging file made for its entry (see `journal`).
+                let size = st.size;
+                let file = match size {
+                    0 => None,
+                    _ => Some(st.file(&self.cfg.staging_dir, ino)?),
+                };
                 let this = self.clone();
                 let linked = blocking("journal", move || {
                     let held = || this.local.in_flight(ino);
-                    this.cache
-                        .with_disk_room(size, held, || journal.persist(ino, seq, &file, size))
+                    this.cache.with_disk_room(size, held, || {
+                        journal.persist(ino, seq, file.as_deref(), size)
+                    })
                 })
                 .await??;
                 st.frozen |= linked;
