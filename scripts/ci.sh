@@ -69,7 +69,7 @@ echo "== stress-ng filename stressor, short (the full one: scripts/stress-names.
 scripts/stress-names.sh --timeout 5s --s3 "$ALLUXIO_TEST_S3_ENDPOINT"
 
 echo "== memory budget, short (the full one: scripts/mem-budget.py)"
-python3 scripts/mem-budget.py --size 512M --readers 16 --budgets 256MiB --runtime 3
+python3 scripts/mem-budget.py --size 512M --readers 16 --writers 16 --budgets 256MiB --runtime 3
 
 echo "== kill -9 campaign, short (the full one: scripts/kill9-campaign.py --points 100)"
 python3 scripts/kill9-campaign.py --points 4 --work "$work/kill9"
