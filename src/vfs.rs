@@ -218,13 +218,13 @@ pub struct Vfs {
 
 const INODE_LOCK_STRIPES: usize = 256;
 
-/// Whether the file's latest bytes are in the local journal, not yet in the UFS.
 /// Whether `rec`'s object is kept at the key of its name `name` in `parent`: a file with a
 /// version (in the store, or pending upload) whose primary name that is.
 fn keeps_object_at(rec: &InodeRecord, parent: InodeNo, name: &[u8]) -> bool {
     rec.kind.has_object() && rec.version.is_some() && is_primary(rec, parent, name)
 }
 
+/// Whether the file's latest bytes are in the local journal, not yet in the UFS.
 fn is_pending(rec: &InodeRecord) -> bool {
     rec.version
         .as_deref()
