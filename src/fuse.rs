@@ -497,6 +497,14 @@ impl Filesystem for Adapter {
         }
     }
 
+    #[instrument(level = "debug", skip_all, fields(req = req.unique().0, ino = ino.0))]
+    /// Also answers BATCH_FORGET: fuser's default `batch_forget` calls this for each inode
+    /// (its argument type is private to fuser, so it cannot be overridden).
+    fn forget(&self, req: &Request, ino: INodeNo, _nlookup: u64) {
+        Metrics::inc(&self.metrics().fuse_requests);
+        self.vfs.forget(InodeNo(ino.0));
+    }
+
     #[instrument(level = "debug", skip_all, fields(req = req.unique().0, ino = ino.0, fh = fh.0, pid = req.pid()))]
     fn release(
         &self,

@@ -167,6 +167,9 @@ pub struct Vfs {
     open_counts: Mutex<HashMap<InodeNo, usize>>,
     /// The version whose bytes the kernel may hold in its page cache for an inode (the
     /// version of its last read-only open). An open of the same version keeps the cache.
+    /// An entry goes when the kernel forgets the inode (its page cache goes with it), so
+    /// the table holds at most the inodes the kernel holds; it is also cleared at
+    /// [`KERNEL_CACHED_MAX`] entries. Forgetting an entry only costs a re-read.
     kernel_cached: Mutex<HashMap<InodeNo, String>>,
     /// Inodes that lost their last name while open: dropped from the namespace at their
     /// last release (so that release need not ask the namespace for every file).
@@ -217,6 +220,12 @@ pub struct Vfs {
 }
 
 const INODE_LOCK_STRIPES: usize = 256;
+
+/// Bound on [`Vfs::kernel_cached`]: about 85 bytes an entry (the slot and an ETag-sized
+/// version string), so at most about 22 MiB, inside the memory budget's slack. The kernel
+/// forgetting its inodes keeps the table far smaller in the usual case; past the bound the
+/// table is cleared, and the next open of each file drops the kernel's cached pages.
+const KERNEL_CACHED_MAX: usize = 1 << 18;
 
 /// Whether `rec`'s object is kept at the key of its name `name` in `parent`: a file with a
 /// version (in the store, or pending upload) whose primary name that is.

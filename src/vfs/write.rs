@@ -26,7 +26,7 @@ use alluxio_metaserver::{NewNode, SetAttr};
 use bytes::Bytes;
 
 use super::mounts::Loc;
-use super::{Handle, ReadSnapshot, Vfs, lock};
+use super::{Handle, KERNEL_CACHED_MAX, ReadSnapshot, Vfs, lock};
 use crate::config::WriteType;
 use crate::error::{FsError, blocking};
 use crate::fetch::ObjectRead;
@@ -95,7 +95,7 @@ impl Vfs {
                 && kc.get(&ino) == rec.version.as_ref();
             match (&rec.version, mode.write || writing) {
                 (Some(v), false) => {
-                    if kc.len() >= 1 << 20 {
+                    if kc.len() >= KERNEL_CACHED_MAX {
                         kc.clear(); // bounded: forgetting only costs a re-read
                     }
                     kc.insert(ino, v.clone());
@@ -304,6 +304,13 @@ impl Vfs {
                 self.rt.spawn(async move { this.drop_orphan(ino).await });
             }
         }
+    }
+
+    /// The kernel dropped its inode `ino` (FUSE FORGET), and its page cache with it: the
+    /// next open has nothing to keep. Without this, the table of what the kernel caches
+    /// would keep an entry for every file ever opened read-only, up to its bound.
+    pub fn forget(&self, ino: InodeNo) {
+        lock(&self.kernel_cached).remove(&ino);
     }
 
     /// fallocate mode 0 (posix_fallocate): extends the file to cover the range. Other modes

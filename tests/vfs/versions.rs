@@ -70,3 +70,35 @@ fn vfs_a_renamed_file_is_read_from_the_store_again() {
         "the renamed file's pages were not in the cache"
     );
 }
+
+/// The kernel may keep its page cache for a read-only open of the version it last opened
+/// read-only (FOPEN_KEEP_CACHE); once it forgets the inode (FORGET), that cache is gone
+/// with it and nothing about the inode is kept here, so the next open does not keep it.
+/// A new version is never kept.
+#[test]
+fn vfs_the_kernel_cache_is_kept_for_the_same_version_until_the_kernel_forgets_the_inode() {
+    let env = Env::with(Options {
+        store: Store::Dir,
+        ..Default::default()
+    });
+    env.put_underneath("f", &data(MIB, 1));
+    let ino = env.ino("f");
+    let open = || {
+        let read_only = alluxio::vfs::OpenMode {
+            write: false,
+            truncate: false,
+        };
+        let (fh, keep) = env.rt.block_on(env.vfs.open(ino, read_only)).unwrap();
+        env.vfs.release(fh);
+        keep
+    };
+    assert!(!open(), "a first open has nothing to keep");
+    assert!(open(), "the same version again");
+    env.vfs.forget(ino);
+    assert!(!open(), "after the kernel forgot the inode");
+    assert!(open(), "remembered again");
+    let fh = env.open(ino, true, true).unwrap();
+    env.write(fh, 0, b"new").unwrap();
+    env.close(fh).unwrap();
+    assert!(!open(), "a new version");
+}
