@@ -573,3 +573,47 @@ pub fn bound_allocator() {
         }
     }
 }
+
+/// How often a long-running process hands the allocator's free memory back to the system.
+pub const TRIM_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Starts a thread that hands glibc's free memory back to the system every
+/// [`TRIM_INTERVAL`] (`malloc_trim(0)`), for the processes that run for long: the FUSE
+/// daemon, the metaserver and the cache node. Once per process; elsewhere a no-op.
+///
+/// Why: glibc returns a free chunk inside an arena's heap to the system only when it sits
+/// at the top of that heap. The daemon frees page buffers, upload parts and staging state
+/// in every order, so the pages of freed chunks stay resident: RSS tracks the highest
+/// the heap ever got, each new coincidence of buffers in flight raises it, and it never
+/// comes down. Measured with `scripts/soak.py` (16 minutes, budget 256 MiB): RSS rose
+/// from 199 to 266 MiB; one `malloc_trim(0)` at the end brought it to 185 MiB. The walk
+/// takes milliseconds every ten seconds, and a buffer allocated where pages were handed
+/// back costs their page faults again (a fraction of a percent of one core at a gigabyte
+/// a second).
+pub fn start_allocator_trim() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        static STARTED: std::sync::Once = std::sync::Once::new();
+        STARTED.call_once(|| {
+            let spawned = std::thread::Builder::new()
+                .name("alluxio-trim".into())
+                .spawn(|| {
+                    loop {
+                        std::thread::sleep(TRIM_INTERVAL);
+                        let t0 = std::time::Instant::now();
+                        // SAFETY: malloc_trim only walks the allocator's own free lists,
+                        // under its own locks.
+                        let released = unsafe { libc::malloc_trim(0) };
+                        tracing::trace!(
+                            released = released != 0,
+                            micros = t0.elapsed().as_micros() as u64,
+                            "malloc_trim"
+                        );
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, "cannot start the allocator trim thread; RSS may stay at its highest");
+            }
+        });
+    }
+}

@@ -131,6 +131,7 @@ pub fn run(a: CacheNodeArgs) -> Result<()> {
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate()).context("signal handler")?;
         let mut int = signal(SignalKind::interrupt()).context("signal handler")?;
+        alluxio::mount::start_allocator_trim();
         println!("listening on {addr}");
         tracing::info!(%addr, stores = cfg.stores.len(), "cache node serving");
         let host: Arc<dyn alluxio::peer::server::PeerHost> = node;

@@ -96,6 +96,7 @@ pub fn run(a: MetaserverArgs) -> Result<()> {
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate()).context("install the SIGTERM handler")?;
         let mut int = signal(SignalKind::interrupt()).context("install the SIGINT handler")?;
+        alluxio::mount::start_allocator_trim();
         println!("listening on {addr}");
         tracing::info!(%addr, data_dir = %a.data_dir.display(), "metaserver serving");
         let shutdown = async move {

@@ -216,6 +216,7 @@ pub fn run(args: MountArgs) -> Result<()> {
         )
     };
     let mounted = alluxio::mount::mount(&cfg, rt.handle())?;
+    alluxio::mount::start_allocator_trim();
     let mp = mounted.mountpoint().to_path_buf();
     rt.spawn(async move {
         tokio::select! {
