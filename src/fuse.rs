@@ -250,7 +250,7 @@ impl Filesystem for Adapter {
         atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
-        _fh: Option<FuseFh>,
+        fh: Option<FuseFh>,
         _crtime: Option<SystemTime>,
         _chgtime: Option<SystemTime>,
         _bkuptime: Option<SystemTime>,
@@ -264,6 +264,7 @@ impl Filesystem for Adapter {
             gid,
             atime_ns: atime.map(time_ns),
             mtime_ns: mtime.map(time_ns),
+            fh: fh.map(|f| FileHandle(f.0)),
         };
         if size.is_some()
             && let Err(errno) = self.io.check_truncate(ino.0)

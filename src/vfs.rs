@@ -129,6 +129,10 @@ pub struct SetAttrRequest {
     pub atime_ns: Option<i64>,
     /// New mtime (ns since the epoch).
     pub mtime_ns: Option<i64>,
+    /// The handle the change came through (ftruncate, futimens): a size change through a
+    /// handle open for writing is committed by that handle's next flush, fsync or close,
+    /// as a write through it is.
+    pub fh: Option<FileHandle>,
 }
 
 /// The version of a file's content that a read handle serves.
@@ -895,7 +899,11 @@ impl Vfs {
         Ok(self.meta.get(rec.ino).await?)
     }
 
-    /// Changes attributes; a size change rewrites the object.
+    /// Changes attributes. A size change rewrites the object now (truncate(2)), or, when
+    /// it comes through a handle open for writing (ftruncate(2)), with that handle's
+    /// writes: at its next flush, fsync or close. An application that sizes a file before
+    /// writing it (fio, databases, downloaders) would otherwise upload the file at its new
+    /// size, holes and all, only to upload it again at close.
     pub async fn setattr(
         self: &Arc<Self>,
         ino: InodeNo,
@@ -903,7 +911,10 @@ impl Vfs {
     ) -> Result<InodeRecord, FsError> {
         self.check_writable(ino).await?;
         if let Some(size) = req.size {
-            self.truncate(ino, size).await?;
+            let through_writer = req.fh.and_then(|fh| self.handle(fh).ok()).is_some_and(
+                |h| matches!(&*h, Handle::File { ino: i, writable: true, .. } if *i == ino),
+            );
+            self.truncate(ino, size, !through_writer).await?;
         }
         let now = now_ns();
         let meta_change = SetAttr {

@@ -344,8 +344,15 @@ impl Vfs {
         Ok(())
     }
 
-    /// Truncates or extends a file to `size` and makes the result durable.
-    pub(super) async fn truncate(self: &Arc<Self>, ino: InodeNo, size: u64) -> Result<(), FsError> {
+    /// Truncates or extends a file to `size`; with `commit`, makes the result durable
+    /// now, else leaves it staged and dirty for the next commit of a handle open for
+    /// writing (the caller's).
+    pub(super) async fn truncate(
+        self: &Arc<Self>,
+        ino: InodeNo,
+        size: u64,
+        commit: bool,
+    ) -> Result<(), FsError> {
         let rec = self.meta.get(ino).await?;
         if rec.kind == FileKind::Dir {
             return Err(FsError::expected(libc::EISDIR, "is a directory"));
@@ -369,7 +376,13 @@ impl Vfs {
                 st.drop_spent_base();
                 st.touch();
             }
-            self.commit(ino, &of).await
+            // Left to the writer only while it still holds the file (it does for the
+            // whole ftruncate call; this is the guard should it not).
+            if commit || of.refs.load(std::sync::atomic::Ordering::Acquire) == 1 {
+                self.commit(ino, &of).await
+            } else {
+                Ok(())
+            }
         }
         .await;
         self.release_open_file(ino, &of);

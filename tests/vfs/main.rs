@@ -20,5 +20,6 @@ mod peers;
 mod reftest;
 mod sources;
 mod tiers;
+mod truncate;
 mod versions;
 mod xattrs;
