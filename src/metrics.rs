@@ -139,9 +139,12 @@ counters! {
     /// read or a commit needed their old bytes (pages that writes replace whole are never
     /// copied).
     staging_copied_pages,
-    /// Writes dropped: the upload after a file's last close failed (logged at ERROR with
-    /// the inode), so the file keeps its previous content.
+    /// Writes dropped: the upload after a file's last close failed for good (logged at
+    /// ERROR with the inode), so the file keeps its previous content.
     uploads_lost,
+    /// Commits after a file's last close that failed (the namespace or the store out of
+    /// reach) and were tried again later.
+    close_commit_retries,
     /// ASYNC_THROUGH journal entries uploaded, cached under the store's version and
     /// removed.
     journal_uploads,

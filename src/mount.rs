@@ -260,6 +260,7 @@ pub fn mount(cfg: &MountConfig, rt: &RtHandle) -> Result<Mounted, MountError> {
             journal_dir: cfg.cache_dir.join("journal"),
             rename_log: Some(cfg.cache_dir.join("renames.log")),
             upload_delay: cfg.upload_delay,
+            last_close_retry: crate::vfs::LAST_CLOSE_RETRY,
             metadata_sync: cfg.metadata_sync,
             dir_prefetch_bytes: cfg.dir_prefetch_bytes,
         },

@@ -73,6 +73,9 @@ pub struct VfsConfig {
     pub rename_log: Option<PathBuf>,
     /// ASYNC_THROUGH: delay before a journaled file is uploaded.
     pub upload_delay: std::time::Duration,
+    /// How long a commit after a file's last close that failed is tried again
+    /// ([`LAST_CLOSE_RETRY`] by default).
+    pub last_close_retry: std::time::Duration,
     /// When loaded directories are listed from the UFS again.
     pub metadata_sync: crate::config::MetadataSync,
     /// Bytes of a directory's small files fetched in the background once readers open
@@ -224,6 +227,10 @@ pub struct Vfs {
 }
 
 const INODE_LOCK_STRIPES: usize = 256;
+
+/// How long a commit after a file's last close is tried again, by default
+/// (`Vfs::commit_after_last_close`).
+pub const LAST_CLOSE_RETRY: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 
 /// Bound on [`Vfs::kernel_cached`]: about 85 bytes an entry (the slot and an ETag-sized
 /// version string), so at most about 22 MiB, inside the memory budget's slack. The kernel

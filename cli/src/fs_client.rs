@@ -100,6 +100,7 @@ impl Client {
                 journal_dir: scratch.path().join("journal"),
                 rename_log: None,
                 upload_delay: Default::default(),
+                last_close_retry: alluxio::vfs::LAST_CLOSE_RETRY,
                 metadata_sync: Default::default(),
                 dir_prefetch_bytes: 0,
             },

@@ -27,6 +27,7 @@ use bytes::Bytes;
 
 use super::mounts::Loc;
 use super::{Handle, KERNEL_CACHED_MAX, ReadSnapshot, Vfs, lock};
+
 use crate::config::WriteType;
 use crate::error::{FsError, blocking};
 use crate::fetch::ObjectRead;
@@ -273,12 +274,8 @@ impl Vfs {
                 && self.release_open_file(ino, &of)
             {
                 let this = self.clone();
-                self.rt.spawn(async move {
-                    if let Err(e) = this.commit(ino, &of).await {
-                        Metrics::inc(&this.metrics.uploads_lost);
-                        tracing::error!(ino = ino.0, error = %e, "upload after last close failed; data of this file is lost");
-                    }
-                });
+                self.rt
+                    .spawn(async move { this.commit_after_last_close(ino, of).await });
             }
         }
         let last = {
@@ -304,6 +301,78 @@ impl Vfs {
                 self.rt.spawn(async move { this.drop_orphan(ino).await });
             }
         }
+    }
+
+    /// The commit after a file's last close (writes after its last flush, e.g. through
+    /// mmap, or a flush that failed). No one waits for it, so a failure with the
+    /// namespace or the store out of reach (EIO) is tried again, after 1, 2, 4 ... 60
+    /// seconds, for up to `last_close_retry` ([`super::LAST_CLOSE_RETRY`]), instead of dropping
+    /// the bytes. While it
+    /// waits, the staging is registered again as the file's open staging, unless an open
+    /// since the close has one already: an open of the file in this mount then shares it,
+    /// so reads there see these bytes and that handle's own commits carry them (this one
+    /// then finds nothing to do). A retry goes ahead only while the namespace shows no
+    /// content change newer than this staging's last (mtime): a later close, elsewhere
+    /// or through a staging opened here meanwhile, wins over these older bytes.
+    async fn commit_after_last_close(self: Arc<Self>, ino: InodeNo, of: Arc<OpenFile>) {
+        let deadline = tokio::time::Instant::now() + self.cfg.last_close_retry;
+        let mut wait = std::time::Duration::from_secs(1);
+        let mut retry = false;
+        let mut registered = false;
+        loop {
+            let superseded = match retry {
+                false => Ok(false),
+                true => self.superseded(ino, &of).await,
+            };
+            let res = match superseded {
+                Ok(true) => {
+                    Metrics::inc(&self.metrics.uploads_lost);
+                    tracing::error!(
+                        ino = ino.0,
+                        "the file changed elsewhere while its last close's commit waited to be tried again; these older bytes are dropped"
+                    );
+                    break;
+                }
+                Ok(false) => self.commit(ino, &of).await,
+                Err(e) => Err(e),
+            };
+            match res {
+                Ok(()) => break,
+                Err(e) if e.errno() == libc::EIO && tokio::time::Instant::now() < deadline => {
+                    Metrics::inc(&self.metrics.close_commit_retries);
+                    tracing::warn!(ino = ino.0, error = %e, retry_in_s = wait.as_secs(), "commit after last close failed; will try again");
+                    registered = registered || self.register_again(ino, &of);
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(std::time::Duration::from_secs(60));
+                    retry = true;
+                }
+                Err(e) => {
+                    Metrics::inc(&self.metrics.uploads_lost);
+                    tracing::error!(ino = ino.0, error = %e, "commit after last close failed; data of this file is lost");
+                    break;
+                }
+            }
+        }
+        if registered {
+            self.release_open_file(ino, &of);
+        }
+    }
+
+    /// Whether the namespace holds a content change of `ino` newer than the staged one
+    /// (its mtime later than the staging's last change): a close elsewhere that came
+    /// after. Name changes, attribute changes and an upload replacing a pending version
+    /// leave mtime alone, and this mount's own commits (even one whose answer was lost)
+    /// set it to the staging's. A file no longer there is not superseded: its commit
+    /// finds that out and drops the bytes.
+    async fn superseded(&self, ino: InodeNo, of: &OpenFile) -> Result<bool, FsError> {
+        let rec = match self.meta.get(ino).await {
+            Ok(r) => r,
+            Err(alluxio_metaserver::MetaError::NotFound(_)) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        };
+        let g = of.st.lock().await;
+        Ok(g.as_ref()
+            .is_some_and(|st| st.dirty && rec.mtime_ns > st.mtime_ns))
     }
 
     /// The kernel dropped its inode `ino` (FUSE FORGET), and its page cache with it: the

@@ -169,9 +169,9 @@ fn vfs_a_changed_version_is_estale_without_retries() {
 }
 
 /// CACHE_THROUGH: a close whose upload fails returns EIO and the namespace keeps the
-/// previous size; after the last close the daemon tries the upload once more, and when
-/// that lands, the file has the new bytes (SEMANTICS, "What a close or fsync that
-/// returned EIO leaves").
+/// previous size; after the last close the daemon tries the upload again, and when that
+/// lands, the file has the new bytes (SEMANTICS, "What a close or fsync that returned EIO
+/// leaves").
 #[test]
 fn vfs_a_failed_upload_is_eio_at_close_then_lands_in_the_background() {
     let env = Env::new();
@@ -192,14 +192,18 @@ fn vfs_a_failed_upload_is_eio_at_close_then_lands_in_the_background() {
     assert!(env.read_all(ino).unwrap() == body);
 }
 
-/// CACHE_THROUGH: when the background retry fails too, the new bytes are dropped (and
-/// logged): the file keeps its previous content, in the namespace and in the store.
+/// CACHE_THROUGH: when the background retries keep failing for as long as they are made
+/// (`last_close_retry`), the new bytes are dropped (and logged): the file keeps its
+/// previous content, in the namespace and in the store.
 #[test]
 fn vfs_an_upload_that_keeps_failing_leaves_the_previous_file() {
-    let env = Env::new();
+    let env = Env::with(Options {
+        last_close_retry: Duration::from_secs(2),
+        ..Default::default()
+    });
     let ino = env.put("f", b"old");
     env.faults
-        .inject(Rule::new(Call::Write, fail()).on_key("f").times(2));
+        .inject(Rule::new(Call::Write, fail()).on_key("f").times(1000));
     let fh = env.open(ino, true, true).unwrap();
     env.write(fh, 0, &data(MIB, 9)).unwrap();
     assert_eq!(env.close(fh), Err(libc::EIO));
@@ -507,11 +511,12 @@ fn vfs_an_async_close_whose_answer_was_lost_keeps_its_entry() {
     let r = env.rt.block_on(env.vfs.flush(fh));
     assert!(r.is_err(), "the close whose answer was lost fails");
     assert_eq!(outage.set_attrs_lost.load(SeqCst), 0, "the change was made");
-    // The metaserver is down for the last close's own commit, which fails.
+    // The metaserver is down for the last close's own commit, which fails and waits to
+    // be tried again.
     outage.down.store(true, SeqCst);
     env.vfs.release(fh);
     assert!(eventually(Duration::from_secs(10), || {
-        env.metrics.uploads_lost.load(Relaxed) == 1
+        env.metrics.close_commit_retries.load(Relaxed) >= 1
     }));
     outage.down.store(false, SeqCst);
     // Back: the entry the namespace names is uploaded, and the file reads as it.
@@ -526,6 +531,107 @@ fn vfs_an_async_close_whose_answer_was_lost_keeps_its_entry() {
         got.as_ref().map(|b| b.len())
     );
     assert!(env.rt.block_on(env.store.read("f")).unwrap().to_vec() == new);
+    assert_eq!(env.metrics.uploads_lost.load(Relaxed), 0);
+}
+
+/// Bytes a close could not commit (the namespace out of reach: close fails, and so does
+/// the commit at the last close) are not dropped: that commit is tried again once the
+/// namespace is back, under every write type, and the file holds them, in the store
+/// too.
+#[test]
+fn vfs_a_last_close_cut_by_a_namespace_outage_is_committed_when_it_is_back() {
+    use std::sync::atomic::Ordering::SeqCst;
+    for wt in [
+        WriteType::CacheThrough,
+        WriteType::Through,
+        WriteType::AsyncThrough,
+    ] {
+        let outage = crate::harness::MetaOutage::default();
+        let env = Env::with(Options {
+            write_type: wt,
+            meta_outage: Some(outage.clone()),
+            ..Default::default()
+        });
+        let (old, new) = (data(MIB + 3, 4), data(2 * MIB + 1, 5));
+        let ino = env.put("f", &old);
+        let fh = env.open(ino, true, true).unwrap();
+        env.write(fh, 0, &new).unwrap();
+        outage.down.store(true, SeqCst);
+        assert_eq!(
+            env.rt.block_on(env.vfs.flush(fh)).map_err(|e| e.errno()),
+            Err(libc::EIO),
+            "{wt:?}: close fails"
+        );
+        env.vfs.release(fh);
+        assert!(
+            eventually(Duration::from_secs(10), || {
+                env.metrics.close_commit_retries.load(Relaxed) >= 1
+            }),
+            "{wt:?}: the commit waits to be tried again"
+        );
+        outage.down.store(false, SeqCst);
+        let landed = || {
+            env.rt
+                .block_on(env.store.read("f"))
+                .is_ok_and(|b| b.to_vec() == new)
+        };
+        assert!(
+            eventually(Duration::from_secs(30), landed),
+            "{wt:?}: in the store"
+        );
+        assert!(env.read_all(ino) == Ok(new.clone()), "{wt:?}: read back");
+        assert_eq!(env.metrics.uploads_lost.load(Relaxed), 0, "{wt:?}");
+    }
+}
+
+/// A last close's commit waiting to be tried again does not overwrite a newer change
+/// another client made meanwhile: once the namespace is back and shows content newer than
+/// the waiting bytes, they are dropped (counted in `uploads_lost`) and the other
+/// client's bytes stay.
+#[test]
+fn vfs_a_retried_last_close_never_overwrites_a_newer_close_elsewhere() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let outage = crate::harness::MetaOutage::default();
+    let env = Env::with(Options {
+        meta_outage: Some(outage.clone()),
+        ..Default::default()
+    });
+    let (old, ours, theirs) = (data(MIB, 1), data(MIB, 2), data(MIB + 7, 3));
+    let ino = env.put("f", &old);
+    let fh = env.open(ino, true, true).unwrap();
+    env.write(fh, 0, &ours).unwrap();
+    outage.down.store(true, SeqCst);
+    assert!(env.rt.block_on(env.vfs.flush(fh)).is_err());
+    env.vfs.release(fh);
+    assert!(eventually(Duration::from_secs(10), || {
+        env.metrics.close_commit_retries.load(Relaxed) >= 1
+    }));
+    // Another client, which reaches the namespace, closes newer bytes: its object and
+    // its namespace change (a later mtime), made straight through the namespace.
+    std::thread::sleep(Duration::from_millis(20));
+    env.put_underneath("f", &theirs);
+    let other = outage.direct();
+    let info = env.rt.block_on(env.store.stat("f")).unwrap();
+    let later = alluxio_metaserver::SetAttr {
+        size: Some(theirs.len() as u64),
+        version: Some(info.etag().map(String::from)),
+        mtime_ns: Some(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as i64,
+        ),
+        ..Default::default()
+    };
+    env.rt.block_on(other.set_attr(ino, later)).unwrap();
+    outage.down.store(false, SeqCst);
+    assert!(
+        eventually(Duration::from_secs(30), || {
+            env.metrics.uploads_lost.load(Relaxed) == 1
+        }),
+        "the waiting bytes are dropped"
+    );
+    assert!(env.rt.block_on(env.store.read("f")).unwrap().to_vec() == theirs);
 }
 
 /// An ASYNC_THROUGH unlink whose namespace step fails with the namespace out of reach: the

@@ -63,6 +63,8 @@ pub struct Options {
     pub restartable: bool,
     /// `VfsConfig::upload_delay` (ASYNC_THROUGH).
     pub upload_delay: Duration,
+    /// `VfsConfig::last_close_retry`.
+    pub last_close_retry: Duration,
 }
 
 /// Outages of the namespace the env's vfs talks to: every call fails as one to a
@@ -83,10 +85,21 @@ pub struct MetaOutage {
     pub rename_unloaded: Arc<std::sync::atomic::AtomicBool>,
     /// Durable commits asked for (`Op::Sync`), counted.
     pub syncs: Arc<std::sync::atomic::AtomicU32>,
+    /// The namespace without the outage: how another client, which still reaches it,
+    /// sees it.
+    direct: Arc<std::sync::OnceLock<Arc<dyn MetaClient>>>,
+}
+
+impl MetaOutage {
+    /// The namespace as another client reaches it, outage or not (set once the env is
+    /// built).
+    pub fn direct(&self) -> Arc<dyn MetaClient> {
+        self.direct.get().expect("the env is built").clone()
+    }
 }
 
 struct OutageMeta<R> {
-    inner: R,
+    inner: Arc<R>,
     outage: MetaOutage,
 }
 
@@ -135,13 +148,17 @@ fn meta_client<S: NamespaceStore + 'static>(
     outage: Option<MetaOutage>,
 ) -> Arc<dyn MetaClient> {
     let ns = Namespace::open(store, own, 1).unwrap();
-    let meta = EmbeddedMeta::new(ns);
+    let meta = Arc::new(EmbeddedMeta::new(ns));
     match outage {
-        Some(outage) => Arc::new(OutageMeta {
-            inner: meta,
-            outage,
-        }),
-        None => Arc::new(meta),
+        Some(outage) => {
+            let direct: Arc<dyn MetaClient> = meta.clone();
+            let _ = outage.direct.set(direct);
+            Arc::new(OutageMeta {
+                inner: meta,
+                outage,
+            })
+        }
+        None => meta,
     }
 }
 
@@ -180,6 +197,7 @@ impl Default for Options {
             meta_outage: None,
             restartable: false,
             upload_delay: Duration::ZERO,
+            last_close_retry: alluxio::vfs::LAST_CLOSE_RETRY,
         }
     }
 }
@@ -318,6 +336,7 @@ impl Env {
                 journal_dir: dir.path().join("journal"),
                 rename_log: Some(dir.path().join("renames.log")),
                 upload_delay: o.upload_delay,
+                last_close_retry: o.last_close_retry,
                 metadata_sync: MetadataSync::default(),
                 dir_prefetch_bytes: o.dir_prefetch,
             },

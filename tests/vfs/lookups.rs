@@ -109,6 +109,12 @@ fn vfs_a_failing_head_leaves_the_lookup_to_the_listing() {
     let d = env.ino("d");
     env.faults
         .inject(Rule::new(Call::Stat, Fault::Fail { temporary: false }));
+    // The listing answers a moment later, so the HEAD beside it is sent first (an
+    // in-memory listing could otherwise finish before the lookup asks).
+    env.faults.inject(Rule::new(
+        Call::List,
+        Fault::Stall(Some(Duration::from_millis(200))),
+    ));
     assert_eq!(env.read_all(env.ino("d/f")).unwrap(), b"hello");
     assert!(env.faults.fired() > 0, "the HEAD was sent");
     assert_eq!(names(&env, d).len(), 1);

@@ -285,6 +285,19 @@ impl Vfs {
         of
     }
 
+    /// Makes `of`, whose last reference went, the open staging of `ino` again, with a
+    /// reference for the caller: unless an open since has made one, which is kept (then
+    /// false, and the caller holds no reference).
+    pub(in crate::vfs) fn register_again(&self, ino: InodeNo, of: &Arc<OpenFile>) -> bool {
+        let mut m = lock(&self.open_files);
+        if m.contains_key(&ino) {
+            return false;
+        }
+        of.refs.fetch_add(1, Ordering::Relaxed);
+        m.insert(ino, of.clone());
+        true
+    }
+
     /// Drops one reference; returns true when it was the last (the entry is then gone).
     pub(in crate::vfs) fn release_open_file(&self, ino: InodeNo, of: &Arc<OpenFile>) -> bool {
         let mut m = lock(&self.open_files);
