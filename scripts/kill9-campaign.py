@@ -493,12 +493,14 @@ class Daemon:
     def settle(self, limit=60):
         """Waits until the daemon is idle: no request in flight, no file open (a killed
         writer's descriptors are released, and their last close commits what they wrote),
-        and nothing sent to the store for a second."""
+        no such commit waiting to be tried again, and nothing sent to the store for a
+        second."""
         t0, last, since = time.time(), None, time.time()
         while time.time() - t0 < limit:
             c = self.counters()
             now = (c.get("bytes_to_ufs"), c.get("ufs_writes"), c.get("fuse_requests"))
-            idle = c.get("fuse_in_flight", 1) == 0 and c.get("open_file_handles", 1) == 0
+            idle = (c.get("fuse_in_flight", 1) == 0 and c.get("open_file_handles", 1) == 0
+                    and c.get("close_commits_waiting", 0) == 0)
             if now != last or not idle:
                 last, since = now, time.time()
             elif time.time() - since > 1.0:

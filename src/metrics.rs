@@ -145,6 +145,8 @@ counters! {
     /// Commits after a file's last close that failed (the namespace or the store out of
     /// reach) and were tried again later.
     close_commit_retries,
+    /// Gauge: commits after a last close waiting to be tried again now.
+    close_commits_waiting,
     /// ASYNC_THROUGH journal entries uploaded, cached under the store's version and
     /// removed.
     journal_uploads,
@@ -233,7 +235,8 @@ impl Metrics {
                 | "disk_io_uring"
                 | "fuse_in_flight"
                 | "peer_members"
-                | "open_file_handles" => "gauge",
+                | "open_file_handles"
+                | "close_commits_waiting" => "gauge",
                 _ => "counter",
             };
             sample(

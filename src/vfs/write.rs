@@ -319,6 +319,7 @@ impl Vfs {
         let mut wait = std::time::Duration::from_secs(1);
         let mut retry = false;
         let mut registered = false;
+        let mut waiting = false;
         loop {
             let superseded = match retry {
                 false => Ok(false),
@@ -342,6 +343,10 @@ impl Vfs {
                     Metrics::inc(&self.metrics.close_commit_retries);
                     tracing::warn!(ino = ino.0, error = %e, retry_in_s = wait.as_secs(), "commit after last close failed; will try again");
                     registered = registered || self.register_again(ino, &of);
+                    if !waiting {
+                        waiting = true;
+                        Metrics::inc(&self.metrics.close_commits_waiting);
+                    }
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(std::time::Duration::from_secs(60));
                     retry = true;
@@ -355,6 +360,11 @@ impl Vfs {
         }
         if registered {
             self.release_open_file(ino, &of);
+        }
+        if waiting {
+            self.metrics
+                .close_commits_waiting
+                .fetch_sub(1, Ordering::Relaxed);
         }
     }
 

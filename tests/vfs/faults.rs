@@ -579,6 +579,12 @@ fn vfs_a_last_close_cut_by_a_namespace_outage_is_committed_when_it_is_back() {
             eventually(Duration::from_secs(30), landed),
             "{wt:?}: in the store"
         );
+        assert!(
+            eventually(Duration::from_secs(10), || {
+                env.metrics.close_commits_waiting.load(Relaxed) == 0
+            }),
+            "{wt:?}: none waiting"
+        );
         assert!(env.read_all(ino) == Ok(new.clone()), "{wt:?}: read back");
         assert_eq!(env.metrics.uploads_lost.load(Relaxed), 0, "{wt:?}");
     }
@@ -606,6 +612,7 @@ fn vfs_a_retried_last_close_never_overwrites_a_newer_close_elsewhere() {
     assert!(eventually(Duration::from_secs(10), || {
         env.metrics.close_commit_retries.load(Relaxed) >= 1
     }));
+    assert_eq!(env.metrics.close_commits_waiting.load(Relaxed), 1);
     // Another client, which reaches the namespace, closes newer bytes: its object and
     // its namespace change (a later mtime), made straight through the namespace.
     std::thread::sleep(Duration::from_millis(20));
@@ -631,6 +638,7 @@ fn vfs_a_retried_last_close_never_overwrites_a_newer_close_elsewhere() {
         }),
         "the waiting bytes are dropped"
     );
+    assert_eq!(env.metrics.close_commits_waiting.load(Relaxed), 0);
     assert!(env.rt.block_on(env.store.read("f")).unwrap().to_vec() == theirs);
 }
 
