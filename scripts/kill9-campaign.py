@@ -17,7 +17,10 @@ For each write type, each kill point:
      metaserver kill: the same daemon goes on, with no remount) and each writer's tree is
      read through the mount: names, directories, bytes, hard links and xattrs must be
      exactly what the done operations left, with the one in flight either done or not
-     (a write in flight may also have left the file empty);
+     (a write in flight may also have left the file empty; after a metaserver kill, where
+     the daemon lives on, a write or append in flight may also have left the part of its
+     bytes the killed writer wrote, which its last close commits once the metaserver is
+     back);
   5. once uploads are done (the ASYNC_THROUGH journal is empty) every file's bytes are in
      the store at exactly one of its names, and (on a local directory) nothing else is.
 The next round writes through the daemon mounted in step 4, after removing the round's
@@ -141,14 +144,17 @@ def writer(mnt, log_path, seed, round_no, wid):
         r = rnd.random()
         if not files or r < 0.30:
             p = fresh() if not files or rnd.random() < 0.6 else rnd.choice(files)
-            data = pattern(rnd.getrandbits(48), rnd.choice(SIZES) if rnd.random() < 0.5
+            ps = rnd.getrandbits(48)
+            data = pattern(ps, rnd.choice(SIZES) if rnd.random() < 0.5
                            else rnd.randrange(0, 2 * PAGE))
             op = {"k": "write", "p": p, "sha": sha(data), "size": len(data),
-                  "how": "fsync" if rnd.random() < 0.6 else "close"}
+                  "how": "fsync" if rnd.random() < 0.6 else "close", "ps": ps}
         elif r < 0.40:
             p = rnd.choice(files)
-            data = content[t.paths[p]] + pattern(rnd.getrandbits(48), rnd.randrange(1, PAGE + 3))
-            op = {"k": "append", "p": p, "sha": sha(data), "size": len(data)}
+            ps, tail = rnd.getrandbits(48), rnd.randrange(1, PAGE + 3)
+            data = content[t.paths[p]] + pattern(ps, tail)
+            op = {"k": "append", "p": p, "sha": sha(data), "size": len(data), "ps": ps,
+                  "tail": tail}
         elif r < 0.48:
             p = rnd.choice(files)
             old = content[t.paths[p]]
@@ -314,9 +320,36 @@ def differences(t, dirs, files):
     return out
 
 
-def check_mount(root, log_path):
+def partial(root, t, pending):
+    """With the daemon alive (a metaserver kill), a writer killed in the middle of its
+    write or append leaves what it wrote so far, which its last close (made by the kernel
+    as the process dies) commits: the new bytes up to some length. The tree with that
+    outcome, when the file at the in-flight operation's name holds one; else None."""
+    if pending is None or pending["k"] not in ("write", "append") or "ps" not in pending:
+        return None
+    try:
+        with open(os.path.join(root, pending["p"]), "rb") as f:
+            got = f.read()
+    except OSError:
+        return None
+    if pending["k"] == "write":
+        new = pattern(pending["ps"], pending["size"])
+        ok = len(got) <= len(new) and got == new[:len(got)]
+    else:
+        fid = t.paths.get(pending["p"])
+        if fid is None:
+            return None
+        base = pending["size"] - pending["tail"]
+        new = pattern(pending["ps"], pending["tail"])
+        ok = (base <= len(got) <= pending["size"] and sha(got[:base]) == t.files[fid]["sha"]
+              and got[base:] == new[:len(got) - base])
+    return t.copy().apply({**pending, "sha": sha(got), "size": len(got)}) if ok else None
+
+
+def check_mount(root, log_path, partial_ok=False):
     """(the tree found, or None; the tree of the acknowledged operations; the operation
-    in flight; failures)."""
+    in flight; failures). With `partial_ok`, a write or append in flight may also have
+    left part of its bytes (`partial`)."""
     t, pending, _, done = replay(log_path)
     if not done and not os.path.exists(root):
         return t, t, pending, []  # killed before the writer made its directory
@@ -325,6 +358,8 @@ def check_mount(root, log_path):
         return None, t, pending, [f"unreadable: {got}"]
     dirs, files = got
     cands = candidates(t, pending)
+    if partial_ok and (c := partial(root, t, pending)) is not None:
+        cands.append(c)
     for c in cands:
         if not differences(c, dirs, files):
             return c, t, pending, []
@@ -643,7 +678,8 @@ def campaign(args, wtype, work, rnd):
                 _, _, errors, done = replay(lp)
                 bad += [f"{rel}: {e['what']} {e['t'] - killed_at:.2f} s before the kill"
                         for e in errors if e["t"] < killed_at - 0.05]
-                tree, t, pending, wbad = check_mount(os.path.join(mnt, rel), lp)
+                tree, t, pending, wbad = check_mount(os.path.join(mnt, rel), lp,
+                                                     partial_ok=meta is not None)
                 bad += [f"mount {rel}: {b}" for b in wbad]
                 found.append((rel, tree or t, pending, t))
                 for op in done:
