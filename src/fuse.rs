@@ -498,9 +498,9 @@ impl Filesystem for Adapter {
         }
     }
 
-    #[instrument(level = "debug", skip_all, fields(req = req.unique().0, ino = ino.0))]
     /// Also answers BATCH_FORGET: fuser's default `batch_forget` calls this for each inode
     /// (its argument type is private to fuser, so it cannot be overridden).
+    #[instrument(level = "debug", skip_all, fields(req = req.unique().0, ino = ino.0))]
     fn forget(&self, req: &Request, ino: INodeNo, _nlookup: u64) {
         Metrics::inc(&self.metrics().fuse_requests);
         self.vfs.forget(InodeNo(ino.0));

@@ -306,10 +306,9 @@ impl Vfs {
     /// The commit after a file's last close (writes after its last flush, e.g. through
     /// mmap, or a flush that failed). No one waits for it, so a failure with the
     /// namespace or the store out of reach (EIO) is tried again, after 1, 2, 4 ... 60
-    /// seconds, for up to `last_close_retry` ([`super::LAST_CLOSE_RETRY`]), instead of dropping
-    /// the bytes. While it
-    /// waits, the staging is registered again as the file's open staging, unless an open
-    /// since the close has one already: an open of the file in this mount then shares it,
+    /// seconds, for up to `last_close_retry` ([`super::LAST_CLOSE_RETRY`]), instead of
+    /// dropping the bytes. While it waits, the staging is registered again as the file's
+    /// open staging, unless an open since the close has one already: an open of the file in this mount then shares it,
     /// so reads there see these bytes and that handle's own commits carry them (this one
     /// then finds nothing to do). A retry goes ahead only while the namespace shows no
     /// content change newer than this staging's last (mtime): a later close, elsewhere

@@ -87,14 +87,16 @@ pub struct MetaOutage {
     pub syncs: Arc<std::sync::atomic::AtomicU32>,
     /// The namespace without the outage: how another client, which still reaches it,
     /// sees it.
-    direct: Arc<std::sync::OnceLock<Arc<dyn MetaClient>>>,
+    /// Replaced at every (re)start of the env, so it is always the running namespace.
+    direct: Arc<std::sync::Mutex<Option<Arc<dyn MetaClient>>>>,
 }
 
 impl MetaOutage {
     /// The namespace as another client reaches it, outage or not (set once the env is
-    /// built).
+    /// built, and again at each restart).
     pub fn direct(&self) -> Arc<dyn MetaClient> {
-        self.direct.get().expect("the env is built").clone()
+        let d = self.direct.lock().unwrap();
+        d.clone().expect("the env is built")
     }
 }
 
@@ -152,7 +154,7 @@ fn meta_client<S: NamespaceStore + 'static>(
     match outage {
         Some(outage) => {
             let direct: Arc<dyn MetaClient> = meta.clone();
-            let _ = outage.direct.set(direct);
+            *outage.direct.lock().unwrap() = Some(direct);
             Arc::new(OutageMeta {
                 inner: meta,
                 outage,
