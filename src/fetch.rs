@@ -9,7 +9,7 @@
 //!           (local copies)  (peers, ...)          (the UFS)
 //!                │ hit
 //!                ▼
-//!           length check ─► fill both tiers ─► answer every waiter
+//!           length check ─► memory tier ─► answer every waiter ─► disk tier
 //! ```
 //!
 //! Each source answers [`Fetched::Hit`], [`Fetched::Miss`] (ask the next), or
@@ -21,8 +21,11 @@
 //! Invariants:
 //! - Every waiter of one page gets the result of one fetch (single flight).
 //! - A page buffer fetched from a source is covered by a fetch-budget permit until it is
-//!   in the cache, whose own capacity covers it from then on; read-ahead takes a permit or
-//!   is skipped, a reader's own miss waits for one.
+//!   in both tiers, whose own capacity covers it from then on; read-ahead takes a permit
+//!   or is skipped, a reader's own miss waits for one.
+//! - Waiters are answered once the page is in the memory tier; its disk write follows
+//!   (no reader waits on the cache disk, whose data file of one object takes its writes
+//!   one at a time).
 //! - A page is served only at the length its object version has at that index; a source
 //!   answering with another length is a changed object (ESTALE), never bytes.
 //! - An EIO from the chain answers further fetches of the page at once for
@@ -282,6 +285,9 @@ impl Fetcher {
             return Err(e.clone());
         }
         let cell = lock(&self.fetches).entry(key.clone()).or_default().clone();
+        // Set when this call fetched the page itself: its bytes and the permit covering
+        // them until the disk write that follows the answer is done.
+        let mut fetched: Option<(Bytes, OwnedSemaphorePermit)> = None;
         let res = cell
             .get_or_init(|| async {
                 // A fetch of this page (a prefetch) may have completed and left the
@@ -292,12 +298,12 @@ impl Fetcher {
                     return Ok(b);
                 }
                 // A page of a run: its bytes come from the run's GET (whose permits
-                // cover them), whoever asks first.
+                // cover them, and whose task writes them to disk), whoever asks first.
                 let of_run = lock(&self.run_pages).get(&key).cloned();
                 if let Some((get, i)) = of_run {
                     return self.admit(object, &key, run_page(get, i).await?).await;
                 }
-                let _permit = match permit {
+                let permit = match permit {
                     Some(p) => p,
                     None => self
                         .budget
@@ -311,17 +317,25 @@ impl Fetcher {
                     key: &key,
                     read_ahead,
                 };
-                let b = self.walk(&req).await?;
-                self.admit(object, &key, b).await
+                let b = self.admit(object, &key, self.walk(&req).await?).await?;
+                fetched = Some((b.clone(), permit));
+                Ok(b)
             })
             .await
             .clone();
         self.settle(&key, &cell, &res);
+        if let Some((b, _permit)) = fetched {
+            self.persist(key, object.owner, b).await;
+        }
         res
     }
 
     /// A fetched page checked against the length its version has at that index, marked
-    /// fresh and put in the cache.
+    /// fresh and put in the memory tier, from where readers use it at once; whoever
+    /// fetched it then writes it to disk ([`Self::persist`]). Answering only after
+    /// that write would hold every reader of a cold sequential scan behind the disk
+    /// writes of the whole read-ahead window, which a file's data file takes one at a
+    /// time.
     async fn admit(&self, object: &ObjectRead, key: &PageKey, b: Bytes) -> Result<Bytes, FsError> {
         let want = object.page_range(key.idx.0);
         if b.len() as u64 != want.end - want.start {
@@ -342,9 +356,17 @@ impl Fetcher {
             }
             f.insert(key.clone(), b.len() as u64);
         }
-        self.cache.put(key.clone(), object.owner, b.clone()).await;
-        self.release_read(key);
+        self.cache
+            .put_mem(key.clone(), object.owner, b.clone())
+            .await;
         Ok(b)
+    }
+
+    /// The disk write of a page [`Self::admit`] put in memory; then, if reads have used
+    /// all of it meanwhile, it leaves memory ([`Self::release_read`]).
+    async fn persist(&self, key: PageKey, owner: InodeNo, b: Bytes) {
+        self.cache.put_disk(key.clone(), owner, b).await;
+        self.release_read(&key);
     }
 
     /// After a page's fetch: out of the in-flight table, and an EIO remembered for
@@ -448,6 +470,11 @@ impl Fetcher {
                     .await
                     .clone();
                 self.settle(key, cell, &res);
+                // Every page of the run goes to disk from here, whichever task took it
+                // from the GET: the run's permits cover the buffers until then.
+                if let Ok(b) = res {
+                    self.persist(key.clone(), object.owner, b).await;
+                }
             }
         });
         futures::future::join_all(admits).await;
@@ -509,6 +536,147 @@ impl Fetcher {
         f.remove(key);
         if self.cache.release_mem(key) {
             Metrics::inc(&self.metrics.readahead_released);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::page_cache::{EngineChoice, MemTier, PageCacheConfig, Tier};
+
+    /// A disk tier whose writes wait until `open` is notified, then keep the page.
+    #[derive(Default)]
+    struct SlowDisk {
+        open: tokio::sync::Notify,
+        pages: Mutex<HashMap<PageKey, Bytes>>,
+    }
+
+    #[async_trait::async_trait]
+    impl Tier for SlowDisk {
+        fn name(&self) -> &'static str {
+            "slow disk"
+        }
+        fn contains(&self, key: &PageKey) -> bool {
+            lock(&self.pages).contains_key(key)
+        }
+        async fn get(&self, key: &PageKey) -> Option<Bytes> {
+            lock(&self.pages).get(key).cloned()
+        }
+        async fn put(&self, key: PageKey, _: InodeNo, data: Bytes) {
+            self.open.notified().await;
+            lock(&self.pages).insert(key, data);
+        }
+        fn remove(&self, key: &PageKey) -> bool {
+            lock(&self.pages).remove(key).is_some()
+        }
+    }
+
+    /// A store of one object whose page `i` is `PAGE_SIZE` bytes of `i`.
+    struct Pages;
+
+    #[async_trait::async_trait]
+    impl PageSource for Pages {
+        fn name(&self) -> &'static str {
+            "pages"
+        }
+        async fn fetch(&self, req: &PageRequest<'_>) -> Fetched {
+            Fetched::Hit(page_bytes(req.key.idx.0))
+        }
+    }
+
+    fn page_bytes(i: u64) -> Bytes {
+        Bytes::from(vec![i as u8; PAGE_SIZE as usize])
+    }
+
+    fn setup() -> (Arc<Fetcher>, Arc<SlowDisk>, ObjectRead) {
+        let metrics = Arc::new(Metrics::default());
+        let disk = Arc::new(SlowDisk::default());
+        let cfg = PageCacheConfig {
+            mem_bytes: 64 * PAGE_SIZE,
+            disk_bytes: 64 * PAGE_SIZE,
+            disk_dir: std::path::PathBuf::new(),
+            io_engine: EngineChoice::Auto,
+            disk_free_ratio: 0.0,
+        };
+        let mem = Arc::new(MemTier::new(cfg.mem_bytes, metrics.clone()));
+        let cache = Arc::new(PageCache::with_tiers(
+            mem,
+            disk.clone(),
+            &cfg,
+            metrics.clone(),
+        ));
+        let fetcher = Arc::new(Fetcher::new(cache, vec![Arc::new(Pages)], 64, metrics));
+        let object = ObjectRead {
+            id: Arc::new(ObjectId::new(Arc::from("s3:b"), "k", "e:1")),
+            size: 16 * PAGE_SIZE,
+            store: None,
+            owner: InodeNo(2),
+            for_peer: false,
+        };
+        (fetcher, disk, object)
+    }
+
+    /// A fetched page is answered from memory while its disk write is still under way: a
+    /// reader waits for the store, never for the cache disk. The write then completes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_fetched_page_is_answered_before_its_disk_write() {
+        let (fetcher, disk, object) = setup();
+        let object = Arc::new(object);
+        // A page of its own (a reader's miss): once it is in memory, another reader of
+        // it is answered, while the reader that fetched it waits for the disk write.
+        let key = PageKey::new(&object.id, 3);
+        let (f, o, k) = (fetcher.clone(), object.clone(), key.clone());
+        let reader = tokio::spawn(async move { f.fetch(&o, k, None).await });
+        while !fetcher.cache().contains(&key) {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let got = tokio::time::timeout(
+            Duration::from_secs(5),
+            fetcher.fetch(&object, key.clone(), None),
+        )
+        .await
+        .expect("answered while the disk write waits")
+        .unwrap();
+        assert!(got == page_bytes(3));
+        assert!(!disk.contains(&key), "the disk write is still waiting");
+        disk.open.notify_one();
+        assert!(reader.await.unwrap().unwrap() == page_bytes(3));
+        assert!(disk.contains(&key), "then the page is on disk");
+
+        // The pages of a run: each reader is answered as the run's read answers, while
+        // the run's disk writes wait.
+        let permits = (0..4).map(|_| fetcher.try_permit().unwrap()).collect();
+        let get = |range: std::ops::Range<u64>| {
+            use futures::FutureExt;
+            async move {
+                let pages = range.start / PAGE_SIZE..range.end.div_ceil(PAGE_SIZE);
+                Ok(pages.map(page_bytes).collect())
+            }
+            .boxed()
+        };
+        let run = fetcher.begin_run(&object, 8..12, permits, get).unwrap();
+        let (f, o) = (fetcher.clone(), object.clone());
+        let task = tokio::spawn(async move { f.fetch_run(&o, run).await });
+        for i in 8..12 {
+            let b = tokio::time::timeout(
+                Duration::from_secs(5),
+                fetcher.fetch(&object, PageKey::new(&object.id, i), None),
+            )
+            .await
+            .expect("a run's page is answered while its disk write waits")
+            .unwrap();
+            assert!(b == page_bytes(i));
+        }
+        assert!(!task.is_finished(), "the run's disk writes are waiting");
+        while !task.is_finished() {
+            disk.open.notify_one();
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        for i in 8..12 {
+            assert!(disk.contains(&PageKey::new(&object.id, i)));
         }
     }
 }

@@ -384,6 +384,12 @@ impl PageCache {
         self.disk.put(key, owner, data).await;
     }
 
+    /// Stores a page in the memory tier only; [`Self::put_disk`] follows (a fetched page is
+    /// answered to its readers from memory without waiting for its disk write).
+    pub async fn put_mem(&self, key: PageKey, owner: InodeNo, data: Bytes) {
+        self.mem.put(key, owner, data).await;
+    }
+
     /// Stores a page in both tiers.
     pub async fn put(&self, key: PageKey, owner: InodeNo, data: Bytes) {
         self.mem.put(key.clone(), owner, data.clone()).await;

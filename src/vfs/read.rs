@@ -295,10 +295,11 @@ impl Vfs {
     }
 
     /// [`Vfs::prefetch`] by runs of [`RUN_PAGES`] consecutive missing pages, each page
-    /// with its fetch-budget permit, one ranged GET per run. Only whole runs go, but for
-    /// the file's last: a shorter stretch waits for the reader's next reads to move the
-    /// window past a whole run (the window is many runs wide), so a steady reader still
-    /// sends whole runs.
+    /// with its fetch-budget permit, one ranged GET per run. Only whole runs go (but for
+    /// the file's last): a stretch at the window's end shorter than a run goes as a whole
+    /// run, reaching up to a run past the window: held back until the window moved past
+    /// a whole run, it would leave only once the reader's own run arrived, so a reader
+    /// blocked on its run would have one GET fewer in flight than the window holds.
     fn prefetch_runs(self: &Arc<Self>, object: &Arc<ObjectRead>, from: u64, to: u64) -> u64 {
         let pages = object.pages();
         let mut idx = from;
@@ -307,10 +308,7 @@ impl Vfs {
                 idx += 1;
                 continue;
             }
-            let n = (to - idx).min(RUN_PAGES);
-            if n < RUN_PAGES && idx + n < pages {
-                return idx;
-            }
+            let n = RUN_PAGES.min(pages - idx);
             let mut permits = Vec::with_capacity(n as usize);
             while (permits.len() as u64) < n {
                 let Some(p) = self.fetcher.try_permit() else {
@@ -343,7 +341,7 @@ impl Vfs {
                 return idx;
             }
         }
-        to
+        idx
     }
 }
 
