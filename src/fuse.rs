@@ -211,9 +211,13 @@ impl Filesystem for Adapter {
         Ok(())
     }
 
-    /// Unmount: whatever the namespace has not made durable yet is made durable now.
+    /// Unmount: the commits after a last close still in progress end (bounded by
+    /// [`crate::vfs::UNMOUNT_COMMIT_WAIT`]), then whatever the namespace has not made
+    /// durable yet is made durable.
     #[instrument(level = "debug", skip_all)]
     fn destroy(&mut self) {
+        self.rt
+            .block_on(self.vfs.shutdown(crate::vfs::UNMOUNT_COMMIT_WAIT));
         if let Err(e) = self.rt.block_on(self.vfs.sync_namespace()) {
             tracing::error!(error = %e, "namespace: final durable commit at unmount failed");
         }

@@ -51,6 +51,7 @@ pub enum MountError {
 pub struct Mounted {
     session: Session<Adapter>,
     vfs: Arc<Vfs>,
+    rt: RtHandle,
     mountpoint: PathBuf,
     _control: ControlServer,
 }
@@ -370,6 +371,7 @@ pub fn mount(cfg: &MountConfig, rt: &RtHandle) -> Result<Mounted, MountError> {
     Ok(Mounted {
         session,
         vfs,
+        rt: rt.clone(),
         mountpoint,
         _control: control,
     })
@@ -389,10 +391,18 @@ impl Mounted {
     /// Serves requests on this thread until the filesystem is unmounted.
     pub fn run(self) -> std::io::Result<()> {
         let Mounted {
-            session, _control, ..
+            session,
+            _control,
+            vfs,
+            rt,
+            ..
         } = self;
         let r = session.run();
         drop(_control);
+        // Unmount sends DESTROY, which waits for the commits after a last close; a
+        // connection the kernel tore down (below) does not, so they are waited for here
+        // (at once when DESTROY did).
+        rt.block_on(vfs.shutdown(crate::vfs::UNMOUNT_COMMIT_WAIT));
         match r {
             // The kernel ended the connection. A read of the device answers ENODEV then
             // (fuser takes it as the end) or, seen on Linux 6.18 when the last close of a

@@ -221,12 +221,51 @@ pub struct Vfs {
     uploads: upload::Queue,
     /// ASYNC_THROUGH only: journal entries done with, waiting for a durable namespace.
     drops: upload::Drops,
+    /// Commits after a last close in progress, and the unmount's signal ([`Vfs::shutdown`]).
+    last_closes: LastCloses,
     /// This vfs, for work that outlives the call that starts it (a directory's listing
     /// that a lookup answered without, see [`Vfs::lookup_unlisted`]).
     me: std::sync::Weak<Vfs>,
 }
 
 const INODE_LOCK_STRIPES: usize = 256;
+
+/// The commits after a file's last close in progress (`Vfs::commit_after_last_close`),
+/// which no caller waits for, and whether the mount is going away.
+#[derive(Default)]
+struct LastCloses {
+    running: std::sync::atomic::AtomicUsize,
+    /// Notified when `running` drops to 0.
+    idle: tokio::sync::Notify,
+    closing: std::sync::atomic::AtomicBool,
+    /// Notified when `closing` is set: a commit waiting to be tried again tries at once.
+    woken: tokio::sync::Notify,
+}
+
+/// One commit after a last close, counted in [`LastCloses::running`] from before its
+/// task is spawned until it ends.
+struct LastClose(Arc<Vfs>);
+
+impl LastClose {
+    fn begin(vfs: Arc<Vfs>) -> Self {
+        vfs.last_closes.running.fetch_add(1, Ordering::SeqCst);
+        Self(vfs)
+    }
+}
+
+impl Drop for LastClose {
+    fn drop(&mut self) {
+        let l = &self.0.last_closes;
+        if l.running.fetch_sub(1, Ordering::SeqCst) == 1 {
+            l.idle.notify_waiters();
+        }
+    }
+}
+
+/// How long an unmount waits for the commits after a last close still in progress
+/// ([`Vfs::shutdown`]): two store calls' timeouts, so a commit that just began against
+/// a stalled store still gets its own bounded answer.
+pub const UNMOUNT_COMMIT_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// How long a commit after a file's last close is tried again, by default
 /// (`Vfs::commit_after_last_close`).
@@ -338,6 +377,7 @@ impl Vfs {
             open_files: Mutex::new(HashMap::new()),
             open_counts: Mutex::new(HashMap::new()),
             kernel_cached: Mutex::new(HashMap::new()),
+            last_closes: LastCloses::default(),
             orphans: Mutex::new(Default::default()),
             pinned: Mutex::new(HashMap::new()),
             loading: Mutex::new(HashMap::new()),

@@ -273,9 +273,11 @@ impl Vfs {
             if let Some(of) = of
                 && self.release_open_file(ino, &of)
             {
-                let this = self.clone();
-                self.rt
-                    .spawn(async move { this.commit_after_last_close(ino, of).await });
+                let (this, running) = (self.clone(), super::LastClose::begin(self.clone()));
+                self.rt.spawn(async move {
+                    this.commit_after_last_close(ino, of).await;
+                    drop(running);
+                });
             }
         }
         let last = {
@@ -312,14 +314,18 @@ impl Vfs {
     /// so reads there see these bytes and that handle's own commits carry them (this one
     /// then finds nothing to do). A retry goes ahead only while the namespace shows no
     /// content change newer than this staging's last (mtime): a later close, elsewhere
-    /// or through a staging opened here meanwhile, wins over these older bytes.
+    /// or through a staging opened here meanwhile, wins over these older bytes. At
+    /// unmount ([`Vfs::shutdown`]) a commit waiting to be tried again is tried once more
+    /// at once, and not again.
     async fn commit_after_last_close(self: Arc<Self>, ino: InodeNo, of: Arc<OpenFile>) {
         let deadline = tokio::time::Instant::now() + self.cfg.last_close_retry;
         let mut wait = std::time::Duration::from_secs(1);
         let mut retry = false;
         let mut registered = false;
         let mut waiting = false;
+        let closes = &self.last_closes;
         loop {
+            let last_try = closes.closing.load(Ordering::SeqCst);
             let superseded = match retry {
                 false => Ok(false),
                 true => self.superseded(ino, &of).await,
@@ -338,7 +344,11 @@ impl Vfs {
             };
             match res {
                 Ok(()) => break,
-                Err(e) if e.errno() == libc::EIO && tokio::time::Instant::now() < deadline => {
+                Err(e)
+                    if e.errno() == libc::EIO
+                        && tokio::time::Instant::now() < deadline
+                        && !last_try =>
+                {
                     Metrics::inc(&self.metrics.close_commit_retries);
                     tracing::warn!(ino = ino.0, error = %e, retry_in_s = wait.as_secs(), "commit after last close failed; will try again");
                     registered = registered || self.register_again(ino, &of);
@@ -346,13 +356,28 @@ impl Vfs {
                         waiting = true;
                         Metrics::inc(&self.metrics.close_commits_waiting);
                     }
-                    tokio::time::sleep(wait).await;
+                    let unmount = closes.woken.notified();
+                    tokio::pin!(unmount);
+                    unmount.as_mut().enable();
+                    if !closes.closing.load(Ordering::SeqCst) {
+                        tokio::select! {
+                            _ = tokio::time::sleep(wait) => {}
+                            _ = unmount => {}
+                        }
+                    }
                     wait = (wait * 2).min(std::time::Duration::from_secs(60));
                     retry = true;
                 }
                 Err(e) => {
                     Metrics::inc(&self.metrics.uploads_lost);
-                    tracing::error!(ino = ino.0, error = %e, "commit after last close failed; data of this file is lost");
+                    match last_try {
+                        true => {
+                            tracing::error!(ino = ino.0, error = %e, "commit after last close failed at unmount; data of this file is lost")
+                        }
+                        false => {
+                            tracing::error!(ino = ino.0, error = %e, "commit after last close failed; data of this file is lost")
+                        }
+                    }
                     break;
                 }
             }
@@ -365,6 +390,38 @@ impl Vfs {
                 .close_commits_waiting
                 .fetch_sub(1, Ordering::Relaxed);
         }
+    }
+
+    /// Unmount: the commits after a last close still in progress go on, one waiting to be
+    /// tried again is tried once more now, and this waits for them all, up to `bound`.
+    /// Whatever is still running then is cut when the process ends: counted in
+    /// `uploads_lost` and logged. Returns how many that was.
+    pub async fn shutdown(&self, bound: std::time::Duration) -> usize {
+        let closes = &self.last_closes;
+        closes.closing.store(true, Ordering::SeqCst);
+        closes.woken.notify_waiters();
+        let all_done = async {
+            loop {
+                let idle = closes.idle.notified();
+                tokio::pin!(idle);
+                idle.as_mut().enable();
+                if closes.running.load(Ordering::SeqCst) == 0 {
+                    return;
+                }
+                idle.await;
+            }
+        };
+        let _ = tokio::time::timeout(bound, all_done).await;
+        let left = closes.running.load(Ordering::SeqCst);
+        if left > 0 {
+            Metrics::add(&self.metrics.uploads_lost, left as u64);
+            tracing::error!(
+                left,
+                waited_s = bound.as_secs(),
+                "unmount: commits after a last close still in progress are cut; their files' last bytes are lost"
+            );
+        }
+        left
     }
 
     /// Whether the namespace holds a content change of `ino` newer than the staged one

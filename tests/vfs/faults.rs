@@ -590,6 +590,47 @@ fn vfs_a_last_close_cut_by_a_namespace_outage_is_committed_when_it_is_back() {
     }
 }
 
+/// Unmount and the commits after a last close: one waiting to be tried again is tried
+/// once more at once, and the unmount waits for it. With the namespace back, the bytes
+/// are in the store when the unmount returns; with it still down, that last try fails,
+/// the bytes are counted lost, and the unmount returns without waiting out its bound.
+#[test]
+fn vfs_an_unmount_tries_a_waiting_last_close_once_more_and_waits_for_it() {
+    use std::sync::atomic::Ordering::SeqCst;
+    for back in [true, false] {
+        let outage = crate::harness::MetaOutage::default();
+        let env = Env::with(Options {
+            meta_outage: Some(outage.clone()),
+            ..Default::default()
+        });
+        let (old, new) = (data(MIB, 6), data(MIB + 5, 7));
+        let ino = env.put("f", &old);
+        let fh = env.open(ino, true, true).unwrap();
+        env.write(fh, 0, &new).unwrap();
+        outage.down.store(true, SeqCst);
+        assert!(env.rt.block_on(env.vfs.flush(fh)).is_err());
+        env.vfs.release(fh);
+        assert!(
+            eventually(Duration::from_secs(10), || {
+                env.metrics.close_commit_retries.load(Relaxed) >= 1
+            }),
+            "the commit waits to be tried again"
+        );
+        outage.down.store(!back, SeqCst);
+        let left = env.rt.block_on(env.vfs.shutdown(Duration::from_secs(60)));
+        assert_eq!(left, 0, "back {back}: nothing left running");
+        assert_eq!(env.metrics.close_commits_waiting.load(Relaxed), 0);
+        let stored = env.rt.block_on(env.store.read("f")).unwrap().to_vec();
+        if back {
+            assert!(stored == new, "in the store when the unmount returns");
+            assert_eq!(env.metrics.uploads_lost.load(Relaxed), 0);
+        } else {
+            assert!(stored == old, "the store keeps the previous bytes");
+            assert_eq!(env.metrics.uploads_lost.load(Relaxed), 1, "counted lost");
+        }
+    }
+}
+
 /// A last close's commit waiting to be tried again does not overwrite a newer change
 /// another client made meanwhile: once the namespace is back and shows content newer than
 /// the waiting bytes, they are dropped (counted in `uploads_lost`) and the other
