@@ -23,9 +23,10 @@
 //! - A page buffer fetched from a source is covered by a fetch-budget permit until it is
 //!   in both tiers, whose own capacity covers it from then on; read-ahead takes a permit
 //!   or is skipped, a reader's own miss waits for one.
-//! - Waiters are answered once the page is in the memory tier; its disk write follows
-//!   (no reader waits on the cache disk, whose data file of one object takes its writes
-//!   one at a time).
+//! - A page's waiters are answered once it is in the memory tier; its disk write follows.
+//!   A run's pages are written by the run's task, so no reader of them waits on the cache
+//!   disk (whose data file of one object takes its writes one at a time); a single page
+//!   is written by the call that fetched it, before that call returns.
 //! - A page is served only at the length its object version has at that index; a source
 //!   answering with another length is a changed object (ESTALE), never bytes.
 //! - An EIO from the chain answers further fetches of the page at once for
@@ -331,7 +332,7 @@ impl Fetcher {
     }
 
     /// A fetched page checked against the length its version has at that index, marked
-    /// fresh and put in the memory tier, from where readers use it at once; whoever
+    /// fresh and put in the memory tier, from where its waiters use it at once; whoever
     /// fetched it then writes it to disk ([`Self::persist`]). Answering only after
     /// that write would hold every reader of a cold sequential scan behind the disk
     /// writes of the whole read-ahead window, which a file's data file takes one at a
