@@ -631,9 +631,14 @@ mod tests {
         let key = PageKey::new(&object.id, 3);
         let (f, o, k) = (fetcher.clone(), object.clone(), key.clone());
         let reader = tokio::spawn(async move { f.fetch(&o, k, None).await });
-        while !fetcher.cache().contains(&key) {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+        let in_memory = async {
+            while !fetcher.cache().contains(&key) {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), in_memory)
+            .await
+            .expect("the page reaches memory");
         let got = tokio::time::timeout(
             Duration::from_secs(5),
             fetcher.fetch(&object, key.clone(), None),
@@ -672,10 +677,15 @@ mod tests {
             assert!(b == page_bytes(i));
         }
         assert!(!task.is_finished(), "the run's disk writes are waiting");
-        while !task.is_finished() {
-            disk.open.notify_one();
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let writes_done = async {
+            while !task.is_finished() {
+                disk.open.notify_one();
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), writes_done)
+            .await
+            .expect("the run ends once its disk writes go through");
         for i in 8..12 {
             assert!(disk.contains(&PageKey::new(&object.id, i)));
         }

@@ -9,8 +9,9 @@
 //! A tier that is switched off (size 0) is [`NoTier`], which holds nothing: callers never
 //! branch on whether a tier exists. Pages move between tiers only here: a disk hit is put
 //! into memory ([`PageCache::get`]); a page fetched from a source below the cache is put
-//! into both ([`PageCache::put`]), a written file's pages into the disk tier only
-//! ([`PageCache::put_disk`]).
+//! into memory and then on disk ([`PageCache::put_mem`], [`PageCache::put_disk`]), a page
+//! offered by a peer into both ([`PageCache::put`]), a written file's pages into the disk
+//! tier only.
 
 use std::collections::HashSet;
 use std::path::PathBuf;

@@ -370,14 +370,7 @@ impl Vfs {
                 }
                 Err(e) => {
                     Metrics::inc(&self.metrics.uploads_lost);
-                    match last_try {
-                        true => {
-                            tracing::error!(ino = ino.0, error = %e, "commit after last close failed at unmount; data of this file is lost")
-                        }
-                        false => {
-                            tracing::error!(ino = ino.0, error = %e, "commit after last close failed; data of this file is lost")
-                        }
-                    }
+                    tracing::error!(ino = ino.0, error = %e, at_unmount = last_try, "commit after last close failed; data of this file is lost");
                     break;
                 }
             }
